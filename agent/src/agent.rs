@@ -1,0 +1,238 @@
+//! The agent's main loop in standalone mode: manifests in, maps and attachments kept in step.
+
+use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use crate::{
+    datapath::{
+        PinDir,
+        attach::{self, AttachError, TcRole},
+        conntrack::{self, CtTimeouts},
+        loader::{self, LoadError},
+        maps::{LbMaps, MapsError},
+        programmer::ServiceProgrammer,
+    },
+    lb::{self, LbAlgorithm, NodeInfo},
+    manifests::{ManifestDir, ManifestError},
+    netns,
+};
+
+/// Errors that stop the agent.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error(transparent)]
+    Manifests(#[from] ManifestError),
+    /// The status file could not be written.
+    #[error("writing status file {path}: {source}")]
+    Status {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything the agent needs to know about its node; all of it is configuration, never a guess.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// Node addresses: NodePorts are served on each; the first is the SNAT source.
+    pub node_ips: Vec<Ipv4Addr>,
+    pub manifests: PathBuf,
+    /// The node's uplink (NodePort traffic from outside arrives here).
+    pub uplink: Option<String>,
+    /// Pod-facing interfaces, as names or `*` patterns.
+    pub pod_interfaces: Vec<String>,
+    /// cgroup v2 directory of the node's own subtree for the socket LB.
+    pub cgroup: Option<PathBuf>,
+    pub bpffs_root: PathBuf,
+    pub algorithm: LbAlgorithm,
+    /// Source ports for SNATed NodePort flows.
+    pub snat_ports: (u16, u16),
+    pub poll_interval: Duration,
+    pub ct_gc_interval: Duration,
+    pub ct_timeouts: CtTimeouts,
+    /// Written (atomically) after every sync: `generation frontends`.
+    pub status_file: Option<PathBuf>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+struct Agent {
+    cfg: AgentConfig,
+    pins: PinDir,
+    ebpf: aya::Ebpf,
+    programmer: ServiceProgrammer,
+    manifests: ManifestDir,
+    /// Interfaces with an attached TC program, by name, with their ifindex at attach time.
+    attached: HashMap<String, u32>,
+    generation: u64,
+}
+
+fn ifindex(name: &str) -> u32 {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return 0;
+    };
+    // SAFETY: valid C string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+impl Agent {
+    fn sync_interfaces(&mut self) {
+        let present = netns::interfaces();
+        let mut wanted: Vec<(String, TcRole)> = Vec::new();
+        for name in &present {
+            if self.cfg.uplink.as_deref() == Some(name.as_str()) {
+                wanted.push((name.clone(), TcRole::Uplink));
+            } else if self.cfg.pod_interfaces.iter().any(|p| netns::matches(p, name)) {
+                wanted.push((name.clone(), TcRole::Pod));
+            }
+        }
+        for (name, role) in &wanted {
+            let index = ifindex(name);
+            if self.attached.get(name) == Some(&index) {
+                continue;
+            }
+            match attach::attach_tc(&mut self.ebpf, &self.pins, name, *role) {
+                Ok(()) => {
+                    info!(iface = %name, ?role, "attached");
+                    self.attached.insert(name.clone(), index);
+                }
+                Err(e) => warn!(iface = %name, error = %e, "cannot attach; will retry"),
+            }
+        }
+        let gone: Vec<String> = self
+            .attached
+            .keys()
+            .filter(|n| !wanted.iter().any(|(w, _)| w == *n))
+            .cloned()
+            .collect();
+        for name in gone {
+            attach::detach_tc(&self.pins, &name);
+            self.attached.remove(&name);
+            info!(iface = %name, "interface gone; link pin removed");
+        }
+    }
+
+    fn sync_services(&mut self) -> Result<(), AgentError> {
+        let (changed, errors) = self.manifests.poll()?;
+        if !changed && self.generation > 0 {
+            return Ok(());
+        }
+        for e in &errors {
+            error!(error = %e, "manifest rejected");
+        }
+        let objects = self.manifests.objects();
+        let node = NodeInfo {
+            name: self.cfg.node_name.clone(),
+            addresses: self.cfg.node_ips.clone(),
+            algorithm: self.cfg.algorithm,
+        };
+        let (desired, skipped) = lb::desired::compute(&objects.services, &objects.endpoint_slices, &node);
+        for s in skipped {
+            warn!(service = %s.service, reason = %s.reason, "Service not programmed");
+        }
+        let started = Instant::now();
+        let stats = self.programmer.apply(&desired)?;
+        self.generation += 1;
+        info!(
+            generation = self.generation,
+            frontends = desired.frontends.len(),
+            written = stats.frontends_written,
+            removed = stats.frontends_removed,
+            backends_added = stats.backends_added,
+            backends_removed = stats.backends_removed,
+            took_ms = started.elapsed().as_millis() as u64,
+            "Services synced"
+        );
+        self.write_status()
+    }
+
+    fn write_status(&self) -> Result<(), AgentError> {
+        let Some(path) = &self.cfg.status_file else {
+            return Ok(());
+        };
+        let tmp = path.with_extension("tmp");
+        let body = format!("{} {}\n", self.generation, self.programmer.frontend_count());
+        std::fs::write(&tmp, body)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|source| AgentError::Status {
+                path: path.clone(),
+                source,
+            })
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT. Everything it attached stays attached afterwards (pinned).
+pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    install_signal_handlers();
+    let pins = PinDir::new(&cfg.bpffs_root, &cfg.node_name);
+    let mut ebpf = loader::load(&pins)?;
+    let maps = LbMaps::open(&pins)?;
+    let mut programmer = ServiceProgrammer::restore(maps)?;
+    if let Some(snat) = cfg.node_ips.first() {
+        programmer.set_node_config(*snat, cfg.snat_ports)?;
+    }
+    if let Some(cgroup) = &cfg.cgroup {
+        std::fs::create_dir_all(cgroup).map_err(|source| AttachError::Cgroup {
+            path: cgroup.clone(),
+            source,
+        })?;
+        attach::attach_sock_lb(&mut ebpf, &pins, cgroup)?;
+    }
+    let mut agent = Agent {
+        manifests: ManifestDir::new(&cfg.manifests),
+        cfg,
+        pins,
+        ebpf,
+        programmer,
+        attached: HashMap::new(),
+        generation: 0,
+    };
+    // Services first, then interfaces: a new attachment finds the maps complete.
+    agent.sync_services()?;
+    agent.sync_interfaces();
+    let mut last_gc = Instant::now();
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(agent.cfg.poll_interval);
+        if let Err(e) = agent.sync_services() {
+            error!(error = %e, "sync failed; retrying");
+        }
+        agent.sync_interfaces();
+        if last_gc.elapsed() >= agent.cfg.ct_gc_interval {
+            last_gc = Instant::now();
+            match conntrack::collect(agent.programmer.maps(), &agent.cfg.ct_timeouts) {
+                Ok((seen, removed)) if removed > 0 => info!(seen, removed, "conntrack GC"),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "conntrack GC failed"),
+            }
+        }
+    }
+    info!("stopping; programs and maps stay pinned");
+    Ok(())
+}

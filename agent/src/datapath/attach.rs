@@ -1,0 +1,199 @@
+//! Attaching programs with links pinned under the node's pin directory, so they stay attached when the
+//! agent exits, and are replaced (new attached first, old detached after) when a new agent starts.
+//!
+//! TC programs use TCX (never mixed with classic tc filters on one hook); socket programs attach to the
+//! node's own cgroup subtree, never the root cgroup.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::TcAttachOptions,
+    },
+};
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use super::{
+    PinDir,
+    loader::{self, LoadError},
+};
+
+/// Errors of attaching programs.
+#[derive(Debug, Error)]
+pub enum AttachError {
+    /// The program is not in the object, or not loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The kernel refused the attachment.
+    #[error("attaching {program} to {target}: {source}")]
+    Attach {
+        program: &'static str,
+        target: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// The link could not be pinned or an old pin removed.
+    #[error("pinning link {path}: {message}")]
+    Pin { path: PathBuf, message: String },
+    /// The cgroup directory cannot be opened.
+    #[error("opening cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Refusing to attach socket programs to a cgroup root: that would change every process's sockets.
+    #[error("refusing to attach to the cgroup root {0}: give the node's own cgroup subtree")]
+    CgroupRoot(PathBuf),
+}
+
+/// Which way a TC program faces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcRole {
+    /// A pod-facing interface (host side of a pod's veth).
+    Pod,
+    /// The node's uplink.
+    Uplink,
+}
+
+impl TcRole {
+    fn program(self) -> &'static str {
+        match self {
+            TcRole::Pod => loader::programs::FROM_POD,
+            TcRole::Uplink => loader::programs::FROM_UPLINK,
+        }
+    }
+}
+
+/// Pin path of the TC link on an interface.
+pub fn tc_link_pin(pins: &PinDir, iface: &str) -> PathBuf {
+    pins.links().join(format!("tc-ingress-{iface}"))
+}
+
+/// Replaces the pinned link at `pin` by `new`: the new one is already attached, so no packet goes
+/// unserved; the old one is detached when its pin and last descriptor go.
+fn replace_pin(new: FdLink, pin: &Path) -> Result<(), AttachError> {
+    if pin.exists() {
+        match PinnedLink::from_pin(pin) {
+            Ok(old) => {
+                if let Err(e) = old.unpin() {
+                    return Err(AttachError::Pin {
+                        path: pin.into(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(pin);
+            }
+        }
+    }
+    new.pin(pin).map_err(|e| AttachError::Pin {
+        path: pin.into(),
+        message: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// Attaches the TC program for `role` at ingress of `iface` and pins the link.
+pub fn attach_tc(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, role: TcRole) -> Result<(), AttachError> {
+    let name = role.program();
+    let prog: &mut SchedClassifier =
+        loader::program(ebpf, name)?
+            .try_into()
+            .map_err(|source| AttachError::Attach {
+                program: name,
+                target: iface.into(),
+                source,
+            })?;
+    let id = prog
+        .attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::first()),
+        )
+        .map_err(|source| AttachError::Attach {
+            program: name,
+            target: iface.into(),
+            source,
+        })?;
+    let link = prog.take_link(id).map_err(|source| AttachError::Attach {
+        program: name,
+        target: iface.into(),
+        source,
+    })?;
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|e: aya::programs::links::LinkError| AttachError::Pin {
+            path: tc_link_pin(pins, iface),
+            message: e.to_string(),
+        })?;
+    replace_pin(fd, &tc_link_pin(pins, iface))?;
+    debug!(iface, program = name, "TC program attached");
+    Ok(())
+}
+
+/// Detaches the TC program from `iface` by removing its pin (the interface may be gone already).
+pub fn detach_tc(pins: &PinDir, iface: &str) {
+    let pin = tc_link_pin(pins, iface);
+    if let Err(e) = std::fs::remove_file(&pin)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(pin = %pin.display(), error = %e, "cannot remove link pin");
+    }
+}
+
+/// Attaches the four socket-LB programs to `cgroup` (a cgroup v2 directory of the node's own subtree).
+pub fn attach_sock_lb(ebpf: &mut Ebpf, pins: &PinDir, cgroup: &Path) -> Result<(), AttachError> {
+    if cgroup.parent().is_none_or(|p| !p.join("cgroup.procs").exists()) {
+        return Err(AttachError::CgroupRoot(cgroup.into()));
+    }
+    let dir = File::open(cgroup).map_err(|source| AttachError::Cgroup {
+        path: cgroup.into(),
+        source,
+    })?;
+    for name in loader::programs::SOCK {
+        let target = cgroup.display().to_string();
+        let prog: &mut CgroupSockAddr =
+            loader::program(ebpf, name)?
+                .try_into()
+                .map_err(|source| AttachError::Attach {
+                    program: name,
+                    target: target.clone(),
+                    source,
+                })?;
+        let id = prog
+            .attach(&dir, CgroupAttachMode::AllowMultiple)
+            .map_err(|source| AttachError::Attach {
+                program: name,
+                target: target.clone(),
+                source,
+            })?;
+        let link = prog.take_link(id).map_err(|source| AttachError::Attach {
+            program: name,
+            target: target.clone(),
+            source,
+        })?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| AttachError::Pin {
+                path: pins.links(),
+                message: e.to_string(),
+            })?;
+        replace_pin(
+            fd,
+            &pins
+                .links()
+                .join(format!("cgroup-{}", name.trim_start_matches("berth_"))),
+        )?;
+    }
+    info!(cgroup = %cgroup.display(), "socket load balancer attached");
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Loads the eBPF object embedded in the agent binary, reusing maps already pinned for this node so
+//! that conntrack, affinity and Service state survive an agent restart or upgrade.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{CgroupSockAddr, Program, SchedClassifier},
+};
+use thiserror::Error;
+use tracing::info;
+
+use super::PinDir;
+
+/// The object built by `cargo xtask build-ebpf`, embedded at compile time.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("BERTH_EBPF_OBJECT"));
+
+/// Errors of loading the data plane.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// The pin directory could not be created (is bpffs mounted at its root?).
+    #[error("cannot create pin directory {path}: {source}")]
+    PinDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel refused the object or one of its maps (verifier log included in the source).
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program is missing from the object or has an unexpected type.
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// The object lacks a program the agent expects: agent and object are out of step.
+    #[error("program {0} is not in the eBPF object (rebuild with `cargo xtask build-ebpf`)")]
+    MissingProgram(&'static str),
+}
+
+/// Names of the programs in the object.
+pub mod programs {
+    /// TC ingress of pod-facing interfaces.
+    pub const FROM_POD: &str = "berth_from_pod";
+    /// TC ingress of the node's uplink.
+    pub const FROM_UPLINK: &str = "berth_from_uplink";
+    /// Socket LB programs and their cgroup attach points.
+    pub const SOCK: [&str; 4] = [
+        "berth_connect4",
+        "berth_sendmsg4",
+        "berth_recvmsg4",
+        "berth_getpeername4",
+    ];
+}
+
+/// Loads the object with every map pinned (or reused) under `pins`, and every program into the kernel
+/// (verified, not attached).
+pub fn load(pins: &PinDir) -> Result<Ebpf, LoadError> {
+    ensure_bpffs(pins.path())?;
+    std::fs::create_dir_all(pins.links()).map_err(|source| LoadError::PinDir {
+        path: pins.links(),
+        source,
+    })?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pins.path())
+        .load(EBPF_OBJECT)?;
+    for name in [programs::FROM_POD, programs::FROM_UPLINK] {
+        let prog: &mut SchedClassifier = program(&mut ebpf, name)?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })?;
+        prog.load()
+            .map_err(|source| LoadError::Program { name, source })?;
+    }
+    for name in programs::SOCK {
+        let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })?;
+        prog.load()
+            .map_err(|source| LoadError::Program { name, source })?;
+    }
+    info!(pins = %pins.path().display(), "eBPF data plane loaded");
+    Ok(ebpf)
+}
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mounts bpffs at /sys/fs/bpf when nothing is mounted there (as Cilium's agent does): pins need a
+/// bpffs, and one mounted where every tool looks for it.
+fn ensure_bpffs(pin_dir: &std::path::Path) -> Result<(), LoadError> {
+    let mount_point = std::path::Path::new("/sys/fs/bpf");
+    if !pin_dir.starts_with(mount_point) || is_bpffs(mount_point) {
+        return Ok(());
+    }
+    let _ = std::fs::create_dir_all(mount_point);
+    let rc = unsafe {
+        // SAFETY: constant NUL-terminated strings.
+        libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(LoadError::PinDir {
+            path: mount_point.into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    info!("mounted bpffs at /sys/fs/bpf");
+    Ok(())
+}
+
+fn is_bpffs(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and statfs buffer.
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// A program of the object by name.
+pub fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Program, LoadError> {
+    ebpf.program_mut(name).ok_or(LoadError::MissingProgram(name))
+}

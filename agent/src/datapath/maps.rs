@@ -1,0 +1,94 @@
+//! Typed handles on the pinned maps, opened by path: the running agent and the `lb list` inspection
+//! command use the same code, and neither needs the other.
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use berth_common::{
+    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, MaglevTable, NodeConfig, RevNat, ServiceKey,
+    ServiceValue, SockRevKey, names,
+};
+use thiserror::Error;
+
+use super::PinDir;
+
+/// Errors of opening or using the maps.
+#[derive(Debug, Error)]
+pub enum MapsError {
+    /// A pinned map is missing or of the wrong type (agent never started on this node, or a different
+    /// berth version pinned it).
+    #[error("map {name} at {path}: {source}")]
+    Open {
+        name: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: MapError,
+    },
+    /// A map operation failed.
+    #[error("{op} on {name}: {source}")]
+    Op {
+        op: &'static str,
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// Every map of the data plane.
+pub struct LbMaps {
+    pub services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub backends: HashMap<MapData, u32, Backend>,
+    pub rev_nat: HashMap<MapData, u32, RevNat>,
+    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
+    pub affinity: HashMap<MapData, AffinityKey, AffinityValue>,
+    pub maglev: HashMap<MapData, u32, MaglevTable>,
+    pub sock_rev: HashMap<MapData, SockRevKey, RevNat>,
+    pub config: Array<MapData, NodeConfig>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+fn open(pins: &PinDir, name: &'static str) -> Result<Map, MapsError> {
+    let path = pins.map(name);
+    let data = MapData::from_pin(&path).map_err(|source| MapsError::Open {
+        name,
+        path: path.clone(),
+        source,
+    })?;
+    Map::from_map_data(data).map_err(|source| MapsError::Open { name, path, source })
+}
+
+macro_rules! typed {
+    ($pins:expr, $name:expr) => {{
+        let map = open($pins, $name)?;
+        map.try_into().map_err(|source| MapsError::Open {
+            name: $name,
+            path: $pins.map($name),
+            source,
+        })?
+    }};
+}
+
+impl LbMaps {
+    /// Opens the maps pinned under `pins`.
+    pub fn open(pins: &PinDir) -> Result<Self, MapsError> {
+        Ok(LbMaps {
+            services: typed!(pins, names::SERVICES),
+            backends: typed!(pins, names::BACKENDS),
+            rev_nat: typed!(pins, names::REV_NAT),
+            conntrack: typed!(pins, names::CONNTRACK),
+            affinity: typed!(pins, names::AFFINITY),
+            maglev: typed!(pins, names::MAGLEV),
+            sock_rev: typed!(pins, names::SOCK_REV),
+            config: typed!(pins, names::CONFIG),
+            counters: typed!(pins, names::COUNTERS),
+        })
+    }
+
+    /// Sum of a counter over all CPUs.
+    pub fn counter(&self, index: u32) -> u64 {
+        self.counters.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+}
+
+/// Shorthand for wrapping a map error with the operation and map name.
+pub fn op_err(op: &'static str, name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Op { op, name, source }
+}

@@ -1,0 +1,476 @@
+//! Keeps the Service maps equal to a [`DesiredState`] with updates that no packet can observe half done.
+//!
+//! Order of writes (the invariant of ARCHITECTURE.md, "Update ordering"):
+//! 1. new backends into `BERTH_BACKENDS`;
+//! 2. per changed frontend: backend slots `1..=n`, its reverse-NAT entry and Maglev table, then the
+//!    header (slot 0, carrying the new count) last, then the slots beyond the new count are deleted;
+//! 3. removed frontends: header first (no new flows), then slots, reverse NAT and Maglev table;
+//! 4. backends no longer referenced, and the affinity and UDP conntrack entries that point at them.
+//!
+//! On start the programmer reads back what the pinned maps hold ([`ServiceProgrammer::restore`]) and
+//! from then on writes only differences, so an agent restart rewrites nothing that is already right and
+//! flushes nothing.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::Ipv4Addr,
+};
+
+use berth_common::{
+    BACKEND_F_LOCAL, Backend, MAGLEV_TABLE_SIZE, MaglevTable, NodeConfig, PROTO_UDP, RevNat, SVC_F_AFFINITY,
+    SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey, ServiceValue, be_to_ipv4,
+    be_to_port, ipv4_to_be, names, port_to_be,
+};
+use tracing::{debug, info};
+
+use super::maps::{LbMaps, MapsError, op_err};
+use crate::lb::{
+    BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol, maglev,
+};
+
+/// Identity of a backend in `BERTH_BACKENDS`: one id per (address, port, protocol), shared by every
+/// frontend that uses it.
+type BackendIdentity = (Ipv4Addr, u16, Protocol);
+
+/// What was written for one frontend.
+#[derive(Clone, Debug)]
+struct Applied {
+    rev_nat_id: u32,
+    spec: FrontendSpec,
+    /// Number of backend slots written (ready + terminating).
+    slots: u32,
+}
+
+/// Counts of what one [`ServiceProgrammer::apply`] changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub frontends_written: usize,
+    pub frontends_removed: usize,
+    pub backends_added: usize,
+    pub backends_removed: usize,
+}
+
+/// Owns the Service maps and the bookkeeping of what they hold.
+pub struct ServiceProgrammer {
+    maps: LbMaps,
+    frontends: HashMap<Frontend, Applied>,
+    backend_ids: HashMap<BackendIdentity, (u32, bool)>,
+    free_backend_ids: Vec<u32>,
+    next_backend_id: u32,
+    free_rev_nat_ids: Vec<u32>,
+    next_rev_nat_id: u32,
+}
+
+fn same_programming(a: &FrontendSpec, b: &FrontendSpec) -> bool {
+    // The service name is not stored in the maps; everything else is.
+    a.kind == b.kind
+        && a.ready == b.ready
+        && a.terminating == b.terminating
+        && a.affinity_timeout == b.affinity_timeout
+        && a.snat == b.snat
+        && a.local_drop == b.local_drop
+        && (a.algorithm == b.algorithm || a.ready.is_empty())
+}
+
+fn service_key(fe: &Frontend, slot: u32) -> ServiceKey {
+    ServiceKey {
+        addr: ipv4_to_be(fe.addr.octets()),
+        port: port_to_be(fe.port),
+        proto: fe.proto.number(),
+        pad: 0,
+        slot,
+    }
+}
+
+fn header(spec: &FrontendSpec, rev_nat_id: u32) -> ServiceValue {
+    let mut flags = 0;
+    if spec.kind == FrontendKind::NodePort {
+        flags |= SVC_F_NODEPORT;
+    }
+    if spec.snat {
+        flags |= SVC_F_SNAT;
+    }
+    if spec.local_drop {
+        flags |= SVC_F_LOCAL_DROP;
+    }
+    if spec.affinity_timeout.is_some() {
+        flags |= SVC_F_AFFINITY;
+    }
+    if spec.algorithm == LbAlgorithm::Maglev && !spec.ready.is_empty() {
+        flags |= SVC_F_MAGLEV;
+    }
+    ServiceValue {
+        backend_id: 0,
+        rev_nat_id,
+        affinity_timeout: spec.affinity_timeout.unwrap_or(0),
+        count: u16::try_from(spec.ready.len()).unwrap_or(u16::MAX),
+        terminating: u16::try_from(spec.terminating.len()).unwrap_or(u16::MAX),
+        flags,
+        pad: 0,
+    }
+}
+
+fn identity(b: &BackendAddr) -> BackendIdentity {
+    (b.addr, b.port, b.proto)
+}
+
+impl ServiceProgrammer {
+    /// Takes over the maps and reads back what they hold, so the next [`apply`](Self::apply) writes only
+    /// the differences.
+    pub fn restore(maps: LbMaps) -> Result<Self, MapsError> {
+        let mut backends: HashMap<u32, Backend> = HashMap::new();
+        for item in maps.backends.iter() {
+            let (id, b) = item.map_err(op_err("iterate", names::BACKENDS))?;
+            backends.insert(id, b);
+        }
+        let mut headers = Vec::new();
+        let mut slots: HashMap<(u32, u16, u8), BTreeMap<u32, u32>> = HashMap::new();
+        for item in maps.services.iter() {
+            let (k, v) = item.map_err(op_err("iterate", names::SERVICES))?;
+            if k.slot == 0 {
+                headers.push((k, v));
+            } else {
+                slots
+                    .entry((k.addr, k.port, k.proto))
+                    .or_default()
+                    .insert(k.slot, v.backend_id);
+            }
+        }
+        let mut me = ServiceProgrammer {
+            maps,
+            frontends: HashMap::new(),
+            backend_ids: HashMap::new(),
+            free_backend_ids: Vec::new(),
+            next_backend_id: backends.keys().max().map_or(1, |m| m + 1),
+            free_rev_nat_ids: Vec::new(),
+            next_rev_nat_id: headers
+                .iter()
+                .map(|(_, v)| v.rev_nat_id)
+                .max()
+                .map_or(1, |m| m + 1),
+        };
+        let to_addr = |id: &u32| -> Option<BackendAddr> {
+            let b = backends.get(id)?;
+            Some(BackendAddr {
+                addr: Ipv4Addr::from(be_to_ipv4(b.addr)),
+                port: be_to_port(b.port),
+                proto: Protocol::from_number(b.proto)?,
+                local: b.flags & BACKEND_F_LOCAL != 0,
+            })
+        };
+        for (id, b) in &backends {
+            if let Some(addr) = to_addr(id) {
+                me.backend_ids
+                    .insert(identity(&addr), (*id, b.flags & BACKEND_F_LOCAL != 0));
+            }
+        }
+        for (k, v) in headers {
+            let Some(proto) = Protocol::from_number(k.proto) else {
+                continue;
+            };
+            let fe = Frontend {
+                addr: Ipv4Addr::from(be_to_ipv4(k.addr)),
+                port: be_to_port(k.port),
+                proto,
+            };
+            let written = slots.remove(&(k.addr, k.port, k.proto)).unwrap_or_default();
+            let ids: Vec<u32> = written.values().copied().collect();
+            let count = v.count as usize;
+            let total = (v.count as usize + v.terminating as usize).min(ids.len());
+            let ready: Vec<BackendAddr> = ids[..count.min(total)].iter().filter_map(to_addr).collect();
+            let terminating: Vec<BackendAddr> =
+                ids[count.min(total)..total].iter().filter_map(to_addr).collect();
+            let spec = FrontendSpec {
+                service: String::new(),
+                kind: if v.flags & SVC_F_NODEPORT != 0 {
+                    FrontendKind::NodePort
+                } else {
+                    FrontendKind::ClusterIp
+                },
+                ready,
+                terminating,
+                affinity_timeout: (v.flags & SVC_F_AFFINITY != 0).then_some(v.affinity_timeout),
+                snat: v.flags & SVC_F_SNAT != 0,
+                local_drop: v.flags & SVC_F_LOCAL_DROP != 0,
+                algorithm: if v.flags & SVC_F_MAGLEV != 0 {
+                    LbAlgorithm::Maglev
+                } else {
+                    LbAlgorithm::Random
+                },
+            };
+            let slot_count = written.keys().max().copied().unwrap_or(0);
+            me.frontends.insert(
+                fe,
+                Applied {
+                    rev_nat_id: v.rev_nat_id,
+                    spec,
+                    slots: slot_count,
+                },
+            );
+        }
+        // Slots without a header (a crash between writes): delete them on the next apply.
+        for ((addr, port, proto), orphan) in slots {
+            for slot in orphan.keys() {
+                let key = ServiceKey {
+                    addr,
+                    port,
+                    proto,
+                    pad: 0,
+                    slot: *slot,
+                };
+                let _ = me.maps.services.remove(&key);
+            }
+        }
+        let used: HashSet<u32> = me.frontends.values().map(|a| a.rev_nat_id).collect();
+        me.free_rev_nat_ids = (1..me.next_rev_nat_id).filter(|id| !used.contains(id)).collect();
+        let used: HashSet<u32> = backends.keys().copied().collect();
+        me.free_backend_ids = (1..me.next_backend_id).filter(|id| !used.contains(id)).collect();
+        info!(
+            frontends = me.frontends.len(),
+            backends = me.backend_ids.len(),
+            "restored Service state from pinned maps"
+        );
+        Ok(me)
+    }
+
+    /// Writes node-wide settings (SNAT address and port range).
+    pub fn set_node_config(&mut self, snat_addr: Ipv4Addr, ports: (u16, u16)) -> Result<(), MapsError> {
+        let cfg = NodeConfig {
+            snat_addr: ipv4_to_be(snat_addr.octets()),
+            snat_port_min: ports.0,
+            snat_port_max: ports.1,
+        };
+        self.maps
+            .config
+            .set(0, cfg, 0)
+            .map_err(op_err("update", names::CONFIG))
+    }
+
+    /// The maps, for garbage collection and inspection.
+    pub fn maps(&mut self) -> &mut LbMaps {
+        &mut self.maps
+    }
+
+    /// Number of frontends programmed.
+    pub fn frontend_count(&self) -> usize {
+        self.frontends.len()
+    }
+
+    fn backend_id(&mut self, b: &BackendAddr, added: &mut usize) -> Result<u32, MapsError> {
+        if let Some((id, local)) = self.backend_ids.get(&identity(b)).copied() {
+            if local == b.local {
+                return Ok(id);
+            }
+            // Same address, locality changed (pod moved): rewrite the flags in place.
+            self.write_backend(id, b)?;
+            self.backend_ids.insert(identity(b), (id, b.local));
+            return Ok(id);
+        }
+        let id = match self.free_backend_ids.pop() {
+            Some(id) => id,
+            None => {
+                self.next_backend_id += 1;
+                self.next_backend_id - 1
+            }
+        };
+        self.write_backend(id, b)?;
+        self.backend_ids.insert(identity(b), (id, b.local));
+        *added += 1;
+        Ok(id)
+    }
+
+    fn write_backend(&mut self, id: u32, b: &BackendAddr) -> Result<(), MapsError> {
+        let value = Backend {
+            addr: ipv4_to_be(b.addr.octets()),
+            port: port_to_be(b.port),
+            proto: b.proto.number(),
+            flags: if b.local { BACKEND_F_LOCAL } else { 0 },
+        };
+        self.maps
+            .backends
+            .insert(id, value, 0)
+            .map_err(op_err("update", names::BACKENDS))
+    }
+
+    fn write_frontend(
+        &mut self,
+        fe: &Frontend,
+        spec: &FrontendSpec,
+        stats: &mut ApplyStats,
+    ) -> Result<(), MapsError> {
+        let previous = self.frontends.get(fe).cloned();
+        let rev_nat_id = match &previous {
+            Some(p) => p.rev_nat_id,
+            None => match self.free_rev_nat_ids.pop() {
+                Some(id) => id,
+                None => {
+                    self.next_rev_nat_id += 1;
+                    self.next_rev_nat_id - 1
+                }
+            },
+        };
+        let mut ids = Vec::with_capacity(spec.ready.len() + spec.terminating.len());
+        for b in spec.ready.iter().chain(&spec.terminating) {
+            ids.push(self.backend_id(b, &mut stats.backends_added)?);
+        }
+        // 1. backend slots
+        for (i, id) in ids.iter().enumerate() {
+            let value = ServiceValue {
+                backend_id: *id,
+                rev_nat_id,
+                ..Default::default()
+            };
+            self.maps
+                .services
+                .insert(service_key(fe, i as u32 + 1), value, 0)
+                .map_err(op_err("update", names::SERVICES))?;
+        }
+        // 2. reverse NAT and Maglev table
+        let rev = RevNat {
+            addr: ipv4_to_be(fe.addr.octets()),
+            port: port_to_be(fe.port),
+            pad: 0,
+        };
+        self.maps
+            .rev_nat
+            .insert(rev_nat_id, rev, 0)
+            .map_err(op_err("update", names::REV_NAT))?;
+        let hdr = header(spec, rev_nat_id);
+        if hdr.flags & SVC_F_MAGLEV != 0 {
+            let names_: Vec<String> = spec
+                .ready
+                .iter()
+                .map(|b| format!("{}:{}/{}", b.addr, b.port, b.proto))
+                .collect();
+            if let Some(entries) = maglev::table(&names_, &ids[..spec.ready.len()]) {
+                let mut table = MaglevTable {
+                    backends: [0; MAGLEV_TABLE_SIZE],
+                };
+                table.backends.copy_from_slice(&entries);
+                self.maps
+                    .maglev
+                    .insert(rev_nat_id, table, 0)
+                    .map_err(op_err("update", names::MAGLEV))?;
+            }
+        }
+        // 3. header last: from here on packets see the new count.
+        self.maps
+            .services
+            .insert(service_key(fe, 0), hdr, 0)
+            .map_err(op_err("update", names::SERVICES))?;
+        // 4. stale slots after.
+        let new_slots = ids.len() as u32;
+        if let Some(p) = &previous {
+            for slot in new_slots + 1..=p.slots {
+                let _ = self.maps.services.remove(&service_key(fe, slot));
+            }
+            if hdr.flags & SVC_F_MAGLEV == 0 && p.spec.algorithm == LbAlgorithm::Maglev {
+                let _ = self.maps.maglev.remove(&rev_nat_id);
+            }
+        }
+        self.frontends.insert(
+            *fe,
+            Applied {
+                rev_nat_id,
+                spec: spec.clone(),
+                slots: new_slots,
+            },
+        );
+        stats.frontends_written += 1;
+        Ok(())
+    }
+
+    fn remove_frontend(&mut self, fe: &Frontend) {
+        let Some(applied) = self.frontends.remove(fe) else {
+            return;
+        };
+        let _ = self.maps.services.remove(&service_key(fe, 0));
+        for slot in 1..=applied.slots {
+            let _ = self.maps.services.remove(&service_key(fe, slot));
+        }
+        let _ = self.maps.rev_nat.remove(&applied.rev_nat_id);
+        let _ = self.maps.maglev.remove(&applied.rev_nat_id);
+        self.free_rev_nat_ids.push(applied.rev_nat_id);
+    }
+
+    /// Brings the maps to `desired`. Safe to call with the same state again (writes nothing).
+    pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyStats, MapsError> {
+        let mut stats = ApplyStats::default();
+        for (fe, spec) in &desired.frontends {
+            if self
+                .frontends
+                .get(fe)
+                .is_some_and(|a| same_programming(&a.spec, spec))
+            {
+                if let Some(a) = self.frontends.get_mut(fe) {
+                    a.spec.service = spec.service.clone();
+                }
+                continue;
+            }
+            self.write_frontend(fe, spec, &mut stats)?;
+        }
+        let gone: Vec<Frontend> = self
+            .frontends
+            .keys()
+            .filter(|fe| !desired.frontends.contains_key(fe))
+            .copied()
+            .collect();
+        for fe in &gone {
+            self.remove_frontend(fe);
+            stats.frontends_removed += 1;
+        }
+        // Backends no longer referenced by any frontend.
+        let used: HashSet<BackendIdentity> = self
+            .frontends
+            .values()
+            .flat_map(|a| a.spec.ready.iter().chain(&a.spec.terminating))
+            .map(identity)
+            .collect();
+        let unused: Vec<(BackendIdentity, u32)> = self
+            .backend_ids
+            .iter()
+            .filter(|(k, _)| !used.contains(*k))
+            .map(|(k, (id, _))| (*k, *id))
+            .collect();
+        let removed_ids: HashSet<u32> = unused.iter().map(|(_, id)| *id).collect();
+        for (k, id) in unused {
+            let _ = self.maps.backends.remove(&id);
+            self.backend_ids.remove(&k);
+            self.free_backend_ids.push(id);
+            stats.backends_removed += 1;
+        }
+        if !removed_ids.is_empty() {
+            self.forget_backends(&removed_ids)?;
+        }
+        if stats != ApplyStats::default() {
+            debug!(?stats, "Service maps updated");
+        }
+        Ok(stats)
+    }
+
+    /// Drops affinity entries and UDP conntrack entries that point at removed backends (TCP flows keep
+    /// their entries so open connections finish, as with kube-proxy).
+    fn forget_backends(&mut self, removed: &HashSet<u32>) -> Result<(), MapsError> {
+        let mut stale_affinity = Vec::new();
+        for item in self.maps.affinity.iter() {
+            let (k, v) = item.map_err(op_err("iterate", names::AFFINITY))?;
+            if removed.contains(&v.backend_id) {
+                stale_affinity.push(k);
+            }
+        }
+        for k in stale_affinity {
+            let _ = self.maps.affinity.remove(&k);
+        }
+        let mut stale_ct = Vec::new();
+        for item in self.maps.conntrack.iter() {
+            let Ok((k, v)) = item else { continue }; // LRU entries may vanish while iterating
+            if k.proto == PROTO_UDP && removed.contains(&v.backend_id) {
+                stale_ct.push(k);
+            }
+        }
+        for k in stale_ct {
+            let _ = self.maps.conntrack.remove(&k);
+        }
+        Ok(())
+    }
+}

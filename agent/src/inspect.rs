@@ -1,0 +1,159 @@
+//! `berth-agent lb list` / `ct list`: the pinned maps in words, the way `cilium bpf lb list` shows them.
+//! Reads the pins only; works whether or not the agent runs.
+
+use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
+
+use berth_common::{
+    BACKEND_F_LOCAL, CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_SNAT, SVC_F_AFFINITY, SVC_F_LOCAL_DROP,
+    SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceValue, be_to_ipv4, be_to_port, counter,
+};
+
+use crate::{
+    datapath::{
+        maps::{LbMaps, MapsError},
+        monotonic_ns,
+    },
+    lb::Protocol,
+};
+
+fn endpoint(addr: u32, port: u16) -> String {
+    format!("{}:{}", Ipv4Addr::from(be_to_ipv4(addr)), be_to_port(port))
+}
+
+fn proto(p: u8) -> String {
+    Protocol::from_number(p).map_or_else(|| p.to_string(), |p| p.to_string())
+}
+
+fn service_flags(v: &ServiceValue) -> String {
+    let mut f = vec![
+        if v.flags & SVC_F_NODEPORT != 0 {
+            "NodePort"
+        } else {
+            "ClusterIP"
+        }
+        .to_string(),
+    ];
+    if v.flags & SVC_F_SNAT != 0 {
+        f.push("snat".into());
+    }
+    if v.flags & SVC_F_LOCAL_DROP != 0 {
+        f.push("local-drop".into());
+    }
+    if v.flags & SVC_F_MAGLEV != 0 {
+        f.push("maglev".into());
+    }
+    if v.flags & SVC_F_AFFINITY != 0 {
+        f.push(format!("affinity={}s", v.affinity_timeout));
+    }
+    f.join(",")
+}
+
+/// Services and their backends.
+pub fn services(maps: &LbMaps) -> Result<String, MapsError> {
+    let mut headers = BTreeMap::new();
+    let mut slots: BTreeMap<(u32, u16, u8), BTreeMap<u32, u32>> = BTreeMap::new();
+    for item in maps.services.iter() {
+        let (k, v) = item.map_err(crate::datapath::maps::op_err(
+            "iterate",
+            berth_common::names::SERVICES,
+        ))?;
+        if k.slot == 0 {
+            headers.insert((k.addr, k.port, k.proto), v);
+        } else {
+            slots
+                .entry((k.addr, k.port, k.proto))
+                .or_default()
+                .insert(k.slot, v.backend_id);
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<24} {:<6} {:<34} BACKENDS", "FRONTEND", "ID", "FLAGS");
+    for ((addr, port, p), hdr) in &headers {
+        let mut backends = Vec::new();
+        for (slot, id) in slots.get(&(*addr, *port, *p)).into_iter().flatten() {
+            let state = if *slot <= hdr.count as u32 {
+                "active"
+            } else if *slot <= hdr.count as u32 + hdr.terminating as u32 {
+                "terminating"
+            } else {
+                "stale"
+            };
+            let text = match maps.backends.get(id, 0) {
+                Ok(b) => format!(
+                    "{} ({state}{}) #{id}",
+                    endpoint(b.addr, b.port),
+                    if b.flags & BACKEND_F_LOCAL != 0 {
+                        ", local"
+                    } else {
+                        ""
+                    }
+                ),
+                Err(_) => format!("#{id} (missing)"),
+            };
+            backends.push(text);
+        }
+        if backends.is_empty() {
+            backends.push("(none: new flows are refused)".into());
+        }
+        let _ = writeln!(
+            out,
+            "{:<24} {:<6} {:<34} {}",
+            format!("{}/{}", endpoint(*addr, *port), proto(*p)),
+            hdr.rev_nat_id,
+            service_flags(hdr),
+            backends.join(", ")
+        );
+    }
+    Ok(out)
+}
+
+/// Conntrack entries (newest first) and the data-path counters.
+pub fn conntrack(maps: &LbMaps) -> String {
+    let now = monotonic_ns();
+    let mut rows: Vec<(u64, String)> = Vec::new();
+    for (k, v) in maps.conntrack.iter().flatten() {
+        let mut flags = Vec::new();
+        for (bit, name) in [
+            (CT_F_REPLY, "reply"),
+            (CT_F_CLOSING, "closing"),
+            (CT_F_NODEPORT, "nodeport"),
+            (CT_F_SNAT, "snat"),
+        ] {
+            if v.flags & bit != 0 {
+                flags.push(name);
+            }
+        }
+        let age = now.saturating_sub(v.last_seen_ns) / 1_000_000_000;
+        rows.push((
+            v.last_seen_ns,
+            format!(
+                "{} {} -> {} => {} -> {} backend=#{} frontend=#{} idle={}s [{}]",
+                proto(k.proto),
+                endpoint(k.saddr, k.sport),
+                endpoint(k.daddr, k.dport),
+                endpoint(v.nat_saddr, v.nat_sport),
+                endpoint(v.nat_daddr, v.nat_dport),
+                v.backend_id,
+                v.rev_nat_id,
+                age,
+                flags.join(",")
+            ),
+        ));
+    }
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut out = String::new();
+    for (_, r) in &rows {
+        let _ = writeln!(out, "{r}");
+    }
+    let _ = writeln!(out, "{} entries", rows.len());
+    for (index, name) in [
+        (counter::CT_HIT, "ct_hit"),
+        (counter::NEW_FLOW, "new_flow"),
+        (counter::REJECTED, "rejected"),
+        (counter::SOCK_TRANSLATED, "sock_translated"),
+        (counter::ERRORS, "errors"),
+    ] {
+        let _ = writeln!(out, "counter {name} = {}", maps.counter(index));
+    }
+    out
+}

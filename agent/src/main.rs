@@ -1,0 +1,176 @@
+//! `berth-agent`: one per node. See `berth-agent --help`.
+
+use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, time::Duration};
+
+use berth_agent::{
+    agent::{self, AgentConfig},
+    datapath::{DEFAULT_BPFFS_ROOT, PinDir, conntrack::CtTimeouts, maps::LbMaps},
+    inspect,
+    lb::LbAlgorithm,
+    netns,
+};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "berth-agent",
+    version,
+    about = "berth node agent: eBPF Service load balancing"
+)]
+struct Cli {
+    /// Enter this named network namespace (/var/run/netns/NAME) first.
+    #[arg(long, global = true)]
+    netns: Option<String>,
+    /// Root of berth's bpffs pins; the node's pins live in ROOT/NODE.
+    #[arg(long, global = true, default_value = DEFAULT_BPFFS_ROOT)]
+    bpffs_root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: keep the data plane in step with the manifests directory.
+    Run(RunArgs),
+    /// Inspect the load balancer from the pinned maps.
+    Lb {
+        #[command(subcommand)]
+        what: LbCommand,
+    },
+    /// Detach everything of a node and remove its pins.
+    Cleanup {
+        #[arg(long)]
+        node: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LbCommand {
+    /// Services (frontends) and their backends.
+    List {
+        #[arg(long)]
+        node: String,
+    },
+    /// Conntrack entries and data-path counters.
+    Ct {
+        #[arg(long)]
+        node: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// This node's name (matches endpoints' nodeName).
+    #[arg(long)]
+    node: String,
+    /// Node address (repeatable): NodePorts are served on each; the first is the SNAT source.
+    #[arg(long = "node-ip")]
+    node_ips: Vec<Ipv4Addr>,
+    /// Directory of Service and EndpointSlice manifests.
+    #[arg(long)]
+    manifests: PathBuf,
+    /// The node's uplink interface (NodePort traffic from outside).
+    #[arg(long)]
+    uplink: Option<String>,
+    /// Pod-facing interfaces: names or `*` patterns (repeatable).
+    #[arg(long = "pod-interfaces")]
+    pod_interfaces: Vec<String>,
+    /// cgroup v2 directory of the node's own subtree, for socket-level load balancing.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    /// Default backend selection for new flows.
+    #[arg(long, value_enum, default_value_t = LbAlgorithm::Random)]
+    lb_algorithm: LbAlgorithm,
+    /// SNAT source port range for NodePort with externalTrafficPolicy Cluster.
+    #[arg(long, default_value = "61000-65535", value_parser = parse_range)]
+    snat_ports: (u16, u16),
+    /// How often to check the manifests directory, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    poll_ms: u64,
+    /// How often to garbage-collect conntrack, in seconds.
+    #[arg(long, default_value_t = 10)]
+    ct_gc_secs: u64,
+    /// Idle timeout of UDP flows, in seconds.
+    #[arg(long, default_value_t = 60)]
+    ct_udp_timeout_secs: u64,
+    /// File written after every sync ("generation frontends").
+    #[arg(long)]
+    status_file: Option<PathBuf>,
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST")?;
+    let a: u16 = a.parse().map_err(|e| format!("{e}"))?;
+    let b: u16 = b.parse().map_err(|e| format!("{e}"))?;
+    if a > b || a < 1024 {
+        return Err("range must be FIRST-LAST with 1024 <= FIRST <= LAST".into());
+    }
+    Ok((a, b))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(ns) = &cli.netns {
+        netns::enter(ns)?;
+    }
+    match cli.command {
+        Command::Run(a) => {
+            let defaults = CtTimeouts::default();
+            agent::run(AgentConfig {
+                node_name: a.node,
+                node_ips: a.node_ips,
+                manifests: a.manifests,
+                uplink: a.uplink,
+                pod_interfaces: a.pod_interfaces,
+                cgroup: a.cgroup,
+                bpffs_root: cli.bpffs_root,
+                algorithm: a.lb_algorithm,
+                snat_ports: a.snat_ports,
+                poll_interval: Duration::from_millis(a.poll_ms),
+                ct_gc_interval: Duration::from_secs(a.ct_gc_secs),
+                ct_timeouts: CtTimeouts {
+                    udp: Duration::from_secs(a.ct_udp_timeout_secs),
+                    ..defaults
+                },
+                status_file: a.status_file,
+            })?;
+        }
+        Command::Lb { what } => {
+            let (node, ct) = match what {
+                LbCommand::List { node } => (node, false),
+                LbCommand::Ct { node } => (node, true),
+            };
+            let maps = LbMaps::open(&PinDir::new(&cli.bpffs_root, &node))?;
+            if ct {
+                print!("{}", inspect::conntrack(&maps));
+            } else {
+                print!("{}", inspect::services(&maps)?);
+            }
+        }
+        Command::Cleanup { node } => {
+            let pins = PinDir::new(&cli.bpffs_root, &node);
+            match std::fs::remove_dir_all(pins.path()) {
+                Ok(()) => println!("removed {}", pins.path().display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => anyhow::bail!("removing {}: {e}", pins.path().display()),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! The standalone source of cluster state: a directory of ordinary Kubernetes manifests (YAML or JSON,
+//! several documents per file, `kind: List` too), re-read when a file changes, the way kubelet reads
+//! static pod manifests.
+//!
+//! A file that fails to parse keeps its last good content (and the error is logged with the file and
+//! document), so a typo never withdraws Services that were working. Write files atomically (write a
+//! temporary file, then rename) to avoid reading one half-written.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use serde::Deserialize;
+use thiserror::Error;
+use tracing::{debug, warn};
+
+/// Errors of reading a manifest directory.
+#[derive(Debug, Error)]
+pub enum ManifestError {
+    /// The directory cannot be listed.
+    #[error("cannot read manifest directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A document is not valid YAML, or not a valid object of its kind.
+    #[error("{path}, document {index}: {message}")]
+    Parse {
+        path: PathBuf,
+        index: usize,
+        message: String,
+    },
+}
+
+/// The objects berth uses, from all files.
+#[derive(Clone, Debug, Default)]
+pub struct Objects {
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+}
+
+impl Objects {
+    fn extend(&mut self, other: &Objects) {
+        self.services.extend(other.services.iter().cloned());
+        self.endpoint_slices.extend(other.endpoint_slices.iter().cloned());
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+struct FileState {
+    stamp: Stamp,
+    objects: Objects,
+}
+
+/// A watched manifest directory.
+pub struct ManifestDir {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+fn is_manifest(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+#[derive(Deserialize)]
+struct TypeMeta {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+fn parse_value(
+    value: serde_norway::Value,
+    path: &Path,
+    index: usize,
+    out: &mut Objects,
+) -> Result<(), ManifestError> {
+    let err = |message: String| ManifestError::Parse {
+        path: path.into(),
+        index,
+        message,
+    };
+    if value.is_null() {
+        return Ok(()); // empty document (e.g. a trailing `---`)
+    }
+    let meta: TypeMeta =
+        serde_norway::from_value(value.clone()).map_err(|e| err(format!("not a Kubernetes object: {e}")))?;
+    match (meta.api_version.as_str(), meta.kind.as_str()) {
+        ("v1", "Service") => {
+            let svc: Service =
+                serde_norway::from_value(value).map_err(|e| err(format!("invalid Service: {e}")))?;
+            out.services.push(svc);
+        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            let slice: EndpointSlice =
+                serde_norway::from_value(value).map_err(|e| err(format!("invalid EndpointSlice: {e}")))?;
+            out.endpoint_slices.push(slice);
+        }
+        ("v1", "List") => {
+            let items = value
+                .get("items")
+                .and_then(|i| i.as_sequence())
+                .cloned()
+                .unwrap_or_default();
+            for item in items {
+                parse_value(item, path, index, out)?;
+            }
+        }
+        (_, "") => return Err(err("missing `kind`".into())),
+        (api, kind) => {
+            debug!(path = %path.display(), api, kind, "ignoring object of a kind berth does not use here")
+        }
+    }
+    Ok(())
+}
+
+/// Parses every document of one manifest file.
+pub fn parse_file(path: &Path, text: &str) -> Result<Objects, ManifestError> {
+    let mut out = Objects::default();
+    for (index, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let value = serde_norway::Value::deserialize(doc).map_err(|e| ManifestError::Parse {
+            path: path.into(),
+            index,
+            message: e.to_string(),
+        })?;
+        parse_value(value, path, index, &mut out)?;
+    }
+    Ok(out)
+}
+
+impl ManifestDir {
+    /// Watches `dir` (read on the first [`poll`](Self::poll)).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ManifestDir {
+            dir: dir.into(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Re-reads changed, new and removed files. Returns whether anything changed, and the errors of
+    /// files that kept their previous content.
+    pub fn poll(&mut self) -> Result<(bool, Vec<ManifestError>), ManifestError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|source| ManifestError::Dir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut present = Vec::new();
+        let mut changed = false;
+        let mut errors = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !is_manifest(&path) || !path.is_file() {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            let stamp = Stamp {
+                modified: meta.modified().ok(),
+                len: meta.len(),
+            };
+            present.push(path.clone());
+            if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
+                continue;
+            }
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|source| ManifestError::Read {
+                    path: path.clone(),
+                    source,
+                })
+                .and_then(|text| parse_file(&path, &text));
+            match parsed {
+                Ok(objects) => {
+                    self.files.insert(path, FileState { stamp, objects });
+                    changed = true;
+                }
+                Err(e) => {
+                    warn!(error = %e, "manifest not applied; keeping its previous content");
+                    // Remember the stamp so the same broken content is not re-parsed every poll.
+                    let objects = self.files.remove(&path).map(|f| f.objects).unwrap_or_default();
+                    self.files.insert(path, FileState { stamp, objects });
+                    errors.push(e);
+                }
+            }
+        }
+        let before = self.files.len();
+        self.files.retain(|p, _| present.contains(p));
+        changed |= self.files.len() != before;
+        Ok((changed, errors))
+    }
+
+    /// All objects of all files.
+    pub fn objects(&self) -> Objects {
+        let mut all = Objects::default();
+        for f in self.files.values() {
+            all.extend(&f.objects);
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_documents_and_lists() {
+        let text = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata: {name: a-1, labels: {kubernetes.io/service-name: a}}
+  addressType: IPv4
+  endpoints: [{addresses: [10.244.0.2]}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ignored}
+---
+"#;
+        let objects = parse_file(Path::new("x.yaml"), text).expect("parses");
+        assert_eq!(objects.services.len(), 1);
+        assert_eq!(objects.endpoint_slices.len(), 1);
+    }
+
+    #[test]
+    fn invalid_object_names_file_and_document() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Service\nspec: {ports: [{port: eighty}]}\n";
+        let err = parse_file(Path::new("bad.yaml"), text).expect_err("must fail");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("bad.yaml") && msg.contains("document 1") && msg.contains("invalid Service"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn broken_file_keeps_previous_content() {
+        let dir = std::env::temp_dir().join(format!("berth-manifests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("svc.yaml");
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").expect("write");
+        let mut watched = ManifestDir::new(&dir);
+        assert!(watched.poll().expect("poll").0);
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: [broken\n").expect("write");
+        let (_, errors) = watched.poll().expect("poll");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(watched.objects().services.len(), 1, "previous content kept");
+        std::fs::remove_file(&file).expect("rm");
+        assert!(watched.poll().expect("poll").0);
+        assert!(watched.objects().services.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

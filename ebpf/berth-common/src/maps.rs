@@ -1,0 +1,284 @@
+//! Map names, sizes and value layouts.
+
+/// Names of the maps as they appear in the object file and under the pin directory.
+pub mod names {
+    /// Service frontends and their backend slots: [`super::ServiceKey`] -> [`super::ServiceValue`].
+    pub const SERVICES: &str = "BERTH_SVC";
+    /// Backends by id: `u32` -> [`super::Backend`].
+    pub const BACKENDS: &str = "BERTH_BACKENDS";
+    /// Reverse NAT: `u32` rev-NAT id -> [`super::RevNat`] (the frontend a reply must come from).
+    pub const REV_NAT: &str = "BERTH_REVNAT";
+    /// Connection tracking, LRU: [`super::CtKey`] -> [`super::CtEntry`].
+    pub const CONNTRACK: &str = "BERTH_CT";
+    /// Session affinity, LRU: [`super::AffinityKey`] -> [`super::AffinityValue`].
+    pub const AFFINITY: &str = "BERTH_AFFINITY";
+    /// Maglev lookup tables: `u32` rev-NAT id -> [`super::MaglevTable`].
+    pub const MAGLEV: &str = "BERTH_MAGLEV";
+    /// Socket-LB reverse translation, LRU: [`super::SockRevKey`] -> [`super::RevNat`].
+    pub const SOCK_REV: &str = "BERTH_SOCK_REV";
+    /// Node-wide settings, array of one: `u32` 0 -> [`super::NodeConfig`].
+    pub const CONFIG: &str = "BERTH_CONFIG";
+    /// Per-CPU counters for inspection: `u32` counter index -> `u64`.
+    pub const COUNTERS: &str = "BERTH_COUNTERS";
+}
+
+/// Default capacities. The agent may override them at load time (`EbpfLoader::map_max_entries`).
+pub mod capacity {
+    /// Service slots (frontends x (1 + backends)).
+    pub const SERVICES: u32 = 1 << 20;
+    /// Distinct backends.
+    pub const BACKENDS: u32 = 1 << 18;
+    /// Frontends (rev-NAT ids).
+    pub const REV_NAT: u32 = 1 << 18;
+    /// Conntrack entries (two per flow).
+    pub const CONNTRACK: u32 = 1 << 18;
+    /// Affinity entries.
+    pub const AFFINITY: u32 = 1 << 16;
+    /// Frontends using Maglev (tables are allocated on insert).
+    pub const MAGLEV: u32 = 1 << 14;
+    /// Sockets translated by the socket LB.
+    pub const SOCK_REV: u32 = 1 << 17;
+}
+
+/// Size of a Maglev lookup table: a prime well above 100x the backends of a typical Service.
+pub const MAGLEV_TABLE_SIZE: usize = 1021;
+
+/// Key of [`names::SERVICES`]: one frontend (address, port, protocol) and a slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// Frontend address, network order (ClusterIP, or a node address for NodePort).
+    pub addr: u32,
+    /// Frontend port, network order.
+    pub port: u16,
+    /// [`crate::PROTO_TCP`] or [`crate::PROTO_UDP`].
+    pub proto: u8,
+    /// Always zero; keeps the key free of uninitialised bytes.
+    pub pad: u8,
+    /// 0 for the header, 1.. for backend slots.
+    pub slot: u32,
+}
+
+/// Service header flag: the frontend is a NodePort (reached from outside the node).
+pub const SVC_F_NODEPORT: u16 = 1 << 0;
+/// Service header flag: rewrite the client's source to the node address (externalTrafficPolicy Cluster).
+pub const SVC_F_SNAT: u16 = 1 << 1;
+/// Service header flag: pick backends with the frontend's Maglev table instead of at random.
+pub const SVC_F_MAGLEV: u16 = 1 << 2;
+/// Service header flag: sessionAffinity ClientIP (timeout in `affinity_timeout`).
+pub const SVC_F_AFFINITY: u16 = 1 << 3;
+/// Service header flag: externalTrafficPolicy Local with no local backend: drop, as kube-proxy does.
+pub const SVC_F_LOCAL_DROP: u16 = 1 << 4;
+
+/// Value of [`names::SERVICES`]. In slot 0 (the header) every field but `backend_id` counts; in backend
+/// slots only `backend_id` does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// Backend id (backend slots only).
+    pub backend_id: u32,
+    /// Reverse-NAT id of the frontend: key of [`names::REV_NAT`], affinity and Maglev.
+    pub rev_nat_id: u32,
+    /// sessionAffinity ClientIP timeout in seconds (header only).
+    pub affinity_timeout: u32,
+    /// Ready backends, in slots `1..=count` (header only).
+    pub count: u16,
+    /// Terminating backends, in slots `count+1..=count+terminating` (header only).
+    pub terminating: u16,
+    /// `SVC_F_*` flags (header only).
+    pub flags: u16,
+    /// Always zero.
+    pub pad: u16,
+}
+
+/// Backend flag: the backend runs on this node.
+pub const BACKEND_F_LOCAL: u8 = 1 << 0;
+
+/// Value of [`names::BACKENDS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Backend {
+    /// Backend (pod) address, network order.
+    pub addr: u32,
+    /// Target port, network order.
+    pub port: u16,
+    /// Protocol.
+    pub proto: u8,
+    /// `BACKEND_F_*` flags.
+    pub flags: u8,
+}
+
+/// Value of [`names::REV_NAT`] and [`names::SOCK_REV`]: the address a reply must appear to come from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RevNat {
+    /// Frontend address, network order.
+    pub addr: u32,
+    /// Frontend port, network order.
+    pub port: u16,
+    /// Always zero.
+    pub pad: u16,
+}
+
+/// Key of [`names::CONNTRACK`]: the exact 5-tuple of a packet as it arrives at the hook.
+///
+/// Each translated flow has two entries: the original direction (client -> frontend) and the reply
+/// direction (backend -> client or SNAT address). Both carry the rewrite that turns a packet with that
+/// tuple into what must go on, so the fast path is one lookup and one rewrite whatever the direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    /// Source address, network order.
+    pub saddr: u32,
+    /// Destination address, network order.
+    pub daddr: u32,
+    /// Source port, network order.
+    pub sport: u16,
+    /// Destination port, network order.
+    pub dport: u16,
+    /// Protocol.
+    pub proto: u8,
+    /// Always zero.
+    pub pad: [u8; 3],
+}
+
+/// Conntrack flag: this entry is the reply direction of a flow.
+pub const CT_F_REPLY: u16 = 1 << 0;
+/// Conntrack flag: a FIN or RST was seen; the entry expires on the short "closing" timeout.
+pub const CT_F_CLOSING: u16 = 1 << 1;
+/// Conntrack flag: the flow entered through a NodePort.
+pub const CT_F_NODEPORT: u16 = 1 << 2;
+/// Conntrack flag: the source is rewritten too (SNAT for NodePort, hairpin).
+pub const CT_F_SNAT: u16 = 1 << 3;
+
+/// Value of [`names::CONNTRACK`]: the rewrite for packets with the key's tuple.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    /// New source address, network order.
+    pub nat_saddr: u32,
+    /// New destination address, network order.
+    pub nat_daddr: u32,
+    /// New source port, network order.
+    pub nat_sport: u16,
+    /// New destination port, network order.
+    pub nat_dport: u16,
+    /// Backend chosen for the flow (for garbage collection of removed backends).
+    pub backend_id: u32,
+    /// Frontend of the flow.
+    pub rev_nat_id: u32,
+    /// `CT_F_*` flags.
+    pub flags: u16,
+    /// Always zero.
+    pub pad: u16,
+    /// Last packet seen, `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub last_seen_ns: u64,
+}
+
+/// Key of [`names::AFFINITY`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    /// Who the client is: its IPv4 address (network order) on the TC path, or
+    /// `AFFINITY_NETNS_BIT | netns cookie` on the socket path, where the source address is not known yet
+    /// at connect() time.
+    pub client: u64,
+    /// Frontend.
+    pub rev_nat_id: u32,
+    /// Always zero.
+    pub pad: u32,
+}
+
+/// Marks an [`AffinityKey::client`] that is a network-namespace cookie rather than an address.
+pub const AFFINITY_NETNS_BIT: u64 = 1 << 63;
+
+/// Value of [`names::AFFINITY`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AffinityValue {
+    /// Backend the client sticks to.
+    pub backend_id: u32,
+    /// Always zero.
+    pub pad: u32,
+    /// Last use, `bpf_ktime_get_ns()`.
+    pub last_used_ns: u64,
+}
+
+/// Value of [`names::MAGLEV`]: backend ids indexed by flow hash modulo [`MAGLEV_TABLE_SIZE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MaglevTable {
+    /// Backend ids.
+    pub backends: [u32; MAGLEV_TABLE_SIZE],
+}
+
+/// Key of [`names::SOCK_REV`]: a socket translated at connect()/sendmsg() and the backend it was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockRevKey {
+    /// `bpf_get_socket_cookie()` of the socket.
+    pub cookie: u64,
+    /// Backend address, network order.
+    pub addr: u32,
+    /// Backend port, network order.
+    pub port: u16,
+    /// Always zero.
+    pub pad: u16,
+}
+
+/// Value of [`names::CONFIG`]: node-wide settings the agent writes once at start.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Address used as the source of SNATed NodePort traffic, network order.
+    pub snat_addr: u32,
+    /// First port of the SNAT range, host order.
+    pub snat_port_min: u16,
+    /// Last port of the SNAT range, host order.
+    pub snat_port_max: u16,
+}
+
+/// Indices of [`names::COUNTERS`].
+pub mod counter {
+    /// Packets translated on an existing conntrack entry.
+    pub const CT_HIT: u32 = 0;
+    /// New flows load-balanced.
+    pub const NEW_FLOW: u32 = 1;
+    /// New flows refused (no backend): TCP reset sent or packet dropped.
+    pub const REJECTED: u32 = 2;
+    /// connect()/sendmsg() calls translated by the socket LB.
+    pub const SOCK_TRANSLATED: u32 = 3;
+    /// Packets the programs could not parse or rewrite (passed on unchanged).
+    pub const ERRORS: u32 = 4;
+    /// Number of counters.
+    pub const COUNT: u32 = 5;
+}
+
+#[cfg(feature = "user")]
+mod pod_impls {
+    use super::*;
+    // SAFETY: all types are #[repr(C)], Copy, and consist of plain integers with explicit padding.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for RevNat {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtEntry {}
+    unsafe impl aya::Pod for AffinityKey {}
+    unsafe impl aya::Pod for AffinityValue {}
+    unsafe impl aya::Pod for MaglevTable {}
+    unsafe impl aya::Pod for SockRevKey {}
+    unsafe impl aya::Pod for NodeConfig {}
+}
+
+// Layout checks: a change here is a change of the pinned-map ABI and needs a migration.
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 12);
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 20);
+const _: () = assert!(core::mem::size_of::<Backend>() == 8);
+const _: () = assert!(core::mem::size_of::<RevNat>() == 8);
+const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 32);
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
+const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
+const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 8);

@@ -1,0 +1,48 @@
+//! Every map of the data plane. All are pinned by name, so the agent finds them under its pin
+//! directory after a restart and established flows keep their conntrack entries.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use berth_common::{
+    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, MaglevTable, NodeConfig, RevNat, ServiceKey,
+    ServiceValue, SockRevKey, capacity, counter,
+};
+
+#[map(name = "BERTH_SVC")]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(capacity::SERVICES, 0);
+
+#[map(name = "BERTH_BACKENDS")]
+pub static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(capacity::BACKENDS, 0);
+
+#[map(name = "BERTH_REVNAT")]
+pub static REV_NAT: HashMap<u32, RevNat> = HashMap::pinned(capacity::REV_NAT, 0);
+
+#[map(name = "BERTH_CT")]
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+
+#[map(name = "BERTH_AFFINITY")]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(capacity::AFFINITY, 0);
+
+/// `BPF_F_NO_PREALLOC`: Maglev tables are 4 KiB each and most Services do not use one.
+#[map(name = "BERTH_MAGLEV")]
+pub static MAGLEV: HashMap<u32, MaglevTable> = HashMap::pinned(capacity::MAGLEV, 1);
+
+#[map(name = "BERTH_SOCK_REV")]
+pub static SOCK_REV: LruHashMap<SockRevKey, RevNat> = LruHashMap::pinned(capacity::SOCK_REV, 0);
+
+#[map(name = "BERTH_CONFIG")]
+pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
+
+#[map(name = "BERTH_COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
+
+/// Adds one to a counter of `berth_common::counter`.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
+    }
+}

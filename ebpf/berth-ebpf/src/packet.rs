@@ -1,0 +1,93 @@
+//! Bounds-checked parsing of Ethernet / IPv4 / TCP / UDP with direct packet access.
+//!
+//! Direct access (pointer + comparison against `data_end`) costs a fraction of `bpf_skb_load_bytes`
+//! per field; everything the load balancer needs is read once here into a [`Flow`].
+
+use aya_ebpf::programs::TcContext;
+use berth_common::{PROTO_TCP, PROTO_UDP};
+
+pub const ETH_HLEN: usize = 14;
+const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+
+/// TCP flag bits as they sit in byte 13 of the TCP header.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// What the load balancer reads from one packet. Addresses and ports in network order.
+#[derive(Clone, Copy)]
+pub struct Flow {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// TCP flags (0 for UDP).
+    pub tcp_flags: u8,
+    /// IPv4 header length in bytes.
+    pub ihl: u32,
+    /// Offset of the L4 header from the start of the frame.
+    pub l4_off: u32,
+}
+
+impl Flow {
+    /// Offset of the L4 checksum field.
+    #[inline(always)]
+    pub fn l4_csum_off(&self) -> u32 {
+        if self.proto == PROTO_TCP { self.l4_off + 16 } else { self.l4_off + 6 }
+    }
+}
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *const T)
+}
+
+/// Parses an IPv4 TCP or UDP packet; `None` for anything else (ARP, IPv6, ICMP, later fragments),
+/// which the programs pass on untouched.
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Option<Flow> {
+    // SAFETY: every read is preceded by a bounds check against data_end in `ptr_at`.
+    unsafe {
+        let ethertype = *ptr_at::<u16>(ctx, 12)?;
+        if ethertype != ETH_P_IP_BE {
+            return None;
+        }
+        let ip = ptr_at::<[u8; 20]>(ctx, ETH_HLEN)?;
+        let ver_ihl = (*ip)[0];
+        if ver_ihl >> 4 != 4 {
+            return None;
+        }
+        let ihl = ((ver_ihl & 0x0f) as u32) * 4;
+        if ihl < 20 {
+            return None;
+        }
+        // Fragment offset non-zero: no L4 header in this packet.
+        let frag = u16::from_be_bytes([(*ip)[6], (*ip)[7]]);
+        if frag & 0x1fff != 0 {
+            return None;
+        }
+        let proto = (*ip)[9];
+        if proto != PROTO_TCP && proto != PROTO_UDP {
+            return None;
+        }
+        let saddr = *(ip as *const u8).add(12).cast::<u32>();
+        let daddr = *(ip as *const u8).add(16).cast::<u32>();
+        let l4_off = ETH_HLEN as u32 + ihl;
+        let (sport, dport, tcp_flags) = if proto == PROTO_TCP {
+            let tcp = ptr_at::<[u8; 20]>(ctx, l4_off as usize)?;
+            let ports = tcp as *const u16;
+            (*ports, *ports.add(1), (*tcp)[13])
+        } else {
+            let udp = ptr_at::<[u16; 4]>(ctx, l4_off as usize)?;
+            ((*udp)[0], (*udp)[1], 0)
+        };
+        Some(Flow { saddr, daddr, sport, dport, proto, tcp_flags, ihl, l4_off })
+    }
+}

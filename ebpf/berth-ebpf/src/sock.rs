@@ -1,0 +1,93 @@
+//! Socket-level load balancing (cgroup/connect4, sendmsg4, recvmsg4, getpeername4).
+//!
+//! A pod's connect() to a Service frontend is rewritten to the chosen backend before the kernel routes
+//! anything, so the connection's packets carry real addresses and need no per-packet NAT or conntrack.
+//! The socket remembers the frontend (by socket cookie and backend in `BERTH_SOCK_REV`), so
+//! getpeername() and recvmsg() (UDP replies) report the Service address, as the application expects.
+//! With no backend, connect()/sendmsg() fails at once (EPERM).
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
+use berth_common::{AFFINITY_NETNS_BIT, RevNat, ServiceKey, SockRevKey, counter};
+
+use crate::{
+    maps::{SERVICES, SOCK_REV, count},
+    select,
+};
+
+/// Return value of a cgroup sock_addr program that lets the call proceed.
+const ALLOW: i32 = 1;
+/// Return value that fails the call with EPERM.
+const DENY: i32 = 0;
+
+#[cgroup_sock_addr(connect4)]
+pub fn berth_connect4(ctx: SockAddrContext) -> i32 {
+    translate(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn berth_sendmsg4(ctx: SockAddrContext) -> i32 {
+    translate(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn berth_recvmsg4(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn berth_getpeername4(ctx: SockAddrContext) -> i32 {
+    reverse(&ctx)
+}
+
+#[inline(always)]
+fn translate(ctx: &SockAddrContext) -> i32 {
+    // SAFETY: the context pointer is valid for the program's run; the kernel allows these accesses.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let svc = ServiceKey {
+        addr: sa.user_ip4,
+        port: sa.user_port as u16,
+        proto: sa.protocol as u8,
+        pad: 0,
+        slot: 0,
+    };
+    // SAFETY: copied out at once.
+    let Some(hdr) = (unsafe { SERVICES.get(&svc) }).copied() else {
+        return ALLOW;
+    };
+    let (cookie, netns) = unsafe { (bpf_get_socket_cookie(ctx.as_ptr()), bpf_get_netns_cookie(ctx.as_ptr())) };
+    let hash = select::flow_hash(cookie as u32, svc.addr, (cookie >> 32) as u16, svc.port, svc.proto);
+    let Some(choice) = select::pick(&svc, &hdr, AFFINITY_NETNS_BIT | netns, hash) else {
+        count(counter::REJECTED);
+        return DENY;
+    };
+    let backend = choice.backend;
+    let rev_key = SockRevKey { cookie, addr: backend.addr, port: backend.port, pad: 0 };
+    let rev = RevNat { addr: svc.addr, port: svc.port, pad: 0 };
+    if SOCK_REV.insert(&rev_key, &rev, 0).is_err() {
+        count(counter::ERRORS);
+        return ALLOW;
+    }
+    sa.user_ip4 = backend.addr;
+    sa.user_port = backend.port as u32;
+    count(counter::SOCK_TRANSLATED);
+    ALLOW
+}
+
+#[inline(always)]
+fn reverse(ctx: &SockAddrContext) -> i32 {
+    // SAFETY: as in `translate`.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = SockRevKey { cookie, addr: sa.user_ip4, port: sa.user_port as u16, pad: 0 };
+    // SAFETY: copied out at once.
+    if let Some(rev) = unsafe { SOCK_REV.get(&key) }.copied() {
+        sa.user_ip4 = rev.addr;
+        sa.user_port = rev.port as u32;
+    }
+    ALLOW
+}

@@ -1,0 +1,189 @@
+//! Per-packet load balancing at TC ingress (attached with TCX).
+//!
+//! `berth_from_pod` runs on the host side of every pod-facing interface: it translates pod traffic to
+//! Service frontends that did not go through the socket LB (raw sockets, traffic from pods outside
+//! the node's cgroup) and reverse-translates every reply a backend sends. `berth_from_uplink` runs on
+//! the node's uplink: NodePort (and ClusterIP routed to the node) from outside, with SNAT for
+//! externalTrafficPolicy Cluster.
+//!
+//! Fast path: one conntrack lookup keyed by the packet's exact tuple, one rewrite. New flows: one
+//! Service header lookup, the backend choice, two conntrack inserts (reply direction first, so a reply
+//! can never arrive before its entry), one rewrite.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    macros::classifier,
+    programs::TcContext,
+};
+use berth_common::{
+    CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_SNAT, CtEntry, CtKey, SVC_F_LOCAL_DROP, SVC_F_NODEPORT,
+    SVC_F_SNAT, ServiceKey, counter,
+};
+
+use crate::{
+    maps::{CONFIG, CONNTRACK, SERVICES, count},
+    nat::{self, Rewrite},
+    packet::{self, Flow, TCP_FIN, TCP_RST},
+    reject, select,
+};
+
+/// Hand the packet to the next program / the stack unchanged (`TCX_NEXT`).
+const TC_ACT_UNSPEC: i32 = -1;
+/// `BPF_NOEXIST`: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
+/// Attempts at finding a free SNAT source port before giving up on a flow.
+const SNAT_ATTEMPTS: u32 = 8;
+
+#[classifier]
+pub fn berth_from_pod(ctx: TcContext) -> i32 {
+    balance(&ctx)
+}
+
+#[classifier]
+pub fn berth_from_uplink(ctx: TcContext) -> i32 {
+    balance(&ctx)
+}
+
+#[inline(always)]
+fn balance(ctx: &TcContext) -> i32 {
+    let Some(flow) = packet::parse(ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    let key = CtKey {
+        saddr: flow.saddr,
+        daddr: flow.daddr,
+        sport: flow.sport,
+        dport: flow.dport,
+        proto: flow.proto,
+        pad: [0; 3],
+    };
+    if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {
+        // SAFETY: pointer from a successful lookup; plain integer fields.
+        let entry = unsafe { &mut *entry };
+        entry.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+        if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+            entry.flags |= CT_F_CLOSING;
+        }
+        let to = Rewrite {
+            saddr: entry.nat_saddr,
+            daddr: entry.nat_daddr,
+            sport: entry.nat_sport,
+            dport: entry.nat_dport,
+        };
+        return finish(ctx, &flow, &to, counter::CT_HIT);
+    }
+
+    let svc = ServiceKey { addr: flow.daddr, port: flow.dport, proto: flow.proto, pad: 0, slot: 0 };
+    // SAFETY: copied out at once.
+    let Some(hdr) = (unsafe { SERVICES.get(&svc) }).copied() else {
+        return TC_ACT_UNSPEC;
+    };
+    if hdr.flags & SVC_F_LOCAL_DROP != 0 {
+        count(counter::REJECTED);
+        return TC_ACT_SHOT as i32;
+    }
+    let hash = select::flow_hash(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
+    let Some(choice) = select::pick(&svc, &hdr, flow.saddr as u64, hash) else {
+        count(counter::REJECTED);
+        return reject::refuse(ctx, &flow);
+    };
+    let backend = choice.backend;
+
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut flags = if hdr.flags & SVC_F_NODEPORT != 0 { CT_F_NODEPORT } else { 0 };
+    let mut reply = CtEntry {
+        nat_saddr: flow.daddr,
+        nat_daddr: flow.saddr,
+        nat_sport: flow.dport,
+        nat_dport: flow.sport,
+        backend_id: choice.backend_id,
+        rev_nat_id: hdr.rev_nat_id,
+        flags: flags | CT_F_REPLY,
+        pad: 0,
+        last_seen_ns: now,
+    };
+    let mut reply_key = CtKey {
+        saddr: backend.addr,
+        daddr: flow.saddr,
+        sport: backend.port,
+        dport: flow.sport,
+        proto: flow.proto,
+        pad: [0; 3],
+    };
+
+    if backend.addr == flow.saddr {
+        // Hairpin: the client is its own backend. Its stack would drop a packet from its own address,
+        // so the source becomes the frontend address (the way Cilium uses a loopback address).
+        flags |= CT_F_SNAT;
+        reply.flags |= CT_F_SNAT;
+        reply_key.daddr = flow.daddr;
+        if CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST).is_err() {
+            count(counter::ERRORS);
+            return TC_ACT_SHOT as i32;
+        }
+    } else if hdr.flags & SVC_F_SNAT != 0 {
+        // externalTrafficPolicy Cluster: replies must come back through this node.
+        let Some(cfg) = CONFIG.get(0) else {
+            return TC_ACT_UNSPEC;
+        };
+        flags |= CT_F_SNAT;
+        reply.flags |= CT_F_SNAT;
+        reply_key.daddr = cfg.snat_addr;
+        let span = (cfg.snat_port_max.saturating_sub(cfg.snat_port_min) as u32) + 1;
+        let mut found = false;
+        for _ in 0..SNAT_ATTEMPTS {
+            let port = cfg.snat_port_min as u32 + unsafe { bpf_get_prandom_u32() } % span;
+            reply_key.dport = (port as u16).to_be();
+            if CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST).is_ok() {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            count(counter::ERRORS);
+            return TC_ACT_SHOT as i32;
+        }
+    } else if CONNTRACK.insert(&reply_key, &reply, 0).is_err() {
+        count(counter::ERRORS);
+        return TC_ACT_SHOT as i32;
+    }
+
+    let forward = CtEntry {
+        nat_saddr: reply_key.daddr,
+        nat_daddr: backend.addr,
+        nat_sport: reply_key.dport,
+        nat_dport: backend.port,
+        backend_id: choice.backend_id,
+        rev_nat_id: hdr.rev_nat_id,
+        flags,
+        pad: 0,
+        last_seen_ns: now,
+    };
+    if CONNTRACK.insert(&key, &forward, 0).is_err() {
+        let _ = CONNTRACK.remove(&reply_key);
+        count(counter::ERRORS);
+        return TC_ACT_SHOT as i32;
+    }
+    let to = Rewrite {
+        saddr: forward.nat_saddr,
+        daddr: forward.nat_daddr,
+        sport: forward.nat_sport,
+        dport: forward.nat_dport,
+    };
+    finish(ctx, &flow, &to, counter::NEW_FLOW)
+}
+
+#[inline(always)]
+fn finish(ctx: &TcContext, flow: &Flow, to: &Rewrite, counter_index: u32) -> i32 {
+    match nat::apply(ctx, flow, to) {
+        Ok(()) => {
+            count(counter_index);
+            TC_ACT_OK as i32
+        }
+        Err(_) => {
+            count(counter::ERRORS);
+            TC_ACT_SHOT as i32
+        }
+    }
+}
