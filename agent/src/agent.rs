@@ -170,7 +170,7 @@ impl Agent {
             took_ms = started.elapsed().as_millis() as u64,
             "Services synced"
         );
-        self.write_status()
+        Ok(())
     }
 
     fn write_status(&self) -> Result<(), AgentError> {
@@ -217,13 +217,21 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // Services first, then interfaces: a new attachment finds the maps complete.
     agent.sync_services()?;
     agent.sync_interfaces();
+    agent.write_status()?;
     let mut last_gc = Instant::now();
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(agent.cfg.poll_interval);
+        let generation = agent.generation;
         if let Err(e) = agent.sync_services() {
             error!(error = %e, "sync failed; retrying");
         }
         agent.sync_interfaces();
+        // The status tells tests (and operators) that the state is live: written after attachments.
+        if agent.generation != generation
+            && let Err(e) = agent.write_status()
+        {
+            warn!(error = %e, "cannot write status file");
+        }
         if last_gc.elapsed() >= agent.cfg.ct_gc_interval {
             last_gc = Instant::now();
             match conntrack::collect(agent.programmer.maps(), &agent.cfg.ct_timeouts) {

@@ -140,7 +140,7 @@ pub fn conntrack(maps: &LbMaps) -> String {
             ),
         ));
     }
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut out = String::new();
     for (_, r) in &rows {
         let _ = writeln!(out, "{r}");

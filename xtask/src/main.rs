@@ -55,7 +55,18 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             setup::run()?;
             ebpf::build()?;
-            run::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            run::cargo(&["fmt", "--all", "--", "--check"])?;
+            run::cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--release",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
+            // The integration tests run the agent and probe binaries as separate processes.
+            run::cargo(&["build", "--release", "--workspace", "--bins"])?;
             let mut test = vec!["test", "--workspace", "--release"];
             test.extend(args.iter().map(String::as_str));
             run::cargo(&test)

@@ -170,7 +170,7 @@ pub fn attach_sock_lb(ebpf: &mut Ebpf, pins: &PinDir, cgroup: &Path) -> Result<(
                     source,
                 })?;
         let id = prog
-            .attach(&dir, CgroupAttachMode::AllowMultiple)
+            .attach(&dir, CgroupAttachMode::Single)
             .map_err(|source| AttachError::Attach {
                 program: name,
                 target: target.clone(),

@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod forward;
 mod maps;
 mod nat;
 mod packet;

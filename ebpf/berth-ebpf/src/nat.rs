@@ -26,7 +26,11 @@ pub struct Rewrite {
 
 #[inline(always)]
 fn l4_flags(flow: &Flow) -> u64 {
-    if flow.proto == PROTO_UDP { BPF_F_MARK_MANGLED_0 } else { 0 }
+    if flow.proto == PROTO_UDP {
+        BPF_F_MARK_MANGLED_0
+    } else {
+        0
+    }
 }
 
 #[inline(always)]
@@ -43,7 +47,12 @@ fn rewrite_addr(ctx: &TcContext, flow: &Flow, off: u32, old: u32, new: u32) -> R
 
 #[inline(always)]
 fn rewrite_port(ctx: &TcContext, flow: &Flow, off: u32, old: u16, new: u16) -> Result<(), i64> {
-    ctx.l4_csum_replace(flow.l4_csum_off() as usize, old as u64, new as u64, l4_flags(flow) | 2)?;
+    ctx.l4_csum_replace(
+        flow.l4_csum_off() as usize,
+        old as u64,
+        new as u64,
+        l4_flags(flow) | 2,
+    )?;
     ctx.store(off as usize, &new, 0)
 }
 

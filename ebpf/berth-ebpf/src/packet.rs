@@ -35,7 +35,11 @@ impl Flow {
     /// Offset of the L4 checksum field.
     #[inline(always)]
     pub fn l4_csum_off(&self) -> u32 {
-        if self.proto == PROTO_TCP { self.l4_off + 16 } else { self.l4_off + 6 }
+        if self.proto == PROTO_TCP {
+            self.l4_off + 16
+        } else {
+            self.l4_off + 6
+        }
     }
 }
 
@@ -88,6 +92,15 @@ pub fn parse(ctx: &TcContext) -> Option<Flow> {
             let udp = ptr_at::<[u16; 4]>(ctx, l4_off as usize)?;
             ((*udp)[0], (*udp)[1], 0)
         };
-        Some(Flow { saddr, daddr, sport, dport, proto, tcp_flags, ihl, l4_off })
+        Some(Flow {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            proto,
+            tcp_flags,
+            ihl,
+            l4_off,
+        })
     }
 }

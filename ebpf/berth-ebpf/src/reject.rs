@@ -69,7 +69,13 @@ fn tcp_reset(ctx: &TcContext, flow: &Flow) -> Option<i32> {
     let seq: u32 = ctx.load::<u32>(flow.l4_off as usize + 4).ok()?;
     let mut f = [0u8; RST_LEN];
     swapped_ethernet(ctx, &mut f)?;
-    ipv4_header(&mut f[ETH_HLEN..ETH_HLEN + 20], 40, PROTO_TCP, flow.daddr, flow.saddr);
+    ipv4_header(
+        &mut f[ETH_HLEN..ETH_HLEN + 20],
+        40,
+        PROTO_TCP,
+        flow.daddr,
+        flow.saddr,
+    );
     let tcp = &mut f[ETH_HLEN + 20..];
     tcp[0..2].copy_from_slice(&flow.dport.to_ne_bytes());
     tcp[2..4].copy_from_slice(&flow.sport.to_ne_bytes());
@@ -95,7 +101,13 @@ fn icmp_unreachable(ctx: &TcContext, flow: &Flow) -> Option<i32> {
     let quote: [u8; ICMP_QUOTE] = ctx.load(ETH_HLEN).ok()?;
     let mut f = [0u8; ICMP_LEN];
     swapped_ethernet(ctx, &mut f)?;
-    ipv4_header(&mut f[ETH_HLEN..ETH_HLEN + 20], (ICMP_LEN - ETH_HLEN) as u16, 1, flow.daddr, flow.saddr);
+    ipv4_header(
+        &mut f[ETH_HLEN..ETH_HLEN + 20],
+        (ICMP_LEN - ETH_HLEN) as u16,
+        1,
+        flow.daddr,
+        flow.saddr,
+    );
     let icmp = &mut f[ETH_HLEN + 20..];
     icmp[0] = 3; // destination unreachable
     icmp[1] = 3; // port unreachable

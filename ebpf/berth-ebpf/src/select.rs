@@ -33,7 +33,10 @@ pub fn flow_hash(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> u
 fn backend(id: u32) -> Option<Choice> {
     // SAFETY: the value is copied out at once; a concurrent update can only replace it whole.
     let backend = unsafe { *BACKENDS.get(id)? };
-    Some(Choice { backend_id: id, backend })
+    Some(Choice {
+        backend_id: id,
+        backend,
+    })
 }
 
 #[inline(always)]
@@ -54,8 +57,16 @@ fn affinity_hit(key: &AffinityKey, hdr: &ServiceValue, now: u64) -> Option<Choic
 #[inline(always)]
 pub fn pick(svc: &ServiceKey, hdr: &ServiceValue, client: u64, hash: u32) -> Option<Choice> {
     let affinity = hdr.flags & SVC_F_AFFINITY != 0;
-    let now = if affinity { unsafe { bpf_ktime_get_ns() } } else { 0 };
-    let aff_key = AffinityKey { client, rev_nat_id: hdr.rev_nat_id, pad: 0 };
+    let now = if affinity {
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        0
+    };
+    let aff_key = AffinityKey {
+        client,
+        rev_nat_id: hdr.rev_nat_id,
+        pad: 0,
+    };
     if affinity && let Some(choice) = affinity_hit(&aff_key, hdr, now) {
         return Some(choice);
     }
@@ -85,7 +96,11 @@ pub fn pick(svc: &ServiceKey, hdr: &ServiceValue, client: u64, hash: u32) -> Opt
     };
 
     if affinity {
-        let value = AffinityValue { backend_id: choice.backend_id, pad: 0, last_used_ns: now };
+        let value = AffinityValue {
+            backend_id: choice.backend_id,
+            pad: 0,
+            last_used_ns: now,
+        };
         let _ = AFFINITY.insert(&aff_key, &value, 0);
     }
     Some(choice)

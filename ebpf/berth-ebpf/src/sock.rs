@@ -59,15 +59,35 @@ fn translate(ctx: &SockAddrContext) -> i32 {
     let Some(hdr) = (unsafe { SERVICES.get(&svc) }).copied() else {
         return ALLOW;
     };
-    let (cookie, netns) = unsafe { (bpf_get_socket_cookie(ctx.as_ptr()), bpf_get_netns_cookie(ctx.as_ptr())) };
-    let hash = select::flow_hash(cookie as u32, svc.addr, (cookie >> 32) as u16, svc.port, svc.proto);
+    let (cookie, netns) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_netns_cookie(ctx.as_ptr()),
+        )
+    };
+    let hash = select::flow_hash(
+        cookie as u32,
+        svc.addr,
+        (cookie >> 32) as u16,
+        svc.port,
+        svc.proto,
+    );
     let Some(choice) = select::pick(&svc, &hdr, AFFINITY_NETNS_BIT | netns, hash) else {
         count(counter::REJECTED);
         return DENY;
     };
     let backend = choice.backend;
-    let rev_key = SockRevKey { cookie, addr: backend.addr, port: backend.port, pad: 0 };
-    let rev = RevNat { addr: svc.addr, port: svc.port, pad: 0 };
+    let rev_key = SockRevKey {
+        cookie,
+        addr: backend.addr,
+        port: backend.port,
+        pad: 0,
+    };
+    let rev = RevNat {
+        addr: svc.addr,
+        port: svc.port,
+        pad: 0,
+    };
     if SOCK_REV.insert(&rev_key, &rev, 0).is_err() {
         count(counter::ERRORS);
         return ALLOW;
@@ -83,7 +103,12 @@ fn reverse(ctx: &SockAddrContext) -> i32 {
     // SAFETY: as in `translate`.
     let sa = unsafe { &mut *ctx.sock_addr };
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = SockRevKey { cookie, addr: sa.user_ip4, port: sa.user_port as u16, pad: 0 };
+    let key = SockRevKey {
+        cookie,
+        addr: sa.user_ip4,
+        port: sa.user_port as u16,
+        pad: 0,
+    };
     // SAFETY: copied out at once.
     if let Some(rev) = unsafe { SOCK_REV.get(&key) }.copied() {
         sa.user_ip4 = rev.addr;

@@ -11,20 +11,21 @@
 //! can never arrive before its entry), one rewrite.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    bindings::TC_ACT_SHOT,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::classifier,
     programs::TcContext,
 };
 use berth_common::{
-    CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_SNAT, CtEntry, CtKey, SVC_F_LOCAL_DROP, SVC_F_NODEPORT,
-    SVC_F_SNAT, ServiceKey, counter,
+    CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_SNAT, CtEntry, CtKey, PROTO_TCP, SVC_F_LOCAL_DROP,
+    SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey, counter,
 };
 
 use crate::{
+    forward,
     maps::{CONFIG, CONNTRACK, SERVICES, count},
     nat::{self, Rewrite},
-    packet::{self, Flow, TCP_FIN, TCP_RST},
+    packet::{self, Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     reject, select,
 };
 
@@ -74,9 +75,16 @@ fn balance(ctx: &TcContext) -> i32 {
         return finish(ctx, &flow, &to, counter::CT_HIT);
     }
 
-    let svc = ServiceKey { addr: flow.daddr, port: flow.dport, proto: flow.proto, pad: 0, slot: 0 };
+    let svc = ServiceKey {
+        addr: flow.daddr,
+        port: flow.dport,
+        proto: flow.proto,
+        pad: 0,
+        slot: 0,
+    };
     // SAFETY: copied out at once.
     let Some(hdr) = (unsafe { SERVICES.get(&svc) }).copied() else {
+        forget_stale_reply(&flow);
         return TC_ACT_UNSPEC;
     };
     if hdr.flags & SVC_F_LOCAL_DROP != 0 {
@@ -91,7 +99,11 @@ fn balance(ctx: &TcContext) -> i32 {
     let backend = choice.backend;
 
     let now = unsafe { bpf_ktime_get_ns() };
-    let mut flags = if hdr.flags & SVC_F_NODEPORT != 0 { CT_F_NODEPORT } else { 0 };
+    let mut flags = if hdr.flags & SVC_F_NODEPORT != 0 {
+        CT_F_NODEPORT
+    } else {
+        0
+    };
     let mut reply = CtEntry {
         nat_saddr: flow.daddr,
         nat_daddr: flow.saddr,
@@ -174,12 +186,37 @@ fn balance(ctx: &TcContext) -> i32 {
     finish(ctx, &flow, &to, counter::NEW_FLOW)
 }
 
+/// A new flow that is not for a Service (e.g. a socket-LB connection straight to a backend) may reuse
+/// the tuple of an earlier TC-translated flow whose reply entry still exists; that entry would rewrite
+/// this flow's replies to come from the Service and the client would drop them. Checked only on packets
+/// that can start a flow (TCP SYN, UDP), so established traffic pays nothing.
+#[inline(always)]
+fn forget_stale_reply(flow: &Flow) {
+    if flow.proto == PROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return;
+    }
+    let reverse = CtKey {
+        saddr: flow.daddr,
+        daddr: flow.saddr,
+        sport: flow.dport,
+        dport: flow.sport,
+        proto: flow.proto,
+        pad: [0; 3],
+    };
+    // SAFETY: copied out at once.
+    if let Some(entry) = unsafe { CONNTRACK.get(&reverse) }
+        && entry.flags & CT_F_REPLY != 0
+    {
+        let _ = CONNTRACK.remove(&reverse);
+    }
+}
+
 #[inline(always)]
 fn finish(ctx: &TcContext, flow: &Flow, to: &Rewrite, counter_index: u32) -> i32 {
     match nat::apply(ctx, flow, to) {
         Ok(()) => {
             count(counter_index);
-            TC_ACT_OK as i32
+            forward::redirect(ctx, to.saddr, to.daddr, flow.proto)
         }
         Err(_) => {
             count(counter::ERRORS);

@@ -1,0 +1,131 @@
+//! `berth-agent` processes in the test bed.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    testbed::{BedError, Netns, Proc},
+    workspace_bin,
+};
+
+/// A running agent; killed (SIGKILL) on drop, leaving its pins for the bed to remove.
+pub struct AgentProc {
+    proc: Option<Proc>,
+    args: Vec<String>,
+    status_file: PathBuf,
+    log: PathBuf,
+}
+
+impl AgentProc {
+    /// Starts `berth-agent --netns NS --bpffs-root ROOT run ARGS...`, logging to `log`.
+    pub fn start(
+        ns: &Netns,
+        bpffs_root: &Path,
+        scratch: &Path,
+        run_args: &[String],
+    ) -> Result<Self, BedError> {
+        let status_file = scratch.join(format!("agent-{}.status", ns.name));
+        let log = scratch.join(format!("agent-{}.log", ns.name));
+        let _ = std::fs::remove_file(&status_file);
+        let mut args = vec![
+            "--netns".to_string(),
+            ns.name.clone(),
+            "--bpffs-root".to_string(),
+            bpffs_root.display().to_string(),
+            "run".to_string(),
+            "--status-file".to_string(),
+            status_file.display().to_string(),
+        ];
+        args.extend(run_args.iter().cloned());
+        let mut me = AgentProc {
+            proc: None,
+            args,
+            status_file,
+            log,
+        };
+        me.spawn()?;
+        Ok(me)
+    }
+
+    fn spawn(&mut self) -> Result<(), BedError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|source| BedError::Io {
+                path: self.log.clone(),
+                source,
+            })?;
+        let child = Command::new(workspace_bin("berth-agent"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|source| BedError::Spawn {
+                cmd: "berth-agent".into(),
+                source,
+            })?;
+        self.proc = Some(Proc {
+            child,
+            what: "berth-agent".into(),
+        });
+        Ok(())
+    }
+
+    /// kill -9, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts the same agent again (after [`kill`](Self::kill)).
+    pub fn restart(&mut self) -> Result<(), BedError> {
+        self.kill();
+        let _ = std::fs::remove_file(&self.status_file);
+        self.spawn()
+    }
+
+    /// The agent's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// (generation, frontends) from the status file, if written yet.
+    pub fn status(&self) -> Option<(u64, usize)> {
+        let text = std::fs::read_to_string(&self.status_file).ok()?;
+        let mut it = text.split_whitespace();
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    }
+
+    /// Waits until the agent has synced with `frontends` frontends programmed, after generation
+    /// `after`. Panics with the agent's log on timeout or exit.
+    pub fn wait_frontends(&mut self, frontends: usize, after: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((generation, n)) = self.status()
+                && generation > after
+                && n == frontends
+            {
+                return generation;
+            }
+            if let Some(p) = self.proc.as_mut()
+                && let Ok(Some(status)) = p.child.try_wait()
+            {
+                panic!("berth-agent exited with {status}; log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not reach {frontends} frontends (status {:?}); log:\n{}",
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}

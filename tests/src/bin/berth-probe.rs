@@ -1,0 +1,116 @@
+//! `berth-probe`: test-bed servers and clients (see `berth_tests::probe` for the protocol).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use berth_tests::probe;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    /// Join this cgroup (v2 directory) before opening any socket.
+    #[arg(long, global = true)]
+    cgroup: Option<PathBuf>,
+    /// Enter this named network namespace (after joining the cgroup: `ip netns exec` would hide the
+    /// cgroup2 mount behind a fresh /sys).
+    #[arg(long, global = true)]
+    netns: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve TCP and/or UDP until killed.
+    Serve {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        tcp: Vec<u16>,
+        #[arg(long)]
+        udp: Vec<u16>,
+    },
+    /// COUNT TCP connections, one line each.
+    Tcp {
+        target: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// COUNT UDP request/responses, one line each.
+    Udp {
+        target: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// Use connect() + send() instead of sendto().
+        #[arg(long)]
+        connected: bool,
+    },
+    /// Hold one TCP connection, echoing stdin lines through it.
+    Hold {
+        target: SocketAddr,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(cg) = &cli.cgroup {
+        std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string())
+            .with_context(|| format!("joining cgroup {}", cg.display()))?;
+    }
+    if let Some(ns) = &cli.netns {
+        let path = format!("/var/run/netns/{ns}");
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        // SAFETY: valid namespace descriptor; no other thread exists yet.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("setns");
+        }
+    }
+    match cli.cmd {
+        Cmd::Serve { id, tcp, udp } => {
+            let mut threads = Vec::new();
+            for port in tcp {
+                let id = id.clone();
+                threads.push(std::thread::spawn(move || probe::serve_tcp(id, port)));
+            }
+            for port in udp {
+                let id = id.clone();
+                threads.push(std::thread::spawn(move || probe::serve_udp(id, port)));
+            }
+            for t in threads {
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+            }
+        }
+        Cmd::Tcp {
+            target,
+            count,
+            timeout_ms,
+        } => {
+            for _ in 0..count {
+                probe::print(&probe::tcp_once(target, Duration::from_millis(timeout_ms)));
+            }
+        }
+        Cmd::Udp {
+            target,
+            count,
+            timeout_ms,
+            connected,
+        } => {
+            for _ in 0..count {
+                probe::print(&probe::udp_once(
+                    target,
+                    Duration::from_millis(timeout_ms),
+                    connected,
+                ));
+            }
+        }
+        Cmd::Hold { target, timeout_ms } => probe::hold(target, Duration::from_millis(timeout_ms))?,
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! `berth-probe`: the servers and clients of the test bed, run as processes inside namespaces (and, for
+//! socket-LB tests, inside the node's cgroup).
+//!
+//! Protocol: a TCP server greets every connection with `ID PEER\n` (its name and the client address it
+//! sees), then echoes lines. A UDP server answers every datagram with `ID PEER`. Clients print one line
+//! per attempt: `ok ID PEER FROM MICROS` (FROM: the address the reply came from) or `err KIND MICROS`.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    time::{Duration, Instant},
+};
+
+/// Result of one client attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// Served: backend id, client address the backend saw, address the reply came from.
+    Ok {
+        id: String,
+        peer: String,
+        from: String,
+        micros: u64,
+    },
+    /// Failed: error kind (`refused`, `timeout`, `denied`, ...).
+    Err { kind: String, micros: u64 },
+}
+
+impl Attempt {
+    /// Parses one line of client output.
+    pub fn parse(line: &str) -> Option<Attempt> {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["ok", id, peer, from, micros] => Some(Attempt::Ok {
+                id: id.to_string(),
+                peer: peer.to_string(),
+                from: from.to_string(),
+                micros: micros.parse().ok()?,
+            }),
+            ["err", kind, micros] => Some(Attempt::Err {
+                kind: kind.to_string(),
+                micros: micros.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The serving backend's id, if served.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Attempt::Ok { id, .. } => Some(id),
+            Attempt::Err { .. } => None,
+        }
+    }
+
+    fn line(&self) -> String {
+        match self {
+            Attempt::Ok {
+                id,
+                peer,
+                from,
+                micros,
+            } => format!("ok {id} {peer} {from} {micros}"),
+            Attempt::Err { kind, micros } => format!("err {kind} {micros}"),
+        }
+    }
+}
+
+fn error_kind(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "refused".into(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "timeout".into(),
+        std::io::ErrorKind::PermissionDenied => "denied".into(),
+        std::io::ErrorKind::ConnectionReset => "reset".into(),
+        _ => format!("{:?}", e.kind()).to_lowercase(),
+    }
+}
+
+/// Serves TCP on `port`: greeting, then line echo. Runs until killed.
+pub fn serve_tcp(id: String, port: u16) -> std::io::Result<()> {
+    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let id = id.clone();
+        std::thread::spawn(move || {
+            let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            if stream.write_all(format!("{id} {peer}\n").as_bytes()).is_err() {
+                return;
+            }
+            let Ok(read_half) = stream.try_clone() else { return };
+            for line in BufReader::new(read_half).lines() {
+                let Ok(line) = line else { break };
+                if stream.write_all(format!("{line}\n").as_bytes()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Serves UDP on `port`: answers each datagram with `ID PEER`. Runs until killed.
+pub fn serve_udp(id: String, port: u16) -> std::io::Result<()> {
+    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
+    let mut buf = [0u8; 2048];
+    loop {
+        let (_, peer) = sock.recv_from(&mut buf)?;
+        let _ = sock.send_to(format!("{id} {peer}").as_bytes(), peer);
+    }
+}
+
+/// One TCP attempt: connect, read the greeting.
+pub fn tcp_once(target: SocketAddr, timeout: Duration) -> Attempt {
+    let start = Instant::now();
+    let micros = || start.elapsed().as_micros() as u64;
+    let stream = match TcpStream::connect_timeout(&target, timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            return Attempt::Err {
+                kind: error_kind(&e),
+                micros: micros(),
+            };
+        }
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let from = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut line = String::new();
+    match BufReader::new(&stream).read_line(&mut line) {
+        Ok(n) if n > 0 => {
+            let mut it = line.split_whitespace();
+            let id = it.next().unwrap_or("?").to_string();
+            let peer = it.next().unwrap_or("?").to_string();
+            Attempt::Ok {
+                id,
+                peer,
+                from,
+                micros: micros(),
+            }
+        }
+        Ok(_) => Attempt::Err {
+            kind: "closed".into(),
+            micros: micros(),
+        },
+        Err(e) => Attempt::Err {
+            kind: error_kind(&e),
+            micros: micros(),
+        },
+    }
+}
+
+/// One UDP attempt on a fresh unconnected socket (sendto / recvfrom), or a connected one.
+pub fn udp_once(target: SocketAddr, timeout: Duration, connected: bool) -> Attempt {
+    let start = Instant::now();
+    let micros = || start.elapsed().as_micros() as u64;
+    let sock = match UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)) {
+        Ok(s) => s,
+        Err(e) => {
+            return Attempt::Err {
+                kind: error_kind(&e),
+                micros: micros(),
+            };
+        }
+    };
+    let _ = sock.set_read_timeout(Some(timeout));
+    let sent = if connected {
+        sock.connect(target).and_then(|()| sock.send(b"hello"))
+    } else {
+        sock.send_to(b"hello", target)
+    };
+    if let Err(e) = sent {
+        return Attempt::Err {
+            kind: error_kind(&e),
+            micros: micros(),
+        };
+    }
+    let mut buf = [0u8; 2048];
+    match sock.recv_from(&mut buf) {
+        Ok((n, from)) => {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let mut it = text.split_whitespace();
+            let id = it.next().unwrap_or("?").to_string();
+            let peer = it.next().unwrap_or("?").to_string();
+            Attempt::Ok {
+                id,
+                peer,
+                from: from.to_string(),
+                micros: micros(),
+            }
+        }
+        Err(e) => Attempt::Err {
+            kind: error_kind(&e),
+            micros: micros(),
+        },
+    }
+}
+
+/// Prints attempts as protocol lines.
+pub fn print(attempt: &Attempt) {
+    println!("{}", attempt.line());
+}
+
+/// Holds one TCP connection: prints the greeting, then for every stdin line sends it and prints the
+/// echo (`echo LINE` or `err KIND 0`). Exits at stdin EOF.
+pub fn hold(target: SocketAddr, timeout: Duration) -> std::io::Result<()> {
+    let stream = TcpStream::connect_timeout(&target, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting)?;
+    println!("ok {} {} 0", greeting.trim(), target);
+    std::io::stdout().flush()?;
+    for line in std::io::stdin().lines() {
+        let line = line?;
+        let reply = writer.write_all(format!("{line}\n").as_bytes()).and_then(|()| {
+            let mut r = String::new();
+            reader.read_line(&mut r).map(|_| r)
+        });
+        match reply {
+            Ok(r) if !r.is_empty() => println!("echo {}", r.trim()),
+            Ok(_) => println!("err closed 0"),
+            Err(e) => println!("err {} 0", error_kind(&e)),
+        }
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}
