@@ -217,6 +217,7 @@ impl TestBed {
         }
         // Pins first (detaches links), then the cgroups the socket programs were attached to.
         let _ = std::fs::remove_dir_all(self.bpffs_root());
+        let _ = std::fs::remove_dir(TEST_BPFFS_ROOT); // only if no other bed or agent uses it
         remove_cgroup_tree(&Path::new(CGROUP2_ROOT).join(&self.prefix));
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
