@@ -65,6 +65,8 @@ pub struct AgentConfig {
     pub poll_interval: Duration,
     pub ct_gc_interval: Duration,
     pub ct_timeouts: CtTimeouts,
+    /// Map sizes.
+    pub capacities: loader::Capacities,
     /// Written (atomically) after every sync: `generation frontends`.
     pub status_file: Option<PathBuf>,
 }
@@ -192,7 +194,7 @@ impl Agent {
 pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     install_signal_handlers();
     let pins = PinDir::new(&cfg.bpffs_root, &cfg.node_name);
-    let mut ebpf = loader::load(&pins)?;
+    let mut ebpf = loader::load(&pins, &cfg.capacities)?;
     let maps = LbMaps::open(&pins)?;
     let mut programmer = ServiceProgrammer::restore(maps)?;
     if let Some(snat) = cfg.node_ips.first() {

@@ -4,7 +4,7 @@ use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, time::Duration};
 
 use berth_agent::{
     agent::{self, AgentConfig},
-    datapath::{DEFAULT_BPFFS_ROOT, PinDir, conntrack::CtTimeouts, maps::LbMaps},
+    datapath::{DEFAULT_BPFFS_ROOT, PinDir, conntrack::CtTimeouts, loader, maps::LbMaps},
     inspect,
     lb::LbAlgorithm,
     netns,
@@ -94,6 +94,12 @@ struct RunArgs {
     /// Idle timeout of UDP flows, in seconds.
     #[arg(long, default_value_t = 60)]
     ct_udp_timeout_secs: u64,
+    /// Capacity of the Service map in slots (frontends x (1 + backends)).
+    #[arg(long, default_value_t = berth_common::capacity::SERVICES)]
+    max_service_slots: u32,
+    /// Capacity of the conntrack map (two entries per translated flow).
+    #[arg(long, default_value_t = berth_common::capacity::CONNTRACK)]
+    max_conntrack: u32,
     /// File written after every sync ("generation frontends").
     #[arg(long)]
     status_file: Option<PathBuf>,
@@ -147,6 +153,11 @@ fn real_main() -> anyhow::Result<()> {
                 ct_timeouts: CtTimeouts {
                     udp: Duration::from_secs(a.ct_udp_timeout_secs),
                     ..defaults
+                },
+                capacities: loader::Capacities {
+                    service_slots: a.max_service_slots,
+                    conntrack: a.max_conntrack,
+                    ..Default::default()
                 },
                 status_file: a.status_file,
             })?;

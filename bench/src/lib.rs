@@ -1,1 +1,13 @@
+//! berth's benchmarks. Each prints a table and writes it (Markdown) under `bench/results/`.
+//!
+//! - [`prog_cost`]: per-packet cost of the TC program under `BPF_PROG_TEST_RUN` at 1 to 100,000
+//!   Services, for established flows, new flows and packets that are not for a Service.
+//! - [`compare`]: berth against kube-proxy's iptables and nftables modes on the same namespaces and
+//!   servers: new-connection rate, request latency, time to program all Services.
 
+pub mod compare;
+pub mod kube_proxy;
+pub mod packets;
+pub mod prog_cost;
+pub mod report;
+pub mod services;

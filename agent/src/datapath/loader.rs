@@ -5,6 +5,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{CgroupSockAddr, Program, SchedClassifier},
 };
+use berth_common::{capacity, names};
 use thiserror::Error;
 use tracing::info;
 
@@ -53,9 +54,31 @@ pub mod programs {
     ];
 }
 
+/// Sizes of the maps that grow with the cluster. Changing them for a node whose maps are already
+/// pinned needs `berth-agent cleanup` first (a pinned map keeps its size).
+#[derive(Clone, Copy, Debug)]
+pub struct Capacities {
+    /// Service slots: frontends x (1 + backends).
+    pub service_slots: u32,
+    /// Distinct backends.
+    pub backends: u32,
+    /// Conntrack entries (two per translated flow).
+    pub conntrack: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            service_slots: capacity::SERVICES,
+            backends: capacity::BACKENDS,
+            conntrack: capacity::CONNTRACK,
+        }
+    }
+}
+
 /// Loads the object with every map pinned (or reused) under `pins`, and every program into the kernel
 /// (verified, not attached).
-pub fn load(pins: &PinDir) -> Result<Ebpf, LoadError> {
+pub fn load(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
     ensure_bpffs(pins.path())?;
     std::fs::create_dir_all(pins.links()).map_err(|source| LoadError::PinDir {
         path: pins.links(),
@@ -63,6 +86,9 @@ pub fn load(pins: &PinDir) -> Result<Ebpf, LoadError> {
     })?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.path())
+        .map_max_entries(names::SERVICES, sizes.service_slots)
+        .map_max_entries(names::BACKENDS, sizes.backends)
+        .map_max_entries(names::CONNTRACK, sizes.conntrack)
         .load(EBPF_OBJECT)?;
     for name in [programs::FROM_POD, programs::FROM_UPLINK] {
         let prog: &mut SchedClassifier = program(&mut ebpf, name)?

@@ -24,8 +24,8 @@ pub mod names {
 
 /// Default capacities. The agent may override them at load time (`EbpfLoader::map_max_entries`).
 pub mod capacity {
-    /// Service slots (frontends x (1 + backends)).
-    pub const SERVICES: u32 = 1 << 20;
+    /// Service slots (frontends x (1 + backends)): 10,000 Services x 10 endpoints with room to spare.
+    pub const SERVICES: u32 = 1 << 19;
     /// Distinct backends.
     pub const BACKENDS: u32 = 1 << 18;
     /// Frontends (rev-NAT ids).
@@ -171,9 +171,21 @@ pub struct CtEntry {
     pub flags: u16,
     /// Always zero.
     pub pad: u16,
-    /// Last packet seen, `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    /// Last packet seen, `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE).
     pub last_seen_ns: u64,
+    /// Next-hop cache: egress interface of the translated packet (0: not resolved yet).
+    pub nh_ifindex: u32,
+    /// Next-hop cache: source MAC to write.
+    pub nh_smac: [u8; 6],
+    /// Next-hop cache: destination MAC to write.
+    pub nh_dmac: [u8; 6],
+    /// When the next hop was last resolved by a FIB lookup; it is re-resolved after
+    /// [`NEXTHOP_TTL_NS`], so route and neighbour changes take effect within that time.
+    pub nh_checked_ns: u64,
 }
+
+/// How long a conntrack entry's cached next hop is trusted before a new FIB lookup.
+pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
 
 /// Key of [`names::AFFINITY`].
 #[repr(C)]
@@ -277,7 +289,7 @@ const _: () = assert!(core::mem::size_of::<ServiceValue>() == 20);
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<RevNat>() == 8);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
-const _: () = assert!(core::mem::size_of::<CtEntry>() == 32);
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
 const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);

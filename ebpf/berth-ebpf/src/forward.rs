@@ -4,8 +4,10 @@
 //! Besides skipping the host stack's routing and netfilter work, this is what makes NodePort SNAT
 //! possible at all: a packet arriving with the node's own address as source (a SNATed request, or a
 //! reply rewritten to come from `node-ip:nodePort`) would be dropped by the stack as a martian.
-//! When the FIB has no answer (no route, destination local, fragmentation needed) the packet goes to
-//! the stack as before.
+//!
+//! The next hop (egress interface and MACs) is cached in the flow's conntrack entry and re-resolved
+//! once per `NEXTHOP_TTL_NS`, so established packets pay no FIB lookup. When the FIB has no answer (no
+//! route, destination local, fragmentation needed) the packet goes to the stack.
 
 use aya_ebpf::{
     EbpfContext,
@@ -13,33 +15,61 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
+use berth_common::{CtEntry, NEXTHOP_TTL_NS};
 
-use crate::packet::ETH_HLEN;
+use crate::{nat::csum_apply, packet::ETH_HLEN};
 
 const AF_INET: u8 = 2;
-const IP_TTL_OFF: usize = ETH_HLEN + 8;
-const IP_CSUM_OFF: usize = ETH_HLEN + 10;
 
-/// Decrements the IPv4 TTL like a router; `false` when it reached zero (let the stack answer).
+/// Decrements the IPv4 TTL like a router and writes the MACs; `false` when the TTL ran out or the
+/// packet is too short (the stack then handles it).
 #[inline(always)]
-fn decrement_ttl(ctx: &TcContext) -> bool {
-    let Ok(word) = ctx.load::<[u8; 2]>(IP_TTL_OFF) else {
-        return false;
-    };
-    if word[0] <= 1 {
+fn rewrite_l2(ctx: &TcContext, smac: &[u8; 6], dmac: &[u8; 6]) -> bool {
+    let start = ctx.data();
+    if start + ETH_HLEN + 20 > ctx.data_end() {
         return false;
     }
-    let old = u16::from_ne_bytes(word);
-    let new = u16::from_ne_bytes([word[0] - 1, word[1]]);
-    ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 2)
-        .is_ok()
-        && ctx.store(IP_TTL_OFF, &(word[0] - 1), 0).is_ok()
+    // SAFETY: bounds checked: Ethernet header and the IPv4 header.
+    unsafe {
+        let ip = (start + ETH_HLEN) as *mut u8;
+        let ttl = *ip.add(8);
+        if ttl <= 1 {
+            return false;
+        }
+        let old = (ip.add(8) as *const u16).read_unaligned();
+        *ip.add(8) = ttl - 1;
+        let new = (ip.add(8) as *const u16).read_unaligned();
+        let csum = (ip.add(10) as *mut u16).read_unaligned();
+        let d = (!(old as u32)).wrapping_add(new as u32);
+        (ip.add(10) as *mut u16).write_unaligned(csum_apply(csum, d));
+        let eth = start as *mut [u8; 6];
+        *eth = *dmac;
+        *eth.add(1) = *smac;
+    }
+    true
 }
 
-/// Sends the (already translated) packet to the next hop for `daddr`, or returns `TC_ACT_OK` to let
-/// the stack route it.
+/// Resolves the next hop for the translated packet and redirects it there, caching the result in
+/// `entry` when given. Returns the TC verdict.
 #[inline(always)]
-pub fn redirect(ctx: &TcContext, saddr: u32, daddr: u32, proto: u8) -> i32 {
+pub fn redirect(
+    ctx: &TcContext,
+    saddr: u32,
+    daddr: u32,
+    proto: u8,
+    entry: Option<&mut CtEntry>,
+    now: u64,
+) -> i32 {
+    if let Some(e) = &entry
+        && e.nh_ifindex != 0
+        && now.wrapping_sub(e.nh_checked_ns) < NEXTHOP_TTL_NS
+    {
+        if !rewrite_l2(ctx, &e.nh_smac, &e.nh_dmac) {
+            return TC_ACT_OK as i32;
+        }
+        // SAFETY: plain helper call.
+        return unsafe { bpf_redirect(e.nh_ifindex, 0) } as i32;
+    }
     // SAFETY: zeroed plain-data struct; helper calls on the program's own skb.
     unsafe {
         let mut p: FibParams = core::mem::zeroed();
@@ -51,12 +81,24 @@ pub fn redirect(ctx: &TcContext, saddr: u32, daddr: u32, proto: u8) -> i32 {
         p.__bindgen_anon_4.ipv4_dst = daddr;
         let rc = bpf_fib_lookup(ctx.as_ptr(), &mut p, core::mem::size_of::<FibParams>() as i32, 0);
         if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-            if !decrement_ttl(ctx) || ctx.store(0, &p.dmac, 0).is_err() || ctx.store(6, &p.smac, 0).is_err() {
+            if let Some(e) = entry {
+                e.nh_ifindex = p.ifindex;
+                e.nh_smac = p.smac;
+                e.nh_dmac = p.dmac;
+                e.nh_checked_ns = now;
+            }
+            if !rewrite_l2(ctx, &p.smac, &p.dmac) {
                 return TC_ACT_OK as i32;
             }
             bpf_redirect(p.ifindex, 0) as i32
         } else if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
-            if !decrement_ttl(ctx) {
+            // The neighbour is not resolved yet: let the kernel resolve it (nothing cached).
+            let eth = ctx.data();
+            if eth + ETH_HLEN + 20 > ctx.data_end() {
+                return TC_ACT_OK as i32;
+            }
+            let ttl = *((eth + ETH_HLEN + 8) as *const u8);
+            if ttl <= 1 {
                 return TC_ACT_OK as i32;
             }
             bpf_redirect_neigh(p.ifindex, core::ptr::null_mut(), 0, 0) as i32

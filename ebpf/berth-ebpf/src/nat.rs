@@ -1,8 +1,11 @@
 //! Header rewrites with checksum fix-ups.
 //!
-//! The kernel helpers `bpf_l3_csum_replace` / `bpf_l4_csum_replace` are used rather than computing
-//! checksums by hand because they handle `CHECKSUM_PARTIAL` skbs (veth traffic with checksum offload
-//! carries only the pseudo-header sum in the L4 field) and UDP's "no checksum" zero correctly.
+//! Addresses, ports, TTL and the IPv4 header checksum are written directly (the IP header checksum is
+//! always complete, so an incremental update is exact). The L4 checksum goes through
+//! `bpf_l4_csum_replace`, because only the kernel knows whether the skb is `CHECKSUM_PARTIAL` (veth
+//! traffic with offload carries just the pseudo-header sum there, which changes with the addresses but
+//! not with the ports) and how to treat UDP's "no checksum" zero. The changes are folded into at most two
+//! helper calls: one for the pseudo-header (addresses), one for the ports.
 
 use aya_ebpf::{bindings::BPF_F_PSEUDO_HDR, programs::TcContext};
 use berth_common::PROTO_UDP;
@@ -11,9 +14,6 @@ use crate::packet::{ETH_HLEN, Flow};
 
 /// `BPF_F_MARK_MANGLED_0`: a UDP checksum of zero (none) stays zero.
 const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
-const IP_CSUM_OFF: u32 = ETH_HLEN as u32 + 10;
-const IP_SRC_OFF: u32 = ETH_HLEN as u32 + 12;
-const IP_DST_OFF: u32 = ETH_HLEN as u32 + 16;
 
 /// The four fields a load-balancer translation may change. Network order.
 #[derive(Clone, Copy)]
@@ -24,53 +24,81 @@ pub struct Rewrite {
     pub dport: u16,
 }
 
+/// One's complement addition with end-around carry (the kernel's `csum_add`).
 #[inline(always)]
-fn l4_flags(flow: &Flow) -> u64 {
-    if flow.proto == PROTO_UDP {
+fn csum_add(a: u32, b: u32) -> u32 {
+    let (s, carry) = a.overflowing_add(b);
+    s.wrapping_add(carry as u32)
+}
+
+/// The checksum difference of replacing `old` by `new` (a 32-bit word, or a zero-extended 16-bit one).
+#[inline(always)]
+fn diff(acc: u32, old: u32, new: u32) -> u32 {
+    csum_add(csum_add(acc, !old), new)
+}
+
+#[inline(always)]
+fn fold(mut s: u32) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
+/// Applies a difference to a stored (complemented) 16-bit checksum: RFC 1624 `HC' = ~(~HC + diff)`.
+#[inline(always)]
+pub fn csum_apply(csum: u16, d: u32) -> u16 {
+    !fold(csum_add(!csum as u32, d))
+}
+
+/// Rewrites whichever of the four fields differ from the packet's. Errors come from the helpers or a
+/// packet too short to write; the caller counts them and drops the packet.
+#[inline(always)]
+pub fn apply(ctx: &TcContext, flow: &Flow, to: &Rewrite) -> Result<(), i64> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let l4 = flow.l4_off as usize;
+    if start + ETH_HLEN + 20 > end || start + l4 + 4 > end {
+        return Err(-1);
+    }
+    let mut addr_diff = 0u32;
+    let mut port_diff = 0u32;
+    // SAFETY: bounds checked above: IPv4 header (20 bytes) and the L4 ports (4 bytes).
+    unsafe {
+        let ip = (start + ETH_HLEN) as *mut u8;
+        let ports = (start + l4) as *mut u16;
+        if to.saddr != flow.saddr {
+            addr_diff = diff(addr_diff, flow.saddr, to.saddr);
+            (ip.add(12) as *mut u32).write_unaligned(to.saddr);
+        }
+        if to.daddr != flow.daddr {
+            addr_diff = diff(addr_diff, flow.daddr, to.daddr);
+            (ip.add(16) as *mut u32).write_unaligned(to.daddr);
+        }
+        if addr_diff != 0 {
+            let csum = (ip.add(10) as *mut u16).read_unaligned();
+            (ip.add(10) as *mut u16).write_unaligned(csum_apply(csum, addr_diff));
+        }
+        if to.sport != flow.sport {
+            port_diff = diff(port_diff, flow.sport as u32, to.sport as u32);
+            ports.write_unaligned(to.sport);
+        }
+        if to.dport != flow.dport {
+            port_diff = diff(port_diff, flow.dport as u32, to.dport as u32);
+            ports.add(1).write_unaligned(to.dport);
+        }
+    }
+    let mangled = if flow.proto == PROTO_UDP {
         BPF_F_MARK_MANGLED_0
     } else {
         0
+    };
+    let off = flow.l4_csum_off() as usize;
+    // Size 0: `to` is a precomputed difference (kernel `inet_proto_csum_replace_by_diff`).
+    if addr_diff != 0 {
+        ctx.l4_csum_replace(off, 0, addr_diff as u64, mangled | BPF_F_PSEUDO_HDR as u64)?;
     }
-}
-
-#[inline(always)]
-fn rewrite_addr(ctx: &TcContext, flow: &Flow, off: u32, old: u32, new: u32) -> Result<(), i64> {
-    ctx.l4_csum_replace(
-        flow.l4_csum_off() as usize,
-        old as u64,
-        new as u64,
-        l4_flags(flow) | BPF_F_PSEUDO_HDR as u64 | 4,
-    )?;
-    ctx.l3_csum_replace(IP_CSUM_OFF as usize, old as u64, new as u64, 4)?;
-    ctx.store(off as usize, &new, 0)
-}
-
-#[inline(always)]
-fn rewrite_port(ctx: &TcContext, flow: &Flow, off: u32, old: u16, new: u16) -> Result<(), i64> {
-    ctx.l4_csum_replace(
-        flow.l4_csum_off() as usize,
-        old as u64,
-        new as u64,
-        l4_flags(flow) | 2,
-    )?;
-    ctx.store(off as usize, &new, 0)
-}
-
-/// Rewrites whichever of the four fields differ from the packet's. Errors come from the helpers
-/// (packet not writable); the caller counts them and passes the packet on.
-#[inline(always)]
-pub fn apply(ctx: &TcContext, flow: &Flow, to: &Rewrite) -> Result<(), i64> {
-    if to.saddr != flow.saddr {
-        rewrite_addr(ctx, flow, IP_SRC_OFF, flow.saddr, to.saddr)?;
-    }
-    if to.daddr != flow.daddr {
-        rewrite_addr(ctx, flow, IP_DST_OFF, flow.daddr, to.daddr)?;
-    }
-    if to.sport != flow.sport {
-        rewrite_port(ctx, flow, flow.l4_off, flow.sport, to.sport)?;
-    }
-    if to.dport != flow.dport {
-        rewrite_port(ctx, flow, flow.l4_off + 2, flow.dport, to.dport)?;
+    if port_diff != 0 {
+        ctx.l4_csum_replace(off, 0, port_diff as u64, mangled)?;
     }
     Ok(())
 }

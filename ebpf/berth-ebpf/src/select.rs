@@ -1,7 +1,7 @@
 //! Backend choice for a new flow: session affinity first, then the frontend's Maglev table or a
 //! uniformly random ready backend; terminating backends only when no ready backend is left.
 
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
 use berth_common::{
     AffinityKey, AffinityValue, Backend, MAGLEV_TABLE_SIZE, SVC_F_AFFINITY, SVC_F_MAGLEV, ServiceKey,
     ServiceValue,
@@ -58,7 +58,7 @@ fn affinity_hit(key: &AffinityKey, hdr: &ServiceValue, now: u64) -> Option<Choic
 pub fn pick(svc: &ServiceKey, hdr: &ServiceValue, client: u64, hash: u32) -> Option<Choice> {
     let affinity = hdr.flags & SVC_F_AFFINITY != 0;
     let now = if affinity {
-        unsafe { bpf_ktime_get_ns() }
+        unsafe { bpf_ktime_get_coarse_ns() }
     } else {
         0
     };

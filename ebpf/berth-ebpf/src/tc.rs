@@ -6,13 +6,13 @@
 //! the node's uplink: NodePort (and ClusterIP routed to the node) from outside, with SNAT for
 //! externalTrafficPolicy Cluster.
 //!
-//! Fast path: one conntrack lookup keyed by the packet's exact tuple, one rewrite. New flows: one
-//! Service header lookup, the backend choice, two conntrack inserts (reply direction first, so a reply
-//! can never arrive before its entry), one rewrite.
+//! Fast path: one conntrack lookup keyed by the packet's exact tuple, one rewrite, a redirect to the
+//! cached next hop. New flows: one Service header lookup, the backend choice, two conntrack inserts
+//! (reply direction first, so a reply can never arrive before its entry), one rewrite, a FIB lookup.
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
     macros::classifier,
     programs::TcContext,
 };
@@ -59,10 +59,14 @@ fn balance(ctx: &TcContext) -> i32 {
         proto: flow.proto,
         pad: [0; 3],
     };
+    // SAFETY: coarse clock helper, no arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {
         // SAFETY: pointer from a successful lookup; plain integer fields.
         let entry = unsafe { &mut *entry };
-        entry.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+        if entry.last_seen_ns != now {
+            entry.last_seen_ns = now;
+        }
         if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
             entry.flags |= CT_F_CLOSING;
         }
@@ -72,7 +76,7 @@ fn balance(ctx: &TcContext) -> i32 {
             sport: entry.nat_sport,
             dport: entry.nat_dport,
         };
-        return finish(ctx, &flow, &to, counter::CT_HIT);
+        return finish(ctx, &flow, &to, Some(entry), now, counter::CT_HIT);
     }
 
     let svc = ServiceKey {
@@ -98,7 +102,6 @@ fn balance(ctx: &TcContext) -> i32 {
     };
     let backend = choice.backend;
 
-    let now = unsafe { bpf_ktime_get_ns() };
     let mut flags = if hdr.flags & SVC_F_NODEPORT != 0 {
         CT_F_NODEPORT
     } else {
@@ -112,8 +115,8 @@ fn balance(ctx: &TcContext) -> i32 {
         backend_id: choice.backend_id,
         rev_nat_id: hdr.rev_nat_id,
         flags: flags | CT_F_REPLY,
-        pad: 0,
         last_seen_ns: now,
+        ..CtEntry::default()
     };
     let mut reply_key = CtKey {
         saddr: backend.addr,
@@ -145,6 +148,7 @@ fn balance(ctx: &TcContext) -> i32 {
         let span = (cfg.snat_port_max.saturating_sub(cfg.snat_port_min) as u32) + 1;
         let mut found = false;
         for _ in 0..SNAT_ATTEMPTS {
+            // SAFETY: helper without arguments.
             let port = cfg.snat_port_min as u32 + unsafe { bpf_get_prandom_u32() } % span;
             reply_key.dport = (port as u16).to_be();
             if CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST).is_ok() {
@@ -169,8 +173,8 @@ fn balance(ctx: &TcContext) -> i32 {
         backend_id: choice.backend_id,
         rev_nat_id: hdr.rev_nat_id,
         flags,
-        pad: 0,
         last_seen_ns: now,
+        ..CtEntry::default()
     };
     if CONNTRACK.insert(&key, &forward, 0).is_err() {
         let _ = CONNTRACK.remove(&reply_key);
@@ -183,7 +187,8 @@ fn balance(ctx: &TcContext) -> i32 {
         sport: forward.nat_sport,
         dport: forward.nat_dport,
     };
-    finish(ctx, &flow, &to, counter::NEW_FLOW)
+    // The next hop is cached on the flow's second packet (the entry just inserted is a copy).
+    finish(ctx, &flow, &to, None, now, counter::NEW_FLOW)
 }
 
 /// A new flow that is not for a Service (e.g. a socket-LB connection straight to a backend) may reuse
@@ -212,11 +217,18 @@ fn forget_stale_reply(flow: &Flow) {
 }
 
 #[inline(always)]
-fn finish(ctx: &TcContext, flow: &Flow, to: &Rewrite, counter_index: u32) -> i32 {
+fn finish(
+    ctx: &TcContext,
+    flow: &Flow,
+    to: &Rewrite,
+    entry: Option<&mut CtEntry>,
+    now: u64,
+    counter_index: u32,
+) -> i32 {
     match nat::apply(ctx, flow, to) {
         Ok(()) => {
             count(counter_index);
-            forward::redirect(ctx, to.saddr, to.daddr, flow.proto)
+            forward::redirect(ctx, to.saddr, to.daddr, flow.proto, entry, now)
         }
         Err(_) => {
             count(counter::ERRORS);

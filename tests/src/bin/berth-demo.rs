@@ -26,7 +26,10 @@ fn table(title: &str, attempts: &[Attempt]) {
         .collect();
     lat.sort_unstable();
     let p50 = lat.get(lat.len() / 2).copied().unwrap_or(0);
-    println!("\n{title} ({} requests, median {p50} us per connection)", attempts.len());
+    println!(
+        "\n{title} ({} requests, median {p50} us per connection)",
+        attempts.len()
+    );
     for (id, n) in counts {
         println!("  {id:<8} {n:>4}  {}", "#".repeat(n / 4));
     }
@@ -44,9 +47,17 @@ fn main() -> Result<()> {
             "web",
             "10.96.0.10",
             "  type: NodePort\n",
-            &[("http", 80, TCP_PORT, "TCP", 30080), ("dns", 53, UDP_PORT, "UDP", 0)]
+            &[
+                ("http", 80, TCP_PORT, "TCP", 30080),
+                ("dns", 53, UDP_PORT, "UDP", 0)
+            ]
         ),
-        slice_yaml("web-abc12", "web", &eps, &[("http", TCP_PORT, "TCP"), ("dns", UDP_PORT, "UDP")])
+        slice_yaml(
+            "web-abc12",
+            "web",
+            &eps,
+            &[("http", TCP_PORT, "TCP"), ("dns", UDP_PORT, "UDP")]
+        )
     );
     println!("\nmanifest written to the agent's --manifests directory:\n{manifest}");
     world.apply("web.yaml", &manifest, 3);
@@ -59,12 +70,28 @@ fn main() -> Result<()> {
     println!("berth-agent lb list:\n{}", String::from_utf8_lossy(&list.stdout));
 
     let svc: SocketAddr = "10.96.0.10:80".parse()?;
-    table("pod3 -> 10.96.0.10:80, socket LB (connect() rewritten, no per-packet NAT)", &world.tcp_from_pod(3, svc, 300, true));
-    table("pod3 -> 10.96.0.10:80, per-packet TC path (client outside the node's cgroup)", &world.tcp_from_pod(3, svc, 300, false));
+    table(
+        "pod3 -> 10.96.0.10:80, socket LB (connect() rewritten, no per-packet NAT)",
+        &world.tcp_from_pod(3, svc, 300, true),
+    );
+    table(
+        "pod3 -> 10.96.0.10:80, per-packet TC path (client outside the node's cgroup)",
+        &world.tcp_from_pod(3, svc, 300, false),
+    );
     let np = format!("{NODE_IP}:30080");
-    table(&format!("external client -> NodePort {np}"), &world.probe(&world.ext, None, &["tcp", &np, "--count", "300"]));
-    let dns = world.probe(&world.pods[3].ns, None, &["udp", "10.96.0.10:53", "--count", "100"]);
-    table("pod3 -> 10.96.0.10:53/UDP (replies arrive from the Service address)", &dns);
+    table(
+        &format!("external client -> NodePort {np}"),
+        &world.probe(&world.ext, None, &["tcp", &np, "--count", "300"]),
+    );
+    let dns = world.probe(
+        &world.pods[3].ns,
+        None,
+        &["udp", "10.96.0.10:53", "--count", "100"],
+    );
+    table(
+        "pod3 -> 10.96.0.10:53/UDP (replies arrive from the Service address)",
+        &dns,
+    );
 
     let ct = Command::new(workspace_bin("berth-agent"))
         .arg("--bpffs-root")

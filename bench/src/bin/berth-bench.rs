@@ -1,0 +1,35 @@
+//! `berth-bench`: runs the benchmarks and records their results (see bench/README.md).
+
+use anyhow::Result;
+use berth_bench::{prog_cost, report};
+use clap::Parser;
+
+#[derive(Parser)]
+struct Cli {
+    /// Short pass with small sizes (CI); results go to target/bench-smoke/.
+    #[arg(long)]
+    smoke: bool,
+    /// Only these benchmarks (prog, compare); default all.
+    #[arg(long)]
+    only: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let want = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
+    if want("prog") {
+        let (sizes, samples): (&[usize], usize) = if cli.smoke {
+            (&[1, 1000], 2000)
+        } else {
+            (&[1, 1000, 10_000, 100_000], 50_000)
+        };
+        let table = prog_cost::run(sizes, 10, samples)?;
+        report::write(
+            cli.smoke,
+            "service-lb-prog.md",
+            "## berth Service LB: per-packet cost of the TC program\n\nCommand: `cargo xtask bench` (prog).",
+            &[table],
+        )?;
+    }
+    Ok(())
+}
