@@ -1,1 +1,335 @@
-//! placeholder
+//! berth's data plane side by side with kube-proxy's iptables and nftables modes, in one run, on the
+//! same namespaces, servers and client: the standard single-node world of the tests with ten backend
+//! pods and one client pod. For each Service count:
+//!
+//! 1. berth: `berth-agent` programs the Services from a manifest (time to live measured); the client
+//!    runs once outside the node's cgroup (per-packet TC path) and once inside it (socket LB);
+//! 2. the agent is stopped and its pins removed (programs detached), then the same Services are loaded
+//!    as kube-proxy's iptables mode (`iptables-legacy-restore`), measured, flushed;
+//! 3. the same as kube-proxy's nftables mode (`nft -f`), measured, deleted.
+//!
+//! Load: new TCP connections (connect + first response) to uniformly random Services, bounded in time
+//! and count; and request/response round trips on one established connection.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use berth_tests::{
+    lbworld::{LbWorld, NODE_NAME, TCP_PORT},
+    probe::LoadSummary,
+    testbed::Netns,
+    workspace_bin,
+};
+
+use crate::{
+    kube_proxy::{self, Svc},
+    report::Table,
+    services::{SERVICE_PORT, cluster_ip},
+};
+
+/// What to run.
+pub struct CompareConfig {
+    pub sizes: Vec<usize>,
+    pub endpoints: usize,
+    pub duration: Duration,
+    pub threads: usize,
+    pub rtt_count: u32,
+}
+
+/// Results of one data plane at one size.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    conns: LoadSummary,
+    rtt: LoadSummary,
+    program_ms: f64,
+    maps_ms: f64,
+}
+
+fn client_load(
+    world: &LbWorld,
+    client: &Netns,
+    cgroup: bool,
+    targets: &Path,
+    cfg: &CompareConfig,
+) -> Result<(LoadSummary, LoadSummary)> {
+    let mut cmd = Command::new(workspace_bin("berth-probe"));
+    cmd.args(["--netns", &client.name]);
+    if cgroup {
+        cmd.arg("--cgroup").arg(world.node_cgroup());
+    }
+    let out = cmd
+        .arg("load")
+        .arg("--targets-file")
+        .arg(targets)
+        .args([
+            "--duration-ms",
+            &cfg.duration.as_millis().to_string(),
+            "--threads",
+            &cfg.threads.to_string(),
+        ])
+        .args(["--max", "500000"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let conns = text
+        .lines()
+        .find_map(LoadSummary::parse)
+        .with_context(|| format!("load output: {text} {}", String::from_utf8_lossy(&out.stderr)))?;
+    let mut cmd = Command::new(workspace_bin("berth-probe"));
+    cmd.args(["--netns", &client.name]);
+    if cgroup {
+        cmd.arg("--cgroup").arg(world.node_cgroup());
+    }
+    let out = cmd
+        .args([
+            "rtt",
+            &format!("{}:{SERVICE_PORT}", cluster_ip(0)),
+            "--count",
+            &cfg.rtt_count.to_string(),
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rtt = text
+        .lines()
+        .find_map(LoadSummary::parse)
+        .with_context(|| format!("rtt output: {text} {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok((conns, rtt))
+}
+
+fn manifests(n: usize, k: usize, world: &LbWorld) -> String {
+    let mut y = String::with_capacity(n * 900);
+    for i in 0..n {
+        y.push_str(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: bench}}\nspec:\n  clusterIP: {}\n  ports: [{{name: http, port: {SERVICE_PORT}, targetPort: {TCP_PORT}}}]\n---\n",
+            cluster_ip(i)
+        ));
+        y.push_str(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: svc-{i}-1, namespace: bench, labels: {{kubernetes.io/service-name: svc-{i}}}}}\naddressType: IPv4\nports: [{{name: http, port: {TCP_PORT}, protocol: TCP}}]\nendpoints:\n"
+        ));
+        for p in &world.pods[..k] {
+            y.push_str(&format!(
+                "- {{addresses: [\"{}\"], nodeName: {NODE_NAME}}}\n",
+                p.ip
+            ));
+        }
+        y.push_str("---\n");
+    }
+    y
+}
+
+fn took_ms(log: &str) -> f64 {
+    log.lines()
+        .rev()
+        .find_map(|l| l.split("took_ms=").nth(1))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn timed(ns: &Netns, program: &str, args: &[&str]) -> Result<f64> {
+    let started = Instant::now();
+    let out = ns.exec(program, args)?;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    if !out.status.success() {
+        bail!("{program} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(ms)
+}
+
+/// Runs the comparison; returns the result tables.
+pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
+    let k = cfg.endpoints;
+    // One identical client pod per data plane: TIME_WAIT sockets left by one run's thousands of
+    // connections must not meet the next data plane's NAT state (a port reused towards the same
+    // Service address would otherwise collide with conntrack entries of another translation).
+    let mut world = LbWorld::build("bcmp", k + 4)?;
+    let clients: Vec<Netns> = world.pods[k..k + 4].iter().map(|p| p.ns.clone()).collect();
+    for c in &clients {
+        c.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+        c.sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
+    }
+    let bpffs = world.bed.bpffs_root();
+    let mut rows: Vec<(usize, [Run; 4])> = Vec::new();
+    for &n in &cfg.sizes {
+        let targets = world.bed.scratch().join(format!("targets-{n}"));
+        let lines: Vec<String> = (0..n)
+            .map(|i| SocketAddr::from((cluster_ip(i), SERVICE_PORT)).to_string())
+            .collect();
+        std::fs::write(&targets, lines.join("\n"))?;
+        let svcs: Vec<Svc> = (0..n)
+            .map(|i| Svc {
+                name: format!("bench/svc-{i}:http"),
+                ip: cluster_ip(i),
+                port: SERVICE_PORT,
+                endpoints: world.pods[..k].iter().map(|p| (p.ip, TCP_PORT)).collect(),
+            })
+            .collect();
+        let mut runs = [Run::default(); 4];
+
+        // berth
+        let slots = (n * (k + 1) + 4096).to_string();
+        world.start_agent(true, &["--max-service-slots", &slots])?;
+        world.agent().wait_frontends(0, 0, Duration::from_secs(30));
+        let yaml = manifests(n, k, &world);
+        let started = Instant::now();
+        world.apply("bench.yaml", &yaml, n);
+        let program_ms = started.elapsed().as_secs_f64() * 1e3;
+        let maps_ms = took_ms(&world.agent().log());
+        for (slot, cgroup) in [(0, false), (1, true)] {
+            let (conns, rtt) = client_load(&world, &clients[slot], cgroup, &targets, cfg)?;
+            runs[slot] = Run {
+                conns,
+                rtt,
+                program_ms,
+                maps_ms,
+            };
+        }
+        if let Some(mut agent) = world.agent.take() {
+            agent.kill();
+        }
+        let _ = std::fs::remove_file(world.manifests.join("bench.yaml"));
+        std::fs::remove_dir_all(bpffs.join(NODE_NAME))
+            .context("removing berth's pins (detaches its programs)")?;
+
+        // kube-proxy, iptables mode
+        let rules = world.bed.scratch().join("iptables.rules");
+        std::fs::write(&rules, kube_proxy::iptables_restore(&svcs, "10.244.0.0/16"))?;
+        let ms = timed(
+            &world.node,
+            "iptables-legacy-restore",
+            &[&rules.display().to_string()],
+        )?;
+        let (conns, rtt) = client_load(&world, &clients[2], false, &targets, cfg)?;
+        runs[2] = Run {
+            conns,
+            rtt,
+            program_ms: ms,
+            maps_ms: f64::NAN,
+        };
+        let empty = world.bed.scratch().join("iptables.empty");
+        std::fs::write(&empty, "*nat\nCOMMIT\n")?;
+        timed(
+            &world.node,
+            "iptables-legacy-restore",
+            &[&empty.display().to_string()],
+        )?;
+
+        // kube-proxy, nftables mode
+        let nft = world.bed.scratch().join("kube-proxy.nft");
+        std::fs::write(&nft, kube_proxy::nft_ruleset(&svcs, "10.244.0.0/16"))?;
+        let ms = timed(&world.node, "nft", &["-f", &nft.display().to_string()])?;
+        let (conns, rtt) = client_load(&world, &clients[3], false, &targets, cfg)?;
+        runs[3] = Run {
+            conns,
+            rtt,
+            program_ms: ms,
+            maps_ms: f64::NAN,
+        };
+        timed(&world.node, "nft", &["delete", "table", "ip", "kube-proxy"])?;
+        for (name, r) in ["berth TC", "berth socket LB", "iptables", "nftables"]
+            .iter()
+            .zip(&runs)
+        {
+            eprintln!(
+                "{n} Services, {name}: {:.0} conn/s ({} errors), p50 {:.0} us, p99 {:.0} us; rtt p50 {:.1} us; program {:.0} ms",
+                r.conns.rate(),
+                r.conns.errors,
+                r.conns.p50_us,
+                r.conns.p99_us,
+                r.rtt.p50_us,
+                r.program_ms
+            );
+        }
+        rows.push((n, runs));
+    }
+    Ok(tables(&rows, cfg))
+}
+
+fn tables(rows: &[(usize, [Run; 4])], cfg: &CompareConfig) -> Vec<Table> {
+    let mut rate = Table::new(
+        "New connections per second (connect + first response, uniformly random Service)",
+        &[
+            "Services",
+            "berth TC",
+            "berth socket LB",
+            "iptables",
+            "nftables",
+            "berth TC / iptables",
+            "berth TC / nftables",
+            "socket LB / iptables",
+        ],
+    );
+    let mut lat = Table::new(
+        "Latency of a new connection, p50 / p99 (us)",
+        &["Services", "berth TC", "berth socket LB", "iptables", "nftables"],
+    );
+    let mut rtt = Table::new(
+        "Request/response on an established connection, p50 / p99 (us)",
+        &["Services", "berth TC", "berth socket LB", "iptables", "nftables"],
+    );
+    let mut prog = Table::new(
+        "Time to program all Services (ms)",
+        &[
+            "Services",
+            "endpoints each",
+            "berth maps",
+            "berth manifest to live",
+            "iptables-restore",
+            "nft -f",
+        ],
+    );
+    for (n, r) in rows {
+        let ratio = |a: &Run, b: &Run| format!("{:.2}x", a.conns.rate() / b.conns.rate().max(1e-9));
+        rate.rows.push(vec![
+            n.to_string(),
+            format!("{:.0}", r[0].conns.rate()),
+            format!("{:.0}", r[1].conns.rate()),
+            format!("{:.0}", r[2].conns.rate()),
+            format!("{:.0}", r[3].conns.rate()),
+            ratio(&r[0], &r[2]),
+            ratio(&r[0], &r[3]),
+            ratio(&r[1], &r[2]),
+        ]);
+        let pair = |s: &LoadSummary| format!("{:.0} / {:.0}", s.p50_us, s.p99_us);
+        lat.rows.push(vec![
+            n.to_string(),
+            pair(&r[0].conns),
+            pair(&r[1].conns),
+            pair(&r[2].conns),
+            pair(&r[3].conns),
+        ]);
+        let pair1 = |s: &LoadSummary| format!("{:.1} / {:.1}", s.p50_us, s.p99_us);
+        rtt.rows.push(vec![
+            n.to_string(),
+            pair1(&r[0].rtt),
+            pair1(&r[1].rtt),
+            pair1(&r[2].rtt),
+            pair1(&r[3].rtt),
+        ]);
+        prog.rows.push(vec![
+            n.to_string(),
+            cfg.endpoints.to_string(),
+            format!("{:.0}", r[0].maps_ms),
+            format!("{:.0}", r[0].program_ms),
+            format!("{:.0}", r[2].program_ms),
+            format!("{:.0}", r[3].program_ms),
+        ]);
+        let errors: u64 = r.iter().map(|x| x.conns.errors).sum();
+        if errors > 0 {
+            rate.notes
+                .push(format!("{n} Services: {errors} failed connections in total."));
+        }
+    }
+    rate.notes.push(format!(
+        "{} s per data plane and size, {} client threads, one client pod, {} backend pods, all on a 2-CPU VM that also runs the servers.",
+        cfg.duration.as_secs_f64(),
+        cfg.threads,
+        cfg.endpoints
+    ));
+    prog.notes.push("berth maps: the agent's own measurement of writing the maps; manifest to live: from writing the YAML (parse included) to the agent reporting the state live.".into());
+    vec![rate, lat, rtt, prog]
+}

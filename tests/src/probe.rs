@@ -224,3 +224,125 @@ pub fn hold(target: SocketAddr, timeout: Duration) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Summary of a load run or an RTT run (latencies in microseconds).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoadSummary {
+    pub ok: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+impl LoadSummary {
+    /// Successful operations per second.
+    pub fn rate(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.ok as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// `summary OK ERRORS SECONDS P50 P99`.
+    pub fn line(&self) -> String {
+        format!(
+            "summary {} {} {:.3} {:.1} {:.1}",
+            self.ok, self.errors, self.seconds, self.p50_us, self.p99_us
+        )
+    }
+
+    /// Parses [`line`](Self::line) output.
+    pub fn parse(line: &str) -> Option<LoadSummary> {
+        let p: Vec<&str> = line.split_whitespace().collect();
+        match p.as_slice() {
+            ["summary", ok, err, secs, p50, p99] => Some(LoadSummary {
+                ok: ok.parse().ok()?,
+                errors: err.parse().ok()?,
+                seconds: secs.parse().ok()?,
+                p50_us: p50.parse().ok()?,
+                p99_us: p99.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// New TCP connections (connect + greeting) to random targets for `duration`, on `threads` threads,
+/// at most `max` in total: the load is bounded in count and time.
+pub fn load(targets: &[SocketAddr], duration: Duration, threads: usize, max: u64) -> LoadSummary {
+    let start = Instant::now();
+    let per_thread = max / threads.max(1) as u64;
+    let results: Vec<(Vec<f64>, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|t| {
+                s.spawn(move || {
+                    let mut lat = Vec::new();
+                    let mut errors = 0u64;
+                    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (t as u64 + 1);
+                    let mut n = 0u64;
+                    while start.elapsed() < duration && n < per_thread {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let target = targets[(x % targets.len() as u64) as usize];
+                        match tcp_once(target, Duration::from_secs(2)) {
+                            Attempt::Ok { micros, .. } => lat.push(micros as f64),
+                            Attempt::Err { .. } => errors += 1,
+                        }
+                        n += 1;
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = results.iter().flat_map(|(l, _)| l.iter().copied()).collect();
+    let errors = results.iter().map(|(_, e)| *e).sum();
+    all.sort_by(|a, b| a.total_cmp(b));
+    LoadSummary {
+        ok: all.len() as u64,
+        errors,
+        seconds,
+        p50_us: percentile(&all, 0.5),
+        p99_us: percentile(&all, 0.99),
+    }
+}
+
+/// `count` request/response round trips (a line echoed) on one established connection.
+pub fn rtt(target: SocketAddr, count: u32) -> std::io::Result<LoadSummary> {
+    let start = Instant::now();
+    let stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut lat = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let t = Instant::now();
+        writer.write_all(format!("{i}\n").as_bytes())?;
+        line.clear();
+        reader.read_line(&mut line)?;
+        lat.push(t.elapsed().as_nanos() as f64 / 1000.0);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok(LoadSummary {
+        ok: count as u64,
+        errors: 0,
+        seconds: start.elapsed().as_secs_f64(),
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+    })
+}

@@ -1,7 +1,9 @@
 //! `berth-bench`: runs the benchmarks and records their results (see bench/README.md).
 
 use anyhow::Result;
-use berth_bench::{prog_cost, report};
+use std::time::Duration;
+
+use berth_bench::{compare, prog_cost, report};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -29,6 +31,32 @@ fn main() -> Result<()> {
             "service-lb-prog.md",
             "## berth Service LB: per-packet cost of the TC program\n\nCommand: `cargo xtask bench` (prog).",
             &[table],
+        )?;
+    }
+    if want("compare") {
+        let cfg = if cli.smoke {
+            compare::CompareConfig {
+                sizes: vec![100],
+                endpoints: 10,
+                duration: Duration::from_millis(1000),
+                threads: 2,
+                rtt_count: 500,
+            }
+        } else {
+            compare::CompareConfig {
+                sizes: vec![100, 1000, 10_000],
+                endpoints: 10,
+                duration: Duration::from_secs(5),
+                threads: 2,
+                rtt_count: 5000,
+            }
+        };
+        let tables = compare::run(&cfg)?;
+        report::write(
+            cli.smoke,
+            "service-lb-compare.md",
+            "## berth Service LB side by side with kube-proxy (iptables and nftables modes)\n\nCommand: `cargo xtask bench` (compare).",
+            &tables,
         )?;
     }
     Ok(())

@@ -49,6 +49,24 @@ enum Cmd {
         #[arg(long)]
         connected: bool,
     },
+    /// New connections to random targets (one `ip:port` per line of the file) for a bounded time.
+    Load {
+        #[arg(long)]
+        targets_file: PathBuf,
+        #[arg(long, default_value_t = 3000)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Upper bound on connections in total.
+        #[arg(long, default_value_t = 1_000_000)]
+        max: u64,
+    },
+    /// Request/response round trips on one established connection.
+    Rtt {
+        target: SocketAddr,
+        #[arg(long, default_value_t = 2000)]
+        count: u32,
+    },
     /// Hold one TCP connection, echoing stdin lines through it.
     Hold {
         target: SocketAddr,
@@ -110,6 +128,22 @@ fn main() -> Result<()> {
                 ));
             }
         }
+        Cmd::Load {
+            targets_file,
+            duration_ms,
+            threads,
+            max,
+        } => {
+            let text = std::fs::read_to_string(&targets_file)
+                .with_context(|| format!("reading {}", targets_file.display()))?;
+            let targets: Vec<SocketAddr> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            anyhow::ensure!(!targets.is_empty(), "no targets in {}", targets_file.display());
+            println!(
+                "{}",
+                probe::load(&targets, Duration::from_millis(duration_ms), threads, max).line()
+            );
+        }
+        Cmd::Rtt { target, count } => println!("{}", probe::rtt(target, count)?.line()),
         Cmd::Hold { target, timeout_ms } => probe::hold(target, Duration::from_millis(timeout_ms))?,
     }
     Ok(())
