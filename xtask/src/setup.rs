@@ -8,8 +8,17 @@ use anyhow::{Context, Result, bail};
 use crate::run::{self, workspace_root};
 
 /// Debian packages: iproute2 (namespaces, veth), bpftool (inspection), iptables and nftables (the
-/// kube-proxy baselines of the benchmarks), iperf3 (throughput benchmarks).
-const APT_PACKAGES: &[&str] = &["iproute2", "bpftool", "iptables", "nftables", "iperf3", "procps"];
+/// kube-proxy baselines of the benchmarks, conntrack to reset them between runs), iperf3 (throughput
+/// benchmarks), procps (sysctl).
+const APT_PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftool",
+    "iptables",
+    "nftables",
+    "conntrack",
+    "iperf3",
+    "procps",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> Result<()> {

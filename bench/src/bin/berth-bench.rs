@@ -14,6 +14,12 @@ struct Cli {
     /// Only these benchmarks (prog, compare); default all.
     #[arg(long)]
     only: Vec<String>,
+    /// Override the Service counts of the comparison.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Override the seconds per data plane and size of the comparison.
+    #[arg(long)]
+    seconds: Option<f64>,
 }
 
 fn main() -> Result<()> {
@@ -51,6 +57,13 @@ fn main() -> Result<()> {
                 rtt_count: 5000,
             }
         };
+        let mut cfg = cfg;
+        if !cli.sizes.is_empty() {
+            cfg.sizes = cli.sizes.clone();
+        }
+        if let Some(s) = cli.seconds {
+            cfg.duration = Duration::from_secs_f64(s);
+        }
         let tables = compare::run(&cfg)?;
         report::write(
             cli.smoke,

@@ -35,6 +35,8 @@ const TC_ACT_UNSPEC: i32 = -1;
 const BPF_NOEXIST: u64 = 1;
 /// Attempts at finding a free SNAT source port before giving up on a flow.
 const SNAT_ATTEMPTS: u32 = 8;
+/// Attempts at picking a backend whose reply tuple is free before taking it over anyway.
+const REPICK_ATTEMPTS: u32 = 2;
 
 #[classifier]
 pub fn berth_from_pod(ctx: TcContext) -> i32 {
@@ -64,19 +66,25 @@ fn balance(ctx: &TcContext) -> i32 {
     if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {
         // SAFETY: pointer from a successful lookup; plain integer fields.
         let entry = unsafe { &mut *entry };
-        if entry.last_seen_ns != now {
-            entry.last_seen_ns = now;
+        // A SYN on an existing forward entry is a client reusing the tuple for a new connection. If
+        // the flow's reply entry was taken over meanwhile (same client port, same backend, another
+        // Service), replies would be rewritten wrongly: balance the connection anew instead.
+        let reused = is_fresh_syn(&flow) && entry.flags & CT_F_REPLY == 0 && !reply_matches(entry, &flow);
+        if !reused {
+            if entry.last_seen_ns != now {
+                entry.last_seen_ns = now;
+            }
+            if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+                entry.flags |= CT_F_CLOSING;
+            }
+            let to = Rewrite {
+                saddr: entry.nat_saddr,
+                daddr: entry.nat_daddr,
+                sport: entry.nat_sport,
+                dport: entry.nat_dport,
+            };
+            return finish(ctx, &flow, &to, Some(entry), now, counter::CT_HIT);
         }
-        if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-            entry.flags |= CT_F_CLOSING;
-        }
-        let to = Rewrite {
-            saddr: entry.nat_saddr,
-            daddr: entry.nat_daddr,
-            sport: entry.nat_sport,
-            dport: entry.nat_dport,
-        };
-        return finish(ctx, &flow, &to, Some(entry), now, counter::CT_HIT);
     }
 
     let svc = ServiceKey {
@@ -96,10 +104,24 @@ fn balance(ctx: &TcContext) -> i32 {
         return TC_ACT_SHOT as i32;
     }
     let hash = select::flow_hash(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
-    let Some(choice) = select::pick(&svc, &hdr, flow.saddr as u64, hash) else {
+    let Some(mut choice) = select::pick(&svc, &hdr, flow.saddr as u64, hash) else {
         count(counter::REJECTED);
         return reject::refuse(ctx, &flow);
     };
+    let plain = hdr.flags & SVC_F_SNAT == 0;
+    if plain && choice.backend.addr != flow.saddr {
+        // Plain DNAT: the reply tuple (backend -> client port) may belong to a live flow of the same
+        // client port to another Service on the same backend; pick again rather than steal it.
+        for _ in 0..REPICK_ATTEMPTS {
+            if !reply_taken(&flow, &choice) {
+                break;
+            }
+            match select::pick(&svc, &hdr, flow.saddr as u64, hash.rotate_left(7)) {
+                Some(c) => choice = c,
+                None => break,
+            }
+        }
+    }
     let backend = choice.backend;
 
     let mut flags = if hdr.flags & SVC_F_NODEPORT != 0 {
@@ -189,6 +211,50 @@ fn balance(ctx: &TcContext) -> i32 {
     };
     // The next hop is cached on the flow's second packet (the entry just inserted is a copy).
     finish(ctx, &flow, &to, None, now, counter::NEW_FLOW)
+}
+
+#[inline(always)]
+fn is_fresh_syn(flow: &Flow) -> bool {
+    flow.proto == PROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+/// Whether the reply entry of forward entry `fwd` still translates back to this packet's tuple.
+#[inline(always)]
+fn reply_matches(fwd: &CtEntry, flow: &Flow) -> bool {
+    let key = CtKey {
+        saddr: fwd.nat_daddr,
+        daddr: fwd.nat_saddr,
+        sport: fwd.nat_dport,
+        dport: fwd.nat_sport,
+        proto: flow.proto,
+        pad: [0; 3],
+    };
+    // SAFETY: copied out at once.
+    match unsafe { CONNTRACK.get(&key) } {
+        Some(r) => {
+            r.nat_saddr == flow.daddr && r.nat_sport == flow.dport && r.nat_daddr == flow.saddr && r.nat_dport == flow.sport
+        }
+        None => false,
+    }
+}
+
+/// Whether choosing `choice` would overwrite the reply entry of another live flow (a different
+/// frontend, not closing).
+#[inline(always)]
+fn reply_taken(flow: &Flow, choice: &select::Choice) -> bool {
+    let key = CtKey {
+        saddr: choice.backend.addr,
+        daddr: flow.saddr,
+        sport: choice.backend.port,
+        dport: flow.sport,
+        proto: flow.proto,
+        pad: [0; 3],
+    };
+    // SAFETY: copied out at once.
+    match unsafe { CONNTRACK.get(&key) } {
+        Some(r) => (r.nat_saddr != flow.daddr || r.nat_sport != flow.dport) && r.flags & CT_F_CLOSING == 0,
+        None => false,
+    }
 }
 
 /// A new flow that is not for a Service (e.g. a socket-LB connection straight to a backend) may reuse
