@@ -66,58 +66,9 @@ impl LbWorld {
         node.ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", "up0"])?;
         ext.ip(&["addr", "add", &format!("{EXT_IP}/24"), "dev", "eth0"])?;
         ext.ip(&["route", "add", "default", "via", &NODE_IP.to_string()])?;
-        let probe_bin = workspace_bin("berth-probe");
         let mut list = Vec::new();
         for i in 0..pods {
-            let ns = bed.netns(&format!("pod{i}"))?;
-            let ip = Ipv4Addr::new(10, 244, 0, 10 + i as u8);
-            let host_if = format!("vp{i}");
-            bed.veth(&node, &host_if, &ns, "eth0")?;
-            node.ip(&["addr", "add", &format!("{POD_GATEWAY}/32"), "dev", &host_if])?;
-            node.ip(&[
-                "route",
-                "add",
-                &format!("{ip}/32"),
-                "dev",
-                &host_if,
-                "src",
-                &POD_GATEWAY.to_string(),
-            ])?;
-            ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-            ns.ip(&[
-                "route",
-                "replace",
-                "default",
-                "via",
-                &POD_GATEWAY.to_string(),
-                "dev",
-                "eth0",
-                "onlink",
-            ])?;
-            // The pod subnet is routed through the gateway too (pods are /32 neighbours of the node only).
-            ns.ip(&[
-                "route",
-                "replace",
-                "10.244.0.0/24",
-                "via",
-                &POD_GATEWAY.to_string(),
-                "dev",
-                "eth0",
-                "onlink",
-            ])?;
-            let id = format!("pod{i}");
-            let mut cmd = ns.command(&probe_bin);
-            cmd.args([
-                "serve",
-                "--id",
-                &id,
-                "--tcp",
-                &TCP_PORT.to_string(),
-                "--udp",
-                &UDP_PORT.to_string(),
-            ]);
-            bed.spawn(cmd, &format!("server {id}"))?;
-            list.push(Pod { ns, ip, host_if, id });
+            list.push(add_pod(&mut bed, &node, i)?);
         }
         let manifests = bed.scratch().join("manifests");
         std::fs::create_dir_all(&manifests).map_err(|source| BedError::Io {
@@ -134,6 +85,15 @@ impl LbWorld {
         };
         world.wait_servers()?;
         Ok(world)
+    }
+
+    /// Adds one more pod (same layout) while the world runs; returns its index.
+    pub fn add_pod(&mut self) -> Result<usize, BedError> {
+        let i = self.pods.len();
+        let pod = add_pod(&mut self.bed, &self.node, i)?;
+        self.pods.push(pod);
+        self.wait_servers()?;
+        Ok(i)
     }
 
     fn wait_servers(&self) -> Result<(), BedError> {
@@ -194,6 +154,18 @@ impl LbWorld {
         Ok(())
     }
 
+    /// Runs `berth-agent lb SUBCOMMAND --node node1` on the world's pins and returns its output.
+    pub fn lb(&self, subcommand: &str) -> String {
+        let out = Command::new(workspace_bin("berth-agent"))
+            .arg("--bpffs-root")
+            .arg(self.bed.bpffs_root())
+            .args(["lb", subcommand, "--node", NODE_NAME])
+            .output()
+            .expect("berth-agent lb");
+        assert!(out.status.success(), "lb {subcommand}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The running agent.
     pub fn agent(&mut self) -> &mut AgentProc {
         self.agent.as_mut().expect("agent started")
@@ -242,6 +214,25 @@ impl LbWorld {
             &["tcp", &target.to_string(), "--count", &n.to_string()],
         )
     }
+}
+
+/// Creates pod `i`: namespace, veth to the node, routed /32, a `berth-probe` server.
+fn add_pod(bed: &mut TestBed, node: &Netns, i: usize) -> Result<Pod, BedError> {
+    let ns = bed.netns(&format!("pod{i}"))?;
+    let ip = Ipv4Addr::new(10, 244, 0, 10 + i as u8);
+    let host_if = format!("vp{i}");
+    bed.veth(node, &host_if, &ns, "eth0")?;
+    node.ip(&["addr", "add", &format!("{POD_GATEWAY}/32"), "dev", &host_if])?;
+    node.ip(&["route", "add", &format!("{ip}/32"), "dev", &host_if, "src", &POD_GATEWAY.to_string()])?;
+    ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+    ns.ip(&["route", "replace", "default", "via", &POD_GATEWAY.to_string(), "dev", "eth0", "onlink"])?;
+    // The pod subnet is routed through the gateway too (pods are /32 neighbours of the node only).
+    ns.ip(&["route", "replace", "10.244.0.0/24", "via", &POD_GATEWAY.to_string(), "dev", "eth0", "onlink"])?;
+    let id = format!("pod{i}");
+    let mut cmd = ns.command(&workspace_bin("berth-probe"));
+    cmd.args(["serve", "--id", &id, "--tcp", &TCP_PORT.to_string(), "--udp", &UDP_PORT.to_string()]);
+    bed.spawn(cmd, &format!("server {id}"))?;
+    Ok(Pod { ns, ip, host_if, id })
 }
 
 /// A ClusterIP (or other type) Service manifest. `ports`: (name, port, targetPort, protocol, nodePort).
@@ -317,4 +308,19 @@ pub fn slice_yaml(name: &str, service: &str, endpoints: &[Ep<'_>], ports: &[(&st
         ));
     }
     y
+}
+
+/// ClusterIP of the `web` Service used across the tests.
+pub const WEB_IP: &str = "10.96.0.10";
+
+/// The `web` Service (TCP 80 -> 8080 `http`, UDP 53 -> 5353 `dns`) over pods `backends` of `world`,
+/// as one manifest (Service + EndpointSlice). `spec_extra`: more `spec:` lines, indented two spaces.
+pub fn web_yaml(world: &LbWorld, backends: &[usize], spec_extra: &str) -> String {
+    let ips: Vec<String> = backends.iter().map(|i| world.pods[*i].ip.to_string()).collect();
+    let eps: Vec<Ep<'_>> = ips.iter().map(|ip| Ep::ready(ip, NODE_NAME)).collect();
+    format!(
+        "{}---\n{}",
+        service_yaml("web", WEB_IP, spec_extra, &[("http", 80, TCP_PORT, "TCP", 0), ("dns", 53, UDP_PORT, "UDP", 0)]),
+        slice_yaml("web-1", "web", &eps, &[("http", TCP_PORT, "TCP"), ("dns", UDP_PORT, "UDP")])
+    )
 }

@@ -5,11 +5,11 @@
 use std::{collections::HashMap, net::SocketAddr, thread::sleep, time::Duration};
 
 use berth_tests::{
-    lbworld::{EXT_IP, Ep, LbWorld, NODE_IP, NODE_NAME, TCP_PORT, UDP_PORT, service_yaml, slice_yaml},
+    lbworld::{EXT_IP, Ep, LbWorld, NODE_IP, NODE_NAME, TCP_PORT, UDP_PORT, WEB_IP, service_yaml, slice_yaml, web_yaml},
     probe::Attempt,
 };
 
-const SVC_IP: &str = "10.96.0.10";
+const SVC_IP: &str = WEB_IP;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
@@ -23,29 +23,9 @@ fn counts(attempts: &[Attempt]) -> HashMap<String, usize> {
     m
 }
 
-/// A Service `web` with TCP 80 -> 8080 and UDP 53 -> 5353 over pods `backends`.
-fn web(world: &LbWorld, backends: &[usize], spec_extra: &str) -> (String, String) {
-    let ips: Vec<String> = backends.iter().map(|i| world.pods[*i].ip.to_string()).collect();
-    let eps: Vec<Ep<'_>> = ips.iter().map(|ip| Ep::ready(ip, NODE_NAME)).collect();
-    (
-        service_yaml(
-            "web",
-            SVC_IP,
-            spec_extra,
-            &[("http", 80, TCP_PORT, "TCP", 0), ("dns", 53, UDP_PORT, "UDP", 0)],
-        ),
-        slice_yaml(
-            "web-1",
-            "web",
-            &eps,
-            &[("http", TCP_PORT, "TCP"), ("dns", UDP_PORT, "UDP")],
-        ),
-    )
-}
-
 fn apply_web(world: &mut LbWorld, backends: &[usize], spec_extra: &str) {
-    let (svc, slice) = web(world, backends, spec_extra);
-    world.apply("web.yaml", &format!("{svc}---\n{slice}"), 2);
+    let yaml = web_yaml(world, backends, spec_extra);
+    world.apply("web.yaml", &yaml, 2);
 }
 
 fn assert_spread(attempts: &[Attempt], backends: &[&str]) {

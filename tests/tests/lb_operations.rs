@@ -1,0 +1,151 @@
+//! Operating the load balancer: Maglev, conntrack garbage collection, inspection, continuous endpoint
+//! churn under traffic, bad manifests, interfaces that appear after the agent started.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use berth_tests::{
+    lbworld::{LbWorld, WEB_IP, web_yaml},
+    probe::Attempt,
+};
+
+fn web_target() -> SocketAddr {
+    format!("{WEB_IP}:80").parse().expect("address")
+}
+
+fn counts(attempts: &[Attempt]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for a in attempts {
+        *m.entry(a.id().unwrap_or("<failed>").to_string()).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn maglev_spreads_flows_and_is_listed() {
+    let mut world = LbWorld::build("maglev", 4).expect("world");
+    world.start_agent(false, &["--lb-algorithm", "maglev"]).expect("agent");
+    let yaml = web_yaml(&world, &[0, 1, 2], "");
+    world.apply("web.yaml", &yaml, 2);
+    let list = world.lb("list");
+    assert!(list.contains("maglev"), "lb list shows the Maglev frontends:\n{list}");
+    let got = world.tcp_from_pod(3, web_target(), 300, false);
+    let c = counts(&got);
+    for b in ["pod0", "pod1", "pod2"] {
+        let n = c.get(b).copied().unwrap_or(0);
+        assert!(n > 50 && n < 160, "Maglev spread {c:?}");
+    }
+}
+
+#[test]
+fn lb_list_and_ct_show_the_data_plane() {
+    let mut world = LbWorld::build("inspect", 3).expect("world");
+    world.start_agent(false, &[]).expect("agent");
+    let yaml = web_yaml(&world, &[0, 1], "  sessionAffinity: ClientIP\n");
+    world.apply("web.yaml", &yaml, 2);
+    let list = world.lb("list");
+    for needle in ["10.96.0.10:80/TCP", "10.96.0.10:53/UDP", "10.244.0.10:8080 (active, local)", "affinity=10800s"] {
+        assert!(list.contains(needle), "missing {needle:?} in:\n{list}");
+    }
+    world.tcp_from_pod(2, web_target(), 1, false);
+    let ct = world.lb("ct");
+    assert!(ct.contains("TCP 10.244.0.12:") && ct.contains("-> 10.96.0.10:80 =>"), "forward entry:\n{ct}");
+    assert!(ct.contains("[reply"), "reply entry:\n{ct}");
+    assert!(ct.contains("counter new_flow = 1"), "counters:\n{ct}");
+}
+
+#[test]
+fn idle_conntrack_entries_are_collected() {
+    let mut world = LbWorld::build("ctgc", 2).expect("world");
+    world.start_agent(false, &["--ct-gc-secs", "1", "--ct-udp-timeout-secs", "1"]).expect("agent");
+    let yaml = web_yaml(&world, &[0], "");
+    world.apply("web.yaml", &yaml, 2);
+    let got = world.probe(&world.pods[1].ns, None, &["udp", &format!("{WEB_IP}:53"), "--count", "5"]);
+    assert!(got.iter().all(|a| a.id() == Some("pod0")), "{got:?}");
+    assert!(world.lb("ct").contains("10 entries"), "{}", world.lb("ct"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !world.lb("ct").contains("\n0 entries") && !world.lb("ct").starts_with("0 entries") {
+        assert!(Instant::now() < deadline, "UDP entries were not collected:\n{}", world.lb("ct"));
+        sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn endpoint_churn_never_refuses_a_new_connection() {
+    let mut world = LbWorld::build("churn", 5).expect("world");
+    world.start_agent(false, &[]).expect("agent");
+    let yaml = web_yaml(&world, &[0, 1, 2], "");
+    world.apply("web.yaml", &yaml, 2);
+    // Every state has at least one backend, so a client must never be refused: a refusal would mean a
+    // packet saw a count pointing at slots not written yet.
+    let states: Vec<String> = [&[0, 1, 2][..], &[3], &[0, 1, 2, 3], &[2], &[1, 3], &[0, 1, 2, 3]]
+        .iter()
+        .map(|b| web_yaml(&world, b, ""))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let manifests = world.manifests.clone();
+    let flag = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let mut i = 0;
+        while !flag.load(Ordering::SeqCst) && i < 400 {
+            let tmp = manifests.join(".web.yaml.tmp");
+            std::fs::write(&tmp, &states[i % states.len()]).expect("write");
+            std::fs::rename(&tmp, manifests.join("web.yaml")).expect("rename");
+            i += 1;
+            sleep(Duration::from_millis(60));
+        }
+        i
+    });
+    let got = world.tcp_from_pod(4, web_target(), 1500, false);
+    stop.store(true, Ordering::SeqCst);
+    let updates = writer.join().expect("writer");
+    let failed: Vec<&Attempt> = got.iter().filter(|a| a.id().is_none()).collect();
+    assert!(updates > 10, "only {updates} updates happened");
+    assert!(failed.is_empty(), "{} of {} connections failed during {updates} updates: {:?}", failed.len(), got.len(), &failed[..failed.len().min(5)]);
+    let log = world.agent().log();
+    assert!(log.matches("Services synced").count() > 10, "the agent applied the updates:\n{log}");
+}
+
+#[test]
+fn broken_manifest_keeps_working_services() {
+    let mut world = LbWorld::build("badyaml", 2).expect("world");
+    world.start_agent(false, &[]).expect("agent");
+    let yaml = web_yaml(&world, &[0], "");
+    world.apply("web.yaml", &yaml, 2);
+    world.write_manifest("web.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: web\nspec: [oops\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !world.agent().log().contains("manifest not applied") {
+        assert!(Instant::now() < deadline, "no error logged:\n{}", world.agent().log());
+        sleep(Duration::from_millis(50));
+    }
+    assert!(world.agent().log().contains("web.yaml"), "the error names the file");
+    let got = world.tcp_from_pod(1, web_target(), 5, false);
+    assert_eq!(counts(&got).get("pod0"), Some(&5), "Service still served: {got:?}");
+}
+
+#[test]
+fn pod_interface_added_later_is_served() {
+    let mut world = LbWorld::build("hotplug", 1).expect("world");
+    world.start_agent(false, &[]).expect("agent");
+    let yaml = web_yaml(&world, &[0], "");
+    world.apply("web.yaml", &yaml, 2);
+    let late = world.add_pod().expect("new pod");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = world.tcp_from_pod(late, web_target(), 1, false);
+        if got[0].id() == Some("pod0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new pod's interface never served: {got:?}\n{}", world.agent().log());
+        sleep(Duration::from_millis(100));
+    }
+    assert!(world.agent().log().contains("iface=vp1"), "{}", world.agent().log());
+}
