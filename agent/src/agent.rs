@@ -67,6 +67,8 @@ pub struct AgentConfig {
     pub ct_timeouts: CtTimeouts,
     /// Map sizes.
     pub capacities: loader::Capacities,
+    /// Testing aid: pause after each backend-slot write (see `ServiceProgrammer::set_slot_write_delay`).
+    pub slot_write_delay: Duration,
     /// Written (atomically) after every sync: `generation frontends`.
     pub status_file: Option<PathBuf>,
 }
@@ -197,6 +199,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut ebpf = loader::load(&pins, &cfg.capacities)?;
     let maps = LbMaps::open(&pins)?;
     let mut programmer = ServiceProgrammer::restore(maps)?;
+    programmer.set_slot_write_delay(cfg.slot_write_delay);
     if let Some(snat) = cfg.node_ips.first() {
         programmer.set_node_config(*snat, cfg.snat_ports)?;
     }

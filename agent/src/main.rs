@@ -100,6 +100,9 @@ struct RunArgs {
     /// Capacity of the conntrack map (two entries per translated flow).
     #[arg(long, default_value_t = berth_common::capacity::CONNTRACK)]
     max_conntrack: u32,
+    /// Testing aid: pause this many microseconds after each backend-slot write.
+    #[arg(long, default_value_t = 0, hide = true)]
+    slot_write_delay_us: u64,
     /// File written after every sync ("generation frontends").
     #[arg(long)]
     status_file: Option<PathBuf>,
@@ -159,6 +162,7 @@ fn real_main() -> anyhow::Result<()> {
                     conntrack: a.max_conntrack,
                     ..Default::default()
                 },
+                slot_write_delay: Duration::from_micros(a.slot_write_delay_us),
                 status_file: a.status_file,
             })?;
         }

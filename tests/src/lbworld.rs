@@ -162,7 +162,11 @@ impl LbWorld {
             .args(["lb", subcommand, "--node", NODE_NAME])
             .output()
             .expect("berth-agent lb");
-        assert!(out.status.success(), "lb {subcommand}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "lb {subcommand}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -223,14 +227,48 @@ fn add_pod(bed: &mut TestBed, node: &Netns, i: usize) -> Result<Pod, BedError> {
     let host_if = format!("vp{i}");
     bed.veth(node, &host_if, &ns, "eth0")?;
     node.ip(&["addr", "add", &format!("{POD_GATEWAY}/32"), "dev", &host_if])?;
-    node.ip(&["route", "add", &format!("{ip}/32"), "dev", &host_if, "src", &POD_GATEWAY.to_string()])?;
+    node.ip(&[
+        "route",
+        "add",
+        &format!("{ip}/32"),
+        "dev",
+        &host_if,
+        "src",
+        &POD_GATEWAY.to_string(),
+    ])?;
     ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-    ns.ip(&["route", "replace", "default", "via", &POD_GATEWAY.to_string(), "dev", "eth0", "onlink"])?;
+    ns.ip(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        &POD_GATEWAY.to_string(),
+        "dev",
+        "eth0",
+        "onlink",
+    ])?;
     // The pod subnet is routed through the gateway too (pods are /32 neighbours of the node only).
-    ns.ip(&["route", "replace", "10.244.0.0/24", "via", &POD_GATEWAY.to_string(), "dev", "eth0", "onlink"])?;
+    ns.ip(&[
+        "route",
+        "replace",
+        "10.244.0.0/24",
+        "via",
+        &POD_GATEWAY.to_string(),
+        "dev",
+        "eth0",
+        "onlink",
+    ])?;
     let id = format!("pod{i}");
     let mut cmd = ns.command(&workspace_bin("berth-probe"));
-    cmd.args(["serve", "--id", &id, "--tcp", &TCP_PORT.to_string(), "--udp", &UDP_PORT.to_string()]);
+    cmd.args([
+        "serve",
+        "--id",
+        &id,
+        "--tcp",
+        &TCP_PORT.to_string(),
+        "--udp",
+        &UDP_PORT.to_string(),
+    ]);
     bed.spawn(cmd, &format!("server {id}"))?;
     Ok(Pod { ns, ip, host_if, id })
 }
@@ -320,7 +358,17 @@ pub fn web_yaml(world: &LbWorld, backends: &[usize], spec_extra: &str) -> String
     let eps: Vec<Ep<'_>> = ips.iter().map(|ip| Ep::ready(ip, NODE_NAME)).collect();
     format!(
         "{}---\n{}",
-        service_yaml("web", WEB_IP, spec_extra, &[("http", 80, TCP_PORT, "TCP", 0), ("dns", 53, UDP_PORT, "UDP", 0)]),
-        slice_yaml("web-1", "web", &eps, &[("http", TCP_PORT, "TCP"), ("dns", UDP_PORT, "UDP")])
+        service_yaml(
+            "web",
+            WEB_IP,
+            spec_extra,
+            &[("http", 80, TCP_PORT, "TCP", 0), ("dns", 53, UDP_PORT, "UDP", 0)]
+        ),
+        slice_yaml(
+            "web-1",
+            "web",
+            &eps,
+            &[("http", TCP_PORT, "TCP"), ("dns", UDP_PORT, "UDP")]
+        )
     )
 }

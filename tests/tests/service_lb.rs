@@ -5,7 +5,10 @@
 use std::{collections::HashMap, net::SocketAddr, thread::sleep, time::Duration};
 
 use berth_tests::{
-    lbworld::{EXT_IP, Ep, LbWorld, NODE_IP, NODE_NAME, TCP_PORT, UDP_PORT, WEB_IP, service_yaml, slice_yaml, web_yaml},
+    lbworld::{
+        EXT_IP, Ep, LbWorld, NODE_IP, NODE_NAME, TCP_PORT, UDP_PORT, WEB_IP, service_yaml, slice_yaml,
+        web_yaml,
+    },
     probe::Attempt,
 };
 

@@ -59,6 +59,9 @@ pub struct ServiceProgrammer {
     next_backend_id: u32,
     free_rev_nat_ids: Vec<u32>,
     next_rev_nat_id: u32,
+    /// Pause after each backend-slot write (zero in production): widens the window in which a wrong
+    /// write order would be visible, so the update-ordering test can fail if the order breaks.
+    slot_write_delay: std::time::Duration,
 }
 
 fn same_programming(a: &FrontendSpec, b: &FrontendSpec) -> bool {
@@ -143,6 +146,7 @@ impl ServiceProgrammer {
             free_backend_ids: Vec::new(),
             next_backend_id: backends.keys().max().map_or(1, |m| m + 1),
             free_rev_nat_ids: Vec::new(),
+            slot_write_delay: std::time::Duration::ZERO,
             next_rev_nat_id: headers
                 .iter()
                 .map(|(_, v)| v.rev_nat_id)
@@ -246,6 +250,11 @@ impl ServiceProgrammer {
             .map_err(op_err("update", names::CONFIG))
     }
 
+    /// Sets a pause after every backend-slot write (testing aid, see the field's doc).
+    pub fn set_slot_write_delay(&mut self, delay: std::time::Duration) {
+        self.slot_write_delay = delay;
+    }
+
     /// The maps, for garbage collection and inspection.
     pub fn maps(&mut self) -> &mut LbMaps {
         &mut self.maps
@@ -324,6 +333,9 @@ impl ServiceProgrammer {
                 .services
                 .insert(service_key(fe, i as u32 + 1), value, 0)
                 .map_err(op_err("update", names::SERVICES))?;
+            if !self.slot_write_delay.is_zero() {
+                std::thread::sleep(self.slot_write_delay);
+            }
         }
         // 2. reverse NAT and Maglev table
         let rev = RevNat {
