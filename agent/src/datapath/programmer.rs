@@ -104,12 +104,23 @@ fn header(spec: &FrontendSpec, rev_nat_id: u32) -> ServiceValue {
     }
     ServiceValue {
         backend_id: 0,
+        backend: Backend::default(),
         rev_nat_id,
         affinity_timeout: spec.affinity_timeout.unwrap_or(0),
         count: u16::try_from(spec.ready.len()).unwrap_or(u16::MAX),
         terminating: u16::try_from(spec.terminating.len()).unwrap_or(u16::MAX),
         flags,
         pad: 0,
+    }
+}
+
+/// The map form of a backend.
+fn backend_value(b: &BackendAddr) -> Backend {
+    Backend {
+        addr: ipv4_to_be(b.addr.octets()),
+        port: port_to_be(b.port),
+        proto: b.proto.number(),
+        flags: if b.local { BACKEND_F_LOCAL } else { 0 },
     }
 }
 
@@ -289,12 +300,7 @@ impl ServiceProgrammer {
     }
 
     fn write_backend(&mut self, id: u32, b: &BackendAddr) -> Result<(), MapsError> {
-        let value = Backend {
-            addr: ipv4_to_be(b.addr.octets()),
-            port: port_to_be(b.port),
-            proto: b.proto.number(),
-            flags: if b.local { BACKEND_F_LOCAL } else { 0 },
-        };
+        let value = backend_value(b);
         self.maps
             .backends
             .insert(id, value, 0)
@@ -323,9 +329,11 @@ impl ServiceProgrammer {
             ids.push(self.backend_id(b, &mut stats.backends_added)?);
         }
         // 1. backend slots
-        for (i, id) in ids.iter().enumerate() {
+        let backends = spec.ready.iter().chain(&spec.terminating);
+        for (i, (id, b)) in ids.iter().zip(backends).enumerate() {
             let value = ServiceValue {
                 backend_id: *id,
+                backend: backend_value(b),
                 rev_nat_id,
                 ..Default::default()
             };

@@ -70,13 +70,17 @@ pub const SVC_F_AFFINITY: u16 = 1 << 3;
 /// Service header flag: externalTrafficPolicy Local with no local backend: drop, as kube-proxy does.
 pub const SVC_F_LOCAL_DROP: u16 = 1 << 4;
 
-/// Value of [`names::SERVICES`]. In slot 0 (the header) every field but `backend_id` counts; in backend
-/// slots only `backend_id` does.
+/// Value of [`names::SERVICES`]. In slot 0 (the header) every field but `backend_id` and `backend`
+/// counts; in backend slots only those two do.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceValue {
     /// Backend id (backend slots only).
     pub backend_id: u32,
+    /// The backend itself (backend slots only), a copy of `BERTH_BACKENDS[backend_id]` so that a new
+    /// flow needs no second lookup. An id's address never changes; its flags change only together with
+    /// a rewrite of every frontend using it.
+    pub backend: Backend,
     /// Reverse-NAT id of the frontend: key of [`names::REV_NAT`], affinity and Maglev.
     pub rev_nat_id: u32,
     /// sessionAffinity ClientIP timeout in seconds (header only).
@@ -285,7 +289,7 @@ mod pod_impls {
 
 // Layout checks: a change here is a change of the pinned-map ABI and needs a migration.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 12);
-const _: () = assert!(core::mem::size_of::<ServiceValue>() == 20);
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 28);
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<RevNat>() == 8);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);

@@ -91,8 +91,11 @@ pub fn pick(svc: &ServiceKey, hdr: &ServiceValue, client: u64, hash: u32) -> Opt
         let slot = first + unsafe { bpf_get_prandom_u32() } % n;
         let slot_key = ServiceKey { slot, ..*svc };
         // SAFETY: copied out at once.
-        let id = unsafe { SERVICES.get(&slot_key)?.backend_id };
-        backend(id)?
+        let value = unsafe { SERVICES.get(&slot_key)? };
+        Choice {
+            backend_id: value.backend_id,
+            backend: value.backend,
+        }
     };
 
     if affinity {

@@ -108,21 +108,7 @@ fn balance(ctx: &TcContext) -> i32 {
         count(counter::REJECTED);
         return reject::refuse(ctx, &flow);
     };
-    let plain = hdr.flags & SVC_F_SNAT == 0;
-    if plain && choice.backend.addr != flow.saddr {
-        // Plain DNAT: the reply tuple (backend -> client port) may belong to a live flow of the same
-        // client port to another Service on the same backend; pick again rather than steal it.
-        for _ in 0..REPICK_ATTEMPTS {
-            if !reply_taken(&flow, &choice) {
-                break;
-            }
-            match select::pick(&svc, &hdr, flow.saddr as u64, hash.rotate_left(7)) {
-                Some(c) => choice = c,
-                None => break,
-            }
-        }
-    }
-    let backend = choice.backend;
+    let mut backend = choice.backend;
 
     let mut flags = if hdr.flags & SVC_F_NODEPORT != 0 {
         CT_F_NODEPORT
@@ -182,9 +168,43 @@ fn balance(ctx: &TcContext) -> i32 {
             count(counter::ERRORS);
             return TC_ACT_SHOT as i32;
         }
-    } else if CONNTRACK.insert(&reply_key, &reply, 0).is_err() {
-        count(counter::ERRORS);
-        return TC_ACT_SHOT as i32;
+    } else {
+        // Plain DNAT. The reply tuple (backend -> client port) may belong to a live flow of the same
+        // client port to another Service on the same backend: pick again rather than steal it. The
+        // check costs nothing in the common case: it only runs when the exclusive insert fails.
+        let mut attempt = 0;
+        while CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST).is_err() {
+            // SAFETY: copied out at once.
+            let ours_or_stale = match unsafe { CONNTRACK.get(&reply_key) } {
+                Some(r) => {
+                    (r.nat_saddr == flow.daddr && r.nat_sport == flow.dport) || r.flags & CT_F_CLOSING != 0
+                }
+                None => true,
+            };
+            let other = if ours_or_stale || attempt >= REPICK_ATTEMPTS {
+                None
+            } else {
+                select::pick(&svc, &hdr, flow.saddr as u64, hash.rotate_left(7 + attempt))
+                    .filter(|c| c.backend.addr != flow.saddr)
+            };
+            match other {
+                Some(c) => {
+                    choice = c;
+                    backend = c.backend;
+                    reply.backend_id = c.backend_id;
+                    reply_key.saddr = backend.addr;
+                    reply_key.sport = backend.port;
+                    attempt += 1;
+                }
+                None => {
+                    if CONNTRACK.insert(&reply_key, &reply, 0).is_err() {
+                        count(counter::ERRORS);
+                        return TC_ACT_SHOT as i32;
+                    }
+                    break;
+                }
+            }
+        }
     }
 
     let forward = CtEntry {
@@ -232,27 +252,11 @@ fn reply_matches(fwd: &CtEntry, flow: &Flow) -> bool {
     // SAFETY: copied out at once.
     match unsafe { CONNTRACK.get(&key) } {
         Some(r) => {
-            r.nat_saddr == flow.daddr && r.nat_sport == flow.dport && r.nat_daddr == flow.saddr && r.nat_dport == flow.sport
+            r.nat_saddr == flow.daddr
+                && r.nat_sport == flow.dport
+                && r.nat_daddr == flow.saddr
+                && r.nat_dport == flow.sport
         }
-        None => false,
-    }
-}
-
-/// Whether choosing `choice` would overwrite the reply entry of another live flow (a different
-/// frontend, not closing).
-#[inline(always)]
-fn reply_taken(flow: &Flow, choice: &select::Choice) -> bool {
-    let key = CtKey {
-        saddr: choice.backend.addr,
-        daddr: flow.saddr,
-        sport: choice.backend.port,
-        dport: flow.sport,
-        proto: flow.proto,
-        pad: [0; 3],
-    };
-    // SAFETY: copied out at once.
-    match unsafe { CONNTRACK.get(&key) } {
-        Some(r) => (r.nat_saddr != flow.daddr || r.nat_sport != flow.dport) && r.flags & CT_F_CLOSING == 0,
         None => false,
     }
 }
