@@ -96,6 +96,8 @@ struct Agent {
     /// Interfaces with an attached TC program, by name, with their ifindex at attach time.
     attached: HashMap<String, u32>,
     generation: u64,
+    /// The last apply failed or held back removals: retry on the next poll even without changes.
+    dirty: bool,
 }
 
 fn ifindex(name: &str) -> u32 {
@@ -145,7 +147,7 @@ impl Agent {
 
     fn sync_services(&mut self) -> Result<(), AgentError> {
         let (changed, errors) = self.manifests.poll()?;
-        if !changed && self.generation > 0 {
+        if !changed && !self.dirty && self.generation > 0 {
             return Ok(());
         }
         for e in &errors {
@@ -162,7 +164,16 @@ impl Agent {
             warn!(service = %s.service, reason = %s.reason, "Service not programmed");
         }
         let started = Instant::now();
-        let stats = self.programmer.apply(&desired)?;
+        // A file that never parsed hides objects the maps may still serve (after a restart): add and
+        // change, but remove nothing until every file is readable.
+        let removals = !self.manifests.incomplete();
+        if !removals {
+            warn!("a manifest has never parsed since start: removals are held back until it does");
+        }
+        // Until an apply succeeds, every poll retries it.
+        self.dirty = true;
+        let stats = self.programmer.apply(&desired, removals)?;
+        self.dirty = false;
         self.generation += 1;
         info!(
             generation = self.generation,
@@ -200,8 +211,11 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let maps = LbMaps::open(&pins)?;
     let mut programmer = ServiceProgrammer::restore(maps)?;
     programmer.set_slot_write_delay(cfg.slot_write_delay);
-    if let Some(snat) = cfg.node_ips.first() {
-        programmer.set_node_config(*snat, cfg.snat_ports)?;
+    match cfg.node_ips.first() {
+        Some(snat) => programmer.set_node_config(*snat, cfg.snat_ports)?,
+        None => warn!(
+            "no --node-ip: NodePorts are not served and SNAT frontends (externalIPs with externalTrafficPolicy Cluster) drop"
+        ),
     }
     if let Some(cgroup) = &cfg.cgroup {
         std::fs::create_dir_all(cgroup).map_err(|source| AttachError::Cgroup {
@@ -218,10 +232,13 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         programmer,
         attached: HashMap::new(),
         generation: 0,
+        dirty: false,
     };
     // Services first, then interfaces: a new attachment finds the maps complete.
     agent.sync_services()?;
     agent.sync_interfaces();
+    let keep: Vec<&str> = agent.attached.keys().map(String::as_str).collect();
+    attach::remove_stale_tc_pins(&agent.pins, &keep);
     agent.write_status()?;
     let mut last_gc = Instant::now();
     while !STOP.load(Ordering::SeqCst) {

@@ -57,15 +57,20 @@ impl Objects {
     }
 }
 
+/// What identifies a file's content cheaply: a rewrite changes at least one of these (the inode changes
+/// with an atomic rename even when size and mtime do not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {
     modified: Option<SystemTime>,
     len: u64,
+    inode: u64,
 }
 
 struct FileState {
     stamp: Stamp,
     objects: Objects,
+    /// The file's content parsed at least once (its objects are the last good ones).
+    ever_parsed: bool,
 }
 
 /// A watched manifest directory.
@@ -169,13 +174,20 @@ impl ManifestDir {
         let mut errors = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            if !is_manifest(&path) || !path.is_file() {
+            if !is_manifest(&path) {
                 continue;
             }
-            let Ok(meta) = entry.metadata() else { continue };
+            // Follow symlinks: a ConfigMap volume swaps a `..data` link behind the visible names.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
             let stamp = Stamp {
                 modified: meta.modified().ok(),
                 len: meta.len(),
+                inode: std::os::unix::fs::MetadataExt::ino(&meta),
             };
             present.push(path.clone());
             if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
@@ -189,14 +201,32 @@ impl ManifestDir {
                 .and_then(|text| parse_file(&path, &text));
             match parsed {
                 Ok(objects) => {
-                    self.files.insert(path, FileState { stamp, objects });
+                    self.files.insert(
+                        path,
+                        FileState {
+                            stamp,
+                            objects,
+                            ever_parsed: true,
+                        },
+                    );
                     changed = true;
                 }
                 Err(e) => {
                     warn!(error = %e, "manifest not applied; keeping its previous content");
                     // Remember the stamp so the same broken content is not re-parsed every poll.
-                    let objects = self.files.remove(&path).map(|f| f.objects).unwrap_or_default();
-                    self.files.insert(path, FileState { stamp, objects });
+                    let (objects, ever_parsed) = self
+                        .files
+                        .remove(&path)
+                        .map(|f| (f.objects, f.ever_parsed))
+                        .unwrap_or_default();
+                    self.files.insert(
+                        path,
+                        FileState {
+                            stamp,
+                            objects,
+                            ever_parsed,
+                        },
+                    );
                     errors.push(e);
                 }
             }
@@ -205,6 +235,13 @@ impl ManifestDir {
         self.files.retain(|p, _| present.contains(p));
         changed |= self.files.len() != before;
         Ok((changed, errors))
+    }
+
+    /// Whether some file has never parsed since the agent started: its objects are unknown, so
+    /// nothing may be removed on the strength of their absence (after a restart the maps may still
+    /// serve them).
+    pub fn incomplete(&self) -> bool {
+        self.files.values().any(|f| !f.ever_parsed)
     }
 
     /// All objects of all files.

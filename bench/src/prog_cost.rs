@@ -126,7 +126,7 @@ fn measure(sizes: &[usize], k: usize, samples: usize, bed: &TestBed) -> Result<V
         let mut maps = LbMaps::open(&pins)?;
         let state = desired(n, k);
         let started = Instant::now();
-        programmer.apply(&state)?;
+        programmer.apply(&state, true)?;
         let program_ms = started.elapsed().as_secs_f64() * 1e3;
         let prog: &mut SchedClassifier = ebpf
             .program_mut(loader::programs::FROM_POD)

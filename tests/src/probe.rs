@@ -149,17 +149,19 @@ pub fn tcp_once(target: SocketAddr, timeout: Duration) -> Attempt {
 
 /// One UDP attempt on a fresh unconnected socket (sendto / recvfrom), or a connected one.
 pub fn udp_once(target: SocketAddr, timeout: Duration, connected: bool) -> Attempt {
+    match UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)) {
+        Ok(sock) => udp_on(&sock, target, timeout, connected),
+        Err(e) => Attempt::Err {
+            kind: error_kind(&e),
+            micros: 0,
+        },
+    }
+}
+
+/// One UDP request/response on an existing socket.
+pub fn udp_on(sock: &UdpSocket, target: SocketAddr, timeout: Duration, connected: bool) -> Attempt {
     let start = Instant::now();
     let micros = || start.elapsed().as_micros() as u64;
-    let sock = match UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)) {
-        Ok(s) => s,
-        Err(e) => {
-            return Attempt::Err {
-                kind: error_kind(&e),
-                micros: micros(),
-            };
-        }
-    };
     let _ = sock.set_read_timeout(Some(timeout));
     let sent = if connected {
         sock.connect(target).and_then(|()| sock.send(b"hello"))

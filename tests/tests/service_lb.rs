@@ -109,6 +109,19 @@ fn udp_request_response_sees_service_address() {
             "both backends used: {c:?}"
         );
     }
+    // One unconnected socket sending many datagrams stays on one backend (socket LB and TC path), as a
+    // kube-proxy conntrack entry would keep it.
+    for cgroup in [false, true] {
+        let cg = cgroup.then(|| world.node_cgroup());
+        let got = world.probe(
+            &world.pods[2].ns,
+            cg.as_ref(),
+            &["udp", &target, "--count", "30", "--same-socket"],
+        );
+        let c = counts(&got);
+        assert_eq!(c.len(), 1, "one socket, one backend (cgroup={cgroup}): {c:?}");
+        assert!(!c.contains_key("<failed>"), "{got:?}");
+    }
 }
 
 #[test]

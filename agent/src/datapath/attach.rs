@@ -12,8 +12,7 @@ use std::{
 use aya::{
     Ebpf,
     programs::{
-        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType,
-        links::{FdLink, PinnedLink},
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType, links::FdLink,
         tc::TcAttachOptions,
     },
 };
@@ -78,28 +77,52 @@ pub fn tc_link_pin(pins: &PinDir, iface: &str) -> PathBuf {
 }
 
 /// Replaces the pinned link at `pin` by `new`: the new one is already attached, so no packet goes
-/// unserved; the old one is detached when its pin and last descriptor go.
+/// unserved. It is pinned under a temporary name and renamed over the old pin, so the old link is
+/// detached only once the new one is safely pinned (if pinning fails, the old one stays).
 fn replace_pin(new: FdLink, pin: &Path) -> Result<(), AttachError> {
-    if pin.exists() {
-        match PinnedLink::from_pin(pin) {
-            Ok(old) => {
-                if let Err(e) = old.unpin() {
-                    return Err(AttachError::Pin {
-                        path: pin.into(),
-                        message: e.to_string(),
-                    });
-                }
-            }
-            Err(_) => {
-                let _ = std::fs::remove_file(pin);
+    // bpffs reserves names with a dot; the temporary name takes a prefix instead.
+    let name = pin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = pin.with_file_name(format!("tmp-{name}"));
+    let _ = std::fs::remove_file(&tmp);
+    new.pin(&tmp).map_err(|e| AttachError::Pin {
+        path: tmp.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::rename(&tmp, pin).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        AttachError::Pin {
+            path: pin.into(),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(())
+}
+
+/// Removes TC link pins of interfaces not in `keep` (gone while the agent was down, or no longer
+/// matching the configuration), which detaches their programs.
+pub fn remove_stale_tc_pins(pins: &PinDir, keep: &[&str]) {
+    let Ok(entries) = std::fs::read_dir(pins.links()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("tmp-") {
+            let _ = std::fs::remove_file(entry.path()); // left by an agent that died mid-replace
+            continue;
+        }
+        let Some(iface) = name.strip_prefix("tc-ingress-") else {
+            continue;
+        };
+        if !keep.contains(&iface) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => info!(iface, "removed the link of an interface no longer served"),
+                Err(e) => warn!(iface, error = %e, "cannot remove stale link pin"),
             }
         }
     }
-    new.pin(pin).map_err(|e| AttachError::Pin {
-        path: pin.into(),
-        message: e.to_string(),
-    })?;
-    Ok(())
 }
 
 /// Attaches the TC program for `role` at ingress of `iface` and pins the link.

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use berth_common::{CT_F_CLOSING, CtEntry, CtKey, PROTO_TCP, names};
+use std::collections::HashMap;
+
+use berth_common::{CT_F_CLOSING, CT_F_RST, CtEntry, CtKey, PROTO_TCP, names};
 
 use super::{
     maps::{LbMaps, MapsError, op_err},
@@ -31,37 +33,50 @@ impl Default for CtTimeouts {
     }
 }
 
-fn expired(k: &CtKey, v: &CtEntry, now: u64, t: &CtTimeouts) -> bool {
+/// Whether a flow (its two entries, `b` absent if already gone) has been idle past its timeout. The
+/// flow is judged as a whole: the newest packet of either direction counts, and it is closing only when
+/// both directions sent a FIN or either sent a RST (a half-closed connection keeps the long timeout).
+fn flow_expired(k: &CtKey, a: &CtEntry, b: Option<&CtEntry>, now: u64, t: &CtTimeouts) -> bool {
+    let last = b.map_or(a.last_seen_ns, |b| a.last_seen_ns.max(b.last_seen_ns));
+    let rst = a.flags & CT_F_RST != 0 || b.is_some_and(|b| b.flags & CT_F_RST != 0);
+    let fin_both = a.flags & CT_F_CLOSING != 0 && b.is_none_or(|b| b.flags & CT_F_CLOSING != 0);
     let timeout = if k.proto != PROTO_TCP {
         t.udp
-    } else if v.flags & CT_F_CLOSING != 0 {
+    } else if rst || fin_both {
         t.closing
     } else {
         t.tcp
     };
-    now.saturating_sub(v.last_seen_ns) > timeout.as_nanos() as u64
+    now.saturating_sub(last) > timeout.as_nanos() as u64
 }
 
-/// Removes expired entries; returns (entries seen, entries removed).
+/// Removes expired flows (both entries together); returns (entries seen, entries removed). An entry
+/// refreshed by a packet between the walk and the delete is kept.
 pub fn collect(maps: &mut LbMaps, timeouts: &CtTimeouts) -> Result<(usize, usize), MapsError> {
     let now = monotonic_ns();
-    let mut seen = 0;
+    let entries: HashMap<CtKey, CtEntry> = maps.conntrack.iter().flatten().collect();
     let mut stale = Vec::new();
-    for item in maps.conntrack.iter() {
-        let Ok((k, v)) = item else { continue }; // an entry evicted mid-walk
-        seen += 1;
-        if expired(&k, &v, now, timeouts) {
-            stale.push(k);
+    for (k, v) in &entries {
+        let partner_key = k.partner(v);
+        let partner = entries.get(&partner_key);
+        if flow_expired(k, v, partner, now, timeouts) {
+            stale.push((*k, v.last_seen_ns));
         }
     }
-    for k in &stale {
+    let mut removed = 0;
+    for (k, seen) in &stale {
+        // Re-read: skip an entry that saw traffic since the walk.
+        match maps.conntrack.get(k, 0) {
+            Ok(current) if current.last_seen_ns == *seen => {}
+            _ => continue,
+        }
         match maps.conntrack.remove(k) {
-            Ok(()) => {}
+            Ok(()) => removed += 1,
             Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => return Err(op_err("delete", names::CONNTRACK)(e)),
         }
     }
-    Ok((seen, stale.len()))
+    Ok((entries.len(), removed))
 }
 
 #[cfg(test)]
@@ -69,7 +84,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn closing_tcp_expires_sooner_than_established() {
+    fn closing_needs_both_fins_or_a_reset() {
         let t = CtTimeouts::default();
         let tcp = CtKey {
             proto: PROTO_TCP,
@@ -84,21 +99,34 @@ mod tests {
             last_seen_ns: now - 30_000_000_000,
             ..Default::default()
         };
-        assert!(!expired(&tcp, &idle_30s, now, &t));
-        assert!(expired(
-            &tcp,
-            &CtEntry {
-                flags: CT_F_CLOSING,
-                ..idle_30s
-            },
-            now,
-            &t
-        ));
-        assert!(!expired(&udp, &idle_30s, now, &t));
+        let fin = CtEntry {
+            flags: CT_F_CLOSING,
+            ..idle_30s
+        };
+        let rst = CtEntry {
+            flags: CT_F_CLOSING | CT_F_RST,
+            ..idle_30s
+        };
+        assert!(
+            !flow_expired(&tcp, &idle_30s, Some(&idle_30s), now, &t),
+            "established"
+        );
+        assert!(
+            !flow_expired(&tcp, &fin, Some(&idle_30s), now, &t),
+            "half-closed keeps the long timeout"
+        );
+        assert!(flow_expired(&tcp, &fin, Some(&fin), now, &t), "both FINs");
+        assert!(
+            flow_expired(&tcp, &idle_30s, Some(&rst), now, &t),
+            "a reset closes"
+        );
+        assert!(!flow_expired(&udp, &idle_30s, None, now, &t));
         let idle_90s = CtEntry {
             last_seen_ns: now - 90_000_000_000,
             ..Default::default()
         };
-        assert!(expired(&udp, &idle_90s, now, &t));
+        assert!(flow_expired(&udp, &idle_90s, None, now, &t));
+        // The flow's newest packet counts: a busy reply direction keeps an idle forward entry.
+        assert!(!flow_expired(&udp, &idle_90s, Some(&idle_30s), now, &t));
     }
 }

@@ -4,7 +4,7 @@
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use berth_common::{
     AffinityKey, AffinityValue, Backend, CtEntry, CtKey, MaglevTable, NodeConfig, RevNat, ServiceKey,
-    ServiceValue, SockRevKey, names,
+    ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, names,
 };
 use thiserror::Error;
 
@@ -41,6 +41,7 @@ pub struct LbMaps {
     pub affinity: HashMap<MapData, AffinityKey, AffinityValue>,
     pub maglev: HashMap<MapData, u32, MaglevTable>,
     pub sock_rev: HashMap<MapData, SockRevKey, RevNat>,
+    pub sock_fwd: HashMap<MapData, SockFwdKey, SockFwdValue>,
     pub config: Array<MapData, NodeConfig>,
     pub counters: PerCpuArray<MapData, u64>,
 }
@@ -77,6 +78,7 @@ impl LbMaps {
             affinity: typed!(pins, names::AFFINITY),
             maglev: typed!(pins, names::MAGLEV),
             sock_rev: typed!(pins, names::SOCK_REV),
+            sock_fwd: typed!(pins, names::SOCK_FWD),
             config: typed!(pins, names::CONFIG),
             counters: typed!(pins, names::COUNTERS),
         })

@@ -17,11 +17,11 @@ use std::{
 };
 
 use berth_common::{
-    BACKEND_F_LOCAL, Backend, MAGLEV_TABLE_SIZE, MaglevTable, NodeConfig, PROTO_UDP, RevNat, SVC_F_AFFINITY,
-    SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey, ServiceValue, be_to_ipv4,
-    be_to_port, ipv4_to_be, names, port_to_be,
+    AffinityKey, BACKEND_F_LOCAL, Backend, CtKey, MAGLEV_TABLE_SIZE, MaglevTable, NodeConfig, PROTO_UDP,
+    RevNat, SVC_F_AFFINITY, SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey,
+    ServiceValue, SockFwdKey, be_to_ipv4, be_to_port, ipv4_to_be, names, port_to_be,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::maps::{LbMaps, MapsError, op_err};
 use crate::lb::{
@@ -238,6 +238,9 @@ impl ServiceProgrammer {
         }
         let used: HashSet<u32> = me.frontends.values().map(|a| a.rev_nat_id).collect();
         me.free_rev_nat_ids = (1..me.next_rev_nat_id).filter(|id| !used.contains(id)).collect();
+        // Affinity entries of frontends that no longer exist must go before their ids are reused.
+        let orphaned: HashSet<u32> = me.free_rev_nat_ids.iter().copied().collect();
+        me.forget(&orphaned, &HashSet::new(), &HashSet::new());
         let used: HashSet<u32> = backends.keys().copied().collect();
         me.free_backend_ids = (1..me.next_backend_id).filter(|id| !used.contains(id)).collect();
         info!(
@@ -400,22 +403,61 @@ impl ServiceProgrammer {
         Ok(())
     }
 
-    fn remove_frontend(&mut self, fe: &Frontend) {
-        let Some(applied) = self.frontends.remove(fe) else {
-            return;
-        };
+    /// Deletes a frontend from the maps, header first. Its rev-NAT id is returned, not freed: it is
+    /// reused only after the affinity entries keyed by it are gone.
+    fn remove_frontend(&mut self, fe: &Frontend) -> Option<u32> {
+        let applied = self.frontends.remove(fe)?;
         let _ = self.maps.services.remove(&service_key(fe, 0));
         for slot in 1..=applied.slots {
             let _ = self.maps.services.remove(&service_key(fe, slot));
         }
         let _ = self.maps.rev_nat.remove(&applied.rev_nat_id);
         let _ = self.maps.maglev.remove(&applied.rev_nat_id);
-        self.free_rev_nat_ids.push(applied.rev_nat_id);
+        Some(applied.rev_nat_id)
+    }
+
+    /// (rev-NAT id, backend id) of every backend that leaves the ready set of `fe` if `spec` replaces
+    /// what is applied: affinity to them must end (kube-proxy sends no new flows to such a backend).
+    fn leaving(&self, fe: &Frontend, spec: &FrontendSpec) -> Vec<(u32, u32)> {
+        let Some(applied) = self.frontends.get(fe) else {
+            return Vec::new();
+        };
+        let staying: HashSet<BackendIdentity> = spec.ready.iter().map(identity).collect();
+        applied
+            .spec
+            .ready
+            .iter()
+            .map(identity)
+            .filter(|b| !staying.contains(b))
+            .filter_map(|b| self.backend_ids.get(&b).map(|(id, _)| (applied.rev_nat_id, *id)))
+            .collect()
     }
 
     /// Brings the maps to `desired`. Safe to call with the same state again (writes nothing).
-    pub fn apply(&mut self, desired: &DesiredState) -> Result<ApplyStats, MapsError> {
+    ///
+    /// With `removals` false nothing is deleted (frontends or backends missing from `desired` stay):
+    /// used while part of the desired state is unknown. A frontend that cannot be written (map full)
+    /// does not stop the others; the first error is returned after everything else was applied, and
+    /// the caller retries.
+    pub fn apply(&mut self, desired: &DesiredState, removals: bool) -> Result<ApplyStats, MapsError> {
         let mut stats = ApplyStats::default();
+        let mut first_error = None;
+        // 1. Removed frontends first: they free room in the maps for what is added.
+        let mut removed_frontends = HashSet::new();
+        if removals {
+            let gone: Vec<Frontend> = self
+                .frontends
+                .keys()
+                .filter(|fe| !desired.frontends.contains_key(fe))
+                .copied()
+                .collect();
+            for fe in &gone {
+                removed_frontends.extend(self.remove_frontend(fe));
+                stats.frontends_removed += 1;
+            }
+        }
+        // 2. New and changed frontends.
+        let mut left = HashSet::new();
         for (fe, spec) in &desired.frontends {
             if self
                 .frontends
@@ -427,70 +469,95 @@ impl ServiceProgrammer {
                 }
                 continue;
             }
-            self.write_frontend(fe, spec, &mut stats)?;
+            left.extend(self.leaving(fe, spec));
+            if let Err(e) = self.write_frontend(fe, spec, &mut stats) {
+                warn!(frontend = ?fe, service = %spec.service, error = %e, "cannot program frontend");
+                first_error.get_or_insert(e);
+            }
         }
-        let gone: Vec<Frontend> = self
-            .frontends
-            .keys()
-            .filter(|fe| !desired.frontends.contains_key(fe))
-            .copied()
-            .collect();
-        for fe in &gone {
-            self.remove_frontend(fe);
-            stats.frontends_removed += 1;
+        // 3. Backends no longer referenced by any frontend.
+        let mut removed_backends = HashSet::new();
+        if removals {
+            let used: HashSet<BackendIdentity> = self
+                .frontends
+                .values()
+                .flat_map(|a| a.spec.ready.iter().chain(&a.spec.terminating))
+                .map(identity)
+                .collect();
+            let unused: Vec<(BackendIdentity, u32)> = self
+                .backend_ids
+                .iter()
+                .filter(|(k, _)| !used.contains(*k))
+                .map(|(k, (id, _))| (*k, *id))
+                .collect();
+            for (k, id) in unused {
+                let _ = self.maps.backends.remove(&id);
+                self.backend_ids.remove(&k);
+                removed_backends.insert(id);
+                stats.backends_removed += 1;
+            }
         }
-        // Backends no longer referenced by any frontend.
-        let used: HashSet<BackendIdentity> = self
-            .frontends
-            .values()
-            .flat_map(|a| a.spec.ready.iter().chain(&a.spec.terminating))
-            .map(identity)
-            .collect();
-        let unused: Vec<(BackendIdentity, u32)> = self
-            .backend_ids
-            .iter()
-            .filter(|(k, _)| !used.contains(*k))
-            .map(|(k, (id, _))| (*k, *id))
-            .collect();
-        let removed_ids: HashSet<u32> = unused.iter().map(|(_, id)| *id).collect();
-        for (k, id) in unused {
-            let _ = self.maps.backends.remove(&id);
-            self.backend_ids.remove(&k);
-            self.free_backend_ids.push(id);
-            stats.backends_removed += 1;
-        }
-        if !removed_ids.is_empty() {
-            self.forget_backends(&removed_ids)?;
-        }
+        // 4. State that points at what went away, then the ids become reusable.
+        self.forget(&removed_frontends, &left, &removed_backends);
+        self.free_rev_nat_ids.extend(removed_frontends);
+        self.free_backend_ids.extend(removed_backends);
         if stats != ApplyStats::default() {
             debug!(?stats, "Service maps updated");
         }
-        Ok(stats)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(stats),
+        }
     }
 
-    /// Drops affinity entries and UDP conntrack entries that point at removed backends (TCP flows keep
-    /// their entries so open connections finish, as with kube-proxy).
-    fn forget_backends(&mut self, removed: &HashSet<u32>) -> Result<(), MapsError> {
-        let mut stale_affinity = Vec::new();
-        for item in self.maps.affinity.iter() {
-            let (k, v) = item.map_err(op_err("iterate", names::AFFINITY))?;
-            if removed.contains(&v.backend_id) {
-                stale_affinity.push(k);
+    /// Drops affinity entries and remembered socket-LB choices of removed frontends, of backends that left a frontend's ready set, and
+    /// of removed backends; and UDP conntrack entries of removed backends (TCP flows keep their entries
+    /// so open connections finish, as with kube-proxy). LRU entries may vanish mid-walk: skipped.
+    fn forget(&mut self, frontends: &HashSet<u32>, left: &HashSet<(u32, u32)>, backends: &HashSet<u32>) {
+        if !frontends.is_empty() || !left.is_empty() || !backends.is_empty() {
+            let stale: Vec<AffinityKey> = self
+                .maps
+                .affinity
+                .iter()
+                .flatten()
+                .filter(|(k, v)| {
+                    frontends.contains(&k.rev_nat_id)
+                        || backends.contains(&v.backend_id)
+                        || left.contains(&(k.rev_nat_id, v.backend_id))
+                })
+                .map(|(k, _)| k)
+                .collect();
+            for k in stale {
+                let _ = self.maps.affinity.remove(&k);
+            }
+            let stale: Vec<SockFwdKey> = self
+                .maps
+                .sock_fwd
+                .iter()
+                .flatten()
+                .filter(|(_, v)| {
+                    frontends.contains(&v.rev_nat_id)
+                        || backends.contains(&v.backend_id)
+                        || left.contains(&(v.rev_nat_id, v.backend_id))
+                })
+                .map(|(k, _)| k)
+                .collect();
+            for k in stale {
+                let _ = self.maps.sock_fwd.remove(&k);
             }
         }
-        for k in stale_affinity {
-            let _ = self.maps.affinity.remove(&k);
-        }
-        let mut stale_ct = Vec::new();
-        for item in self.maps.conntrack.iter() {
-            let Ok((k, v)) = item else { continue }; // LRU entries may vanish while iterating
-            if k.proto == PROTO_UDP && removed.contains(&v.backend_id) {
-                stale_ct.push(k);
+        if !backends.is_empty() {
+            let stale: Vec<CtKey> = self
+                .maps
+                .conntrack
+                .iter()
+                .flatten()
+                .filter(|(k, v)| k.proto == PROTO_UDP && backends.contains(&v.backend_id))
+                .map(|(k, _)| k)
+                .collect();
+            for k in stale {
+                let _ = self.maps.conntrack.remove(&k);
             }
         }
-        for k in stale_ct {
-            let _ = self.maps.conntrack.remove(&k);
-        }
-        Ok(())
     }
 }

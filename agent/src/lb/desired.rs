@@ -195,10 +195,10 @@ fn index_endpoints(
             let entry = index.entry(key).or_default();
             for ep in &slice.endpoints {
                 let cond = ep.conditions.as_ref();
-                // Kubernetes: nil `ready` means ready; nil `serving` means the value of `ready`;
-                // nil `terminating` means not terminating.
+                // As kube-proxy reads them: nil `ready` and nil `serving` mean true, nil `terminating`
+                // means not terminating.
                 let ready = cond.and_then(|c| c.ready).unwrap_or(true);
-                let serving = cond.and_then(|c| c.serving).unwrap_or(ready);
+                let serving = cond.and_then(|c| c.serving).unwrap_or(true);
                 let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
                 let local = ep.node_name.as_deref() == Some(node);
                 for addr in &ep.addresses {

@@ -16,6 +16,9 @@ pub mod names {
     pub const MAGLEV: &str = "BERTH_MAGLEV";
     /// Socket-LB reverse translation, LRU: [`super::SockRevKey`] -> [`super::RevNat`].
     pub const SOCK_REV: &str = "BERTH_SOCK_REV";
+    /// Socket-LB backend per (unconnected UDP socket, frontend), LRU: [`super::SockFwdKey`] ->
+    /// [`super::SockFwdValue`], so successive datagrams of one socket reach one backend.
+    pub const SOCK_FWD: &str = "BERTH_SOCK_FWD";
     /// Node-wide settings, array of one: `u32` 0 -> [`super::NodeConfig`].
     pub const CONFIG: &str = "BERTH_CONFIG";
     /// Per-CPU counters for inspection: `u32` counter index -> `u64`.
@@ -38,6 +41,8 @@ pub mod capacity {
     pub const MAGLEV: u32 = 1 << 14;
     /// Sockets translated by the socket LB.
     pub const SOCK_REV: u32 = 1 << 17;
+    /// Unconnected UDP sockets remembered by the socket LB.
+    pub const SOCK_FWD: u32 = 1 << 16;
 }
 
 /// Size of a Maglev lookup table: a prime well above 100x the backends of a typical Service.
@@ -148,12 +153,32 @@ pub struct CtKey {
 
 /// Conntrack flag: this entry is the reply direction of a flow.
 pub const CT_F_REPLY: u16 = 1 << 0;
-/// Conntrack flag: a FIN or RST was seen; the entry expires on the short "closing" timeout.
+/// Conntrack flag: a FIN was seen in this entry's direction. A flow is closing (short timeout) once
+/// both of its entries carry it, or either carries [`CT_F_RST`].
 pub const CT_F_CLOSING: u16 = 1 << 1;
 /// Conntrack flag: the flow entered through a NodePort.
 pub const CT_F_NODEPORT: u16 = 1 << 2;
 /// Conntrack flag: the source is rewritten too (SNAT for NodePort, hairpin).
 pub const CT_F_SNAT: u16 = 1 << 3;
+/// Conntrack flag: a RST was seen; the flow is closing whatever the other direction did.
+pub const CT_F_RST: u16 = 1 << 4;
+
+impl CtKey {
+    /// The key of the other entry of the same flow: every entry's rewrite, reversed, is its partner's
+    /// tuple (forward: client->frontend rewritten to src->backend; reply: backend->src rewritten to
+    /// frontend->client).
+    #[inline(always)]
+    pub fn partner(&self, e: &CtEntry) -> CtKey {
+        CtKey {
+            saddr: e.nat_daddr,
+            daddr: e.nat_saddr,
+            sport: e.nat_dport,
+            dport: e.nat_sport,
+            proto: self.proto,
+            pad: [0; 3],
+        }
+    }
+}
 
 /// Value of [`names::CONNTRACK`]: the rewrite for packets with the key's tuple.
 #[repr(C)]
@@ -242,6 +267,34 @@ pub struct SockRevKey {
     pub pad: u16,
 }
 
+/// Key of [`names::SOCK_FWD`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockFwdKey {
+    /// `bpf_get_socket_cookie()` of the socket.
+    pub cookie: u64,
+    /// Frontend address, network order.
+    pub addr: u32,
+    /// Frontend port, network order.
+    pub port: u16,
+    /// Protocol.
+    pub proto: u8,
+    /// Always zero.
+    pub pad: u8,
+}
+
+/// Value of [`names::SOCK_FWD`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockFwdValue {
+    /// Backend chosen for the socket.
+    pub backend_id: u32,
+    /// Frontend (so the agent can forget choices of removed frontends and backends).
+    pub rev_nat_id: u32,
+    /// The backend.
+    pub backend: Backend,
+}
+
 /// Value of [`names::CONFIG`]: node-wide settings the agent writes once at start.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -284,6 +337,8 @@ mod pod_impls {
     unsafe impl aya::Pod for AffinityValue {}
     unsafe impl aya::Pod for MaglevTable {}
     unsafe impl aya::Pod for SockRevKey {}
+    unsafe impl aya::Pod for SockFwdKey {}
+    unsafe impl aya::Pod for SockFwdValue {}
     unsafe impl aya::Pod for NodeConfig {}
 }
 
@@ -298,3 +353,5 @@ const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
 const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
 const _: () = assert!(core::mem::size_of::<NodeConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<SockFwdKey>() == 16);
+const _: () = assert!(core::mem::size_of::<SockFwdValue>() == 16);

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use berth_common::{
     AffinityKey, AffinityValue, Backend, CtEntry, CtKey, MaglevTable, NodeConfig, RevNat, ServiceKey,
-    ServiceValue, SockRevKey, capacity, counter,
+    ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, capacity, counter,
 };
 
 #[map(name = "BERTH_SVC")]
@@ -31,6 +31,9 @@ pub static MAGLEV: HashMap<u32, MaglevTable> = HashMap::pinned(capacity::MAGLEV,
 
 #[map(name = "BERTH_SOCK_REV")]
 pub static SOCK_REV: LruHashMap<SockRevKey, RevNat> = LruHashMap::pinned(capacity::SOCK_REV, 0);
+
+#[map(name = "BERTH_SOCK_FWD")]
+pub static SOCK_FWD: LruHashMap<SockFwdKey, SockFwdValue> = LruHashMap::pinned(capacity::SOCK_FWD, 0);
 
 #[map(name = "BERTH_CONFIG")]
 pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);

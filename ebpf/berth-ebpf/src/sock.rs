@@ -12,10 +12,10 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use berth_common::{AFFINITY_NETNS_BIT, RevNat, ServiceKey, SockRevKey, counter};
+use berth_common::{AFFINITY_NETNS_BIT, RevNat, ServiceKey, SockFwdKey, SockFwdValue, SockRevKey, counter};
 
 use crate::{
-    maps::{SERVICES, SOCK_REV, count},
+    maps::{SERVICES, SOCK_FWD, SOCK_REV, count},
     select,
 };
 
@@ -26,12 +26,14 @@ const DENY: i32 = 0;
 
 #[cgroup_sock_addr(connect4)]
 pub fn berth_connect4(ctx: SockAddrContext) -> i32 {
-    translate(&ctx)
+    translate(&ctx, false)
 }
 
+/// Unconnected UDP: every datagram passes here; the socket keeps the backend it got first (as a
+/// conntrack entry would keep it for kube-proxy), until the agent forgets it with the backend.
 #[cgroup_sock_addr(sendmsg4)]
 pub fn berth_sendmsg4(ctx: SockAddrContext) -> i32 {
-    translate(&ctx)
+    translate(&ctx, true)
 }
 
 #[cgroup_sock_addr(recvmsg4)]
@@ -45,7 +47,7 @@ pub fn berth_getpeername4(ctx: SockAddrContext) -> i32 {
 }
 
 #[inline(always)]
-fn translate(ctx: &SockAddrContext) -> i32 {
+fn translate(ctx: &SockAddrContext, sticky: bool) -> i32 {
     // SAFETY: the context pointer is valid for the program's run; the kernel allows these accesses.
     let sa = unsafe { &mut *ctx.sock_addr };
     let svc = ServiceKey {
@@ -65,16 +67,51 @@ fn translate(ctx: &SockAddrContext) -> i32 {
             bpf_get_netns_cookie(ctx.as_ptr()),
         )
     };
-    let hash = select::flow_hash(
-        cookie as u32,
-        svc.addr,
-        (cookie >> 32) as u16,
-        svc.port,
-        svc.proto,
-    );
-    let Some(choice) = select::pick(&svc, &hdr, AFFINITY_NETNS_BIT | netns, hash) else {
-        count(counter::REJECTED);
-        return DENY;
+    let fwd_key = SockFwdKey {
+        cookie,
+        addr: svc.addr,
+        port: svc.port,
+        proto: svc.proto,
+        pad: 0,
+    };
+    // SAFETY: copied out at once.
+    let remembered = if sticky {
+        unsafe { SOCK_FWD.get(&fwd_key) }.copied()
+    } else {
+        None
+    };
+    let choice = match remembered {
+        Some(v) => select::Choice {
+            backend_id: v.backend_id,
+            backend: v.backend,
+        },
+        None => {
+            let hash = select::flow_hash(
+                cookie as u32,
+                svc.addr,
+                (cookie >> 32) as u16,
+                svc.port,
+                svc.proto,
+            );
+            let Some(choice) = select::pick(&svc, &hdr, AFFINITY_NETNS_BIT | netns, hash) else {
+                if hdr.count == 0 && hdr.terminating == 0 {
+                    count(counter::REJECTED);
+                    return DENY;
+                }
+                // A slot vanished between our reads (concurrent update): leave the socket
+                // untranslated; its packets are then balanced per packet on the TC path.
+                return ALLOW;
+            };
+            if sticky {
+                let v = SockFwdValue {
+                    backend_id: choice.backend_id,
+                    rev_nat_id: hdr.rev_nat_id,
+                    backend: choice.backend,
+                };
+                let _ = SOCK_FWD.insert(&fwd_key, &v, 0);
+            }
+            choice
+        }
     };
     let backend = choice.backend;
     let rev_key = SockRevKey {

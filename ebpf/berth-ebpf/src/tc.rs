@@ -17,8 +17,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use berth_common::{
-    CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_SNAT, CtEntry, CtKey, PROTO_TCP, SVC_F_LOCAL_DROP,
-    SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey, counter,
+    CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CtEntry, CtKey, PROTO_TCP,
+    SVC_F_LOCAL_DROP, SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey, counter,
 };
 
 use crate::{
@@ -69,13 +69,17 @@ fn balance(ctx: &TcContext) -> i32 {
         // A SYN on an existing forward entry is a client reusing the tuple for a new connection. If
         // the flow's reply entry was taken over meanwhile (same client port, same backend, another
         // Service), replies would be rewritten wrongly: balance the connection anew instead.
-        let reused = is_fresh_syn(&flow) && entry.flags & CT_F_REPLY == 0 && !reply_matches(entry, &flow);
+        let reused =
+            is_fresh_syn(&flow) && entry.flags & CT_F_REPLY == 0 && !reply_matches(&key, entry, &flow);
         if !reused {
             if entry.last_seen_ns != now {
                 entry.last_seen_ns = now;
             }
-            if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+            if flow.tcp_flags & TCP_FIN != 0 {
                 entry.flags |= CT_F_CLOSING;
+            }
+            if flow.tcp_flags & TCP_RST != 0 {
+                entry.flags |= CT_F_CLOSING | CT_F_RST;
             }
             let to = Rewrite {
                 saddr: entry.nat_saddr,
@@ -105,8 +109,15 @@ fn balance(ctx: &TcContext) -> i32 {
     }
     let hash = select::flow_hash(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
     let Some(mut choice) = select::pick(&svc, &hdr, flow.saddr as u64, hash) else {
-        count(counter::REJECTED);
-        return reject::refuse(ctx, &flow);
+        if hdr.count == 0 && hdr.terminating == 0 {
+            count(counter::REJECTED);
+            return reject::refuse(ctx, &flow);
+        }
+        // Backends exist but a slot or table vanished between our reads (the agent shrank the
+        // frontend meanwhile): drop, the client's retransmission will find the new state. Never
+        // refuse a Service that has backends.
+        count(counter::ERRORS);
+        return TC_ACT_SHOT as i32;
     };
     let mut backend = choice.backend;
 
@@ -150,6 +161,11 @@ fn balance(ctx: &TcContext) -> i32 {
         let Some(cfg) = CONFIG.get(0) else {
             return TC_ACT_UNSPEC;
         };
+        if cfg.snat_addr == 0 {
+            // No node address configured: SNAT is impossible; the agent warns about it.
+            count(counter::ERRORS);
+            return TC_ACT_SHOT as i32;
+        }
         flags |= CT_F_SNAT;
         reply.flags |= CT_F_SNAT;
         reply_key.daddr = cfg.snat_addr;
@@ -238,27 +254,24 @@ fn is_fresh_syn(flow: &Flow) -> bool {
     flow.proto == PROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
-/// Whether the reply entry of forward entry `fwd` still translates back to this packet's tuple.
+/// Whether the reply entry of forward entry `fwd` still translates back to this packet's tuple. When
+/// it does, the reused flow starts over: closing state is cleared on both entries.
 #[inline(always)]
-fn reply_matches(fwd: &CtEntry, flow: &Flow) -> bool {
-    let key = CtKey {
-        saddr: fwd.nat_daddr,
-        daddr: fwd.nat_saddr,
-        sport: fwd.nat_dport,
-        dport: fwd.nat_sport,
-        proto: flow.proto,
-        pad: [0; 3],
+fn reply_matches(key: &CtKey, fwd: &mut CtEntry, flow: &Flow) -> bool {
+    let Some(r) = CONNTRACK.get_ptr_mut(&key.partner(fwd)) else {
+        return false;
     };
-    // SAFETY: copied out at once.
-    match unsafe { CONNTRACK.get(&key) } {
-        Some(r) => {
-            r.nat_saddr == flow.daddr
-                && r.nat_sport == flow.dport
-                && r.nat_daddr == flow.saddr
-                && r.nat_dport == flow.sport
-        }
-        None => false,
+    // SAFETY: pointer from a successful lookup; plain integer fields.
+    let r = unsafe { &mut *r };
+    let same = r.nat_saddr == flow.daddr
+        && r.nat_sport == flow.dport
+        && r.nat_daddr == flow.saddr
+        && r.nat_dport == flow.sport;
+    if same {
+        r.flags &= !(CT_F_CLOSING | CT_F_RST);
+        fwd.flags &= !(CT_F_CLOSING | CT_F_RST);
     }
+    same
 }
 
 /// A new flow that is not for a Service (e.g. a socket-LB connection straight to a backend) may reuse

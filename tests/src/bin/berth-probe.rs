@@ -48,6 +48,9 @@ enum Cmd {
         /// Use connect() + send() instead of sendto().
         #[arg(long)]
         connected: bool,
+        /// Send every datagram from one socket (default: a new socket each).
+        #[arg(long)]
+        same_socket: bool,
     },
     /// New connections to random targets (one `ip:port` per line of the file) for a bounded time.
     Load {
@@ -119,13 +122,20 @@ fn main() -> Result<()> {
             count,
             timeout_ms,
             connected,
+            same_socket,
         } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            let shared = if same_socket {
+                Some(std::net::UdpSocket::bind("0.0.0.0:0")?)
+            } else {
+                None
+            };
             for _ in 0..count {
-                probe::print(&probe::udp_once(
-                    target,
-                    Duration::from_millis(timeout_ms),
-                    connected,
-                ));
+                let attempt = match &shared {
+                    Some(sock) => probe::udp_on(sock, target, timeout, connected),
+                    None => probe::udp_once(target, timeout, connected),
+                };
+                probe::print(&attempt);
             }
         }
         Cmd::Load {
