@@ -216,3 +216,89 @@ fn pod_interface_added_later_is_served() {
         world.agent().log()
     );
 }
+
+#[test]
+fn affinity_ends_when_its_backend_starts_terminating() {
+    let mut world = LbWorld::build("affterm", 4).expect("world");
+    world.start_agent(true, &[]).expect("agent");
+    let affinity =
+        "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}\n";
+    let yaml = web_yaml(&world, &[0, 1, 2], affinity);
+    world.apply("web.yaml", &yaml, 2);
+    for socket_lb in [false, true] {
+        let first = world.tcp_from_pod(3, web_target(), 5, socket_lb);
+        let stuck = first[0].id().expect("served").to_string();
+        assert!(
+            first.iter().all(|a| a.id() == Some(stuck.as_str())),
+            "sticky: {first:?}"
+        );
+        let stuck_index: usize = stuck.trim_start_matches("pod").parse().expect("pod index");
+        // The sticky backend starts terminating: it keeps its open flows but gets no new ones.
+        let ips: Vec<String> = world.pods[..3].iter().map(|p| p.ip.to_string()).collect();
+        let eps: Vec<berth_tests::lbworld::Ep<'_>> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                if i == stuck_index {
+                    berth_tests::lbworld::Ep::terminating(ip, berth_tests::lbworld::NODE_NAME)
+                } else {
+                    berth_tests::lbworld::Ep::ready(ip, berth_tests::lbworld::NODE_NAME)
+                }
+            })
+            .collect();
+        let svc =
+            berth_tests::lbworld::service_yaml("web", WEB_IP, affinity, &[("http", 80, 8080, "TCP", 0)]);
+        let slice = berth_tests::lbworld::slice_yaml("web-1", "web", &eps, &[("http", 8080, "TCP")]);
+        world.apply("web.yaml", &format!("{svc}---\n{slice}"), 1);
+        let after = world.tcp_from_pod(3, web_target(), 20, socket_lb);
+        assert!(
+            after
+                .iter()
+                .all(|a| a.id().is_some() && a.id() != Some(stuck.as_str())),
+            "affinity to a terminating backend must end (socket_lb={socket_lb}): {after:?}"
+        );
+        let yaml = web_yaml(&world, &[0, 1, 2], affinity);
+        world.apply("web.yaml", &yaml, 2);
+    }
+}
+
+#[test]
+fn restart_with_a_broken_manifest_keeps_its_services() {
+    let mut world = LbWorld::build("brokenrst", 2).expect("world");
+    world.start_agent(false, &[]).expect("agent");
+    let yaml = web_yaml(&world, &[0], "");
+    world.apply("web.yaml", &yaml, 2);
+    world.agent().kill();
+    world.write_manifest(
+        "web.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web\n",
+    );
+    world.agent().restart().expect("restart");
+    // The file never parsed since this start: its Services must not be withdrawn.
+    world.agent().wait_frontends(2, 0, Duration::from_secs(10));
+    let got = world.tcp_from_pod(1, web_target(), 5, false);
+    assert_eq!(
+        counts(&got).get("pod0"),
+        Some(&5),
+        "Service still served: {got:?}"
+    );
+    assert!(
+        world.agent().log().contains("removals are held back"),
+        "{}",
+        world.agent().log()
+    );
+    // Once the file is fixed, removals work again.
+    let yaml = web_yaml(&world, &[0], "");
+    world.apply(
+        "web.yaml",
+        &yaml
+            .replace("name: dns", "name: dns2")
+            .replace("port: 53\n", "port: 54\n"),
+        2,
+    );
+    assert!(
+        world.lb("list").contains("10.96.0.10:54/UDP") && !world.lb("list").contains("10.96.0.10:53/UDP"),
+        "{}",
+        world.lb("list")
+    );
+}
