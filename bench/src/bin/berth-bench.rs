@@ -47,14 +47,16 @@ fn main() -> Result<()> {
                 duration: Duration::from_millis(1000),
                 threads: 2,
                 rtt_count: 500,
+                rounds: 1,
             }
         } else {
             compare::CompareConfig {
                 sizes: vec![100, 1000, 10_000],
                 endpoints: 10,
-                duration: Duration::from_secs(5),
+                duration: Duration::from_secs(3),
                 threads: 2,
                 rtt_count: 5000,
+                rounds: 3,
             }
         };
         let mut cfg = cfg;
