@@ -76,26 +76,54 @@ fn error_kind(e: &std::io::Error) -> String {
 }
 
 /// Serves TCP on `port`: greeting, then line echo. Runs until killed.
+///
+/// The greeting is written on the accept thread and the echo handed to a pool of worker threads that
+/// grows only when all are busy: spawning a thread per connection would cost more CPU than the data
+/// planes the benchmarks compare.
 pub fn serve_tcp(id: String, port: u16) -> std::io::Result<()> {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    };
     let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
+    let (tx, rx) = mpsc::channel::<TcpStream>();
+    let rx = Arc::new(Mutex::new(rx));
+    let idle = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        let id = id.clone();
-        std::thread::spawn(move || {
-            let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            if stream.write_all(format!("{id} {peer}\n").as_bytes()).is_err() {
-                return;
-            }
-            let Ok(read_half) = stream.try_clone() else { return };
-            for line in BufReader::new(read_half).lines() {
-                let Ok(line) = line else { break };
-                if stream.write_all(format!("{line}\n").as_bytes()).is_err() {
-                    break;
+        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        if stream.write_all(format!("{id} {peer}\n").as_bytes()).is_err() {
+            continue;
+        }
+        if idle.load(Ordering::SeqCst) == 0 {
+            let (rx, idle) = (rx.clone(), idle.clone());
+            idle.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                loop {
+                    let next = rx.lock().map(|r| r.recv());
+                    let Ok(Ok(stream)) = next else { return };
+                    idle.fetch_sub(1, Ordering::SeqCst);
+                    echo_lines(stream);
+                    idle.fetch_add(1, Ordering::SeqCst);
                 }
-            }
-        });
+            });
+        }
+        if tx.send(stream).is_err() {
+            break;
+        }
     }
     Ok(())
+}
+
+fn echo_lines(mut stream: TcpStream) {
+    let Ok(read_half) = stream.try_clone() else { return };
+    for line in BufReader::new(read_half).lines() {
+        let Ok(line) = line else { break };
+        if stream.write_all(format!("{line}\n").as_bytes()).is_err() {
+            break;
+        }
+    }
 }
 
 /// Serves UDP on `port`: answers each datagram with `ID PEER`. Runs until killed.
