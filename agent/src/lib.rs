@@ -7,6 +7,7 @@
 //! - [`agent`]: the main loop tying them together.
 //! - [`inspect`]: `lb list` / `ct list` from the pins.
 //! - [`netns`]: entering a named network namespace, listing interfaces.
+//! - [`overlay`]: the pod network between nodes: peers from Node objects (flannel-compatible).
 
 pub mod agent;
 pub mod datapath;
@@ -14,3 +15,4 @@ pub mod inspect;
 pub mod lb;
 pub mod manifests;
 pub mod netns;
+pub mod overlay;

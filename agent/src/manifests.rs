@@ -12,7 +12,10 @@ use std::{
     time::SystemTime,
 };
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    core::v1::{Node, Service},
+    discovery::v1::EndpointSlice,
+};
 use serde::Deserialize;
 use thiserror::Error;
 use tracing::{debug, warn};
@@ -48,12 +51,14 @@ pub enum ManifestError {
 pub struct Objects {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
+    pub nodes: Vec<Node>,
 }
 
 impl Objects {
     fn extend(&mut self, other: &Objects) {
         self.services.extend(other.services.iter().cloned());
         self.endpoint_slices.extend(other.endpoint_slices.iter().cloned());
+        self.nodes.extend(other.nodes.iter().cloned());
     }
 }
 
@@ -120,6 +125,11 @@ fn parse_value(
             let slice: EndpointSlice =
                 serde_norway::from_value(value).map_err(|e| err(format!("invalid EndpointSlice: {e}")))?;
             out.endpoint_slices.push(slice);
+        }
+        ("v1", "Node") => {
+            let node: Node =
+                serde_norway::from_value(value).map_err(|e| err(format!("invalid Node: {e}")))?;
+            out.nodes.push(node);
         }
         ("v1", "List") => {
             let items = value
@@ -279,10 +289,16 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {name: ignored}
 ---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+spec: {podCIDR: 10.244.2.0/24}
+---
 "#;
         let objects = parse_file(Path::new("x.yaml"), text).expect("parses");
         assert_eq!(objects.services.len(), 1);
         assert_eq!(objects.endpoint_slices.len(), 1);
+        assert_eq!(objects.nodes.len(), 1);
     }
 
     #[test]

@@ -50,6 +50,8 @@ fn main() -> Result<()> {
         Task::Demo => {
             setup::run()?;
             ebpf::build()?;
+            // The demo runs berth-agent and berth-probe as processes: build every binary first.
+            run::cargo(&["build", "--release", "--workspace", "--bins"])?;
             run::cargo(&["run", "--release", "-p", "berth-tests", "--bin", "berth-demo"])
         }
         Task::Test { args } => {
@@ -74,6 +76,7 @@ fn main() -> Result<()> {
         Task::Bench { smoke } => {
             setup::run()?;
             ebpf::build()?;
+            run::cargo(&["build", "--release", "--workspace", "--bins"])?;
             let mut args = vec![
                 "run",
                 "--release",
