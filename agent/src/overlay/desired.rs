@@ -152,7 +152,7 @@ pub fn peers(nodes: &[Node], me: &str) -> (Vec<Peer>, Vec<Skipped>) {
             Err(reason) => skipped.push(Skipped { node: name, reason }),
         }
     }
-    out.sort_by(|a, b| a.pod_cidr.cmp(&b.pod_cidr));
+    out.sort_by_key(|p| p.pod_cidr);
     (out, skipped)
 }
 
