@@ -336,8 +336,19 @@ pub fn compute(
             let mut add = |addr: Ipv4Addr, port: u16, kind: FrontendKind, local_only: bool, snat: bool| {
                 let (ready, terminating) = select(eps, local_only);
                 let local_drop = local_only && ready.is_empty() && terminating.is_empty();
+                let frontend = Frontend { addr, port, proto };
+                if let Some(owner) = state.frontends.get(&frontend)
+                    && owner.service != service
+                {
+                    // Without an API server nothing allocates addresses: the first claim wins.
+                    skipped.push(Skipped {
+                        service: service.clone(),
+                        reason: format!("{addr}:{port}/{proto} is already served for {}", owner.service),
+                    });
+                    return;
+                }
                 state.frontends.insert(
-                    Frontend { addr, port, proto },
+                    frontend,
                     FrontendSpec {
                         service: service.clone(),
                         kind,
@@ -526,6 +537,23 @@ endpoints:
         let (state, _) = compute(&[parse(SVC)], &[], &node());
         let http = &state.frontends[&fe("10.96.0.10", 80, Protocol::Tcp)];
         assert!(http.ready.is_empty() && http.terminating.is_empty() && !http.local_drop);
+    }
+
+    #[test]
+    fn a_frontend_claimed_twice_keeps_the_first_owner() {
+        let other = SVC.replace("name: web, namespace: demo", "name: other, namespace: demo");
+        let (state, skipped) = compute(&[parse(SVC), parse(&other)], &[parse(SLICE)], &node());
+        assert_eq!(
+            state.frontends[&fe("10.96.0.10", 80, Protocol::Tcp)].service,
+            "demo/web:http"
+        );
+        assert!(
+            skipped
+                .iter()
+                .any(|s| s.service == "demo/other:http"
+                    && s.reason.contains("already served for demo/web:http")),
+            "{skipped:?}"
+        );
     }
 
     #[test]
