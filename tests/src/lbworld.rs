@@ -7,6 +7,7 @@
 //! ```
 
 use std::{
+    io::{BufRead, BufReader, Write},
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::Command,
@@ -32,6 +33,32 @@ pub const TCP_PORT: u16 = 8080;
 pub const UDP_PORT: u16 = 5353;
 /// Node name used in EndpointSlices for pods of this node.
 pub const NODE_NAME: &str = "node1";
+
+/// A TCP connection held open by a `berth-probe hold` process (killed on drop).
+pub struct Held {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: BufReader<std::process::ChildStdout>,
+    /// `ok ID PEER FROM 0`: which backend took the connection.
+    pub greeting: String,
+}
+
+impl Held {
+    /// Sends a line through the connection and returns what came back (`echo LINE` when it works).
+    pub fn echo(&mut self, msg: &str) -> String {
+        self.stdin.write_all(format!("{msg}\n").as_bytes()).expect("send");
+        let mut reply = String::new();
+        self.out.read_line(&mut reply).expect("echo");
+        reply.trim().to_string()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// A pod: its namespace, address and the node-side interface.
 #[derive(Clone, Debug)]
@@ -207,6 +234,31 @@ impl LbWorld {
             .lines()
             .filter_map(probe::Attempt::parse)
             .collect()
+    }
+
+    /// Opens one TCP connection from pod `from` to `target` and keeps it (a `berth-probe hold`).
+    pub fn hold(&self, from: usize, target: &str, socket_lb: bool) -> Held {
+        let mut cmd = Command::new(workspace_bin("berth-probe"));
+        cmd.args(["--netns", &self.pods[from].ns.name]);
+        if socket_lb {
+            cmd.arg("--cgroup").arg(self.node_cgroup());
+        }
+        let mut child = cmd
+            .args(["hold", target])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("berth-probe hold");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let stdin = child.stdin.take().expect("stdin");
+        let mut held = Held {
+            child,
+            stdin,
+            out,
+            greeting: String::new(),
+        };
+        held.out.read_line(&mut held.greeting).expect("greeting");
+        held
     }
 
     /// `n` TCP attempts from pod `from` to `target`, via the socket LB (`socket_lb`) or the TC path.

@@ -165,30 +165,10 @@ fn removed_endpoint_gets_no_new_flows_while_open_connection_finishes() {
     let target = format!("{SVC_IP}:80");
     for socket_lb in [false, true] {
         // Hold connections until one lands on pod0.
-        let mut held = None;
-        for _ in 0..40 {
-            let mut cmd = std::process::Command::new(berth_tests::workspace_bin("berth-probe"));
-            cmd.args(["--netns", &world.pods[2].ns.name]);
-            if socket_lb {
-                cmd.arg("--cgroup").arg(world.node_cgroup());
-            }
-            let mut child = cmd
-                .args(["hold", &target])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .expect("hold");
-            let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-            let mut line = String::new();
-            std::io::BufRead::read_line(&mut out, &mut line).expect("greeting");
-            if line.starts_with("ok pod0 ") {
-                held = Some((child, out));
-                break;
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let (mut child, mut out) = held.expect("a connection to pod0");
+        let mut held = (0..40)
+            .map(|_| world.hold(2, &target, socket_lb))
+            .find(|h| h.greeting.starts_with("ok pod0 "))
+            .expect("a connection to pod0");
         apply_web(&mut world, &[1], "");
         let after = world.tcp_from_pod(2, addr(&target), 60, socket_lb);
         assert_eq!(
@@ -198,18 +178,12 @@ fn removed_endpoint_gets_no_new_flows_while_open_connection_finishes() {
             counts(&after)
         );
         // The open connection still works, on pod0.
-        let mut stdin = child.stdin.take().expect("stdin");
-        std::io::Write::write_all(&mut stdin, b"still-there\n").expect("send");
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut out, &mut line).expect("echo");
         assert_eq!(
-            line.trim(),
+            held.echo("still-there"),
             "echo still-there",
             "open connection broke (socket_lb={socket_lb})"
         );
-        drop(stdin);
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(held);
         apply_web(&mut world, &[0, 1], "");
     }
 }
@@ -371,23 +345,9 @@ fn established_connection_survives_agent_restart() {
     let mut world = LbWorld::build("restart", 3).expect("world");
     world.start_agent(false, &[]).expect("agent");
     apply_web(&mut world, &[0, 1], "");
-    let mut child = std::process::Command::new(berth_tests::workspace_bin("berth-probe"))
-        .args(["--netns", &world.pods[2].ns.name, "hold", &format!("{SVC_IP}:80")])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("hold");
-    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).expect("greeting");
-    assert!(line.starts_with("ok pod"), "{line}");
-    let mut echo = |msg: &str| {
-        std::io::Write::write_all(&mut stdin, format!("{msg}\n").as_bytes()).expect("send");
-        let mut r = String::new();
-        std::io::BufRead::read_line(&mut out, &mut r).expect("echo");
-        r.trim().to_string()
-    };
+    let mut held = world.hold(2, &format!("{SVC_IP}:80"), false);
+    assert!(held.greeting.starts_with("ok pod"), "{}", held.greeting);
+    let mut echo = |msg: &str| held.echo(msg);
     assert_eq!(echo("before"), "echo before");
     world.agent().kill();
     // Data path keeps working with no agent at all.
@@ -407,8 +367,6 @@ fn established_connection_survives_agent_restart() {
     // New connections still balance.
     let c = counts(&world.tcp_from_pod(2, addr(&format!("{SVC_IP}:80")), 60, false));
     assert!(c.contains_key("pod0") && c.contains_key("pod1"), "{c:?}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Manual debugging aid: builds the world, programs `web`, and waits (run with --ignored).
