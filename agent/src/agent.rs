@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use berth_common::{NodeConfig, ipv4_to_be};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
@@ -18,6 +19,7 @@ use crate::{
         conntrack::{self, CtTimeouts},
         loader::{self, LoadError},
         maps::{LbMaps, MapsError},
+        overlay::{self, OverlayProgrammer},
         programmer::ServiceProgrammer,
     },
     lb::{self, LbAlgorithm, NodeInfo},
@@ -36,6 +38,8 @@ pub enum AgentError {
     Maps(#[from] MapsError),
     #[error(transparent)]
     Manifests(#[from] ManifestError),
+    #[error(transparent)]
+    Vxlan(#[from] crate::datapath::overlay::VxlanError),
     /// The status file could not be written.
     #[error("writing status file {path}: {source}")]
     Status {
@@ -65,6 +69,11 @@ pub struct AgentConfig {
     pub poll_interval: Duration,
     pub ct_gc_interval: Duration,
     pub ct_timeouts: CtTimeouts,
+    /// Name of the node's VXLAN device for the pod network between nodes (created on the uplink); no
+    /// overlay when absent.
+    pub overlay_dev: Option<String>,
+    /// MAC of that device (its VTEP MAC, published in the flannel annotations); kernel-chosen if absent.
+    pub vtep_mac: Option<[u8; 6]>,
     /// Map sizes.
     pub capacities: loader::Capacities,
     /// Testing aid: pause after each backend-slot write (see `ServiceProgrammer::set_slot_write_delay`).
@@ -95,6 +104,7 @@ struct Agent {
     manifests: ManifestDir,
     /// Interfaces with an attached TC program, by name, with their ifindex at attach time.
     attached: HashMap<String, u32>,
+    overlay: Option<OverlayProgrammer>,
     generation: u64,
     /// The last apply failed or held back removals: retry on the next poll even without changes.
     dirty: bool,
@@ -115,7 +125,10 @@ impl Agent {
         for name in &present {
             if self.cfg.uplink.as_deref() == Some(name.as_str()) {
                 wanted.push((name.clone(), TcRole::Uplink));
-            } else if self.cfg.pod_interfaces.iter().any(|p| netns::matches(p, name)) {
+            } else if self.cfg.overlay_dev.as_deref() == Some(name.as_str())
+                || self.cfg.pod_interfaces.iter().any(|p| netns::matches(p, name))
+            {
+                // Pods of other nodes arrive through the VXLAN device: their replies need reverse NAT.
                 wanted.push((name.clone(), TcRole::Pod));
             }
         }
@@ -162,6 +175,16 @@ impl Agent {
         let (desired, skipped) = lb::desired::compute(&objects.services, &objects.endpoint_slices, &node);
         for s in skipped {
             warn!(service = %s.service, reason = %s.reason, "Service not programmed");
+        }
+        if let Some(overlay) = self.overlay.as_mut() {
+            let (peers, skipped) = crate::overlay::peers(&objects.nodes, &self.cfg.node_name);
+            for s in skipped {
+                warn!(node = %s.node, reason = %s.reason, "node not in the overlay");
+            }
+            let (written, removed) = overlay.apply(self.programmer.maps(), &peers)?;
+            if written + removed > 0 {
+                info!(peers = peers.len(), written, removed, "overlay peers synced");
+            }
         }
         let started = Instant::now();
         // A file that never parsed hides objects the maps may still serve (after a restart): add and
@@ -211,12 +234,32 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let maps = LbMaps::open(&pins)?;
     let mut programmer = ServiceProgrammer::restore(maps)?;
     programmer.set_slot_write_delay(cfg.slot_write_delay);
-    match cfg.node_ips.first() {
-        Some(snat) => programmer.set_node_config(*snat, cfg.snat_ports)?,
-        None => warn!(
+    if cfg.node_ips.is_empty() {
+        warn!(
             "no --node-ip: NodePorts are not served and SNAT frontends (externalIPs with externalTrafficPolicy Cluster) drop"
-        ),
+        );
     }
+    let vtep = match (&cfg.overlay_dev, &cfg.uplink) {
+        (Some(dev), Some(uplink)) => Some(overlay::ensure_vxlan(dev, uplink, cfg.vtep_mac)?),
+        (Some(dev), None) => {
+            warn!(device = %dev, "the overlay needs --uplink (the underlay device); overlay disabled");
+            None
+        }
+        _ => None,
+    };
+    programmer.set_node_config(NodeConfig {
+        snat_addr: cfg.node_ips.first().map_or(0, |ip| ipv4_to_be(ip.octets())),
+        snat_port_min: cfg.snat_ports.0,
+        snat_port_max: cfg.snat_ports.1,
+        vtep_ifindex: vtep.map_or(0, |v| v.ifindex),
+        vtep_mac: vtep.map_or([0; 6], |v| v.mac),
+        pad: [0; 2],
+    })?;
+    if let Some(v) = vtep {
+        let mac: Vec<String> = v.mac.iter().map(|b| format!("{b:02x}")).collect();
+        info!(vtep_mac = %mac.join(":"), "overlay enabled (publish this VtepMAC in the node's flannel backend-data)");
+    }
+    let overlay = vtep.map(|_| OverlayProgrammer::restore(programmer.maps()));
     if let Some(cgroup) = &cfg.cgroup {
         std::fs::create_dir_all(cgroup).map_err(|source| AttachError::Cgroup {
             path: cgroup.clone(),
@@ -231,6 +274,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         ebpf,
         programmer,
         attached: HashMap::new(),
+        overlay,
         generation: 0,
         dirty: false,
     };

@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent: keep the data plane in step with the manifests directory.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Inspect the load balancer from the pinned maps.
     Lb {
         #[command(subcommand)]
@@ -94,6 +94,12 @@ struct RunArgs {
     /// Idle timeout of UDP flows, in seconds.
     #[arg(long, default_value_t = 60)]
     ct_udp_timeout_secs: u64,
+    /// Create and use this collect-metadata VXLAN device (on --uplink) for the pod network between nodes.
+    #[arg(long)]
+    overlay_dev: Option<String>,
+    /// MAC of the VXLAN device (its VTEP MAC); kernel-chosen when absent.
+    #[arg(long, value_parser = parse_mac_arg)]
+    vtep_mac: Option<[u8; 6]>,
     /// Capacity of the Service map in slots (frontends x (1 + backends)).
     #[arg(long, default_value_t = berth_common::capacity::SERVICES)]
     max_service_slots: u32,
@@ -106,6 +112,11 @@ struct RunArgs {
     /// File written after every sync ("generation frontends").
     #[arg(long)]
     status_file: Option<PathBuf>,
+}
+
+fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
+    berth_agent::overlay::desired::parse_mac(s)
+        .ok_or_else(|| format!("{s:?} is not a MAC (aa:bb:cc:dd:ee:ff)"))
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -163,6 +174,8 @@ fn real_main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 slot_write_delay: Duration::from_micros(a.slot_write_delay_us),
+                overlay_dev: a.overlay_dev,
+                vtep_mac: a.vtep_mac,
                 status_file: a.status_file,
             })?;
         }

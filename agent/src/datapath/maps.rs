@@ -1,10 +1,10 @@
 //! Typed handles on the pinned maps, opened by path: the running agent and the `lb list` inspection
 //! command use the same code, and neither needs the other.
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
 use berth_common::{
-    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, MaglevTable, NodeConfig, RevNat, ServiceKey,
-    ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, names,
+    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, MaglevTable, NodeConfig, OverlayPeer, RevNat,
+    ServiceKey, ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, names,
 };
 use thiserror::Error;
 
@@ -42,6 +42,7 @@ pub struct LbMaps {
     pub maglev: HashMap<MapData, u32, MaglevTable>,
     pub sock_rev: HashMap<MapData, SockRevKey, RevNat>,
     pub sock_fwd: HashMap<MapData, SockFwdKey, SockFwdValue>,
+    pub overlay: LpmTrie<MapData, u32, OverlayPeer>,
     pub config: Array<MapData, NodeConfig>,
     pub counters: PerCpuArray<MapData, u64>,
 }
@@ -79,6 +80,7 @@ impl LbMaps {
             maglev: typed!(pins, names::MAGLEV),
             sock_rev: typed!(pins, names::SOCK_REV),
             sock_fwd: typed!(pins, names::SOCK_FWD),
+            overlay: typed!(pins, names::OVERLAY),
             config: typed!(pins, names::CONFIG),
             counters: typed!(pins, names::COUNTERS),
         })

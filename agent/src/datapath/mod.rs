@@ -7,6 +7,7 @@ pub mod attach;
 pub mod conntrack;
 pub mod loader;
 pub mod maps;
+pub mod overlay;
 pub mod programmer;
 
 use std::path::{Path, PathBuf};

@@ -251,13 +251,8 @@ impl ServiceProgrammer {
         Ok(me)
     }
 
-    /// Writes node-wide settings (SNAT address and port range).
-    pub fn set_node_config(&mut self, snat_addr: Ipv4Addr, ports: (u16, u16)) -> Result<(), MapsError> {
-        let cfg = NodeConfig {
-            snat_addr: ipv4_to_be(snat_addr.octets()),
-            snat_port_min: ports.0,
-            snat_port_max: ports.1,
-        };
+    /// Writes node-wide settings (SNAT address and port range, VXLAN device).
+    pub fn set_node_config(&mut self, cfg: NodeConfig) -> Result<(), MapsError> {
         self.maps
             .config
             .set(0, cfg, 0)

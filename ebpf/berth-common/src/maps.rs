@@ -19,6 +19,9 @@ pub mod names {
     /// Socket-LB backend per (unconnected UDP socket, frontend), LRU: [`super::SockFwdKey`] ->
     /// [`super::SockFwdValue`], so successive datagrams of one socket reach one backend.
     pub const SOCK_FWD: &str = "BERTH_SOCK_FWD";
+    /// Remote pod CIDRs, LPM trie: `u32` address (network order) with a prefix length ->
+    /// [`super::OverlayPeer`] (where to send VXLAN for them).
+    pub const OVERLAY: &str = "BERTH_OVERLAY";
     /// Node-wide settings, array of one: `u32` 0 -> [`super::NodeConfig`].
     pub const CONFIG: &str = "BERTH_CONFIG";
     /// Per-CPU counters for inspection: `u32` counter index -> `u64`.
@@ -43,6 +46,8 @@ pub mod capacity {
     pub const SOCK_REV: u32 = 1 << 17;
     /// Unconnected UDP sockets remembered by the socket LB.
     pub const SOCK_FWD: u32 = 1 << 16;
+    /// Remote nodes' pod CIDRs.
+    pub const OVERLAY: u32 = 1 << 12;
 }
 
 /// Size of a Maglev lookup table: a prime well above 100x the backends of a typical Service.
@@ -305,7 +310,28 @@ pub struct NodeConfig {
     pub snat_port_min: u16,
     /// Last port of the SNAT range, host order.
     pub snat_port_max: u16,
+    /// ifindex of the node's collect-metadata VXLAN device (0: no overlay).
+    pub vtep_ifindex: u32,
+    /// MAC of that device: the source of inner frames.
+    pub vtep_mac: [u8; 6],
+    /// Always zero.
+    pub pad: [u8; 2],
 }
+
+/// Value of [`names::OVERLAY`]: how to reach one remote node's pods.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OverlayPeer {
+    /// The remote node's underlay address (VXLAN destination), network order.
+    pub underlay: u32,
+    /// The remote VTEP's MAC: destination of inner frames, as flannel addresses them.
+    pub vtep_mac: [u8; 6],
+    /// Always zero.
+    pub pad: [u8; 2],
+}
+
+/// The VXLAN network identifier of the pod network (flannel's default).
+pub const OVERLAY_VNI: u32 = 1;
 
 /// Indices of [`names::COUNTERS`].
 pub mod counter {
@@ -340,6 +366,7 @@ mod pod_impls {
     unsafe impl aya::Pod for SockFwdKey {}
     unsafe impl aya::Pod for SockFwdValue {}
     unsafe impl aya::Pod for NodeConfig {}
+    unsafe impl aya::Pod for OverlayPeer {}
 }
 
 // Layout checks: a change here is a change of the pinned-map ABI and needs a migration.
@@ -352,6 +379,7 @@ const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
 const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 20);
+const _: () = assert!(core::mem::size_of::<OverlayPeer>() == 12);
 const _: () = assert!(core::mem::size_of::<SockFwdKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SockFwdValue>() == 16);

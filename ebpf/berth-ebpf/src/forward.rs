@@ -17,14 +17,14 @@ use aya_ebpf::{
 };
 use berth_common::{CtEntry, NEXTHOP_TTL_NS};
 
-use crate::{nat::csum_apply, packet::ETH_HLEN};
+use crate::{nat::csum_apply, overlay, packet::ETH_HLEN};
 
 const AF_INET: u8 = 2;
 
 /// Decrements the IPv4 TTL like a router and writes the MACs; `false` when the TTL ran out or the
 /// packet is too short (the stack then handles it).
 #[inline(always)]
-fn rewrite_l2(ctx: &TcContext, smac: &[u8; 6], dmac: &[u8; 6]) -> bool {
+pub fn rewrite_l2(ctx: &TcContext, smac: &[u8; 6], dmac: &[u8; 6]) -> bool {
     let start = ctx.data();
     if start + ETH_HLEN + 20 > ctx.data_end() {
         return false;
@@ -69,6 +69,11 @@ pub fn redirect(
         }
         // SAFETY: plain helper call.
         return unsafe { bpf_redirect(e.nh_ifindex, 0) } as i32;
+    }
+    // A translated packet for a remote node's pod goes into the overlay (not cached: the tunnel key is
+    // set per packet).
+    if let Some(verdict) = overlay::to_remote_pod(ctx, daddr) {
+        return verdict;
     }
     // SAFETY: zeroed plain-data struct; helper calls on the program's own skb.
     unsafe {

@@ -15,6 +15,7 @@
 mod forward;
 mod maps;
 mod nat;
+mod overlay;
 mod packet;
 mod reject;
 mod select;

@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use berth_common::{
-    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, MaglevTable, NodeConfig, RevNat, ServiceKey,
-    ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, capacity, counter,
+    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, MaglevTable, NodeConfig, OverlayPeer, RevNat,
+    ServiceKey, ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, capacity, counter,
 };
 
 #[map(name = "BERTH_SVC")]
@@ -34,6 +34,9 @@ pub static SOCK_REV: LruHashMap<SockRevKey, RevNat> = LruHashMap::pinned(capacit
 
 #[map(name = "BERTH_SOCK_FWD")]
 pub static SOCK_FWD: LruHashMap<SockFwdKey, SockFwdValue> = LruHashMap::pinned(capacity::SOCK_FWD, 0);
+
+#[map(name = "BERTH_OVERLAY")]
+pub static OVERLAY: LpmTrie<u32, OverlayPeer> = LpmTrie::pinned(capacity::OVERLAY, 0);
 
 #[map(name = "BERTH_CONFIG")]
 pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);

@@ -25,6 +25,7 @@ use crate::{
     forward,
     maps::{CONFIG, CONNTRACK, SERVICES, count},
     nat::{self, Rewrite},
+    overlay,
     packet::{self, Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     reject, select,
 };
@@ -51,7 +52,11 @@ pub fn berth_from_uplink(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn balance(ctx: &TcContext) -> i32 {
     let Some(flow) = packet::parse(ctx) else {
-        return TC_ACT_UNSPEC;
+        // Not TCP/UDP (ICMP, later fragments...): only the overlay may have to carry it.
+        return match overlay::ipv4_daddr(ctx).and_then(|d| overlay::to_remote_pod(ctx, d)) {
+            Some(verdict) => verdict,
+            None => TC_ACT_UNSPEC,
+        };
     };
     let key = CtKey {
         saddr: flow.saddr,
@@ -101,7 +106,8 @@ fn balance(ctx: &TcContext) -> i32 {
     // SAFETY: copied out at once.
     let Some(hdr) = (unsafe { SERVICES.get(&svc) }).copied() else {
         forget_stale_reply(&flow);
-        return TC_ACT_UNSPEC;
+        // Pod-to-pod traffic: a remote pod is reached through the overlay, a local one by the stack.
+        return overlay::to_remote_pod(ctx, flow.daddr).unwrap_or(TC_ACT_UNSPEC);
     };
     if hdr.flags & SVC_F_LOCAL_DROP != 0 {
         count(counter::REJECTED);

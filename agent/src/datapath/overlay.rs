@@ -1,0 +1,159 @@
+//! Keeps `BERTH_OVERLAY` (remote pod CIDR -> underlay address, VTEP MAC) equal to the overlay peers,
+//! and creates the node's collect-metadata VXLAN device.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, process::Command};
+
+use aya::maps::lpm_trie::Key;
+use berth_common::{OverlayPeer, ipv4_to_be, names};
+use thiserror::Error;
+use tracing::info;
+
+use super::maps::{LbMaps, MapsError, op_err};
+use crate::overlay::{Peer, PodCidr, desired::parse_mac};
+
+/// VXLAN UDP port (flannel's, the Linux kernel's historical default).
+pub const VXLAN_PORT: u16 = 8472;
+/// VXLAN + outer UDP/IPv4/Ethernet headers.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// Errors of setting up the VXLAN device.
+#[derive(Debug, Error)]
+pub enum VxlanError {
+    /// `ip` failed (or is missing).
+    #[error("`ip {args}` failed: {message}")]
+    Ip { args: String, message: String },
+    /// The device exists but its MAC could not be read.
+    #[error("cannot read the MAC of {0}")]
+    Mac(String),
+}
+
+fn ip(args: &[&str]) -> Result<String, VxlanError> {
+    let err = |message: String| VxlanError::Ip {
+        args: args.join(" "),
+        message,
+    };
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The node's VXLAN device: its ifindex and MAC (the VTEP MAC other nodes address inner frames to).
+#[derive(Clone, Copy, Debug)]
+pub struct Vtep {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+/// Creates (if missing) the collect-metadata VXLAN device `name` on `underlay`, UDP 8472, MTU sized
+/// for the underlay, with `mac` when given; brings it up.
+pub fn ensure_vxlan(name: &str, underlay: &str, mac: Option<[u8; 6]>) -> Result<Vtep, VxlanError> {
+    if ip(&["link", "show", "dev", name]).is_err() {
+        let mtu_text = ip(&["-o", "link", "show", "dev", underlay])?;
+        let underlay_mtu: u32 = mtu_text
+            .split_whitespace()
+            .skip_while(|w| *w != "mtu")
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(1500);
+        let mtu = (underlay_mtu - VXLAN_OVERHEAD).to_string();
+        let port = VXLAN_PORT.to_string();
+        let mac_text = mac.map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"));
+        let mut args = vec!["link", "add", name];
+        if let Some(m) = &mac_text {
+            args.extend(["address", m.as_str()]);
+        }
+        args.extend([
+            "mtu",
+            mtu.as_str(),
+            "type",
+            "vxlan",
+            "external",
+            "dstport",
+            port.as_str(),
+            "dev",
+            underlay,
+        ]);
+        ip(&args)?;
+        info!(device = name, underlay, mtu = %mtu, "created the VXLAN device");
+    }
+    ip(&["link", "set", name, "up"])?;
+    let text = ip(&["-o", "link", "show", "dev", name])?;
+    let mac = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .and_then(parse_mac)
+        .ok_or_else(|| VxlanError::Mac(name.into()))?;
+    let ifindex = text
+        .split(':')
+        .next()
+        .and_then(|i| i.trim().parse().ok())
+        .ok_or_else(|| VxlanError::Mac(name.into()))?;
+    Ok(Vtep { ifindex, mac })
+}
+
+fn key(c: &PodCidr) -> Key<u32> {
+    Key::new(c.prefix_len as u32, ipv4_to_be(c.network.octets()))
+}
+
+/// Keeps the overlay map in step with the peers.
+#[derive(Default)]
+pub struct OverlayProgrammer {
+    applied: BTreeMap<PodCidr, OverlayPeer>,
+}
+
+impl OverlayProgrammer {
+    /// Reads back what the pinned map holds.
+    pub fn restore(maps: &LbMaps) -> Self {
+        let mut applied = BTreeMap::new();
+        for (k, v) in maps.overlay.iter().flatten() {
+            let network = Ipv4Addr::from(berth_common::be_to_ipv4(k.data()));
+            applied.insert(
+                PodCidr {
+                    network,
+                    prefix_len: k.prefix_len() as u8,
+                },
+                v,
+            );
+        }
+        OverlayProgrammer { applied }
+    }
+
+    /// Writes new and changed peers, then removes those that left. Returns (written, removed).
+    pub fn apply(&mut self, maps: &mut LbMaps, peers: &[Peer]) -> Result<(usize, usize), MapsError> {
+        let mut desired = BTreeMap::new();
+        for p in peers {
+            let v = OverlayPeer {
+                underlay: ipv4_to_be(p.underlay.octets()),
+                vtep_mac: p.vtep_mac,
+                pad: [0; 2],
+            };
+            desired.insert(p.pod_cidr, v);
+        }
+        let mut written = 0;
+        for (cidr, v) in &desired {
+            if self.applied.get(cidr) != Some(v) {
+                maps.overlay
+                    .insert(&key(cidr), v, 0)
+                    .map_err(op_err("update", names::OVERLAY))?;
+                written += 1;
+            }
+        }
+        let gone: Vec<PodCidr> = self
+            .applied
+            .keys()
+            .filter(|c| !desired.contains_key(c))
+            .copied()
+            .collect();
+        for cidr in &gone {
+            let _ = maps.overlay.remove(&key(cidr));
+        }
+        self.applied = desired;
+        Ok((written, gone.len()))
+    }
+}

@@ -1,0 +1,70 @@
+//! The pod network between nodes: a packet for a remote node's pod CIDR is handed to the node's one
+//! collect-metadata VXLAN device with the tunnel key set from eBPF (VNI 1, the remote underlay address),
+//! the inner frame addressed to the remote VTEP's MAC as flannel addresses it. No per-peer kernel state
+//! (neighbour, FDB, route) is needed, as in Cilium's tunnel mode; flannel nodes read the same wire.
+
+use aya_ebpf::{
+    bindings::bpf_tunnel_key,
+    helpers::{bpf_redirect, bpf_skb_set_tunnel_key},
+    maps::lpm_trie::Key,
+    programs::TcContext,
+};
+use berth_common::OVERLAY_VNI;
+
+use crate::{
+    forward::rewrite_l2,
+    maps::{CONFIG, OVERLAY},
+    packet::ETH_HLEN,
+};
+
+/// Outer TTL of VXLAN packets.
+const TUNNEL_TTL: u8 = 64;
+
+/// If `daddr` (network order) is in a remote node's pod CIDR, encapsulates towards that node and
+/// returns the verdict; `None` when the destination is not remote (or there is no overlay).
+#[inline(always)]
+pub fn to_remote_pod(ctx: &TcContext, daddr: u32) -> Option<i32> {
+    let cfg = CONFIG.get(0)?;
+    if cfg.vtep_ifindex == 0 {
+        return None;
+    }
+    let peer = OVERLAY.get(Key::new(32, daddr))?;
+    // SAFETY: zeroed plain-data struct; helper on the program's own skb.
+    unsafe {
+        let mut key: bpf_tunnel_key = core::mem::zeroed();
+        key.tunnel_id = OVERLAY_VNI;
+        key.__bindgen_anon_1.remote_ipv4 = u32::from_be(peer.underlay);
+        key.tunnel_ttl = TUNNEL_TTL;
+        if bpf_skb_set_tunnel_key(
+            ctx.skb.skb,
+            &mut key,
+            core::mem::size_of::<bpf_tunnel_key>() as u32,
+            0,
+        ) != 0
+        {
+            return None;
+        }
+    }
+    if !rewrite_l2(ctx, &cfg.vtep_mac, &peer.vtep_mac) {
+        return None;
+    }
+    // SAFETY: plain helper call.
+    Some(unsafe { bpf_redirect(cfg.vtep_ifindex, 0) } as i32)
+}
+
+/// The IPv4 destination of any IPv4 packet (ICMP included), for traffic the load balancer does not
+/// parse.
+#[inline(always)]
+pub fn ipv4_daddr(ctx: &TcContext) -> Option<u32> {
+    let start = ctx.data();
+    if start + ETH_HLEN + 20 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bounds checked above.
+    unsafe {
+        if *((start + 12) as *const u16) != 0x0800u16.to_be() {
+            return None;
+        }
+        Some(((start + ETH_HLEN + 16) as *const u32).read_unaligned())
+    }
+}
