@@ -176,5 +176,28 @@ fn pods_on_two_nodes_reach_each_other_over_the_overlay() {
             "UDP across nodes: {got:?}"
         );
     }
+    // A ClusterIP on node1 whose only backend is node2's pod: translated on node1, carried by the
+    // overlay, replies reverse-translated when they come back through node1's VXLAN device.
+    let svc = berth_tests::lbworld::service_yaml("web", "10.96.0.20", "", &[("http", 80, 8080, "TCP", 0)]);
+    let pod2 = nodes[1].pod_ip.to_string();
+    let slice = berth_tests::lbworld::slice_yaml(
+        "web-1",
+        "web",
+        &[berth_tests::lbworld::Ep::ready(&pod2, "node2")],
+        &[("http", 8080, "TCP")],
+    );
+    let tmp = nodes[0].manifests.join(".web.tmp");
+    std::fs::write(&tmp, format!("{svc}---\n{slice}")).expect("service manifest");
+    std::fs::rename(&tmp, nodes[0].manifests.join("web.yaml")).expect("rename");
+    agents[0].wait_frontends(1, 0, Duration::from_secs(10));
+    let got = probe(&nodes[0].pod_ns, &["tcp", "10.96.0.20:80", "--count", "20"]);
+    assert!(
+        got.len() == 20
+            && got.iter().all(
+                |a| matches!(a, Attempt::Ok { id, from, .. } if id == "pod-n2" && from == "10.96.0.20:80")
+            ),
+        "cross-node Service: {got:?}\n{}",
+        agents[0].log()
+    );
     drop(agents);
 }

@@ -71,9 +71,18 @@ impl TcRole {
     }
 }
 
+/// bpffs refuses names with a dot, and interface names may have one (`flannel.1`, VLANs): escape it.
+fn escape_ifname(iface: &str) -> String {
+    iface.replace('%', "%25").replace('.', "%2e")
+}
+
+fn unescape_ifname(pin: &str) -> String {
+    pin.replace("%2e", ".").replace("%25", "%")
+}
+
 /// Pin path of the TC link on an interface.
 pub fn tc_link_pin(pins: &PinDir, iface: &str) -> PathBuf {
-    pins.links().join(format!("tc-ingress-{iface}"))
+    pins.links().join(format!("tc-ingress-{}", escape_ifname(iface)))
 }
 
 /// Replaces the pinned link at `pin` by `new`: the new one is already attached, so no packet goes
@@ -113,9 +122,11 @@ pub fn remove_stale_tc_pins(pins: &PinDir, keep: &[&str]) {
             let _ = std::fs::remove_file(entry.path()); // left by an agent that died mid-replace
             continue;
         }
-        let Some(iface) = name.strip_prefix("tc-ingress-") else {
+        let Some(escaped) = name.strip_prefix("tc-ingress-") else {
             continue;
         };
+        let iface = unescape_ifname(escaped);
+        let iface = iface.as_str();
         if !keep.contains(&iface) {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => info!(iface, "removed the link of an interface no longer served"),
@@ -219,4 +230,19 @@ pub fn attach_sock_lb(ebpf: &mut Ebpf, pins: &PinDir, cgroup: &Path) -> Result<(
     }
     info!(cgroup = %cgroup.display(), "socket load balancer attached");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names_with_dots_make_valid_pin_names() {
+        let pins = PinDir::new(Path::new("/sys/fs/bpf/berth"), "n1");
+        let pin = tc_link_pin(&pins, "flannel.1");
+        let name = pin.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        assert_eq!(name, "tc-ingress-flannel%2e1");
+        assert_eq!(unescape_ifname("flannel%2e1"), "flannel.1");
+        assert_eq!(unescape_ifname(&escape_ifname("a%2e.b")), "a%2e.b");
+    }
 }
