@@ -201,3 +201,146 @@ fn pods_on_two_nodes_reach_each_other_over_the_overlay() {
     );
     drop(agents);
 }
+
+fn start_berth(bed: &TestBed, n: &Node, name: &str) -> AgentProc {
+    let args: Vec<String> = [
+        "--node",
+        name,
+        "--node-ip",
+        &n.underlay.to_string(),
+        "--manifests",
+        &n.manifests.display().to_string(),
+        "--uplink",
+        "eth0",
+        "--pod-interfaces",
+        "vp*",
+        "--overlay-dev",
+        "berth.1",
+        "--vtep-mac",
+        &n.vtep_mac,
+        "--poll-ms",
+        "50",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut agent = AgentProc::start(&n.ns, &bed.bpffs_root(), bed.scratch(), &args).expect("agent");
+    agent.wait_frontends(0, 0, Duration::from_secs(10));
+    agent
+}
+
+/// Configures `n` exactly as flannel's VXLAN backend configures a node: a kernel VXLAN device
+/// `flannel.1` (VNI 1, port 8472) holding the node's /32 of its pod CIDR, and for the remote node one
+/// route (via the remote `.0` address, onlink), one permanent neighbour entry (that address -> remote
+/// VtepMAC) and one FDB entry (VtepMAC -> remote underlay address).
+fn configure_as_flannel(n: &Node, index: u8, remote_index: u8, remote: &Node) -> String {
+    n.ns.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "8472",
+        "dev",
+        "eth0",
+        "nolearning",
+    ])
+    .expect("flannel.1");
+    n.ns.ip(&["link", "set", "flannel.1", "mtu", "1450", "up"])
+        .expect("up");
+    n.ns.ip(&["addr", "add", &format!("10.244.{index}.0/32"), "dev", "flannel.1"])
+        .expect("address");
+    let gw = format!("10.244.{remote_index}.0");
+    n.ns.ip(&[
+        "route",
+        "add",
+        &format!("10.244.{remote_index}.0/24"),
+        "via",
+        &gw,
+        "dev",
+        "flannel.1",
+        "onlink",
+    ])
+    .expect("route");
+    n.ns.ip(&[
+        "neigh",
+        "add",
+        &gw,
+        "lladdr",
+        &remote.vtep_mac,
+        "dev",
+        "flannel.1",
+        "nud",
+        "permanent",
+    ])
+    .expect("neigh");
+    n.ns.exec(
+        "bridge",
+        &[
+            "fdb",
+            "append",
+            &remote.vtep_mac,
+            "dev",
+            "flannel.1",
+            "dst",
+            &remote.underlay.to_string(),
+        ],
+    )
+    .expect("fdb");
+    let link =
+        n.ns.ip(&["-o", "link", "show", "dev", "flannel.1"])
+            .expect("link");
+    let text = String::from_utf8_lossy(&link.stdout).to_string();
+    text.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("flannel.1 MAC")
+        .to_string()
+}
+
+#[test]
+fn berth_and_flannel_nodes_carry_each_others_pod_traffic() {
+    let mut bed = TestBed::new("flanl");
+    let underlay = bed.netns("underlay").expect("underlay ns");
+    underlay
+        .ip(&["link", "add", "br0", "type", "bridge"])
+        .expect("bridge");
+    underlay.ip(&["link", "set", "br0", "up"]).expect("bridge up");
+    let berth = build_node(&mut bed, &underlay, 1);
+    let flannel = build_node(&mut bed, &underlay, 2);
+    let flannel_mac = configure_as_flannel(&flannel, 2, 1, &berth);
+    // The berth node learns the flannel node from its Node object, as flannel publishes it.
+    let nodes = format!(
+        "{}{}",
+        node_yaml("node1", 1, berth.underlay, &berth.vtep_mac),
+        node_yaml("node2", 2, flannel.underlay, &flannel_mac)
+    );
+    std::fs::write(berth.manifests.join("nodes.yaml"), nodes).expect("nodes");
+    let agent = start_berth(&bed, &berth, "node1");
+    for (from, to, want) in [(&berth, &flannel, "pod-n2"), (&flannel, &berth, "pod-n1")] {
+        let got = probe(
+            &from.pod_ns,
+            &["tcp", &format!("{}:8080", to.pod_ip), "--count", "10"],
+        );
+        assert!(
+            got.len() == 10 && got.iter().all(|a| a.id() == Some(want)),
+            "{} -> {}: {got:?}\n{}",
+            from.pod_ip,
+            to.pod_ip,
+            agent.log()
+        );
+        let got = probe(
+            &from.pod_ns,
+            &["udp", &format!("{}:5353", to.pod_ip), "--count", "5"],
+        );
+        assert!(
+            got.iter().all(|a| a.id() == Some(want)),
+            "UDP {} -> {}: {got:?}",
+            from.pod_ip,
+            to.pod_ip
+        );
+    }
+}
