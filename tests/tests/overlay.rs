@@ -125,30 +125,7 @@ fn pods_on_two_nodes_reach_each_other_over_the_overlay() {
     let mut agents = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         std::fs::write(n.manifests.join("nodes.yaml"), &all_nodes).expect("nodes manifest");
-        let args: Vec<String> = [
-            "--node",
-            &format!("node{}", i + 1),
-            "--node-ip",
-            &n.underlay.to_string(),
-            "--manifests",
-            &n.manifests.display().to_string(),
-            "--uplink",
-            "eth0",
-            "--pod-interfaces",
-            "vp*",
-            "--overlay-dev",
-            "berth.1",
-            "--vtep-mac",
-            &n.vtep_mac,
-            "--poll-ms",
-            "50",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut agent = AgentProc::start(&n.ns, &bed.bpffs_root(), bed.scratch(), &args).expect("agent");
-        agent.wait_frontends(0, 0, Duration::from_secs(10));
-        agents.push(agent);
+        agents.push(start_berth(&bed, n, &format!("node{}", i + 1)));
     }
     for (from, to) in [(0, 1), (1, 0)] {
         let target = format!("{}:8080", nodes[to].pod_ip);

@@ -24,6 +24,19 @@ pub struct Rewrite {
     pub dport: u16,
 }
 
+impl Rewrite {
+    /// The rewrite a conntrack entry carries.
+    #[inline(always)]
+    pub fn of(e: &berth_common::CtEntry) -> Self {
+        Rewrite {
+            saddr: e.nat_saddr,
+            daddr: e.nat_daddr,
+            sport: e.nat_sport,
+            dport: e.nat_dport,
+        }
+    }
+}
+
 /// One's complement addition with end-around carry (the kernel's `csum_add`).
 #[inline(always)]
 fn csum_add(a: u32, b: u32) -> u32 {

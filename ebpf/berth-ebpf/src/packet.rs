@@ -4,7 +4,7 @@
 //! per field; everything the load balancer needs is read once here into a [`Flow`].
 
 use aya_ebpf::programs::TcContext;
-use berth_common::{PROTO_TCP, PROTO_UDP};
+use berth_common::{CtKey, PROTO_TCP, PROTO_UDP};
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
@@ -32,6 +32,32 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// The conntrack key of this packet's tuple.
+    #[inline(always)]
+    pub fn key(&self) -> CtKey {
+        CtKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            pad: [0; 3],
+        }
+    }
+
+    /// The conntrack key of the opposite direction.
+    #[inline(always)]
+    pub fn reverse_key(&self) -> CtKey {
+        CtKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            pad: [0; 3],
+        }
+    }
+
     /// Offset of the L4 checksum field.
     #[inline(always)]
     pub fn l4_csum_off(&self) -> u32 {

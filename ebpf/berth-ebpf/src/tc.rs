@@ -58,14 +58,7 @@ fn balance(ctx: &TcContext) -> i32 {
             None => TC_ACT_UNSPEC,
         };
     };
-    let key = CtKey {
-        saddr: flow.saddr,
-        daddr: flow.daddr,
-        sport: flow.sport,
-        dport: flow.dport,
-        proto: flow.proto,
-        pad: [0; 3],
-    };
+    let key = flow.key();
     // SAFETY: coarse clock helper, no arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {
@@ -86,12 +79,7 @@ fn balance(ctx: &TcContext) -> i32 {
             if flow.tcp_flags & TCP_RST != 0 {
                 entry.flags |= CT_F_CLOSING | CT_F_RST;
             }
-            let to = Rewrite {
-                saddr: entry.nat_saddr,
-                daddr: entry.nat_daddr,
-                sport: entry.nat_sport,
-                dport: entry.nat_dport,
-            };
+            let to = Rewrite::of(entry);
             return finish(ctx, &flow, &to, Some(entry), now, counter::CT_HIT);
         }
     }
@@ -245,12 +233,7 @@ fn balance(ctx: &TcContext) -> i32 {
         count(counter::ERRORS);
         return TC_ACT_SHOT as i32;
     }
-    let to = Rewrite {
-        saddr: forward.nat_saddr,
-        daddr: forward.nat_daddr,
-        sport: forward.nat_sport,
-        dport: forward.nat_dport,
-    };
+    let to = Rewrite::of(&forward);
     // The next hop is cached on the flow's second packet (the entry just inserted is a copy).
     finish(ctx, &flow, &to, None, now, counter::NEW_FLOW)
 }
@@ -286,17 +269,10 @@ fn reply_matches(key: &CtKey, fwd: &mut CtEntry, flow: &Flow) -> bool {
 /// that can start a flow (TCP SYN, UDP), so established traffic pays nothing.
 #[inline(always)]
 fn forget_stale_reply(flow: &Flow) {
-    if flow.proto == PROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+    if flow.proto == PROTO_TCP && !is_fresh_syn(flow) {
         return;
     }
-    let reverse = CtKey {
-        saddr: flow.daddr,
-        daddr: flow.saddr,
-        sport: flow.dport,
-        dport: flow.sport,
-        proto: flow.proto,
-        pad: [0; 3],
-    };
+    let reverse = flow.reverse_key();
     // SAFETY: copied out at once.
     if let Some(entry) = unsafe { CONNTRACK.get(&reverse) }
         && entry.flags & CT_F_REPLY != 0
