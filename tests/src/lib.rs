@@ -5,9 +5,12 @@
 //! - [`probe`]: the wire protocol of `berth-probe`, the TCP/UDP server and client run in namespaces.
 //! - [`agent`]: starting, stopping and waiting for `berth-agent` processes.
 //! - [`lbworld`]: the standard single-node load-balancer world (pods, uplink, external client).
+//! - [`overlayworld`]: nodes with pods on one underlay bridge, run as berth, flannel-configured or
+//!   plainly routed nodes (the overlay tests and benchmark).
 
 pub mod agent;
 pub mod lbworld;
+pub mod overlayworld;
 pub mod probe;
 pub mod testbed;
 
