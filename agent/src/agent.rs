@@ -17,6 +17,7 @@ use crate::{
         PinDir,
         attach::{self, AttachError, TcRole},
         conntrack::{self, CtTimeouts},
+        endpoints::{self, EndpointProgrammer},
         loader::{self, LoadError},
         maps::{LbMaps, MapsError},
         overlay::{self, OverlayProgrammer},
@@ -24,7 +25,9 @@ use crate::{
     },
     lb::{self, LbAlgorithm, NodeInfo},
     manifests::{ManifestDir, ManifestError},
-    netns,
+    masquerade, netns,
+    overlay::{PodCidr, publish},
+    podnet::{Ipam, Subnet},
 };
 
 /// Errors that stop the agent.
@@ -40,6 +43,8 @@ pub enum AgentError {
     Manifests(#[from] ManifestError),
     #[error(transparent)]
     Vxlan(#[from] crate::datapath::overlay::VxlanError),
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
     /// The status file could not be written.
     #[error("writing status file {path}: {source}")]
     Status {
@@ -80,6 +85,16 @@ pub struct AgentConfig {
     pub slot_write_delay: Duration,
     /// Written (atomically) after every sync: `generation frontends`.
     pub status_file: Option<PathBuf>,
+    /// Node-local state: pod address allocations, `subnet.env`.
+    pub state_dir: PathBuf,
+    /// This node's pod CIDR when no Node object in the manifests gives one.
+    pub pod_cidr: Option<PodCidr>,
+    /// The cluster's pod network (all nodes' pod CIDRs).
+    pub cluster_cidr: PodCidr,
+    /// Masquerade pod egress to outside the cluster's pod network.
+    pub masquerade: bool,
+    /// Publish this node's Node object (pod CIDR, flannel annotations) into the manifests directory.
+    pub register_node: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -105,6 +120,13 @@ struct Agent {
     /// Interfaces with an attached TC program, by name, with their ifindex at attach time.
     attached: HashMap<String, u32>,
     overlay: Option<OverlayProgrammer>,
+    endpoints: EndpointProgrammer,
+    /// The node's pod CIDR as last applied (subnet.env, masquerade rule, allocation store).
+    pod_cidr: Option<PodCidr>,
+    /// MTU of pod interfaces (the overlay device's, else the uplink's).
+    pod_mtu: u32,
+    /// Modification time of the allocation store when endpoints were last synced.
+    endpoints_stamp: Option<std::time::SystemTime>,
     generation: u64,
     /// The last apply failed or held back removals: retry on the next poll even without changes.
     dirty: bool,
@@ -119,7 +141,9 @@ fn ifindex(name: &str) -> u32 {
 }
 
 impl Agent {
-    fn sync_interfaces(&mut self) {
+    /// Attaches to new interfaces and forgets gone ones; returns whether anything changed.
+    fn sync_interfaces(&mut self) -> bool {
+        let mut changed = false;
         let present = netns::interfaces();
         let mut wanted: Vec<(String, TcRole)> = Vec::new();
         for name in &present {
@@ -141,6 +165,7 @@ impl Agent {
                 Ok(()) => {
                     info!(iface = %name, ?role, "attached");
                     self.attached.insert(name.clone(), index);
+                    changed = true;
                 }
                 Err(e) => warn!(iface = %name, error = %e, "cannot attach; will retry"),
             }
@@ -155,7 +180,9 @@ impl Agent {
             attach::detach_tc(&self.pins, &name);
             self.attached.remove(&name);
             info!(iface = %name, "interface gone; link pin removed");
+            changed = true;
         }
+        changed
     }
 
     fn sync_services(&mut self) -> Result<(), AgentError> {
@@ -186,6 +213,20 @@ impl Agent {
                 info!(peers = peers.len(), written, removed, "overlay peers synced");
             }
         }
+        let own = objects
+            .nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(self.cfg.node_name.as_str()))
+            .and_then(|n| n.spec.as_ref())
+            .and_then(|s| s.pod_cidr.as_deref())
+            .and_then(|c| match c.parse::<PodCidr>() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(error = %e, "own Node object has a bad podCIDR; ignored");
+                    None
+                }
+            });
+        self.set_pod_cidr(own.or(self.cfg.pod_cidr));
         let started = Instant::now();
         // A file that never parsed hides objects the maps may still serve (after a restart): add and
         // change, but remove nothing until every file is readable.
@@ -209,6 +250,75 @@ impl Agent {
             "Services synced"
         );
         Ok(())
+    }
+
+    /// Applies a new pod CIDR: `subnet.env` for pod wiring, the masquerade rule. Failures are logged and
+    /// retried on the next change.
+    fn set_pod_cidr(&mut self, cidr: Option<PodCidr>) {
+        let Some(cidr) = cidr else {
+            return;
+        };
+        if self.pod_cidr == Some(cidr) {
+            return;
+        }
+        let subnet = Subnet {
+            cluster: self.cfg.cluster_cidr,
+            node: cidr,
+            mtu: self.pod_mtu,
+            masquerade: self.cfg.masquerade,
+        };
+        if let Err(e) = subnet.write(&self.cfg.state_dir) {
+            error!(error = %e, "cannot write subnet.env; pods cannot be wired");
+            return;
+        }
+        let rule = if self.cfg.masquerade {
+            masquerade::install(cidr, self.cfg.cluster_cidr)
+        } else {
+            masquerade::remove()
+        };
+        if let Err(e) = rule {
+            error!(error = %e, "pod egress masquerade not applied");
+            return;
+        }
+        info!(pod_cidr = %cidr, masquerade = self.cfg.masquerade, "pod network configured");
+        self.pod_cidr = Some(cidr);
+        self.endpoints_stamp = None;
+    }
+
+    /// Keeps local pod delivery in step with the allocation records, when they changed or interfaces came
+    /// and went.
+    fn sync_endpoints(&mut self, interfaces_changed: bool) {
+        let Some(cidr) = self.pod_cidr else {
+            return;
+        };
+        let ipam = match Ipam::open(&self.cfg.state_dir, cidr) {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(error = %e, "pod address store unreadable");
+                return;
+            }
+        };
+        let stamp = std::fs::metadata(ipam.dir()).and_then(|m| m.modified()).ok();
+        if !interfaces_changed && stamp.is_some() && stamp == self.endpoints_stamp {
+            return;
+        }
+        let records = match ipam.allocations() {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "pod address store unreadable");
+                return;
+            }
+        };
+        let desired = endpoints::desired(&records);
+        match self.endpoints.apply(self.programmer.maps(), desired) {
+            Ok((written, removed)) => {
+                if written + removed > 0 {
+                    info!(written, removed, "local pod endpoints synced");
+                }
+                self.endpoints_stamp = stamp;
+            }
+            Err(e) => warn!(error = %e, "local pod endpoints not synced; retrying"),
+        }
     }
 
     fn write_status(&self) -> Result<(), AgentError> {
@@ -254,12 +364,26 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         vtep_ifindex: vtep.map_or(0, |v| v.ifindex),
         vtep_mac: vtep.map_or([0; 6], |v| v.mac),
         pad: [0; 2],
+        cluster_net: ipv4_to_be(cfg.cluster_cidr.network.octets()),
+        cluster_mask: ipv4_to_be(cfg.cluster_cidr.mask().octets()),
     })?;
     if let Some(v) = vtep {
         let mac: Vec<String> = v.mac.iter().map(|b| format!("{b:02x}")).collect();
         info!(vtep_mac = %mac.join(":"), "overlay enabled (publish this VtepMAC in the node's flannel backend-data)");
     }
     let overlay = vtep.map(|_| OverlayProgrammer::restore(programmer.maps()));
+    if cfg.register_node {
+        match (vtep, cfg.pod_cidr, cfg.node_ips.first()) {
+            (Some(v), Some(cidr), Some(ip)) => {
+                let node = publish::node_object(&cfg.node_name, cidr, *ip, &v.mac);
+                publish::write_to_manifests(&cfg.manifests, &node)?;
+                info!(node = %cfg.node_name, pod_cidr = %cidr, "Node object published");
+            }
+            _ => warn!("--register-node needs the overlay, --pod-cidr and --node-ip; not registered"),
+        }
+    }
+    let endpoints = EndpointProgrammer::restore(programmer.maps());
+    let pod_mtu = vtep.map_or(1500, |v| v.mtu);
     if let Some(cgroup) = &cfg.cgroup {
         std::fs::create_dir_all(cgroup).map_err(|source| AttachError::Cgroup {
             path: cgroup.clone(),
@@ -275,12 +399,17 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         programmer,
         attached: HashMap::new(),
         overlay,
+        endpoints,
+        pod_cidr: None,
+        pod_mtu,
+        endpoints_stamp: None,
         generation: 0,
         dirty: false,
     };
     // Services first, then interfaces: a new attachment finds the maps complete.
     agent.sync_services()?;
     agent.sync_interfaces();
+    agent.sync_endpoints(true);
     let keep: Vec<&str> = agent.attached.keys().map(String::as_str).collect();
     attach::remove_stale_tc_pins(&agent.pins, &keep);
     agent.write_status()?;
@@ -291,7 +420,8 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         if let Err(e) = agent.sync_services() {
             error!(error = %e, "sync failed; retrying");
         }
-        agent.sync_interfaces();
+        let interfaces_changed = agent.sync_interfaces();
+        agent.sync_endpoints(interfaces_changed);
         // The status tells tests (and operators) that the state is live: written after attachments.
         if agent.generation != generation
             && let Err(e) = agent.write_status()

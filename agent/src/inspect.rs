@@ -4,8 +4,9 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
 use berth_common::{
-    BACKEND_F_LOCAL, CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_SNAT, SVC_F_AFFINITY, SVC_F_LOCAL_DROP,
-    SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceValue, be_to_ipv4, be_to_port, counter,
+    BACKEND_F_LOCAL, CT_F_CLOSING, CT_F_NH_PEER, CT_F_NODEPORT, CT_F_REPLY, CT_F_SNAT, SVC_F_AFFINITY,
+    SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceValue, be_to_ipv4, be_to_port,
+    counter,
 };
 
 use crate::{
@@ -118,6 +119,7 @@ pub fn conntrack(maps: &LbMaps) -> String {
             (CT_F_CLOSING, "closing"),
             (CT_F_NODEPORT, "nodeport"),
             (CT_F_SNAT, "snat"),
+            (CT_F_NH_PEER, "to-pod"),
         ] {
             if v.flags & bit != 0 {
                 flags.push(name);
@@ -152,8 +154,40 @@ pub fn conntrack(maps: &LbMaps) -> String {
         (counter::REJECTED, "rejected"),
         (counter::SOCK_TRANSLATED, "sock_translated"),
         (counter::ERRORS, "errors"),
+        (counter::LOCAL_DELIVERED, "local_delivered"),
+        (counter::OVERLAY_ENCAP, "overlay_encap"),
     ] {
         let _ = writeln!(out, "counter {name} = {}", maps.counter(index));
+    }
+    out
+}
+
+/// This node's pods as the data plane delivers to them, and the overlay peers.
+pub fn pod_network(maps: &LbMaps) -> String {
+    use std::fmt::Write;
+    let mac = crate::overlay::publish::format_mac;
+    let mut out = String::new();
+    let mut pods: Vec<_> = maps.endpoints.iter().flatten().collect();
+    pods.sort_by_key(|(k, _)| u32::from_be(*k));
+    for (addr, ep) in pods {
+        let _ = writeln!(
+            out,
+            "pod {} ifindex={} pod-mac={} host-mac={}",
+            std::net::Ipv4Addr::from(be_to_ipv4(addr)),
+            ep.ifindex,
+            mac(&ep.pod_mac),
+            mac(&ep.host_mac)
+        );
+    }
+    for (key, peer) in maps.overlay.iter().flatten() {
+        let _ = writeln!(
+            out,
+            "peer {}/{} via {} vtep-mac={}",
+            std::net::Ipv4Addr::from(be_to_ipv4(key.data())),
+            key.prefix_len(),
+            std::net::Ipv4Addr::from(be_to_ipv4(peer.underlay)),
+            mac(&peer.vtep_mac)
+        );
     }
     out
 }

@@ -7,7 +7,9 @@ use berth_agent::{
     datapath::{DEFAULT_BPFFS_ROOT, PinDir, conntrack::CtTimeouts, loader, maps::LbMaps},
     inspect,
     lb::LbAlgorithm,
-    netns,
+    masquerade, netns,
+    overlay::PodCidr,
+    podnet,
 };
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -38,10 +40,43 @@ enum Command {
         #[command(subcommand)]
         what: LbCommand,
     },
-    /// Detach everything of a node and remove its pins.
+    /// Detach everything of a node and remove its pins and its masquerade rule (pod address
+    /// allocations stay: they belong to the pods).
     Cleanup {
         #[arg(long)]
         node: String,
+    },
+    /// Wire pods into the pod network (the part of a CNI plugin's job berth does itself).
+    PodNet {
+        #[command(subcommand)]
+        what: PodNetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PodNetCommand {
+    /// Give a pod an address from the node's pod CIDR and a veth pair into its network namespace;
+    /// prints the result as JSON. Idempotent.
+    Add {
+        /// The node's state directory (as given to `run`).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The pod's id (`namespace/name` or a sandbox id).
+        #[arg(long)]
+        pod: String,
+        /// The pod's network namespace (an `ip netns` name).
+        #[arg(long)]
+        pod_netns: String,
+        /// Interface name inside the pod.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+    },
+    /// Remove a pod's veth pair and release its address. Idempotent.
+    Del {
+        #[arg(long)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        pod: String,
     },
 }
 
@@ -54,6 +89,11 @@ enum LbCommand {
     },
     /// Conntrack entries and data-path counters.
     Ct {
+        #[arg(long)]
+        node: String,
+    },
+    /// Local pods (direct delivery) and overlay peers.
+    Pods {
         #[arg(long)]
         node: String,
     },
@@ -112,6 +152,22 @@ struct RunArgs {
     /// File written after every sync ("generation frontends").
     #[arg(long)]
     status_file: Option<PathBuf>,
+    /// Node-local state (pod address allocations, subnet.env); default /var/lib/berth/NODE.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// This node's pod CIDR, when no Node object in the manifests gives one (spec.podCIDR wins).
+    #[arg(long)]
+    pod_cidr: Option<PodCidr>,
+    /// The cluster's pod network.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: PodCidr,
+    /// Masquerade pod egress to outside the cluster's pod network (as flannel's --ip-masq).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    masquerade: bool,
+    /// Publish this node's Node object (pod CIDR, InternalIP, flannel annotations with the VTEP MAC)
+    /// into the manifests directory, where the other nodes' agents read it.
+    #[arg(long)]
+    register_node: bool,
 }
 
 fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
@@ -153,7 +209,6 @@ fn real_main() -> anyhow::Result<()> {
         Command::Run(a) => {
             let defaults = CtTimeouts::default();
             agent::run(AgentConfig {
-                node_name: a.node,
                 node_ips: a.node_ips,
                 manifests: a.manifests,
                 uplink: a.uplink,
@@ -177,21 +232,45 @@ fn real_main() -> anyhow::Result<()> {
                 overlay_dev: a.overlay_dev,
                 vtep_mac: a.vtep_mac,
                 status_file: a.status_file,
+                state_dir: a
+                    .state_dir
+                    .unwrap_or_else(|| PathBuf::from("/var/lib/berth").join(&a.node)),
+                node_name: a.node,
+                pod_cidr: a.pod_cidr,
+                cluster_cidr: a.cluster_cidr,
+                masquerade: a.masquerade,
+                register_node: a.register_node,
             })?;
         }
         Command::Lb { what } => {
-            let (node, ct) = match what {
-                LbCommand::List { node } => (node, false),
-                LbCommand::Ct { node } => (node, true),
+            let (node, show): (String, fn(&LbMaps) -> anyhow::Result<String>) = match what {
+                LbCommand::List { node } => (node, |m| Ok(inspect::services(m)?)),
+                LbCommand::Ct { node } => (node, |m| Ok(inspect::conntrack(m))),
+                LbCommand::Pods { node } => (node, |m| Ok(inspect::pod_network(m))),
             };
             let maps = LbMaps::open(&PinDir::new(&cli.bpffs_root, &node))?;
-            if ct {
-                print!("{}", inspect::conntrack(&maps));
-            } else {
-                print!("{}", inspect::services(&maps)?);
-            }
+            print!("{}", show(&maps)?);
         }
+        Command::PodNet { what } => match what {
+            PodNetCommand::Add {
+                state_dir,
+                pod,
+                pod_netns,
+                ifname,
+            } => {
+                let wired = podnet::add(&state_dir, &pod, &pod_netns, &ifname)?;
+                println!("{}", serde_json::to_string(&wired)?);
+            }
+            PodNetCommand::Del { state_dir, pod } => {
+                if let Some(addr) = podnet::del(&state_dir, &pod)? {
+                    println!("released {addr}");
+                }
+            }
+        },
         Command::Cleanup { node } => {
+            if let Err(e) = masquerade::remove() {
+                tracing::warn!(error = %e, "masquerade table not removed");
+            }
             let pins = PinDir::new(&cli.bpffs_root, &node);
             match std::fs::remove_dir_all(pins.path()) {
                 Ok(()) => println!("removed {}", pins.path().display()),

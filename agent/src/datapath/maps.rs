@@ -3,8 +3,8 @@
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
 use berth_common::{
-    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, MaglevTable, NodeConfig, OverlayPeer, RevNat,
-    ServiceKey, ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, names,
+    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, LocalEndpoint, MaglevTable, NodeConfig, OverlayPeer,
+    RevNat, ServiceKey, ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, names,
 };
 use thiserror::Error;
 
@@ -43,6 +43,7 @@ pub struct LbMaps {
     pub sock_rev: HashMap<MapData, SockRevKey, RevNat>,
     pub sock_fwd: HashMap<MapData, SockFwdKey, SockFwdValue>,
     pub overlay: LpmTrie<MapData, u32, OverlayPeer>,
+    pub endpoints: HashMap<MapData, u32, LocalEndpoint>,
     pub config: Array<MapData, NodeConfig>,
     pub counters: PerCpuArray<MapData, u64>,
 }
@@ -81,6 +82,7 @@ impl LbMaps {
             sock_rev: typed!(pins, names::SOCK_REV),
             sock_fwd: typed!(pins, names::SOCK_FWD),
             overlay: typed!(pins, names::OVERLAY),
+            endpoints: typed!(pins, names::ENDPOINTS),
             config: typed!(pins, names::CONFIG),
             counters: typed!(pins, names::COUNTERS),
         })

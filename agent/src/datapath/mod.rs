@@ -1,10 +1,12 @@
 //! The eBPF side of the agent: loading the embedded object with its maps pinned under the node's pin
 //! directory ([`loader`]), attaching programs with pinned links ([`attach`]), typed access to the
-//! Service maps ([`maps`]), programming them from the desired state ([`programmer`]) and conntrack
-//! garbage collection ([`conntrack`]).
+//! Service maps ([`maps`]), programming them from the desired state ([`programmer`]), conntrack
+//! garbage collection ([`conntrack`]), the overlay device and peers ([`overlay`]) and local pod
+//! delivery ([`endpoints`]).
 
 pub mod attach;
 pub mod conntrack;
+pub mod endpoints;
 pub mod loader;
 pub mod maps;
 pub mod overlay;

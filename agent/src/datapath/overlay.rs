@@ -1,7 +1,7 @@
 //! Keeps `BERTH_OVERLAY` (remote pod CIDR -> underlay address, VTEP MAC) equal to the overlay peers,
 //! and creates the node's collect-metadata VXLAN device.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, process::Command};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use aya::maps::lpm_trie::Key;
 use berth_common::{OverlayPeer, ipv4_to_be, names};
@@ -9,7 +9,10 @@ use thiserror::Error;
 use tracing::info;
 
 use super::maps::{LbMaps, MapsError, op_err};
-use crate::overlay::{Peer, PodCidr, desired::parse_mac};
+use crate::{
+    cmd::{CmdError, ip, link_field},
+    overlay::{Peer, PodCidr, desired::parse_mac},
+};
 
 /// VXLAN UDP port (flannel's, the Linux kernel's historical default).
 pub const VXLAN_PORT: u16 = 8472;
@@ -20,26 +23,11 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 #[derive(Debug, Error)]
 pub enum VxlanError {
     /// `ip` failed (or is missing).
-    #[error("`ip {args}` failed: {message}")]
-    Ip { args: String, message: String },
-    /// The device exists but its MAC could not be read.
+    #[error(transparent)]
+    Ip(#[from] CmdError),
+    /// The device exists but its MAC, ifindex or MTU could not be read.
     #[error("cannot read the MAC of {0}")]
     Mac(String),
-}
-
-fn ip(args: &[&str]) -> Result<String, VxlanError> {
-    let err = |message: String| VxlanError::Ip {
-        args: args.join(" "),
-        message,
-    };
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
-        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The node's VXLAN device: its ifindex and MAC (the VTEP MAC other nodes address inner frames to).
@@ -47,6 +35,8 @@ fn ip(args: &[&str]) -> Result<String, VxlanError> {
 pub struct Vtep {
     pub ifindex: u32,
     pub mac: [u8; 6],
+    /// The device's MTU: pod interfaces get the same, so inner packets never need fragmenting.
+    pub mtu: u32,
 }
 
 /// Creates (if missing) the collect-metadata VXLAN device `name` on `underlay`, UDP 8472, MTU sized
@@ -54,10 +44,7 @@ pub struct Vtep {
 pub fn ensure_vxlan(name: &str, underlay: &str, mac: Option<[u8; 6]>) -> Result<Vtep, VxlanError> {
     if ip(&["link", "show", "dev", name]).is_err() {
         let mtu_text = ip(&["-o", "link", "show", "dev", underlay])?;
-        let underlay_mtu: u32 = mtu_text
-            .split_whitespace()
-            .skip_while(|w| *w != "mtu")
-            .nth(1)
+        let underlay_mtu: u32 = link_field(&mtu_text, "mtu")
             .and_then(|m| m.parse().ok())
             .unwrap_or(1500);
         let mtu = (underlay_mtu - VXLAN_OVERHEAD).to_string();
@@ -83,10 +70,8 @@ pub fn ensure_vxlan(name: &str, underlay: &str, mac: Option<[u8; 6]>) -> Result<
     }
     ip(&["link", "set", name, "up"])?;
     let text = ip(&["-o", "link", "show", "dev", name])?;
-    let mac = text
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
+    let mac = link_field(&text, "link/ether")
+        .as_deref()
         .and_then(parse_mac)
         .ok_or_else(|| VxlanError::Mac(name.into()))?;
     let ifindex = text
@@ -94,7 +79,10 @@ pub fn ensure_vxlan(name: &str, underlay: &str, mac: Option<[u8; 6]>) -> Result<
         .next()
         .and_then(|i| i.trim().parse().ok())
         .ok_or_else(|| VxlanError::Mac(name.into()))?;
-    Ok(Vtep { ifindex, mac })
+    let mtu = link_field(&text, "mtu")
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| VxlanError::Mac(name.into()))?;
+    Ok(Vtep { ifindex, mac, mtu })
 }
 
 fn key(c: &PodCidr) -> Key<u32> {

@@ -35,15 +35,30 @@ impl std::str::FromStr for PodCidr {
         if prefix_len > 32 {
             return Err(format!("{s:?}: prefix length over 32"));
         }
-        let mask = if prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix_len)
+        let unmasked = PodCidr {
+            network: addr,
+            prefix_len,
         };
         Ok(PodCidr {
-            network: Ipv4Addr::from(u32::from(addr) & mask),
+            network: Ipv4Addr::from(u32::from(addr) & u32::from(unmasked.mask())),
             prefix_len,
         })
+    }
+}
+
+impl PodCidr {
+    /// The netmask.
+    pub fn mask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix_len)
+        })
+    }
+
+    /// Whether `addr` is inside.
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & u32::from(self.mask()) == u32::from(self.network)
     }
 }
 

@@ -1,9 +1,8 @@
 //! The pod network between nodes (flannel-compatible VXLAN), independent of how it is programmed:
-//! which remote pod CIDRs exist and how to reach them ([`desired`]).
-//!
-//! Status: the desired-state logic (from Node objects and flannel's annotations) exists and is tested;
-//! the eBPF encapsulation path and the VXLAN device come with the overlay issue.
+//! which remote pod CIDRs exist and how to reach them ([`desired`]), and what this node publishes about
+//! itself so others can reach it ([`publish`]).
 
 pub mod desired;
+pub mod publish;
 
 pub use desired::{Peer, PodCidr, peers};

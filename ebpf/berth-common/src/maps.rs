@@ -22,6 +22,9 @@ pub mod names {
     /// Remote pod CIDRs, LPM trie: `u32` address (network order) with a prefix length ->
     /// [`super::OverlayPeer`] (where to send VXLAN for them).
     pub const OVERLAY: &str = "BERTH_OVERLAY";
+    /// Pods of this node, hash: `u32` pod address (network order) -> [`super::LocalEndpoint`] (where to
+    /// deliver packets for it without walking the host stack).
+    pub const ENDPOINTS: &str = "BERTH_ENDPOINTS";
     /// Node-wide settings, array of one: `u32` 0 -> [`super::NodeConfig`].
     pub const CONFIG: &str = "BERTH_CONFIG";
     /// Per-CPU counters for inspection: `u32` counter index -> `u64`.
@@ -48,6 +51,8 @@ pub mod capacity {
     pub const SOCK_FWD: u32 = 1 << 16;
     /// Remote nodes' pod CIDRs.
     pub const OVERLAY: u32 = 1 << 12;
+    /// Pods on this node (a /24 holds 253; room for larger pod CIDRs).
+    pub const ENDPOINTS: u32 = 1 << 12;
 }
 
 /// Size of a Maglev lookup table: a prime well above 100x the backends of a typical Service.
@@ -167,6 +172,9 @@ pub const CT_F_NODEPORT: u16 = 1 << 2;
 pub const CT_F_SNAT: u16 = 1 << 3;
 /// Conntrack flag: a RST was seen; the flow is closing whatever the other direction did.
 pub const CT_F_RST: u16 = 1 << 4;
+/// Conntrack flag: the cached next hop is a local pod, reached with `bpf_redirect_peer` (straight into
+/// the pod's namespace) rather than `bpf_redirect` to the interface.
+pub const CT_F_NH_PEER: u16 = 1 << 5;
 
 impl CtKey {
     /// The key of the other entry of the same flow: every entry's rewrite, reversed, is its partner's
@@ -316,6 +324,13 @@ pub struct NodeConfig {
     pub vtep_mac: [u8; 6],
     /// Always zero.
     pub pad: [u8; 2],
+    /// The cluster's pod network (10.244.0.0/16), network order; with `cluster_mask`. Packets from it
+    /// are delivered to local pods straight from eBPF; packets from elsewhere (node addresses, outside)
+    /// go through the host stack, so netfilter sees both directions of flows it may masquerade.
+    pub cluster_net: u32,
+    /// Netmask of `cluster_net`, network order (0: no cluster network known, no direct delivery of
+    /// untranslated traffic).
+    pub cluster_mask: u32,
 }
 
 /// Value of [`names::OVERLAY`]: how to reach one remote node's pods.
@@ -328,6 +343,18 @@ pub struct OverlayPeer {
     pub vtep_mac: [u8; 6],
     /// Always zero.
     pub pad: [u8; 2],
+}
+
+/// Value of [`names::ENDPOINTS`]: a pod on this node, reached through its veth pair.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    /// ifindex of the host side of the pod's veth pair (`bpf_redirect_peer` target).
+    pub ifindex: u32,
+    /// MAC of the pod's interface: destination of delivered frames.
+    pub pod_mac: [u8; 6],
+    /// MAC of the host side: source of delivered frames (the pod's gateway as the pod resolved it).
+    pub host_mac: [u8; 6],
 }
 
 /// The VXLAN network identifier of the pod network (flannel's default).
@@ -345,8 +372,12 @@ pub mod counter {
     pub const SOCK_TRANSLATED: u32 = 3;
     /// Packets the programs could not parse or rewrite (passed on unchanged).
     pub const ERRORS: u32 = 4;
+    /// Untranslated packets delivered straight into a local pod's namespace.
+    pub const LOCAL_DELIVERED: u32 = 5;
+    /// Packets handed to the VXLAN device for a remote node's pod.
+    pub const OVERLAY_ENCAP: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 7;
 }
 
 #[cfg(feature = "user")]
@@ -367,6 +398,7 @@ mod pod_impls {
     unsafe impl aya::Pod for SockFwdValue {}
     unsafe impl aya::Pod for NodeConfig {}
     unsafe impl aya::Pod for OverlayPeer {}
+    unsafe impl aya::Pod for LocalEndpoint {}
 }
 
 // Layout checks: a change here is a change of the pinned-map ABI and needs a migration.
@@ -379,7 +411,8 @@ const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
 const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 20);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 28);
+const _: () = assert!(core::mem::size_of::<LocalEndpoint>() == 16);
 const _: () = assert!(core::mem::size_of::<OverlayPeer>() == 12);
 const _: () = assert!(core::mem::size_of::<SockFwdKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SockFwdValue>() == 16);

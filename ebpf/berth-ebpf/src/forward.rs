@@ -12,12 +12,12 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, bpf_fib_lookup as FibParams},
-    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh},
+    helpers::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use berth_common::{CtEntry, NEXTHOP_TTL_NS};
+use berth_common::{CT_F_NH_PEER, CtEntry, NEXTHOP_TTL_NS};
 
-use crate::{nat::csum_apply, overlay, packet::ETH_HLEN};
+use crate::{local, nat::csum_apply, overlay, packet::ETH_HLEN};
 
 const AF_INET: u8 = 2;
 
@@ -67,8 +67,25 @@ pub fn redirect(
         if !rewrite_l2(ctx, &e.nh_smac, &e.nh_dmac) {
             return TC_ACT_OK as i32;
         }
-        // SAFETY: plain helper call.
-        return unsafe { bpf_redirect(e.nh_ifindex, 0) } as i32;
+        // SAFETY: plain helper calls.
+        return unsafe {
+            if e.flags & CT_F_NH_PEER != 0 {
+                bpf_redirect_peer(e.nh_ifindex, 0)
+            } else {
+                bpf_redirect(e.nh_ifindex, 0)
+            }
+        } as i32;
+    }
+    // A pod of this node: straight into its namespace.
+    if let Some(ep) = local::endpoint(daddr) {
+        if let Some(e) = entry {
+            e.nh_ifindex = ep.ifindex;
+            e.nh_smac = ep.host_mac;
+            e.nh_dmac = ep.pod_mac;
+            e.nh_checked_ns = now;
+            e.flags |= CT_F_NH_PEER;
+        }
+        return local::deliver(ctx, &ep).unwrap_or(TC_ACT_OK as i32);
     }
     // A translated packet for a remote node's pod goes into the overlay (not cached: the tunnel key is
     // set per packet).
@@ -87,6 +104,7 @@ pub fn redirect(
         let rc = bpf_fib_lookup(ctx.as_ptr(), &mut p, core::mem::size_of::<FibParams>() as i32, 0);
         if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
             if let Some(e) = entry {
+                e.flags &= !CT_F_NH_PEER;
                 e.nh_ifindex = p.ifindex;
                 e.nh_smac = p.smac;
                 e.nh_dmac = p.dmac;

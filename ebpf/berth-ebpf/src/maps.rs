@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use berth_common::{
-    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, MaglevTable, NodeConfig, OverlayPeer, RevNat,
-    ServiceKey, ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, capacity, counter,
+    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, LocalEndpoint, MaglevTable, NodeConfig, OverlayPeer,
+    RevNat, ServiceKey, ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, capacity, counter,
 };
 
 #[map(name = "BERTH_SVC")]
@@ -37,6 +37,9 @@ pub static SOCK_FWD: LruHashMap<SockFwdKey, SockFwdValue> = LruHashMap::pinned(c
 
 #[map(name = "BERTH_OVERLAY")]
 pub static OVERLAY: LpmTrie<u32, OverlayPeer> = LpmTrie::pinned(capacity::OVERLAY, 0);
+
+#[map(name = "BERTH_ENDPOINTS")]
+pub static ENDPOINTS: HashMap<u32, LocalEndpoint> = HashMap::pinned(capacity::ENDPOINTS, 0);
 
 #[map(name = "BERTH_CONFIG")]
 pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);

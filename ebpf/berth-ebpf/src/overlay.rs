@@ -9,12 +9,11 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::TcContext,
 };
-use berth_common::OVERLAY_VNI;
+use berth_common::{OVERLAY_VNI, counter};
 
 use crate::{
     forward::rewrite_l2,
-    maps::{CONFIG, OVERLAY},
-    packet::ETH_HLEN,
+    maps::{CONFIG, OVERLAY, count},
 };
 
 /// Outer TTL of VXLAN packets.
@@ -48,23 +47,7 @@ pub fn to_remote_pod(ctx: &TcContext, daddr: u32) -> Option<i32> {
     if !rewrite_l2(ctx, &cfg.vtep_mac, &peer.vtep_mac) {
         return None;
     }
+    count(counter::OVERLAY_ENCAP);
     // SAFETY: plain helper call.
     Some(unsafe { bpf_redirect(cfg.vtep_ifindex, 0) } as i32)
-}
-
-/// The IPv4 destination of any IPv4 packet (ICMP included), for traffic the load balancer does not
-/// parse.
-#[inline(always)]
-pub fn ipv4_daddr(ctx: &TcContext) -> Option<u32> {
-    let start = ctx.data();
-    if start + ETH_HLEN + 20 > ctx.data_end() {
-        return None;
-    }
-    // SAFETY: bounds checked above.
-    unsafe {
-        if *((start + 12) as *const u16) != 0x0800u16.to_be() {
-            return None;
-        }
-        Some(((start + ETH_HLEN + 16) as *const u32).read_unaligned())
-    }
 }

@@ -130,3 +130,24 @@ pub fn parse(ctx: &TcContext) -> Option<Flow> {
         })
     }
 }
+
+/// Source and destination (network order) of any IPv4 packet, ICMP and fragments included, for traffic
+/// [`parse`] does not take.
+#[inline(always)]
+pub fn ipv4_addrs(ctx: &TcContext) -> Option<(u32, u32)> {
+    let start = ctx.data();
+    if start + ETH_HLEN + 20 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bounds checked above.
+    unsafe {
+        if *((start + 12) as *const u16) != 0x0800u16.to_be() {
+            return None;
+        }
+        let ip = start + ETH_HLEN;
+        Some((
+            ((ip + 12) as *const u32).read_unaligned(),
+            ((ip + 16) as *const u32).read_unaligned(),
+        ))
+    }
+}

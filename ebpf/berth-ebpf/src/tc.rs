@@ -22,7 +22,7 @@ use berth_common::{
 };
 
 use crate::{
-    forward,
+    forward, local,
     maps::{CONFIG, CONNTRACK, SERVICES, count},
     nat::{self, Rewrite},
     overlay,
@@ -52,9 +52,9 @@ pub fn berth_from_uplink(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn balance(ctx: &TcContext) -> i32 {
     let Some(flow) = packet::parse(ctx) else {
-        // Not TCP/UDP (ICMP, later fragments...): only the overlay may have to carry it.
-        return match overlay::ipv4_daddr(ctx).and_then(|d| overlay::to_remote_pod(ctx, d)) {
-            Some(verdict) => verdict,
+        // Not TCP/UDP (ICMP, later fragments...): no Service, but it may be pod-to-pod traffic.
+        return match packet::ipv4_addrs(ctx) {
+            Some((saddr, daddr)) => pod_to_pod(ctx, saddr, daddr),
             None => TC_ACT_UNSPEC,
         };
     };
@@ -94,8 +94,7 @@ fn balance(ctx: &TcContext) -> i32 {
     // SAFETY: copied out at once.
     let Some(hdr) = (unsafe { SERVICES.get(&svc) }).copied() else {
         forget_stale_reply(&flow);
-        // Pod-to-pod traffic: a remote pod is reached through the overlay, a local one by the stack.
-        return overlay::to_remote_pod(ctx, flow.daddr).unwrap_or(TC_ACT_UNSPEC);
+        return pod_to_pod(ctx, flow.saddr, flow.daddr);
     };
     if hdr.flags & SVC_F_LOCAL_DROP != 0 {
         count(counter::REJECTED);
@@ -236,6 +235,28 @@ fn balance(ctx: &TcContext) -> i32 {
     let to = Rewrite::of(&forward);
     // The next hop is cached on the flow's second packet (the entry just inserted is a copy).
     finish(ctx, &flow, &to, None, now, counter::NEW_FLOW)
+}
+
+/// Traffic that is not for a Service: a pod of this node is reached straight in its namespace (when
+/// the source is in the cluster's pod network), a remote node's pod through the overlay, anything else
+/// through the host stack.
+#[inline(always)]
+fn pod_to_pod(ctx: &TcContext, saddr: u32, daddr: u32) -> i32 {
+    let Some(cfg) = CONFIG.get(0) else {
+        return TC_ACT_UNSPEC;
+    };
+    if local::from_cluster(cfg, saddr)
+        && let Some(ep) = local::endpoint(daddr)
+    {
+        return match local::deliver(ctx, &ep) {
+            Some(verdict) => {
+                count(counter::LOCAL_DELIVERED);
+                verdict
+            }
+            None => TC_ACT_UNSPEC,
+        };
+    }
+    overlay::to_remote_pod(ctx, daddr).unwrap_or(TC_ACT_UNSPEC)
 }
 
 #[inline(always)]

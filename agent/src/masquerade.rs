@@ -1,0 +1,50 @@
+//! Pod egress to addresses outside the cluster leaves with the node's address (masquerade), as
+//! flannel's `--ip-masq` does: pod addresses are not routable outside the cluster.
+//!
+//! Done with one nftables table in the node's namespace, `ip berth`, replaced atomically whenever the
+//! pod CIDR changes. Netfilter is the right tool here: such traffic leaves the eBPF programs untouched
+//! (it is for no Service, no pod) and walks the stack anyway; its conntrack does the port allocation
+//! and the reverse translation. The eBPF path delivers straight to pods only traffic from inside the
+//! cluster's pod network, so netfilter always sees both directions of the flows it translates.
+
+use thiserror::Error;
+
+use crate::{
+    cmd::{CmdError, run_with_input},
+    overlay::PodCidr,
+};
+
+/// Name of berth's nftables table (family `ip`).
+pub const TABLE: &str = "berth";
+
+/// Errors of installing the masquerade rule.
+#[derive(Debug, Error)]
+pub enum MasqueradeError {
+    /// `nft` failed or is missing.
+    #[error("masquerade rules: {0}")]
+    Nft(#[from] CmdError),
+}
+
+/// The ruleset: from this node's pods to anything outside the cluster's pod network (and not
+/// multicast), masquerade with random ports.
+pub fn ruleset(node: PodCidr, cluster: PodCidr) -> String {
+    format!(
+        "table ip {TABLE} {{}}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {node} ip daddr != {cluster} ip daddr != 224.0.0.0/4 masquerade fully-random\n  }}\n}}\n"
+    )
+}
+
+/// Installs (or replaces) the rule, in one atomic `nft -f` transaction.
+pub fn install(node: PodCidr, cluster: PodCidr) -> Result<(), MasqueradeError> {
+    run_with_input("nft", &["-f", "-"], Some(&ruleset(node, cluster)))?;
+    Ok(())
+}
+
+/// Removes berth's table, if present.
+pub fn remove() -> Result<(), MasqueradeError> {
+    run_with_input(
+        "nft",
+        &["-f", "-"],
+        Some(&format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\n")),
+    )?;
+    Ok(())
+}

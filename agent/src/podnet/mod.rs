@@ -1,0 +1,180 @@
+//! Pod addressing: each pod gets an address from the node's pod CIDR ([`ipam`]), and a veth pair whose
+//! pod end is `eth0` in the pod's network namespace.
+//!
+//! Routed, not bridged (see ARCHITECTURE.md, "Pod addressing"): the pod holds its address as a /32 and
+//! a default route via the node's gateway address (the CIDR's `.1`), which the host side of every pod's
+//! veth holds; the host routes each pod's /32 to its veth. No bridge, no shared L2 domain between pods:
+//! every packet a pod sends enters berth's TC program on its own veth, which is where the data plane
+//! decides (Service, local pod, overlay, stack), and a pod cannot ARP-spoof its neighbours.
+//!
+//! `add` and `del` are idempotent (a runtime may retry them) and safe to run while the agent runs: the
+//! agent picks the records up and programs delivery into the pod ([`crate::datapath::endpoints`]).
+
+pub mod ipam;
+pub mod subnet;
+
+use std::{net::Ipv4Addr, path::Path};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::cmd::{CmdError, ip, link_field};
+pub use ipam::{Ipam, IpamError, PodRecord};
+pub use subnet::{Subnet, SubnetError};
+
+/// Errors of wiring or unwiring a pod.
+#[derive(Debug, Error)]
+pub enum PodNetError {
+    /// The node's subnet is not known yet.
+    #[error(transparent)]
+    Subnet(#[from] SubnetError),
+    /// Address allocation failed.
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    /// Creating or configuring the veth pair failed (the address is released again).
+    #[error(transparent)]
+    Link(#[from] CmdError),
+    /// The pod's network namespace does not exist.
+    #[error("network namespace {0:?} does not exist (create it first, e.g. `ip netns add`)")]
+    NoNetns(String),
+    /// The pod's interface MAC could not be read back.
+    #[error("cannot read the MAC of {0} in the pod's namespace")]
+    Mac(String),
+}
+
+/// The result of wiring a pod (printed as JSON by `berth-agent pod-net add`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PodAddress {
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub host_if: String,
+    pub pod_mac: String,
+    pub mtu: u32,
+}
+
+/// Name of the host side of a pod's veth: `vp` + 10 hex digits of a hash of the pod id (stable, so
+/// a retried `add` finds the pair it made; 12 characters, under IFNAMSIZ).
+pub fn host_if_name(pod: &str) -> String {
+    // FNV-1a: stable across versions and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in pod.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("vp{:010x}", h & 0xff_ffff_ffff)
+}
+
+/// Gives `pod` an address and a veth pair into the network namespace `netns` (an `ip netns` name),
+/// with `ifname` inside. Run in the node's network namespace.
+pub fn add(state_dir: &Path, pod: &str, netns: &str, ifname: &str) -> Result<PodAddress, PodNetError> {
+    if !Path::new("/var/run/netns").join(netns).exists() {
+        return Err(PodNetError::NoNetns(netns.to_string()));
+    }
+    let subnet = Subnet::read(state_dir)?;
+    let ipam = Ipam::open(state_dir, subnet.node)?;
+    let addr = ipam.allocate(pod, netns)?;
+    match wire(&subnet, pod, netns, ifname, addr) {
+        Ok(wired) => {
+            ipam.update(
+                addr,
+                &PodRecord {
+                    pod: pod.to_string(),
+                    netns: netns.to_string(),
+                    host_if: wired.host_if.clone(),
+                    pod_mac: wired.pod_mac.clone(),
+                },
+            )?;
+            Ok(wired)
+        }
+        Err(e) => {
+            // Leave nothing half-made: the pair (if any) and the address go.
+            let _ = ip(&["link", "del", &host_if_name(pod)]);
+            let _ = ipam.release(pod);
+            Err(e)
+        }
+    }
+}
+
+fn wire(
+    subnet: &Subnet,
+    pod: &str,
+    netns: &str,
+    ifname: &str,
+    addr: Ipv4Addr,
+) -> Result<PodAddress, PodNetError> {
+    let host_if = host_if_name(pod);
+    let gateway = subnet.gateway();
+    let mtu = subnet.mtu.to_string();
+    // A retried add finds the pair of the first attempt: start over.
+    if ip(&["link", "show", "dev", &host_if]).is_ok() {
+        ip(&["link", "del", &host_if])?;
+    }
+    ip(&[
+        "link", "add", &host_if, "mtu", &mtu, "type", "veth", "peer", "name", ifname, "mtu", &mtu, "netns",
+        netns,
+    ])?;
+    ip(&["link", "set", &host_if, "up"])?;
+    ip(&["addr", "add", &format!("{gateway}/32"), "dev", &host_if])?;
+    ip(&[
+        "route",
+        "replace",
+        &format!("{addr}/32"),
+        "dev",
+        &host_if,
+        "src",
+        &gateway.to_string(),
+    ])?;
+    let in_pod = |args: &[&str]| {
+        let mut full = vec!["-n", netns];
+        full.extend_from_slice(args);
+        ip(&full)
+    };
+    in_pod(&["link", "set", "lo", "up"])?;
+    in_pod(&["addr", "add", &format!("{addr}/32"), "dev", ifname])?;
+    in_pod(&["link", "set", ifname, "up"])?;
+    in_pod(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        &gateway.to_string(),
+        "dev",
+        ifname,
+        "onlink",
+    ])?;
+    let text = in_pod(&["-o", "link", "show", "dev", ifname])?;
+    let pod_mac = link_field(&text, "link/ether").ok_or_else(|| PodNetError::Mac(ifname.into()))?;
+    tracing::info!(pod, %addr, host_if, "pod wired");
+    Ok(PodAddress {
+        ip: addr,
+        gateway,
+        host_if,
+        pod_mac,
+        mtu: subnet.mtu,
+    })
+}
+
+/// Removes the veth pair of `pod` and releases its address; returns the address it had. Deleting a pod
+/// that has nothing is not an error (the runtime may retry).
+pub fn del(state_dir: &Path, pod: &str) -> Result<Option<Ipv4Addr>, PodNetError> {
+    let subnet = Subnet::read(state_dir)?;
+    let ipam = Ipam::open(state_dir, subnet.node)?;
+    let host_if = host_if_name(pod);
+    if ip(&["link", "show", "dev", &host_if]).is_ok() {
+        ip(&["link", "del", &host_if])?;
+    }
+    Ok(ipam.release(pod)?.map(|(addr, _)| addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_if_name;
+
+    #[test]
+    fn host_interface_names_are_stable_and_short() {
+        let a = host_if_name("default/web-1");
+        assert_eq!(a, host_if_name("default/web-1"));
+        assert_ne!(a, host_if_name("default/web-2"));
+        assert!(a.len() <= 15 && a.starts_with("vp"), "{a}");
+    }
+}
