@@ -6,7 +6,7 @@
 //! per attempt: `ok ID PEER FROM MICROS` (FROM: the address the reply came from) or `err KIND MICROS`.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
@@ -116,20 +116,138 @@ pub fn serve_tcp(id: String, port: u16) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Byte `i` of the bulk-transfer pattern: not periodic at any power of two, so a misplaced segment
+/// shows as corruption.
+pub fn pattern_byte(i: u64) -> u8 {
+    ((i * 7 + i / 251) % 251) as u8
+}
+
+fn pattern(offset: u64, buf: &mut [u8]) {
+    for (k, b) in buf.iter_mut().enumerate() {
+        *b = pattern_byte(offset + k as u64);
+    }
+}
+
+/// Line echo, plus two bulk commands: `sink N` (the client sends N pattern bytes; the answer is
+/// `sank N ok` or `sank N bad`) and `bulk N` (N pattern bytes follow).
 fn echo_lines(mut stream: TcpStream) {
     let Ok(read_half) = stream.try_clone() else { return };
-    for line in BufReader::new(read_half).lines() {
-        let Ok(line) = line else { break };
-        if stream.write_all(format!("{line}\n").as_bytes()).is_err() {
+    let mut reader = BufReader::new(read_half);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let text = line.trim_end();
+        let reply = if let Some(n) = text.strip_prefix("sink ").and_then(|n| n.parse::<u64>().ok()) {
+            let ok = receive_pattern(&mut reader, n).is_ok_and(|good| good);
+            format!("sank {n} {}\n", if ok { "ok" } else { "bad" })
+        } else if let Some(n) = text.strip_prefix("bulk ").and_then(|n| n.parse::<u64>().ok()) {
+            if send_pattern(&mut stream, n).is_err() {
+                break;
+            }
+            continue;
+        } else {
+            format!("{text}\n")
+        };
+        if stream.write_all(reply.as_bytes()).is_err() {
             break;
         }
+    }
+}
+
+fn send_pattern(stream: &mut impl Write, n: u64) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < n {
+        let len = (n - sent).min(buf.len() as u64) as usize;
+        pattern(sent, &mut buf[..len]);
+        stream.write_all(&buf[..len])?;
+        sent += len as u64;
+    }
+    stream.flush()
+}
+
+/// Reads `n` bytes; whether they are the pattern.
+fn receive_pattern(reader: &mut impl Read, n: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut want = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    let mut good = true;
+    while got < n {
+        let len = (n - got).min(buf.len() as u64) as usize;
+        reader.read_exact(&mut buf[..len])?;
+        pattern(got, &mut want[..len]);
+        good &= buf[..len] == want[..len];
+        got += len as u64;
+    }
+    Ok(good)
+}
+
+/// One bulk exchange on a new connection: `bytes` up (verified by the server), then `bytes` down
+/// (verified here). Errors: `corrupt` (wrong bytes), `closed`, or the socket error (a stall shows as
+/// `timeout`).
+pub fn bulk(target: SocketAddr, bytes: u64, timeout: Duration) -> Attempt {
+    let start = Instant::now();
+    let micros = || start.elapsed().as_micros() as u64;
+    let fail = |kind: String| Attempt::Err {
+        kind,
+        micros: micros(),
+    };
+    let mut stream = match TcpStream::connect_timeout(&target, timeout) {
+        Ok(s) => s,
+        Err(e) => return fail(error_kind(&e)),
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let from = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let Ok(read_half) = stream.try_clone() else {
+        return fail("clone".into());
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut greeting = String::new();
+    match reader.read_line(&mut greeting) {
+        Ok(0) => return fail("closed".into()),
+        Err(e) => return fail(error_kind(&e)),
+        Ok(_) => {}
+    }
+    let sent = stream
+        .write_all(format!("sink {bytes}\n").as_bytes())
+        .and_then(|()| send_pattern(&mut stream, bytes));
+    if let Err(e) = sent {
+        return fail(error_kind(&e));
+    }
+    let mut answer = String::new();
+    match reader.read_line(&mut answer) {
+        Ok(0) => return fail("closed".into()),
+        Err(e) => return fail(error_kind(&e)),
+        Ok(_) if answer.trim_end() != format!("sank {bytes} ok") => return fail("corrupt".into()),
+        Ok(_) => {}
+    }
+    if let Err(e) = stream.write_all(format!("bulk {bytes}\n").as_bytes()) {
+        return fail(error_kind(&e));
+    }
+    match receive_pattern(&mut reader, bytes) {
+        Ok(true) => {}
+        Ok(false) => return fail("corrupt".into()),
+        Err(e) => return fail(error_kind(&e)),
+    }
+    let mut it = greeting.split_whitespace();
+    Attempt::Ok {
+        id: it.next().unwrap_or("?").to_string(),
+        peer: it.next().unwrap_or("?").to_string(),
+        from,
+        micros: micros(),
     }
 }
 
 /// Serves UDP on `port`: answers each datagram with `ID PEER`. Runs until killed.
 pub fn serve_udp(id: String, port: u16) -> std::io::Result<()> {
     let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
-    let mut buf = [0u8; 2048];
+    // Large enough for any datagram: large ones arrive as IP fragments, reassembled.
+    let mut buf = vec![0u8; 65536];
     loop {
         let (_, peer) = sock.recv_from(&mut buf)?;
         let _ = sock.send_to(format!("{id} {peer}").as_bytes(), peer);
@@ -176,9 +294,9 @@ pub fn tcp_once(target: SocketAddr, timeout: Duration) -> Attempt {
 }
 
 /// One UDP attempt on a fresh unconnected socket (sendto / recvfrom), or a connected one.
-pub fn udp_once(target: SocketAddr, timeout: Duration, connected: bool) -> Attempt {
+pub fn udp_once(target: SocketAddr, timeout: Duration, connected: bool, payload: &[u8]) -> Attempt {
     match UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)) {
-        Ok(sock) => udp_on(&sock, target, timeout, connected),
+        Ok(sock) => udp_on(&sock, target, timeout, connected, payload),
         Err(e) => Attempt::Err {
             kind: error_kind(&e),
             micros: 0,
@@ -186,15 +304,21 @@ pub fn udp_once(target: SocketAddr, timeout: Duration, connected: bool) -> Attem
     }
 }
 
-/// One UDP request/response on an existing socket.
-pub fn udp_on(sock: &UdpSocket, target: SocketAddr, timeout: Duration, connected: bool) -> Attempt {
+/// One UDP request/response on an existing socket; the request carries `payload`.
+pub fn udp_on(
+    sock: &UdpSocket,
+    target: SocketAddr,
+    timeout: Duration,
+    connected: bool,
+    payload: &[u8],
+) -> Attempt {
     let start = Instant::now();
     let micros = || start.elapsed().as_micros() as u64;
     let _ = sock.set_read_timeout(Some(timeout));
     let sent = if connected {
-        sock.connect(target).and_then(|()| sock.send(b"hello"))
+        sock.connect(target).and_then(|()| sock.send(payload))
     } else {
-        sock.send_to(b"hello", target)
+        sock.send_to(payload, target)
     };
     if let Err(e) = sent {
         return Attempt::Err {

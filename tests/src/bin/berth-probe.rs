@@ -51,6 +51,19 @@ enum Cmd {
         /// Send every datagram from one socket (default: a new socket each).
         #[arg(long)]
         same_socket: bool,
+        /// Request size in bytes (above the MTU it travels as IP fragments).
+        #[arg(long, default_value_t = 5)]
+        size: usize,
+    },
+    /// COUNT bulk exchanges, each on a new connection: BYTES up, then BYTES down, both verified.
+    Bulk {
+        target: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value_t = 1 << 20)]
+        bytes: u64,
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
     },
     /// New connections to random targets (one `ip:port` per line of the file) for a bounded time.
     Load {
@@ -123,8 +136,10 @@ fn main() -> Result<()> {
             timeout_ms,
             connected,
             same_socket,
+            size,
         } => {
             let timeout = Duration::from_millis(timeout_ms);
+            let payload: Vec<u8> = (0..size as u64).map(probe::pattern_byte).collect();
             let shared = if same_socket {
                 Some(std::net::UdpSocket::bind("0.0.0.0:0")?)
             } else {
@@ -132,8 +147,8 @@ fn main() -> Result<()> {
             };
             for _ in 0..count {
                 let attempt = match &shared {
-                    Some(sock) => probe::udp_on(sock, target, timeout, connected),
-                    None => probe::udp_once(target, timeout, connected),
+                    Some(sock) => probe::udp_on(sock, target, timeout, connected, &payload),
+                    None => probe::udp_once(target, timeout, connected, &payload),
                 };
                 probe::print(&attempt);
             }
@@ -152,6 +167,16 @@ fn main() -> Result<()> {
                 "{}",
                 probe::load(&targets, Duration::from_millis(duration_ms), threads, max).line()
             );
+        }
+        Cmd::Bulk {
+            target,
+            count,
+            bytes,
+            timeout_ms,
+        } => {
+            for _ in 0..count {
+                probe::print(&probe::bulk(target, bytes, Duration::from_millis(timeout_ms)));
+            }
         }
         Cmd::Rtt { target, count } => println!("{}", probe::rtt(target, count)?.line()),
         Cmd::Hold { target, timeout_ms } => probe::hold(target, Duration::from_millis(timeout_ms))?,
