@@ -253,3 +253,67 @@ fn node_port_on_a_node_without_local_backend_crosses_the_overlay() {
     let got = probe(&ext, &["bulk", "192.168.60.1:30080", "--bytes", "4194304"]).expect("bulk");
     assert!(all_ok(&got, 1, &backend.id), "bulk through the NodePort: {got:?}");
 }
+
+#[test]
+fn nodes_find_each_other_through_the_node_objects_they_publish() {
+    let mut w = OverlayWorld::new("ovlreg", 2).expect("world");
+    // One manifests directory for the whole cluster, standing in for the API server. No VTEP MAC is
+    // given: each agent publishes whatever MAC its device got.
+    let shared = w.bed.scratch().join("cluster");
+    std::fs::create_dir_all(&shared).expect("shared dir");
+    let bpffs = w.bed.bpffs_root();
+    let scratch = w.bed.scratch().to_path_buf();
+    for n in &mut w.nodes {
+        let args: Vec<String> = [
+            "--node",
+            &n.name,
+            "--node-ip",
+            &n.underlay.to_string(),
+            "--manifests",
+            &shared.display().to_string(),
+            "--uplink",
+            "eth0",
+            "--pod-interfaces",
+            "vp*",
+            "--overlay-dev",
+            "berth.1",
+            "--pod-cidr",
+            &n.pod_cidr(),
+            "--register-node",
+            "--state-dir",
+            &scratch.join(format!("state-{}", n.name)).display().to_string(),
+            "--poll-ms",
+            "50",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut agent = berth_tests::agent::AgentProc::start(&n.ns, &bpffs, &scratch, &args).expect("agent");
+        agent.wait_frontends(0, 0, Duration::from_secs(10));
+        n.agent = Some(agent);
+    }
+    let (p1, p2) = (w.pod(1, 0).clone(), w.pod(2, 0).clone());
+    wait_reachable(&p1.ns, &p2, Duration::from_secs(10)).expect("node1 -> node2");
+    check_pair(&w, &p1, &p2);
+    check_pair(&w, &p2, &p1);
+    // What node2 published is its device's real MAC, in flannel's annotation.
+    let link = w
+        .node(2)
+        .ns
+        .ip(&["-o", "link", "show", "dev", "berth.1"])
+        .expect("link");
+    let text = String::from_utf8_lossy(&link.stdout).to_string();
+    let mac = text
+        .split_whitespace()
+        .skip_while(|x| *x != "link/ether")
+        .nth(1)
+        .expect("MAC")
+        .to_string();
+    let published = std::fs::read_to_string(shared.join("node-node2.yaml")).expect("node2 published");
+    assert!(
+        published.contains(&format!("\"VtepMAC\":\"{mac}\""))
+            && published.contains("flannel.alpha.coreos.com/backend-type: vxlan")
+            && published.contains("podCIDR: 10.244.2.0/24"),
+        "{published}"
+    );
+}
