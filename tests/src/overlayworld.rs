@@ -225,8 +225,16 @@ impl OverlayWorld {
     /// pods on `vp*`) and waits for its first sync. Write the Node manifests first
     /// ([`write_node_manifests`](Self::write_node_manifests)): they are where its peers come from.
     pub fn start_berth(&mut self, i: u8) -> Result<(), BedError> {
+        self.start_berth_with(i, &[])
+    }
+
+    /// [`start_berth`](Self::start_berth) with more `run` arguments (e.g. `--masquerade false`). The
+    /// agent's state directory (pod address allocations, `subnet.env`) is in the bed's scratch
+    /// directory, never the host's `/var/lib/berth`.
+    pub fn start_berth_with(&mut self, i: u8, extra: &[&str]) -> Result<(), BedError> {
+        let state_dir = self.bed.scratch().join(format!("state-n{i}"));
         let n = self.node(i);
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--node",
             &n.name,
             "--node-ip",
@@ -241,12 +249,15 @@ impl OverlayWorld {
             BERTH_DEV,
             "--vtep-mac",
             &n.vtep_mac,
+            "--state-dir",
+            &state_dir.display().to_string(),
             "--poll-ms",
             "50",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
         let agent = AgentProc::start(&n.ns, &self.bed.bpffs_root(), self.bed.scratch(), &args)?;
         let node = self.node_mut(i);
         node.agent = Some(agent);
@@ -336,9 +347,10 @@ impl OverlayWorld {
         Ok(())
     }
 
-    /// Undoes any mode of node `i`: kills its agent and removes its pins (`berth-agent cleanup`, which
-    /// detaches its programs), deletes berth.1 and flannel.1 (their routes, neighbour and FDB entries
-    /// go with them) and the plain routes via eth0. The pods and their /32 routes stay.
+    /// Undoes any mode of node `i`: kills its agent and runs `berth-agent cleanup` in the node's
+    /// namespace (removes its pins, which detaches its programs, and its masquerade table), deletes
+    /// berth.1 and flannel.1 (their routes, neighbour and FDB entries go with them) and the plain
+    /// routes via eth0. The pods and their /32 routes stay.
     pub fn reset_node(&mut self, i: u8) -> Result<(), BedError> {
         let bpffs = self.bed.bpffs_root();
         let node = self.node_mut(i);
@@ -346,7 +358,7 @@ impl OverlayWorld {
             agent.kill();
         }
         let out = Command::new(workspace_bin("berth-agent"))
-            .arg("--bpffs-root")
+            .args(["--netns", &node.ns.name, "--bpffs-root"])
             .arg(&bpffs)
             .args(["cleanup", "--node", &node.name])
             .output()
