@@ -4,9 +4,12 @@
 //!   Services, for established flows, new flows and packets that are not for a Service.
 //! - [`compare`]: berth against kube-proxy's iptables and nftables modes on the same namespaces and
 //!   servers: new-connection rate, request latency, time to program all Services.
+//! - [`overlay`]: berth's eBPF overlay against flannel-style kernel VXLAN and plain routing between two
+//!   nodes, and berth on one node against veth + host routing: throughput, round trips, connection rate.
 
 pub mod compare;
 pub mod kube_proxy;
+pub mod overlay;
 pub mod packets;
 pub mod prog_cost;
 pub mod report;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use std::time::Duration;
 
-use berth_bench::{compare, prog_cost, report};
+use berth_bench::{compare, overlay, prog_cost, report};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -11,7 +11,7 @@ struct Cli {
     /// Short pass with small sizes (CI); results go to target/bench-smoke/.
     #[arg(long)]
     smoke: bool,
-    /// Only these benchmarks (prog, compare); default all.
+    /// Only these benchmarks (prog, compare, overlay); default all.
     #[arg(long)]
     only: Vec<String>,
     /// Override the Service counts of the comparison.
@@ -71,6 +71,32 @@ fn main() -> Result<()> {
             cli.smoke,
             "service-lb-compare.md",
             "## berth Service LB side by side with kube-proxy (iptables and nftables modes)\n\nCommand: `cargo xtask bench` (compare).",
+            &tables,
+        )?;
+    }
+    if want("overlay") {
+        let cfg = if cli.smoke {
+            overlay::OverlayConfig {
+                iperf_secs: 1,
+                rtt_count: 300,
+                load_duration: Duration::from_millis(500),
+                threads: 2,
+                rounds: 1,
+            }
+        } else {
+            overlay::OverlayConfig {
+                iperf_secs: 5,
+                rtt_count: 5000,
+                load_duration: Duration::from_secs(3),
+                threads: 2,
+                rounds: 3,
+            }
+        };
+        let tables = overlay::run(&cfg)?;
+        report::write(
+            cli.smoke,
+            "overlay.md",
+            "## berth pod network: the eBPF overlay beside flannel-style kernel VXLAN and plain routing\n\nCommand: `cargo xtask bench` (overlay).",
             &tables,
         )?;
     }
