@@ -156,6 +156,7 @@ pub fn conntrack(maps: &LbMaps) -> String {
         (counter::ERRORS, "errors"),
         (counter::LOCAL_DELIVERED, "local_delivered"),
         (counter::OVERLAY_ENCAP, "overlay_encap"),
+        (counter::OVERLAY_DECAP, "overlay_decap"),
     ] {
         let _ = writeln!(out, "counter {name} = {}", maps.counter(index));
     }

@@ -3,12 +3,12 @@
 //!
 //! ```text
 //!   underlay netns: bridge br0 --- p<i> ==veth== eth0 [node n<i>: 192.168.60.<i>/24]
-//!   node n<i>: vp<j> ==veth== eth0 [pod n<i>pod<j>: 10.244.<i>.<10+j>, MTU 1450, server pod-n<i>-<j>]
+//!   node n<i>: vp... ==veth== eth0 [pod n<i>pod<j>: 10.244.<i>.<2+j>, MTU 1450, server pod-n<i>-<j>]
 //! ```
 //!
-//! Pods are addressed the way the agent's overlay expects: a /32 route per pod on the node (source the
-//! node's gateway `10.244.<i>.1`, held as a /32 on each pod veth), and in the pod a default route via
-//! that gateway, onlink. How pod traffic leaves the node is the node's mode, set after the world is
+//! Pods are wired by `berth-agent pod-net add` in every mode (the same pods for every data plane): a /32
+//! route per pod on the node (source the node's gateway `10.244.<i>.1`, held as a /32 on each pod
+//! veth), and in the pod its /32 address and a default route via that gateway, onlink. How pod traffic leaves the node is the node's mode, set after the world is
 //! built: [`OverlayWorld::start_berth`], [`OverlayWorld::configure_as_flannel`] or
 //! [`OverlayWorld::configure_plain_routing`]; [`OverlayWorld::reset_node`] undoes any of them, so one
 //! world can carry several data planes in turn.
@@ -158,7 +158,7 @@ impl OverlayWorld {
     /// once every pod's server answers.
     pub fn with_pods(test_name: &str, nodes: usize, pods_per_node: usize) -> Result<OverlayWorld, BedError> {
         assert!((1..=9).contains(&nodes), "1 to 9 nodes");
-        assert!(pods_per_node <= 200, "pod addresses are 10.244.<i>.<10+j>");
+        assert!(pods_per_node <= 200, "pod addresses are 10.244.<i>.<2+j>");
         let mut bed = TestBed::new(test_name);
         let underlay = bed.netns("underlay")?;
         underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
@@ -232,7 +232,7 @@ impl OverlayWorld {
     /// agent's state directory (pod address allocations, `subnet.env`) is in the bed's scratch
     /// directory, never the host's `/var/lib/berth`.
     pub fn start_berth_with(&mut self, i: u8, extra: &[&str]) -> Result<(), BedError> {
-        let state_dir = self.bed.scratch().join(format!("state-n{i}"));
+        let state_dir = state_dir(&self.bed, i);
         let n = self.node(i);
         let mut args: Vec<String> = [
             "--node",
@@ -438,22 +438,57 @@ fn build_node(bed: &mut TestBed, underlay_ns: &Netns, i: u8, pods: usize) -> Res
 
 /// Pod `j` of node `i`: veth `vp<j>` (the agent's `vp*`) to namespace `n<i>pod<j>`, routed as a /32
 /// from the node's gateway address, serving TCP and UDP as `pod-n<i>-<j>`.
+/// The state directory of node `i`'s agent (pod address allocations, `subnet.env`), in the bed's
+/// scratch directory, never the host's `/var/lib/berth`.
+pub fn state_dir(bed: &TestBed, i: u8) -> PathBuf {
+    bed.scratch().join(format!("state-n{i}"))
+}
+
+/// Pod `j` of node `i`, wired by `berth-agent pod-net add` (the node's pod network as the agent wires
+/// it: an address from the node's pod CIDR, a routed veth pair `vp...` with the gateway `.1`), so a
+/// berth node delivers into it directly; the baselines route to the same veth. The node's
+/// `subnet.env` is written first, as the agent would write it.
 fn add_pod(bed: &mut TestBed, node: &Netns, i: u8, j: usize) -> Result<OverlayPod, BedError> {
     let ns = bed.netns(&format!("n{i}pod{j}"))?;
-    let ip = Ipv4Addr::new(10, 244, i, 10 + j as u8);
-    let gw = format!("10.244.{i}.1");
-    let host_if = format!("vp{j}");
-    bed.veth(node, &host_if, &ns, "eth0")?;
-    node.ip(&["addr", "add", &format!("{gw}/32"), "dev", &host_if])?;
-    node.ip(&["route", "add", &format!("{ip}/32"), "dev", &host_if, "src", &gw])?;
-    ns.ip(&["link", "set", "eth0", "mtu", &POD_MTU.to_string()])?;
-    ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-    // Everything goes through the node, the pod's own /24 included (replacing its connected route):
-    // pods are /32 neighbours of the node only, never of each other.
-    let own = format!("10.244.{i}.0/24");
-    for dst in ["default", "10.244.0.0/16", own.as_str()] {
-        ns.ip(&["route", "replace", dst, "via", &gw, "dev", "eth0", "onlink"])?;
+    let state = state_dir(bed, i);
+    let io = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| BedError::Io { path, source }
+    };
+    std::fs::create_dir_all(&state).map_err(io(&state))?;
+    let subnet = state.join("subnet.env");
+    if !subnet.exists() {
+        let text = format!(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.{i}.1/24\nFLANNEL_MTU={POD_MTU}\nFLANNEL_IPMASQ=false\n"
+        );
+        std::fs::write(&subnet, text).map_err(io(&subnet))?;
     }
+    let pod = format!("default/pod-n{i}-{j}");
+    let out = Command::new(workspace_bin("berth-agent"))
+        .args(["--netns", &node.name, "pod-net", "add", "--state-dir"])
+        .arg(&state)
+        .args(["--pod", &pod, "--pod-netns", &ns.name])
+        .output()
+        .map_err(|source| BedError::Spawn {
+            cmd: "berth-agent pod-net add".into(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |key: &str| {
+        text.split(&format!("\"{key}\":\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_owned)
+    };
+    let (Some(ip), Some(host_if)) = (
+        field("ip").and_then(|a| a.parse::<Ipv4Addr>().ok()),
+        field("host_if"),
+    ) else {
+        return Err(BedError::Command {
+            cmd: format!("berth-agent pod-net add --pod {pod}"),
+            stderr: format!("{text}{}", String::from_utf8_lossy(&out.stderr)),
+        });
+    };
     let id = format!("pod-n{i}-{j}");
     let mut serve = ns.command(&workspace_bin("berth-probe"));
     serve.args([

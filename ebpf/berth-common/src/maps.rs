@@ -376,8 +376,10 @@ pub mod counter {
     pub const LOCAL_DELIVERED: u32 = 5;
     /// Packets handed to the VXLAN device for a remote node's pod.
     pub const OVERLAY_ENCAP: u32 = 6;
+    /// VXLAN packets for local pods decapsulated in eBPF at the uplink.
+    pub const OVERLAY_DECAP: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 #[cfg(feature = "user")]

@@ -9,11 +9,12 @@
 //! The shared pieces: [`maps`] (every map, by the names in `berth_common::names`), [`packet`] (bounds-
 //! checked parsing with direct packet access), [`select`] (backend choice: affinity, Maglev, random),
 //! [`nat`] (checksum-correct header rewrites), [`reject`] (TCP reset / ICMP unreachable replies),
-//! [`forward`] (next hop after translation), [`local`] (delivery into this node's pods), [`overlay`]
+//! [`decap`] (VXLAN decapsulation for local pods), [`forward`] (next hop after translation), [`local`] (delivery into this node's pods), [`overlay`]
 //! (VXLAN encapsulation towards other nodes' pods).
 #![no_std]
 #![no_main]
 
+mod decap;
 mod forward;
 mod local;
 mod maps;

@@ -16,6 +16,9 @@ use crate::{
     maps::{CONFIG, OVERLAY, count},
 };
 
+/// `BPF_F_ZERO_CSUM_TX`: no outer UDP checksum, as flannel's VXLAN devices send (the inner packet
+/// carries its own checksums; VXLAN over IPv4 allows a zero UDP checksum).
+const BPF_F_ZERO_CSUM_TX: u64 = 1 << 1;
 /// Outer TTL of VXLAN packets.
 const TUNNEL_TTL: u8 = 64;
 
@@ -38,7 +41,7 @@ pub fn to_remote_pod(ctx: &TcContext, daddr: u32) -> Option<i32> {
             ctx.skb.skb,
             &mut key,
             core::mem::size_of::<bpf_tunnel_key>() as u32,
-            0,
+            BPF_F_ZERO_CSUM_TX,
         ) != 0
         {
             return None;

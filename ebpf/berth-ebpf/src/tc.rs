@@ -22,7 +22,7 @@ use berth_common::{
 };
 
 use crate::{
-    forward, local,
+    decap, forward, local,
     maps::{CONFIG, CONNTRACK, SERVICES, count},
     nat::{self, Rewrite},
     overlay,
@@ -46,6 +46,8 @@ pub fn berth_from_pod(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn berth_from_uplink(ctx: TcContext) -> i32 {
+    // Overlay traffic for a local pod is decapsulated here and then treated like a pod's packet.
+    decap::vxlan_to_local_pod(&ctx);
     balance(&ctx)
 }
 
