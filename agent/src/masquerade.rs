@@ -26,10 +26,29 @@ pub enum MasqueradeError {
 }
 
 /// The ruleset: from this node's pods to anything outside the cluster's pod network (and not
-/// multicast), masquerade with random ports.
+/// multicast), masquerade with random ports. A NAT rule makes netfilter track every flow through the
+/// node; the overlay's own VXLAN packets (UDP 8472, both directions) are exempt (`notrack`): tracking
+/// them buys nothing and costs a conntrack lookup per packet.
 pub fn ruleset(node: PodCidr, cluster: PodCidr) -> String {
+    let port = crate::datapath::overlay::VXLAN_PORT;
     format!(
-        "table ip {TABLE} {{}}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {node} ip daddr != {cluster} ip daddr != 224.0.0.0/4 masquerade fully-random\n  }}\n}}\n"
+        "table ip {TABLE} {{}}
+delete table ip {TABLE}
+table ip {TABLE} {{
+  chain raw-prerouting {{
+    type filter hook prerouting priority raw; policy accept;
+    udp dport {port} notrack
+  }}
+  chain raw-output {{
+    type filter hook output priority raw; policy accept;
+    udp dport {port} notrack
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {node} ip daddr != {cluster} ip daddr != 224.0.0.0/4 masquerade fully-random
+  }}
+}}
+"
     )
 }
 
