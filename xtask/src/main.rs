@@ -27,7 +27,7 @@ enum Task {
     Setup,
     /// Build the eBPF programs into target/berth-ebpf/berth.bpf.o.
     BuildEbpf,
-    /// Run the demo: a test bed of namespaces, a Service, requests spread over its backends.
+    /// Run the demo: a three-node cluster of namespaces, a Service spread over it, traffic through it.
     Demo,
     /// Run every test (setup and build-ebpf first).
     Test {

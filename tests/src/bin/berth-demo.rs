@@ -1,16 +1,23 @@
-//! `cargo xtask demo`: berth's main job as far as it exists. Builds a small world of network
-//! namespaces (a node, four pods, an outside client), starts `berth-agent` on the node, programs a
-//! Service from a manifest, and shows requests spread over its backends through every path: socket LB,
-//! per-packet TC, NodePort from outside. Everything is removed at the end.
+//! `cargo xtask demo`: berth's main job as far as it exists. Builds a local three-node cluster of
+//! network namespaces on one underlay bridge, with two pods per node wired by `berth-agent pod-net add`,
+//! starts `berth-agent` on every node (the eBPF VXLAN overlay, flannel-compatible; each node publishes
+//! its own Node object into a manifests directory the nodes share, standing in for the API server),
+//! then deploys a demo workload: a Service whose backends are spread over the three nodes. It shows
+//! pod-to-pod traffic across nodes, the Service balanced across nodes from a pod and through a NodePort
+//! from outside, and what the data plane holds. Everything is removed at the end.
 
-use std::{collections::BTreeMap, net::SocketAddr, process::Command};
+use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use anyhow::{Context, Result};
 use berth_tests::{
-    lbworld::{Ep, LbWorld, NODE_IP, NODE_NAME, TCP_PORT, UDP_PORT, service_yaml, slice_yaml},
+    agent::AgentProc,
+    lbworld::{Ep, service_yaml, slice_yaml},
+    overlayworld::{OverlayWorld, TCP_PORT, UDP_PORT, probe, state_dir, wait_reachable},
     probe::Attempt,
     workspace_bin,
 };
+
+const NODES: u8 = 3;
 
 fn table(title: &str, attempts: &[Attempt]) {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -31,16 +38,88 @@ fn table(title: &str, attempts: &[Attempt]) {
         attempts.len()
     );
     for (id, n) in counts {
-        println!("  {id:<8} {n:>4}  {}", "#".repeat(n / 4));
+        println!("  {id:<10} {n:>4}  {}", "#".repeat(n / 4));
     }
 }
 
+fn agent_cmd(world: &OverlayWorld, args: &[&str]) -> Result<String> {
+    let out = Command::new(workspace_bin("berth-agent"))
+        .arg("--bpffs-root")
+        .arg(world.bed.bpffs_root())
+        .args(args)
+        .output()
+        .context("running berth-agent")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn main() -> Result<()> {
-    println!("berth demo: building a test bed of network namespaces (node, 4 pods, external client)");
-    let mut world = LbWorld::build("demo", 4).context("building the test bed (run as root)")?;
-    world.start_agent(true, &[]).context("starting berth-agent")?;
-    let ips: Vec<String> = world.pods[..3].iter().map(|p| p.ip.to_string()).collect();
-    let eps: Vec<Ep<'_>> = ips.iter().map(|ip| Ep::ready(ip, NODE_NAME)).collect();
+    println!(
+        "berth demo: a {NODES}-node cluster in network namespaces (underlay bridge, 2 pods per node, an outside client)"
+    );
+    let mut world = OverlayWorld::with_pods("demo", usize::from(NODES), 2)
+        .context("building the cluster (run as root)")?;
+    let cluster = world.bed.scratch().join("cluster");
+    std::fs::create_dir_all(&cluster)?;
+    let bpffs = world.bed.bpffs_root();
+    let scratch = world.bed.scratch().to_path_buf();
+    for i in 1..=NODES {
+        let state = state_dir(&world.bed, i);
+        let n = &mut world.nodes[usize::from(i) - 1];
+        let args: Vec<String> = [
+            "--node",
+            &n.name,
+            "--node-ip",
+            &n.underlay.to_string(),
+            "--manifests",
+            &cluster.display().to_string(),
+            "--uplink",
+            "eth0",
+            "--pod-interfaces",
+            "vp*",
+            "--overlay-dev",
+            "berth.1",
+            "--pod-cidr",
+            &n.pod_cidr(),
+            "--register-node",
+            "--state-dir",
+            &state.display().to_string(),
+            "--poll-ms",
+            "100",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut agent = AgentProc::start(&n.ns, &bpffs, &scratch, &args).context("starting berth-agent")?;
+        agent.wait_frontends(0, 0, Duration::from_secs(10));
+        println!(
+            "  {} up: pod CIDR {}, node address {}",
+            n.name,
+            n.pod_cidr(),
+            n.underlay
+        );
+        n.agent = Some(agent);
+    }
+    let published: Vec<String> = std::fs::read_dir(&cluster)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    println!("Node objects the agents published (flannel annotations, real VTEP MACs): {published:?}");
+
+    let (a, b) = (world.pod(1, 0).clone(), world.pod(3, 1).clone());
+    wait_reachable(&a.ns, &b, Duration::from_secs(10)).context("pods across nodes")?;
+    table(
+        &format!(
+            "pod {} (node1) -> pod {} (node3) over the eBPF VXLAN overlay",
+            a.ip, b.ip
+        ),
+        &probe(&a.ns, &["tcp", &b.tcp().to_string(), "--count", "50"])?,
+    );
+
+    // The demo workload: one backend pod on each node.
+    let backends: Vec<(String, String)> = (1..=NODES)
+        .map(|i| (world.pod(i, 1).ip.to_string(), format!("node{i}")))
+        .collect();
+    let eps: Vec<Ep<'_>> = backends.iter().map(|(ip, node)| Ep::ready(ip, node)).collect();
     let manifest = format!(
         "{}---\n{}",
         service_yaml(
@@ -59,50 +138,53 @@ fn main() -> Result<()> {
             &[("http", TCP_PORT, "TCP"), ("dns", UDP_PORT, "UDP")]
         )
     );
-    println!("\nmanifest written to the agent's --manifests directory:\n{manifest}");
-    world.apply("web.yaml", &manifest, 3);
-
-    let list = Command::new(workspace_bin("berth-agent"))
-        .arg("--bpffs-root")
-        .arg(world.bed.bpffs_root())
-        .args(["lb", "list", "--node", NODE_NAME])
-        .output()?;
-    println!("berth-agent lb list:\n{}", String::from_utf8_lossy(&list.stdout));
-
-    let svc: SocketAddr = "10.96.0.10:80".parse()?;
-    table(
-        "pod3 -> 10.96.0.10:80, socket LB (connect() rewritten, no per-packet NAT)",
-        &world.tcp_from_pod(3, svc, 300, true),
+    println!("\nService and EndpointSlice written to the shared manifests directory:\n{manifest}");
+    let tmp = cluster.join(".web.yaml.tmp");
+    std::fs::write(&tmp, &manifest)?;
+    std::fs::rename(&tmp, cluster.join("web.yaml"))?;
+    for n in &mut world.nodes {
+        if let Some(agent) = n.agent.as_mut() {
+            agent.wait_frontends(3, 0, Duration::from_secs(10));
+        }
+    }
+    println!(
+        "berth-agent lb list --node node1:\n{}",
+        agent_cmd(&world, &["lb", "list", "--node", "node1"])?
     );
-    table(
-        "pod3 -> 10.96.0.10:80, per-packet TC path (client outside the node's cgroup)",
-        &world.tcp_from_pod(3, svc, 300, false),
-    );
-    let np = format!("{NODE_IP}:30080");
-    table(
-        &format!("external client -> NodePort {np}"),
-        &world.probe(&world.ext, None, &["tcp", &np, "--count", "300"]),
-    );
-    let dns = world.probe(
-        &world.pods[3].ns,
-        None,
-        &["udp", "10.96.0.10:53", "--count", "100"],
-    );
-    table(
-        "pod3 -> 10.96.0.10:53/UDP (replies arrive from the Service address)",
-        &dns,
+    println!(
+        "berth-agent lb pods --node node1:\n{}",
+        agent_cmd(&world, &["lb", "pods", "--node", "node1"])?
     );
 
-    let ct = Command::new(workspace_bin("berth-agent"))
-        .arg("--bpffs-root")
-        .arg(world.bed.bpffs_root())
-        .args(["lb", "ct", "--node", NODE_NAME])
-        .output()?;
-    let text = String::from_utf8_lossy(&ct.stdout);
-    println!("\nberth-agent lb ct (last lines):");
-    for line in text.lines().rev().take(7).collect::<Vec<_>>().into_iter().rev() {
+    let client = world.pod(1, 0).clone();
+    table(
+        "pod on node1 -> 10.96.0.10:80 (ClusterIP, backends on all three nodes)",
+        &probe(&client.ns, &["tcp", "10.96.0.10:80", "--count", "300"])?,
+    );
+    table(
+        "pod on node1 -> 10.96.0.10:53/UDP (replies from the Service address)",
+        &probe(&client.ns, &["udp", "10.96.0.10:53", "--count", "100"])?,
+    );
+    let ext = world.bed.netns("ext")?;
+    world.bed.veth(&ext, "eth0", &world.underlay, "pext")?;
+    world.underlay.ip(&["link", "set", "pext", "master", "br0"])?;
+    ext.ip(&["addr", "add", "192.168.60.100/24", "dev", "eth0"])?;
+    table(
+        "outside client -> NodePort 192.168.60.2:30080 (SNAT to node2, backends anywhere)",
+        &probe(&ext, &["tcp", "192.168.60.2:30080", "--count", "300"])?,
+    );
+    let bulk = probe(&a.ns, &["bulk", &b.tcp().to_string(), "--bytes", "16777216"])?;
+    if let Some(Attempt::Ok { micros, .. }) = bulk.first() {
+        println!(
+            "\n16 MiB up and 16 MiB down between nodes, byte-exact: {:.1} ms",
+            *micros as f64 / 1000.0
+        );
+    }
+    let ct = agent_cmd(&world, &["lb", "ct", "--node", "node1"])?;
+    println!("\nberth-agent lb ct --node node1 (counters):");
+    for line in ct.lines().filter(|l| l.starts_with("counter")) {
         println!("  {line}");
     }
-    println!("\ndone; removing the test bed");
+    println!("\ndone; removing the cluster");
     Ok(())
 }
