@@ -311,17 +311,7 @@ fn add_pod(bed: &mut TestBed, node: &Netns, i: usize) -> Result<Pod, BedError> {
         "onlink",
     ])?;
     let id = format!("pod{i}");
-    let mut cmd = ns.command(&workspace_bin("berth-probe"));
-    cmd.args([
-        "serve",
-        "--id",
-        &id,
-        "--tcp",
-        &TCP_PORT.to_string(),
-        "--udp",
-        &UDP_PORT.to_string(),
-    ]);
-    bed.spawn(cmd, &format!("server {id}"))?;
+    bed.serve(&ns, &id, TCP_PORT, UDP_PORT)?;
     Ok(Pod { ns, ip, host_if, id })
 }
 

@@ -15,7 +15,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -107,21 +107,9 @@ pub fn node_yaml(name: &str, index: u8, underlay: Ipv4Addr, vtep_mac: &str) -> S
 
 /// Runs `berth-probe --netns NS ARGS` and parses its lines (servers and clients of the test bed).
 pub fn probe(from: &Netns, args: &[&str]) -> Result<Vec<Attempt>, BedError> {
-    let cmd = format!("berth-probe --netns {} {}", from.name, args.join(" "));
-    let out = Command::new(workspace_bin("berth-probe"))
-        .args(["--netns", &from.name])
-        .args(args)
-        .output()
-        .map_err(|source| BedError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(BedError::Command {
-            cmd,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
+    let mut full = vec!["--netns", from.name.as_str()];
+    full.extend_from_slice(args);
+    let out = crate::testbed::run(&workspace_bin("berth-probe").to_string_lossy(), &full)?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(Attempt::parse)
@@ -232,7 +220,38 @@ impl OverlayWorld {
     /// agent's state directory (pod address allocations, `subnet.env`) is in the bed's scratch
     /// directory, never the host's `/var/lib/berth`.
     pub fn start_berth_with(&mut self, i: u8, extra: &[&str]) -> Result<(), BedError> {
-        let state_dir = state_dir(&self.bed, i);
+        let n = self.node(i);
+        let (manifests, mac) = (n.manifests.clone(), n.vtep_mac.clone());
+        let mut args = vec!["--vtep-mac", mac.as_str()];
+        // Tests poll the manifests fast; `extra` may set its own interval (the benchmark uses the
+        // agent's default, since a 50 ms poll measurably disturbs a 2-CPU machine's throughput).
+        if !extra.contains(&"--poll-ms") {
+            args.extend(["--poll-ms", "50"]);
+        }
+        args.extend_from_slice(extra);
+        self.launch_berth(i, &manifests, &args)
+    }
+
+    /// Starts `berth-agent` on node `i` as a member of a cluster whose shared manifests directory is
+    /// `cluster` (standing in for the API server): the agent registers its own Node object there (pod
+    /// CIDR, InternalIP, flannel's annotations with its VXLAN device's real MAC, none given) and learns
+    /// its peers from the other nodes' objects. Waits for its first sync.
+    pub fn start_berth_registered(&mut self, i: u8, cluster: &Path, poll_ms: u32) -> Result<(), BedError> {
+        let (cidr, poll) = (self.node(i).pod_cidr(), poll_ms.to_string());
+        let args = [
+            "--pod-cidr",
+            cidr.as_str(),
+            "--register-node",
+            "--poll-ms",
+            poll.as_str(),
+        ];
+        self.launch_berth(i, cluster, &args)
+    }
+
+    /// The agent of node `i` with the overlay, its pods' veths, its state in the scratch directory, and
+    /// `extra`; waits for its first sync.
+    fn launch_berth(&mut self, i: u8, manifests: &Path, extra: &[&str]) -> Result<(), BedError> {
+        let state = state_dir(&self.bed, i);
         let n = self.node(i);
         let mut args: Vec<String> = [
             "--node",
@@ -240,26 +259,19 @@ impl OverlayWorld {
             "--node-ip",
             &n.underlay.to_string(),
             "--manifests",
-            &n.manifests.display().to_string(),
+            &manifests.display().to_string(),
             "--uplink",
             "eth0",
             "--pod-interfaces",
             "vp*",
             "--overlay-dev",
             BERTH_DEV,
-            "--vtep-mac",
-            &n.vtep_mac,
             "--state-dir",
-            &state_dir.display().to_string(),
+            &state.display().to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        // Tests poll the manifests fast; `extra` may set its own interval (the benchmark uses the
-        // agent's default, since a 50 ms poll measurably disturbs a 2-CPU machine's throughput).
-        if !extra.contains(&"--poll-ms") {
-            args.extend(["--poll-ms".to_string(), "50".to_string()]);
-        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let agent = AgentProc::start(&n.ns, &self.bed.bpffs_root(), self.bed.scratch(), &args)?;
         let node = self.node_mut(i);
@@ -493,16 +505,6 @@ fn add_pod(bed: &mut TestBed, node: &Netns, i: u8, j: usize) -> Result<OverlayPo
         });
     };
     let id = format!("pod-n{i}-{j}");
-    let mut serve = ns.command(&workspace_bin("berth-probe"));
-    serve.args([
-        "serve",
-        "--id",
-        &id,
-        "--tcp",
-        &TCP_PORT.to_string(),
-        "--udp",
-        &UDP_PORT.to_string(),
-    ]);
-    bed.spawn(serve, &format!("server {id}"))?;
+    bed.serve(&ns, &id, TCP_PORT, UDP_PORT)?;
     Ok(OverlayPod { ns, ip, host_if, id })
 }

@@ -243,6 +243,21 @@ impl TestBed {
         Ok(())
     }
 
+    /// Starts `berth-probe serve` in `ns`, answering with `id` on TCP `tcp` and UDP `udp`.
+    pub fn serve(&mut self, ns: &Netns, id: &str, tcp: u16, udp: u16) -> Result<usize, BedError> {
+        let mut cmd = ns.command(&crate::workspace_bin("berth-probe"));
+        cmd.args([
+            "serve",
+            "--id",
+            id,
+            "--tcp",
+            &tcp.to_string(),
+            "--udp",
+            &udp.to_string(),
+        ]);
+        self.spawn(cmd, &format!("server {id}"))
+    }
+
     /// Starts a process the bed kills on drop.
     pub fn spawn(&mut self, mut cmd: Command, what: &str) -> Result<usize, BedError> {
         let child = cmd

@@ -273,38 +273,8 @@ fn nodes_find_each_other_through_the_node_objects_they_publish() {
     // given: each agent publishes whatever MAC its device got.
     let shared = w.bed.scratch().join("cluster");
     std::fs::create_dir_all(&shared).expect("shared dir");
-    let bpffs = w.bed.bpffs_root();
-    let scratch = w.bed.scratch().to_path_buf();
-    for n in &mut w.nodes {
-        let args: Vec<String> = [
-            "--node",
-            &n.name,
-            "--node-ip",
-            &n.underlay.to_string(),
-            "--manifests",
-            &shared.display().to_string(),
-            "--uplink",
-            "eth0",
-            "--pod-interfaces",
-            "vp*",
-            "--overlay-dev",
-            "berth.1",
-            "--pod-cidr",
-            &n.pod_cidr(),
-            "--register-node",
-            "--state-dir",
-            &berth_tests::overlayworld::state_dir(&w.bed, n.index)
-                .display()
-                .to_string(),
-            "--poll-ms",
-            "50",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut agent = berth_tests::agent::AgentProc::start(&n.ns, &bpffs, &scratch, &args).expect("agent");
-        agent.wait_frontends(0, 0, Duration::from_secs(10));
-        n.agent = Some(agent);
+    for i in 1..=2 {
+        w.start_berth_registered(i, &shared, 50).expect("berth");
     }
     let (p1, p2) = (w.pod(1, 0).clone(), w.pod(2, 0).clone());
     wait_reachable(&p1.ns, &p2, Duration::from_secs(10)).expect("node1 -> node2");

@@ -152,6 +152,13 @@ fn probe(from: &Netns, args: &[&str]) -> Vec<Attempt> {
         .collect()
 }
 
+/// Whether two short TCP attempts from `from` to `target` both go unanswered.
+fn unanswered(from: &Netns, target: &str) -> bool {
+    probe(from, &["tcp", target, "--count", "2", "--timeout-ms", "300"])
+        .iter()
+        .all(|a| a.id().is_none())
+}
+
 fn all_from(got: &[Attempt], n: usize, id: &str) -> bool {
     got.len() == n && got.iter().all(|a| a.id() == Some(id))
 }
@@ -217,38 +224,16 @@ fn pods_get_addresses_that_survive_restarts_and_reach_each_other_directly() {
     w.wait_pods(2, &agent);
     let (_d_ns, d_ip) = w.add_pod("d");
     assert_eq!(d_ip.to_string(), "10.244.1.5");
-    let got = probe(
-        &a_ns,
-        &[
-            "tcp",
-            &format!("{b_ip}:8080"),
-            "--count",
-            "2",
-            "--timeout-ms",
-            "300",
-        ],
-    );
     assert!(
-        got.iter().all(|a| a.id().is_none()),
-        "removed pod still answers: {got:?}"
+        unanswered(&a_ns, &format!("{b_ip}:8080")),
+        "removed pod still answers"
     );
 
     // With masquerade off the outside sees pod addresses, and without a route back cannot answer.
     agent.kill();
     let _agent = w.start_agent(false);
-    let got = probe(
-        &a_ns,
-        &[
-            "tcp",
-            &format!("{OUTSIDE_IP}:8080"),
-            "--count",
-            "2",
-            "--timeout-ms",
-            "300",
-        ],
-    );
     assert!(
-        got.iter().all(|a| a.id().is_none()),
-        "egress without masquerade: {got:?}"
+        unanswered(&a_ns, &format!("{OUTSIDE_IP}:8080")),
+        "egress without masquerade was answered"
     );
 }

@@ -10,9 +10,8 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use anyhow::{Context, Result};
 use berth_tests::{
-    agent::AgentProc,
     lbworld::{Ep, service_yaml, slice_yaml},
-    overlayworld::{OverlayWorld, TCP_PORT, UDP_PORT, probe, state_dir, wait_reachable},
+    overlayworld::{OverlayWorld, TCP_PORT, UDP_PORT, probe, wait_reachable},
     probe::Attempt,
     workspace_bin,
 };
@@ -60,44 +59,17 @@ fn main() -> Result<()> {
         .context("building the cluster (run as root)")?;
     let cluster = world.bed.scratch().join("cluster");
     std::fs::create_dir_all(&cluster)?;
-    let bpffs = world.bed.bpffs_root();
-    let scratch = world.bed.scratch().to_path_buf();
     for i in 1..=NODES {
-        let state = state_dir(&world.bed, i);
-        let n = &mut world.nodes[usize::from(i) - 1];
-        let args: Vec<String> = [
-            "--node",
-            &n.name,
-            "--node-ip",
-            &n.underlay.to_string(),
-            "--manifests",
-            &cluster.display().to_string(),
-            "--uplink",
-            "eth0",
-            "--pod-interfaces",
-            "vp*",
-            "--overlay-dev",
-            "berth.1",
-            "--pod-cidr",
-            &n.pod_cidr(),
-            "--register-node",
-            "--state-dir",
-            &state.display().to_string(),
-            "--poll-ms",
-            "100",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut agent = AgentProc::start(&n.ns, &bpffs, &scratch, &args).context("starting berth-agent")?;
-        agent.wait_frontends(0, 0, Duration::from_secs(10));
+        world
+            .start_berth_registered(i, &cluster, 100)
+            .context("starting berth-agent")?;
+        let n = world.node(i);
         println!(
             "  {} up: pod CIDR {}, node address {}",
             n.name,
             n.pod_cidr(),
             n.underlay
         );
-        n.agent = Some(agent);
     }
     let published: Vec<String> = std::fs::read_dir(&cluster)?
         .flatten()
