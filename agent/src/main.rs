@@ -134,7 +134,8 @@ struct RunArgs {
     /// Idle timeout of UDP flows, in seconds.
     #[arg(long, default_value_t = 60)]
     ct_udp_timeout_secs: u64,
-    /// Create and use this collect-metadata VXLAN device (on --uplink) for the pod network between nodes.
+    /// Create this VXLAN device (on --uplink, VNI 1, UDP 8472) and carry the pod network between nodes
+    /// over VXLAN, encapsulated by the eBPF programs.
     #[arg(long)]
     overlay_dev: Option<String>,
     /// MAC of the VXLAN device (its VTEP MAC); kernel-chosen when absent.

@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use berth_tests::{
-    overlayworld::{BERTH_DEV, FLANNEL_DEV, OverlayPod, OverlayWorld, probe, wait_reachable},
+    overlayworld::{FLANNEL_DEV, OverlayPod, OverlayWorld, probe, wait_reachable},
     probe::{Attempt, LoadSummary},
     testbed::{Netns, Proc},
     workspace_bin,
@@ -91,12 +91,27 @@ impl Plane {
         Ok(())
     }
 
-    /// The device cross-node traffic must leave node 1 by (checked by its counters), if any.
-    fn device(self) -> Option<&'static str> {
+    /// Packets node 1 has encapsulated so far, if the plane encapsulates: berth's eBPF counter (its
+    /// programs send without a device), flannel.1's transmit counter.
+    fn encapsulated(self, world: &OverlayWorld) -> Result<Option<u64>> {
         match self {
-            Plane::Berth => Some(BERTH_DEV),
-            Plane::Flannel => Some(FLANNEL_DEV),
-            Plane::Plain => None,
+            Plane::Berth => {
+                let out = Command::new(workspace_bin("berth-agent"))
+                    .arg("--bpffs-root")
+                    .arg(world.bed.bpffs_root())
+                    .args(["lb", "ct", "--node", &world.node(1).name])
+                    .output()
+                    .context("berth-agent lb ct")?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let n = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("counter overlay_encap = "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .context("no overlay_encap counter")?;
+                Ok(Some(n))
+            }
+            Plane::Flannel => Ok(Some(tx_packets(&world.node(1).ns, FLANNEL_DEV)?)),
+            Plane::Plain => Ok(None),
         }
     }
 }
@@ -317,17 +332,14 @@ pub fn run(cfg: &OverlayConfig) -> Result<Vec<Table>> {
             let slot = (round + k) % planes.len();
             let plane = planes[slot];
             plane.configure(&mut world)?;
-            let before = match plane.device() {
-                Some(dev) => Some(tx_packets(&world.node(1).ns, dev)?),
-                None => None,
-            };
+            let before = plane.encapsulated(&world)?;
             let s = measure(&world, &cross, &targets_cross, cfg)
                 .with_context(|| format!("{} across nodes", CROSS[slot]))?;
-            if let (Some(dev), Some(before)) = (plane.device(), before) {
-                let sent = tx_packets(&world.node(1).ns, dev)? - before;
+            if let (Some(after), Some(before)) = (plane.encapsulated(&world)?, before) {
+                let sent = after - before;
                 ensure!(
                     sent > 1000,
-                    "{}: only {sent} packets left node 1 by {dev}",
+                    "{}: only {sent} packets left node 1 encapsulated",
                     CROSS[slot]
                 );
             }

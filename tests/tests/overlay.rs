@@ -78,13 +78,16 @@ fn pods_on_two_nodes_reach_each_other_over_the_overlay() {
 
 #[test]
 fn berth_and_flannel_nodes_carry_each_others_pod_traffic() {
-    let mut world = OverlayWorld::new("flanl", 2).expect("world");
-    // node2 is configured exactly as flannel configures a node; the berth node (node1) learns it from
-    // its Node object, as flannel publishes it.
-    world.configure_as_flannel(2).expect("flannel node");
-    world.write_node_manifests(1).expect("nodes manifest");
-    world.start_berth(1).expect("agent");
-    for (from, to) in [(1, 2), (2, 1)] {
+    let mut world = OverlayWorld::new("flanl", 3).expect("world");
+    // node3 is configured exactly as flannel configures a node; the berth nodes (node1, node2) learn it
+    // from its Node object, as flannel publishes it, and it reaches them through its per-peer route,
+    // neighbour and FDB entries.
+    world.configure_as_flannel(3).expect("flannel node");
+    for i in 1..=2 {
+        world.write_node_manifests(i).expect("nodes manifest");
+        world.start_berth(i).expect("agent");
+    }
+    for (from, to) in [(1, 3), (3, 1), (2, 3), (3, 2), (1, 2)] {
         let (src, dst) = (world.pod(from, 0), world.pod(to, 0));
         let got = probe(&src.ns, &["tcp", &dst.tcp().to_string(), "--count", "10"]).expect("probe");
         assert!(
@@ -98,6 +101,15 @@ fn berth_and_flannel_nodes_carry_each_others_pod_traffic() {
         assert!(
             got.len() == 5 && got.iter().all(|a| a.id() == Some(dst.id.as_str())),
             "UDP {} -> {}: {got:?}",
+            src.ip,
+            dst.ip
+        );
+        // Bulk data both ways: GSO aggregates from flannel's kernel device decapsulated by berth's
+        // device, and berth's eBPF-encapsulated segments decapsulated by flannel.1.
+        let got = probe(&src.ns, &["bulk", &dst.tcp().to_string(), "--bytes", "4194304"]).expect("bulk");
+        assert!(
+            got.len() == 1 && got[0].id() == Some(dst.id.as_str()),
+            "bulk {} -> {}: {got:?}",
             src.ip,
             dst.ip
         );

@@ -1,5 +1,5 @@
 //! Keeps `BERTH_OVERLAY` (remote pod CIDR -> underlay address, VTEP MAC) equal to the overlay peers,
-//! and creates the node's collect-metadata VXLAN device.
+//! and creates the node's VXLAN device (which only receives: the eBPF programs encapsulate).
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
@@ -39,9 +39,16 @@ pub struct Vtep {
     pub mtu: u32,
 }
 
-/// Creates (if missing) the collect-metadata VXLAN device `name` on `underlay`, UDP 8472, MTU sized
-/// for the underlay, with `mac` when given; brings it up.
+/// Creates (if missing) the node's VXLAN device `name` on `underlay`: VNI 1, UDP 8472, no learning,
+/// MTU sized for the underlay, with `mac` when given; brings it up. It has no per-peer entries and
+/// only ever receives (the eBPF programs encapsulate and send themselves, see
+/// `ebpf/berth-ebpf/src/overlay.rs`): it is the socket on UDP 8472 that decapsulates GSO aggregates.
+/// A collect-metadata device left by an older berth is replaced.
 pub fn ensure_vxlan(name: &str, underlay: &str, mac: Option<[u8; 6]>) -> Result<Vtep, VxlanError> {
+    if ip(&["-d", "link", "show", "dev", name]).is_ok_and(|t| t.contains("vxlan external")) {
+        ip(&["link", "del", name])?;
+        info!(device = name, "replacing a collect-metadata VXLAN device");
+    }
     if ip(&["link", "show", "dev", name]).is_err() {
         let mtu_text = ip(&["-o", "link", "show", "dev", underlay])?;
         let underlay_mtu: u32 = link_field(&mtu_text, "mtu")
@@ -59,11 +66,13 @@ pub fn ensure_vxlan(name: &str, underlay: &str, mac: Option<[u8; 6]>) -> Result<
             mtu.as_str(),
             "type",
             "vxlan",
-            "external",
+            "id",
+            "1",
             "dstport",
             port.as_str(),
             "dev",
             underlay,
+            "nolearning",
         ]);
         ip(&args)?;
         info!(device = name, underlay, mtu = %mtu, "created the VXLAN device");

@@ -318,7 +318,8 @@ pub struct NodeConfig {
     pub snat_port_min: u16,
     /// Last port of the SNAT range, host order.
     pub snat_port_max: u16,
-    /// ifindex of the node's collect-metadata VXLAN device (0: no overlay).
+    /// ifindex of the node's VXLAN device (0: no overlay). The device only receives; the programs
+    /// encapsulate themselves.
     pub vtep_ifindex: u32,
     /// MAC of that device: the source of inner frames.
     pub vtep_mac: [u8; 6],

@@ -87,7 +87,7 @@ pub fn redirect(
         }
         return local::deliver(ctx, &ep).unwrap_or(TC_ACT_OK as i32);
     }
-    // A translated packet for a remote node's pod goes into the overlay (not cached: the tunnel key is
+    // A translated packet for a remote node's pod goes into the overlay (not cached: the outer header is
     // set per packet).
     if let Some(verdict) = overlay::to_remote_pod(ctx, daddr) {
         return verdict;

@@ -1,11 +1,26 @@
-//! The pod network between nodes: a packet for a remote node's pod CIDR is handed to the node's one
-//! collect-metadata VXLAN device with the tunnel key set from eBPF (VNI 1, the remote underlay address),
-//! the inner frame addressed to the remote VTEP's MAC as flannel addresses it. No per-peer kernel state
-//! (neighbour, FDB, route) is needed, as in Cilium's tunnel mode; flannel nodes read the same wire.
+//! The pod network between nodes: a packet for a remote node's pod CIDR is wrapped in VXLAN here, in
+//! eBPF — outer IPv4 and UDP headers, the VXLAN header (VNI 1) and an inner Ethernet header addressed
+//! to the remote VTEP's MAC as flannel addresses it — and sent straight out of the underlay interface.
+//! No per-peer kernel state (neighbour, FDB, route) exists, as in Cilium's tunnel mode; flannel nodes
+//! read the same wire.
+//!
+//! Why not a collect-metadata VXLAN device with the tunnel key set from eBPF: its socket's receive
+//! path costs an RCU-freed metadata dst per packet (about a fifth of cross-node TCP throughput here,
+//! see bench/README.md), and a classic device cannot share UDP 8472 with it. So berth transmits
+//! without a device and receives bulk (GSO) traffic through a classic VXLAN device with no per-peer
+//! entries, which only ever receives; smaller packets are decapsulated in eBPF (`decap.rs`).
+//!
+//! `bpf_skb_adjust_room` with the encapsulation flags marks GSO packets as UDP tunnel packets, so they
+//! stay aggregated until a device segments them, as the kernel's own VXLAN driver does.
 
 use aya_ebpf::{
-    bindings::bpf_tunnel_key,
-    helpers::{bpf_redirect, bpf_skb_set_tunnel_key},
+    EbpfContext,
+    bindings::{
+        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams,
+    },
+    helpers::{bpf_fib_lookup, bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_redirect, bpf_redirect_neigh},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
@@ -14,43 +29,124 @@ use berth_common::{OVERLAY_VNI, counter};
 use crate::{
     forward::rewrite_l2,
     maps::{CONFIG, OVERLAY, count},
+    packet::ETH_HLEN,
 };
 
-/// `BPF_F_ZERO_CSUM_TX`: no outer UDP checksum, as flannel's VXLAN devices send (the inner packet
-/// carries its own checksums; VXLAN over IPv4 allows a zero UDP checksum).
-const BPF_F_ZERO_CSUM_TX: u64 = 1 << 1;
-/// Outer TTL of VXLAN packets.
+/// VXLAN's UDP port (flannel's).
+const VXLAN_PORT: u16 = 8472;
+/// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+const ENCAP_LEN: usize = 50;
+/// Outer TTL.
 const TUNNEL_TTL: u8 = 64;
+/// Source ports of the outer UDP header, chosen by the inner flow's hash (the kernel VXLAN driver's
+/// default range), so the underlay can spread flows.
+const SPORT_MIN: u32 = 32768;
+const SPORT_RANGE: u32 = 61000 - 32768;
+const AF_INET: u8 = 2;
+/// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: the inner MAC header's length.
+const ENCAP_L2_ETH_LEN: u64 = (ETH_HLEN as u64) << 56;
+
+/// The one's-complement checksum of an IPv4 header.
+#[inline(always)]
+fn ipv4_csum(h: &[u8; 20]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < 20 {
+        sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
 
 /// If `daddr` (network order) is in a remote node's pod CIDR, encapsulates towards that node and
-/// returns the verdict; `None` when the destination is not remote (or there is no overlay).
+/// returns the verdict; `None` when the destination is not remote (or there is no overlay, or the
+/// packet cannot be grown), and the stack takes the packet (its MACs and TTL may have been rewritten).
 #[inline(always)]
 pub fn to_remote_pod(ctx: &TcContext, daddr: u32) -> Option<i32> {
     let cfg = CONFIG.get(0)?;
-    if cfg.vtep_ifindex == 0 {
+    if cfg.vtep_ifindex == 0 || cfg.snat_addr == 0 {
         return None;
     }
-    let peer = OVERLAY.get(Key::new(32, daddr))?;
+    let peer = *OVERLAY.get(Key::new(32, daddr))?;
+    // The underlay's next hop towards the peer, as if this node forwarded a packet to it.
     // SAFETY: zeroed plain-data struct; helper on the program's own skb.
-    unsafe {
-        let mut key: bpf_tunnel_key = core::mem::zeroed();
-        key.tunnel_id = OVERLAY_VNI;
-        key.__bindgen_anon_1.remote_ipv4 = u32::from_be(peer.underlay);
-        key.tunnel_ttl = TUNNEL_TTL;
-        if bpf_skb_set_tunnel_key(
-            ctx.skb.skb,
-            &mut key,
-            core::mem::size_of::<bpf_tunnel_key>() as u32,
-            BPF_F_ZERO_CSUM_TX,
-        ) != 0
-        {
-            return None;
-        }
-    }
-    if !rewrite_l2(ctx, &cfg.vtep_mac, &peer.vtep_mac) {
+    let (rc, fib) = unsafe {
+        let mut p: FibParams = core::mem::zeroed();
+        p.family = AF_INET;
+        p.l4_protocol = 17;
+        p.ifindex = (*ctx.skb.skb).ifindex;
+        p.__bindgen_anon_1.tot_len = 1500;
+        p.__bindgen_anon_3.ipv4_src = cfg.snat_addr;
+        p.__bindgen_anon_4.ipv4_dst = peer.underlay;
+        let rc = bpf_fib_lookup(ctx.as_ptr(), &mut p, core::mem::size_of::<FibParams>() as i32, 0);
+        (rc, p)
+    };
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         return None;
+    }
+    // Inner packet: one routing hop (TTL), inner frame MACs are written below; the outer MACs now.
+    if !rewrite_l2(ctx, &fib.smac, &fib.dmac) {
+        return None;
+    }
+    let start = ctx.data();
+    if start + ETH_HLEN + 20 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bounds checked above; reads of the inner IPv4 header's TOS byte.
+    let tos = unsafe { *((start + ETH_HLEN + 1) as *const u8) };
+    // SAFETY: helpers on the program's own skb, no arguments.
+    let (hash, id) = unsafe { (bpf_get_hash_recalc(ctx.skb.skb), bpf_get_prandom_u32() as u16) };
+    let flags = BPF_F_ADJ_ROOM_FIXED_GSO as u64
+        | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64
+        | BPF_F_ADJ_ROOM_ENCAP_L4_UDP as u64
+        | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64
+        | ENCAP_L2_ETH_LEN;
+    if ctx
+        .adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags)
+        .is_err()
+    {
+        // Already encapsulated, or not a packet the helper can grow: the stack decides.
+        return None;
+    }
+    let outer_len = (ctx.len() as usize).saturating_sub(ETH_HLEN).min(0xffff) as u16;
+    let mut hdr = [0u8; ENCAP_LEN];
+    // Outer IPv4: no options, no DF (as the kernel VXLAN driver sends by default), random id.
+    hdr[0] = 0x45;
+    hdr[1] = tos;
+    hdr[2..4].copy_from_slice(&outer_len.to_be_bytes());
+    hdr[4..6].copy_from_slice(&id.to_be_bytes());
+    hdr[8] = TUNNEL_TTL;
+    hdr[9] = 17;
+    hdr[12..16].copy_from_slice(&cfg.snat_addr.to_ne_bytes());
+    hdr[16..20].copy_from_slice(&peer.underlay.to_ne_bytes());
+    let mut ip = [0u8; 20];
+    ip.copy_from_slice(&hdr[..20]);
+    hdr[10..12].copy_from_slice(&ipv4_csum(&ip).to_be_bytes());
+    // UDP: zero checksum (allowed over IPv4; flannel's devices and Cilium send none).
+    let sport = (SPORT_MIN + hash % SPORT_RANGE) as u16;
+    hdr[20..22].copy_from_slice(&sport.to_be_bytes());
+    hdr[22..24].copy_from_slice(&VXLAN_PORT.to_be_bytes());
+    hdr[24..26].copy_from_slice(&outer_len.saturating_sub(20).to_be_bytes());
+    // VXLAN: flags (valid VNI), VNI.
+    hdr[28] = 0x08;
+    hdr[32..36].copy_from_slice(&(OVERLAY_VNI << 8).to_be_bytes());
+    // Inner Ethernet: from this node's VTEP to the remote VTEP, as flannel addresses it.
+    hdr[36..42].copy_from_slice(&peer.vtep_mac);
+    hdr[42..48].copy_from_slice(&cfg.vtep_mac);
+    hdr[48..50].copy_from_slice(&0x0800u16.to_be_bytes());
+    if ctx.store(ETH_HLEN, &hdr, 0).is_err() {
+        return Some(TC_ACT_SHOT as i32);
     }
     count(counter::OVERLAY_ENCAP);
-    // SAFETY: plain helper call.
-    Some(unsafe { bpf_redirect(cfg.vtep_ifindex, 0) } as i32)
+    // SAFETY: plain helper calls.
+    Some(unsafe {
+        if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+            bpf_redirect(fib.ifindex, 0)
+        } else {
+            // The underlay neighbour is not resolved yet: the kernel resolves it (outer MACs too).
+            bpf_redirect_neigh(fib.ifindex, core::ptr::null_mut(), 0, 0)
+        }
+    } as i32)
 }
