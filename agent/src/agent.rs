@@ -280,6 +280,12 @@ impl Agent {
             error!(error = %e, "pod egress masquerade not applied");
             return;
         }
+        if let Some(dev) = self.overlay.as_ref().and(self.cfg.overlay_dev.as_deref())
+            && let Err(e) = overlay::route_host_traffic(dev, cidr, self.cfg.cluster_cidr)
+        {
+            error!(error = %e, "the host cannot reach other nodes' pods");
+            return;
+        }
         info!(pod_cidr = %cidr, masquerade = self.cfg.masquerade, "pod network configured");
         self.pod_cidr = Some(cidr);
         self.endpoints_stamp = None;
@@ -384,6 +390,9 @@ pub fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     }
     let endpoints = EndpointProgrammer::restore(programmer.maps());
     let pod_mtu = vtep.map_or(1500, |v| v.mtu);
+    if let (Some(dev), Some(_)) = (&cfg.overlay_dev, vtep) {
+        attach::attach_overlay_egress(&mut ebpf, &pins, dev)?;
+    }
     if let Some(cgroup) = &cfg.cgroup {
         std::fs::create_dir_all(cgroup).map_err(|source| AttachError::Cgroup {
             path: cgroup.clone(),

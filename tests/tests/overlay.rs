@@ -87,6 +87,16 @@ fn berth_and_flannel_nodes_carry_each_others_pod_traffic() {
         world.write_node_manifests(i).expect("nodes manifest");
         world.start_berth(i).expect("agent");
     }
+    // The hosts too: a berth node reaches the flannel node's pod and the other way round.
+    for (from, to) in [(1, 3), (3, 1)] {
+        let dst = world.pod(to, 0);
+        let got = probe(&world.node(from).ns, &["tcp", &dst.tcp().to_string()]).expect("probe");
+        assert!(
+            got.len() == 1 && got[0].id() == Some(dst.id.as_str()),
+            "node{from} (host) -> {}: {got:?}",
+            dst.ip
+        );
+    }
     for (from, to) in [(1, 3), (3, 1), (2, 3), (3, 2), (1, 2)] {
         let (src, dst) = (world.pod(from, 0), world.pod(to, 0));
         let got = probe(&src.ns, &["tcp", &dst.tcp().to_string(), "--count", "10"]).expect("probe");

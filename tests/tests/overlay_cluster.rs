@@ -83,6 +83,19 @@ fn three_nodes_every_pod_reaches_every_pod_with_large_transfers() {
             "node{i} decapsulated nothing in eBPF"
         );
     }
+    // The nodes themselves reach every pod (as with flannel: health checks, hostNetwork pods), from
+    // their VXLAN device's address, and get answers back through the overlay.
+    for n in &w.nodes {
+        for to in &pods {
+            let got = probe(&n.ns, &["tcp", &to.tcp().to_string(), "--count", "1"]).expect("probe");
+            assert!(
+                all_ok(&got, 1, &to.id),
+                "{} (host) -> {}: {got:?}",
+                n.name,
+                to.id
+            );
+        }
+    }
     // Large transfers across nodes, each on a fresh connection: 8 MiB up and down, byte-exact (MTU and
     // checksums right; a black-holed full-size segment would stall and time out).
     for (a, b) in [((1, 0), (2, 1)), ((2, 0), (3, 0)), ((3, 1), (1, 1))] {

@@ -138,39 +138,53 @@ pub fn remove_stale_tc_pins(pins: &PinDir, keep: &[&str]) {
 
 /// Attaches the TC program for `role` at ingress of `iface` and pins the link.
 pub fn attach_tc(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, role: TcRole) -> Result<(), AttachError> {
-    let name = role.program();
-    let prog: &mut SchedClassifier =
-        loader::program(ebpf, name)?
-            .try_into()
-            .map_err(|source| AttachError::Attach {
-                program: name,
-                target: iface.into(),
-                source,
-            })?;
-    let id = prog
-        .attach_with_options(
-            iface,
-            TcAttachType::Ingress,
-            TcAttachOptions::TcxOrder(LinkOrder::first()),
-        )
-        .map_err(|source| AttachError::Attach {
-            program: name,
-            target: iface.into(),
-            source,
-        })?;
-    let link = prog.take_link(id).map_err(|source| AttachError::Attach {
+    attach_classifier(
+        ebpf,
+        role.program(),
+        iface,
+        TcAttachType::Ingress,
+        &tc_link_pin(pins, iface),
+    )
+}
+
+/// Attaches the overlay's egress program to the node's VXLAN device `iface` (pinned as
+/// `links/tc-egress-<iface>`, outside the per-interface ingress bookkeeping: the agent owns the device).
+pub fn attach_overlay_egress(ebpf: &mut Ebpf, pins: &PinDir, iface: &str) -> Result<(), AttachError> {
+    let pin = pins.links().join(format!("tc-egress-{}", escape_ifname(iface)));
+    attach_classifier(
+        ebpf,
+        loader::programs::TO_OVERLAY,
+        iface,
+        TcAttachType::Egress,
+        &pin,
+    )
+}
+
+fn attach_classifier(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    iface: &str,
+    hook: TcAttachType,
+    pin: &Path,
+) -> Result<(), AttachError> {
+    let err = |source| AttachError::Attach {
         program: name,
         target: iface.into(),
         source,
-    })?;
+    };
+    let prog: &mut SchedClassifier = loader::program(ebpf, name)?.try_into().map_err(err)?;
+    let id = prog
+        .attach_with_options(iface, hook, TcAttachOptions::TcxOrder(LinkOrder::first()))
+        .map_err(err)?;
+    let link = prog.take_link(id).map_err(err)?;
     let fd: FdLink = link
         .try_into()
         .map_err(|e: aya::programs::links::LinkError| AttachError::Pin {
-            path: tc_link_pin(pins, iface),
+            path: pin.into(),
             message: e.to_string(),
         })?;
-    replace_pin(fd, &tc_link_pin(pins, iface))?;
-    debug!(iface, program = name, "TC program attached");
+    replace_pin(fd, pin)?;
+    debug!(iface, program = name, ?hook, "TC program attached");
     Ok(())
 }
 

@@ -45,6 +45,8 @@ pub mod programs {
     pub const FROM_POD: &str = "berth_from_pod";
     /// TC ingress of the node's uplink.
     pub const FROM_UPLINK: &str = "berth_from_uplink";
+    /// TC egress of the node's VXLAN device (the host's own traffic to other nodes' pods).
+    pub const TO_OVERLAY: &str = "berth_to_overlay";
     /// Socket LB programs and their cgroup attach points.
     pub const SOCK: [&str; 4] = [
         "berth_connect4",
@@ -90,7 +92,7 @@ pub fn load(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
         .map_max_entries(names::BACKENDS, sizes.backends)
         .map_max_entries(names::CONNTRACK, sizes.conntrack)
         .load(EBPF_OBJECT)?;
-    for name in [programs::FROM_POD, programs::FROM_UPLINK] {
+    for name in [programs::FROM_POD, programs::FROM_UPLINK, programs::TO_OVERLAY] {
         let prog: &mut SchedClassifier = program(&mut ebpf, name)?
             .try_into()
             .map_err(|source| LoadError::Program { name, source })?;

@@ -154,3 +154,24 @@ impl OverlayProgrammer {
         Ok((written, gone.len()))
     }
 }
+
+/// Lets the host itself reach other nodes' pods, as flannel does: the node's VXLAN device holds the
+/// first address of the node's pod CIDR (`.0/32`, flannel's VTEP address, the source of such traffic,
+/// reachable back through the overlay) and one route sends the cluster's pod network to the device.
+/// The device resolves no neighbours (`arp off`): the egress program on it encapsulates every packet
+/// and addresses the inner frame itself. The node's own pods keep their more specific /32 routes.
+pub fn route_host_traffic(dev: &str, node: PodCidr, cluster: PodCidr) -> Result<(), VxlanError> {
+    let vtep_addr = node.network.to_string();
+    ip(&["link", "set", dev, "arp", "off"])?;
+    ip(&["addr", "replace", &format!("{vtep_addr}/32"), "dev", dev])?;
+    ip(&[
+        "route",
+        "replace",
+        &cluster.to_string(),
+        "dev",
+        dev,
+        "src",
+        &vtep_addr,
+    ])?;
+    Ok(())
+}

@@ -51,6 +51,17 @@ pub fn berth_from_uplink(ctx: TcContext) -> i32 {
     balance(&ctx)
 }
 
+/// TC egress of the node's VXLAN device: what the host itself sends to other nodes' pods (routed to the
+/// device by one route for the cluster's pod network) is encapsulated here. The device has no peers of
+/// its own, so anything it cannot carry is dropped.
+#[classifier]
+pub fn berth_to_overlay(ctx: TcContext) -> i32 {
+    match packet::ipv4_addrs(&ctx) {
+        Some((_, daddr)) => overlay::to_remote_pod(&ctx, daddr).unwrap_or(TC_ACT_SHOT as i32),
+        None => TC_ACT_SHOT as i32,
+    }
+}
+
 #[inline(always)]
 fn balance(ctx: &TcContext) -> i32 {
     let Some(flow) = packet::parse(ctx) else {
