@@ -306,3 +306,52 @@ fn restart_with_a_broken_manifest_keeps_its_services() {
         world.lb("list")
     );
 }
+
+#[test]
+fn maps_pinned_with_an_older_layout_are_replaced_when_they_hold_no_state() {
+    let mut world = LbWorld::build("upgrade", 2).expect("world");
+    // What an older berth left: the node configuration with a 20-byte value (before the cluster network
+    // fields) and five counters.
+    let pins = world.bed.bpffs_root().join(berth_tests::lbworld::NODE_NAME);
+    // bpffs as the agent would mount it, if nothing is mounted yet (never a second layer).
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if !mounts.lines().any(|l| l.starts_with("bpf /sys/fs/bpf ")) {
+        berth_tests::testbed::run("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"]).expect("bpffs");
+    }
+    std::fs::create_dir_all(&pins).expect("pin dir");
+    for (name, kind, value, entries) in [
+        ("BERTH_CONFIG", "array", "20", "1"),
+        ("BERTH_COUNTERS", "percpu_array", "8", "5"),
+    ] {
+        let path = pins.join(name);
+        berth_tests::testbed::run(
+            "bpftool",
+            &[
+                "map",
+                "create",
+                &path.display().to_string(),
+                "type",
+                kind,
+                "key",
+                "4",
+                "value",
+                value,
+                "entries",
+                entries,
+                "name",
+                name,
+            ],
+        )
+        .expect("old-layout map");
+    }
+    world.start_agent(false, &[]).expect("agent starts over old pins");
+    let yaml = web_yaml(&world, &[0], "");
+    world.apply("web.yaml", &yaml, 2);
+    let got = world.tcp_from_pod(1, web_target(), 5, false);
+    assert_eq!(counts(&got).get("pod0"), Some(&5), "{got:?}");
+    assert!(
+        world.lb("ct").contains("counter new_flow = 5"),
+        "{}",
+        world.lb("ct")
+    );
+}

@@ -88,12 +88,7 @@ fn three_nodes_every_pod_reaches_every_pod_with_large_transfers() {
     for n in &w.nodes {
         for to in &pods {
             let got = probe(&n.ns, &["tcp", &to.tcp().to_string(), "--count", "1"]).expect("probe");
-            assert!(
-                all_ok(&got, 1, &to.id),
-                "{} (host) -> {}: {got:?}",
-                n.name,
-                to.id
-            );
+            assert!(all_ok(&got, 1, &to.id), "{} (host) -> {}: {got:?}", n.name, to.id);
         }
     }
     // Large transfers across nodes, each on a fresh connection: 8 MiB up and down, byte-exact (MTU and

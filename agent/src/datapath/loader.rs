@@ -7,7 +7,7 @@ use aya::{
 };
 use berth_common::{capacity, names};
 use thiserror::Error;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::PinDir;
 
@@ -86,6 +86,32 @@ pub fn load(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
         path: pins.links(),
         source,
     })?;
+    let ebpf = match load_object(pins, sizes) {
+        Ok(ebpf) => ebpf,
+        Err(first) => {
+            // An older berth may have pinned maps whose layout changed since (aya reuses the pin, and
+            // the verifier refuses programs that read past the old value size). Those that hold no
+            // state worth keeping are replaced; state-bearing maps keep their layout (a change to them
+            // needs new names or a migration), so if loading still fails the first error is reported.
+            let mut replaced = Vec::new();
+            for name in REPLACEABLE_MAPS {
+                if std::fs::remove_file(pins.map(name)).is_ok() {
+                    replaced.push(name);
+                }
+            }
+            if replaced.is_empty() {
+                return Err(first);
+            }
+            warn!(maps = ?replaced, error = %first, "pinned maps did not fit this version; replaced them");
+            load_object(pins, sizes).map_err(|_| first)?
+        }
+    };
+    info!(pins = %pins.path().display(), "eBPF data plane loaded");
+    Ok(ebpf)
+}
+
+/// Creates or reuses the pinned maps and loads (verifies) every program.
+fn load_object(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.path())
         .map_max_entries(names::SERVICES, sizes.service_slots)
@@ -106,9 +132,13 @@ pub fn load(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
         prog.load()
             .map_err(|source| LoadError::Program { name, source })?;
     }
-    info!(pins = %pins.path().display(), "eBPF data plane loaded");
     Ok(ebpf)
 }
+
+/// Maps the agent may drop and recreate when an older version pinned them with another layout: the node
+/// configuration (rewritten at every start), the counters, the local endpoints and the overlay peers
+/// (both rebuilt from the allocation records and Node objects on the first sync).
+const REPLACEABLE_MAPS: [&str; 4] = [names::CONFIG, names::COUNTERS, names::ENDPOINTS, names::OVERLAY];
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
