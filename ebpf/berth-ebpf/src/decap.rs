@@ -28,20 +28,29 @@ const ENCAP_LEN: usize = 20 + 8 + 8 + ETH_HLEN;
 /// VXLAN flags byte: a valid VNI follows.
 const VXLAN_F_VNI: u8 = 0x08;
 
-/// If the packet is VXLAN (VNI 1, to this node's address) carrying an IPv4 packet for a local pod,
-/// strips the encapsulation and returns `true`: the context now holds the inner packet behind an
-/// Ethernet header. `false` leaves the packet untouched.
+/// What the uplink does with an arriving packet.
+pub enum Arrival {
+    /// VXLAN for a local pod, decapsulated: the context holds the inner packet behind an Ethernet header.
+    Decapsulated,
+    /// The overlay's own traffic left to the node's VXLAN device (GSO aggregates, inner destinations
+    /// that are not local pods): nothing for the load balancer to look at.
+    Overlay,
+    /// Anything else.
+    Other,
+}
+
+/// Decapsulates VXLAN (VNI 1, to this node's address) carrying an IPv4 packet for a local pod.
 #[inline(always)]
-pub fn vxlan_to_local_pod(ctx: &TcContext) -> bool {
+pub fn vxlan_to_local_pod(ctx: &TcContext) -> Arrival {
     let start = ctx.data();
     if start + ETH_HLEN + ENCAP_LEN + 20 > ctx.data_end() {
-        return false;
+        return Arrival::Other;
     }
     let Some(cfg) = CONFIG.get(0) else {
-        return false;
+        return Arrival::Other;
     };
     if cfg.vtep_ifindex == 0 || cfg.snat_addr == 0 {
-        return false;
+        return Arrival::Other;
     }
     // SAFETY: every read below is inside the bounds checked above.
     unsafe {
@@ -52,31 +61,31 @@ pub fn vxlan_to_local_pod(ctx: &TcContext) -> bool {
             || *((outer + 6) as *const u16) & 0x3fffu16.to_be() != 0 // fragments
             || ((outer + 16) as *const u32).read_unaligned() != cfg.snat_addr
         {
-            return false;
+            return Arrival::Other;
         }
         let udp = outer + 20;
         if ((udp + 2) as *const u16).read_unaligned() != VXLAN_PORT_BE {
-            return false;
+            return Arrival::Other;
         }
         let vxlan = udp + 8;
         if *(vxlan as *const u8) & VXLAN_F_VNI == 0
             || ((vxlan + 4) as *const u32).read_unaligned() != (OVERLAY_VNI << 8).to_be()
         {
-            return false;
+            return Arrival::Other;
         }
         let inner_eth = vxlan + 8;
         if *((inner_eth + 12) as *const u16) != 0x0800u16.to_be() {
-            return false;
+            return Arrival::Overlay;
         }
         let inner_ip = inner_eth + ETH_HLEN;
         let daddr = ((inner_ip + 16) as *const u32).read_unaligned();
         if local::endpoint(daddr).is_none() || (*ctx.skb.skb).gso_size != 0 {
-            return false;
+            return Arrival::Overlay;
         }
     }
     if ctx.adjust_room(-(ENCAP_LEN as i32), BPF_ADJ_ROOM_MAC, 0).is_err() {
-        return false;
+        return Arrival::Overlay;
     }
     count(counter::OVERLAY_DECAP);
-    true
+    Arrival::Decapsulated
 }

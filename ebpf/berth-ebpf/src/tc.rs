@@ -46,9 +46,12 @@ pub fn berth_from_pod(ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn berth_from_uplink(ctx: TcContext) -> i32 {
-    // Overlay traffic for a local pod is decapsulated here and then treated like a pod's packet.
-    decap::vxlan_to_local_pod(&ctx);
-    balance(&ctx)
+    // Overlay traffic for a local pod is decapsulated here and then treated like a pod's packet; the
+    // rest of the overlay's traffic goes straight to the node's VXLAN device.
+    match decap::vxlan_to_local_pod(&ctx) {
+        decap::Arrival::Overlay => TC_ACT_UNSPEC,
+        decap::Arrival::Decapsulated | decap::Arrival::Other => balance(&ctx),
+    }
 }
 
 /// TC egress of the node's VXLAN device: what the host itself sends to other nodes' pods (routed to the
