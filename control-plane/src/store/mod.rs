@@ -1,0 +1,392 @@
+//! The embedded store: an MVCC key-value store with etcd's semantics (global gapless revisions, per-key
+//! create and modify revisions, compare-and-swap on the modify revision, watch from a revision,
+//! compaction), kept in one SQLite file ([`log`]) with the current state and recent changes in memory.
+//!
+//! Why this shape: the Kubernetes API is defined in terms of etcd's model (resourceVersion is the
+//! revision; optimistic concurrency is compare-and-swap; watches resume from a revision and get
+//! `410 Gone` once it is compacted), so the API server above can be the same whether the store is this
+//! file or etcd. One writer assigns revisions under a lock and appends to the log before it answers,
+//! so every acknowledged write is on disk (`synchronous = FULL`) and revisions have no gaps. Reads of the
+//! current state never touch SQLite; history (lists at an older revision, watches that fell behind the
+//! in-memory ring of recent events) is read from the log.
+//!
+//! Not yet: group commit (several writers' rows in one transaction), the etcd backend.
+
+mod log;
+mod watch;
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use thiserror::Error;
+
+pub use watch::Watcher;
+
+/// Errors of the store. The API server maps them to Kubernetes `Status` answers.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// Create of a key that exists (409 AlreadyExists).
+    #[error("{key} already exists")]
+    AlreadyExists { key: String },
+    /// Update or delete of a key that does not exist (404 NotFound).
+    #[error("{key} not found")]
+    NotFound { key: String },
+    /// Compare-and-swap failed: the key changed since the caller read it (409 Conflict).
+    #[error("{key} was modified: expected revision {expected}, it is at {actual}")]
+    Conflict { key: String, expected: u64, actual: u64 },
+    /// The requested revision's history is compacted away (410 Gone, reason Expired).
+    #[error("revision {requested} is compacted (oldest available {oldest})")]
+    Compacted { requested: u64, oldest: u64 },
+    /// The requested revision does not exist yet.
+    #[error("revision {requested} is newer than the store's {current}")]
+    FutureRevision { requested: u64, current: u64 },
+    /// The SQLite file failed (disk full, corruption, permissions).
+    #[error("store {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// One key's value at a revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    /// Shared: the same bytes serve the current state, watch events and list answers.
+    pub value: Arc<[u8]>,
+    /// Revision that created the key (for this life of it: a key deleted and created again starts anew).
+    pub create_revision: u64,
+    /// Revision of the key's last change: the compare-and-swap token (the object's resourceVersion).
+    pub mod_revision: u64,
+}
+
+/// What a change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change. For a delete, `kv` holds the key's last value with `mod_revision` set to the revision of
+/// the delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    /// The value the change replaced, when known.
+    pub prev: Option<KeyValue>,
+}
+
+/// A page of a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListResult {
+    pub items: Vec<KeyValue>,
+    /// The revision the list reflects.
+    pub revision: u64,
+    /// Whether keys follow the last item (ask again with `start_after` = its key).
+    pub more: bool,
+}
+
+/// How many recent events are kept in memory for watchers.
+pub const DEFAULT_RECENT_EVENTS: usize = 8192;
+
+struct Inner {
+    log: log::Log,
+    current: BTreeMap<String, KeyValue>,
+    revision: u64,
+    compacted: u64,
+    /// Recent events, oldest first, with consecutive revisions.
+    recent: VecDeque<Event>,
+    recent_capacity: usize,
+}
+
+/// The store. Cheap to share (`Arc<Store>`); every method is safe to call from any thread.
+pub struct Store {
+    inner: Mutex<Inner>,
+    notify: tokio::sync::watch::Sender<u64>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in the SQLite file at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, DEFAULT_RECENT_EVENTS)
+    }
+
+    /// [`open`](Self::open), keeping `recent_events` events in memory for watchers.
+    pub fn open_with(path: &Path, recent_events: usize) -> Result<Store, StoreError> {
+        let log = log::Log::open(path)?;
+        let (items, revision, compacted) = log.load()?;
+        let current = items.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        let (notify, _) = tokio::sync::watch::channel(revision);
+        Ok(Store {
+            inner: Mutex::new(Inner {
+                log,
+                current,
+                revision,
+                compacted,
+                recent: VecDeque::new(),
+                recent_capacity: recent_events.max(1),
+            }),
+            notify,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The SQLite file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A writer that panicked left the state as it was before its write (the state is updated only
+        // after the log append succeeded): keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest revision.
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    /// A receiver of the newest revision, for waiting on changes (`changed().await`).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.notify.subscribe()
+    }
+
+    /// The current value of `key`.
+    pub fn get(&self, key: &str) -> Option<KeyValue> {
+        self.lock().current.get(key).cloned()
+    }
+
+    /// Creates `key`; fails if it exists.
+    pub fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
+        let mut inner = self.lock();
+        if inner.current.contains_key(key) {
+            return Err(StoreError::AlreadyExists { key: key.into() });
+        }
+        let revision = inner.revision + 1;
+        let kv = KeyValue {
+            key: key.to_string(),
+            value: value.into(),
+            create_revision: revision,
+            mod_revision: revision,
+        };
+        // A key created again after a delete builds on its tombstone (the log's per-key chain).
+        let prev_revision = inner.log.last_revision_of(key)?;
+        self.commit(&mut inner, kv.clone(), prev_revision, EventKind::Put, None)?;
+        Ok(kv)
+    }
+
+    /// Replaces `key`'s value if its modify revision is `expected` (or unconditionally when `None`).
+    pub fn update(&self, key: &str, value: Vec<u8>, expected: Option<u64>) -> Result<KeyValue, StoreError> {
+        let mut inner = self.lock();
+        let old = inner
+            .current
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound { key: key.into() })?;
+        check(key, &old, expected)?;
+        let kv = KeyValue {
+            key: key.to_string(),
+            value: value.into(),
+            create_revision: old.create_revision,
+            mod_revision: inner.revision + 1,
+        };
+        let prev_revision = old.mod_revision;
+        self.commit(&mut inner, kv.clone(), prev_revision, EventKind::Put, Some(old))?;
+        Ok(kv)
+    }
+
+    /// Deletes `key` if its modify revision is `expected` (or unconditionally when `None`). Returns its
+    /// last value, with `mod_revision` the revision of the delete.
+    pub fn delete(&self, key: &str, expected: Option<u64>) -> Result<KeyValue, StoreError> {
+        let mut inner = self.lock();
+        let old = inner
+            .current
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound { key: key.into() })?;
+        check(key, &old, expected)?;
+        let gone = KeyValue {
+            mod_revision: inner.revision + 1,
+            ..old.clone()
+        };
+        let prev_revision = old.mod_revision;
+        self.commit(
+            &mut inner,
+            gone.clone(),
+            prev_revision,
+            EventKind::Delete,
+            Some(old),
+        )?;
+        Ok(gone)
+    }
+
+    /// Appends one change to the log (durable), then applies it to memory and wakes watchers.
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        kv: KeyValue,
+        prev_revision: u64,
+        kind: EventKind,
+        prev: Option<KeyValue>,
+    ) -> Result<(), StoreError> {
+        let deleted = kind == EventKind::Delete;
+        inner.log.append(&[log::Row {
+            revision: kv.mod_revision,
+            key: &kv.key,
+            create_revision: kv.create_revision,
+            prev_revision,
+            deleted,
+            value: if deleted { &[] } else { &kv.value },
+        }])?;
+        inner.revision = kv.mod_revision;
+        if deleted {
+            inner.current.remove(&kv.key);
+        } else {
+            inner.current.insert(kv.key.clone(), kv.clone());
+        }
+        if inner.recent.len() == inner.recent_capacity {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(Event { kind, kv, prev });
+        self.notify.send_replace(inner.revision);
+        Ok(())
+    }
+
+    /// Keys under `prefix`, in key order, after `start_after`, at most `limit` (0: all), as of `at`
+    /// (`None`: now).
+    pub fn list(
+        &self,
+        prefix: &str,
+        at: Option<u64>,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListResult, StoreError> {
+        let inner = self.lock();
+        let revision = at.unwrap_or(inner.revision);
+        if revision > inner.revision {
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current: inner.revision,
+            });
+        }
+        let mut items: Vec<KeyValue> = if revision == inner.revision {
+            let lower = start_after.unwrap_or(prefix);
+            inner
+                .current
+                .range(lower.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .filter(|(k, _)| start_after.is_none_or(|s| k.as_str() > s))
+                .take(if limit == 0 { usize::MAX } else { limit + 1 })
+                .map(|(_, v)| v.clone())
+                .collect()
+        } else {
+            if revision < inner.compacted {
+                return Err(StoreError::Compacted {
+                    requested: revision,
+                    oldest: inner.compacted,
+                });
+            }
+            inner
+                .log
+                .list_at(prefix, revision)?
+                .into_iter()
+                .filter(|kv| start_after.is_none_or(|s| kv.key.as_str() > s))
+                .take(if limit == 0 { usize::MAX } else { limit + 1 })
+                .collect()
+        };
+        let more = limit != 0 && items.len() > limit;
+        items.truncate(if limit == 0 { items.len() } else { limit });
+        Ok(ListResult {
+            items,
+            revision,
+            more,
+        })
+    }
+
+    /// Watches changes under `prefix` after revision `after` (`Compacted` if that history is gone).
+    pub fn watch(&self, prefix: &str, after: u64) -> Result<Watcher<'_>, StoreError> {
+        let inner = self.lock();
+        if after < inner.compacted {
+            return Err(StoreError::Compacted {
+                requested: after,
+                oldest: inner.compacted,
+            });
+        }
+        if after > inner.revision {
+            return Err(StoreError::FutureRevision {
+                requested: after,
+                current: inner.revision,
+            });
+        }
+        Ok(Watcher::new(self, prefix, after))
+    }
+
+    /// Events under `prefix` after revision `after`, at most `limit` of them, oldest first, and the
+    /// revision up to which the history was scanned (the watcher's next position). Served from the
+    /// in-memory ring when it reaches back that far, else from the log.
+    fn events_after(&self, prefix: &str, after: u64, limit: usize) -> Result<(Vec<Event>, u64), StoreError> {
+        let inner = self.lock();
+        if after < inner.compacted {
+            return Err(StoreError::Compacted {
+                requested: after,
+                oldest: inner.compacted,
+            });
+        }
+        let limit = limit.max(1);
+        let oldest_recent = inner
+            .recent
+            .front()
+            .map_or(inner.revision + 1, |e| e.kv.mod_revision);
+        if after + 1 >= oldest_recent {
+            let mut out = Vec::new();
+            let mut scanned = inner.revision;
+            for e in inner.recent.iter().skip((after + 1 - oldest_recent) as usize) {
+                if out.len() == limit {
+                    scanned = e.kv.mod_revision - 1;
+                    break;
+                }
+                if e.kv.key.starts_with(prefix) {
+                    out.push(e.clone());
+                }
+            }
+            return Ok((out, scanned));
+        }
+        // Behind the ring: read a bounded window of revisions from the log.
+        let upto = after.saturating_add(limit as u64).min(inner.revision);
+        Ok((inner.log.events(prefix, after, upto)?, upto))
+    }
+
+    /// Forgets history up to `revision` (at most the newest revision): lists at older revisions and
+    /// watches from before it get `Compacted`. Returns how many log rows went.
+    pub fn compact(&self, revision: u64) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let target = revision.min(inner.revision);
+        if target <= inner.compacted {
+            return Ok(0);
+        }
+        let removed = inner.log.compact(target)?;
+        inner.compacted = target;
+        Ok(removed)
+    }
+}
+
+fn check(key: &str, current: &KeyValue, expected: Option<u64>) -> Result<(), StoreError> {
+    match expected {
+        Some(e) if e != current.mod_revision => Err(StoreError::Conflict {
+            key: key.into(),
+            expected: e,
+            actual: current.mod_revision,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
