@@ -1,0 +1,264 @@
+//! The Kubernetes API, transport-free: [`Api::handle`] takes a method, path, query, bearer token and
+//! body and returns a [`Reply`] (the server turns it into HTTP). Kept free of sockets so it is tested
+//! directly and the server stays a thin shell.
+//!
+//! Served so far: `/version`, `/healthz`, `/livez`, `/readyz` (without authentication, as the
+//! `system:public-info-viewer` role allows), discovery (`/api`, `/api/v1`, `/apis`), and create / get /
+//! list (with label selectors) / replace / delete of namespaces, configmaps and secrets. Every error is
+//! a `Status`. Watch, patch, OpenAPI and the apps group come next (see `RESEARCH.md`).
+
+pub mod objects;
+pub mod selector;
+pub mod status;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::store::Store;
+pub use status::ApiError;
+
+/// The Kubernetes version the server reports. kubectl's dispatcher on this machine picks the client
+/// binary matching the server's minor version.
+pub const KUBE_MINOR: &str = "33";
+
+/// An answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub code: u16,
+    pub body: Value,
+    /// `text/plain` bodies (health checks) are sent as the string itself.
+    pub plain: bool,
+}
+
+impl Reply {
+    fn json(code: u16, body: Value) -> Self {
+        Reply {
+            code,
+            body,
+            plain: false,
+        }
+    }
+
+    fn text(body: &str) -> Self {
+        Reply {
+            code: 200,
+            body: Value::String(body.into()),
+            plain: true,
+        }
+    }
+
+    fn error(e: ApiError) -> Self {
+        Reply::json(e.code, e.to_json())
+    }
+}
+
+/// The API over a store.
+pub struct Api {
+    store: Arc<Store>,
+    admin_token: String,
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Undoes percent-encoding (query values such as `labelSelector=app%3Dweb`).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Api {
+    pub fn new(store: Arc<Store>, admin_token: String) -> Self {
+        Api { store, admin_token }
+    }
+
+    /// Answers one request. `token` is the bearer token of the `Authorization` header, if any.
+    pub fn handle(&self, method: &str, path: &str, query: &str, token: Option<&str>, body: &[u8]) -> Reply {
+        let path = path.trim_end_matches('/');
+        match (method, path) {
+            ("GET", "/healthz" | "/livez" | "/readyz") => return Reply::text("ok"),
+            ("GET", "/version") => return Reply::json(200, version()),
+            _ => {}
+        }
+        if token != Some(self.admin_token.as_str()) {
+            return Reply::error(ApiError::new(401, "Unauthorized", "Unauthorized"));
+        }
+        match self.route(method, path, query, body) {
+            Ok(reply) => reply,
+            Err(e) => Reply::error(e),
+        }
+    }
+
+    fn route(&self, method: &str, path: &str, query: &str, body: &[u8]) -> Result<Reply, ApiError> {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match segments.as_slice() {
+            ["api"] => Ok(Reply::json(
+                200,
+                json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+            )),
+            ["apis"] => Ok(Reply::json(
+                200,
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+            )),
+            ["api", "v1"] => Ok(Reply::json(200, core_v1_resources())),
+            ["api", "v1", "namespaces", ns, plural] => {
+                self.collection(method, require_namespaced(plural)?, Some(ns), query, body)
+            }
+            ["api", "v1", "namespaces", ns, plural, name] => {
+                self.item(method, require_namespaced(plural)?, Some(ns), name, body)
+            }
+            ["api", "v1", plural] => {
+                let r = objects::resource(plural).ok_or_else(|| unknown(path))?;
+                self.collection(method, r, None, query, body)
+            }
+            ["api", "v1", plural, name] => {
+                let r = objects::resource(plural).ok_or_else(|| unknown(path))?;
+                if r.namespaced {
+                    return Err(unknown(path));
+                }
+                self.item(method, r, None, name, body)
+            }
+            _ => Err(unknown(path)),
+        }
+    }
+
+    fn collection(
+        &self,
+        method: &str,
+        r: &'static objects::Resource,
+        namespace: Option<&str>,
+        query: &str,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
+        match method {
+            "GET" => {
+                if query_param(query, "watch").is_some_and(|v| v == "true" || v == "1") {
+                    return Err(ApiError::method_not_allowed("watch", r.plural));
+                }
+                let selector = query_param(query, "labelSelector")
+                    .map(percent_decode)
+                    .map(|s| selector::LabelSelector::parse(&s))
+                    .transpose()
+                    .map_err(ApiError::bad_request)?
+                    .unwrap_or_default();
+                Ok(Reply::json(
+                    200,
+                    objects::list(&self.store, r, namespace, &selector)?,
+                ))
+            }
+            "POST" => {
+                if namespace.is_none() && r.namespaced {
+                    return Err(ApiError::method_not_allowed("POST", r.plural));
+                }
+                Ok(Reply::json(
+                    201,
+                    objects::create(&self.store, r, namespace, body)?,
+                ))
+            }
+            other => Err(ApiError::method_not_allowed(other, r.plural)),
+        }
+    }
+
+    fn item(
+        &self,
+        method: &str,
+        r: &'static objects::Resource,
+        namespace: Option<&str>,
+        name: &str,
+        body: &[u8],
+    ) -> Result<Reply, ApiError> {
+        match method {
+            "GET" => Ok(Reply::json(200, objects::get(&self.store, r, namespace, name)?)),
+            "PUT" => Ok(Reply::json(
+                200,
+                objects::replace(&self.store, r, namespace, name, body)?,
+            )),
+            "DELETE" => Ok(Reply::json(
+                200,
+                objects::delete(&self.store, r, namespace, name)?,
+            )),
+            other => Err(ApiError::method_not_allowed(other, r.plural)),
+        }
+    }
+}
+
+fn unknown(path: &str) -> ApiError {
+    ApiError::new(
+        404,
+        "NotFound",
+        format!("the server could not find the requested resource ({path})"),
+    )
+}
+
+fn require_namespaced(plural: &str) -> Result<&'static objects::Resource, ApiError> {
+    objects::resource(plural)
+        .filter(|r| r.namespaced)
+        .ok_or_else(|| unknown(plural))
+}
+
+fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": KUBE_MINOR,
+        "gitVersion": format!("v1.{KUBE_MINOR}.0-berth"),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": "linux/amd64"
+    })
+}
+
+fn core_v1_resources() -> Value {
+    let resources: Vec<Value> = objects::CORE_V1
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.plural,
+                "singularName": r.singular,
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": ["create", "delete", "get", "list", "update"],
+                "shortNames": r.short_names,
+            })
+        })
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources})
+}
+
+#[cfg(test)]
+mod tests;

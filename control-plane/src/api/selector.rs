@@ -1,0 +1,104 @@
+//! Label selectors in their string form (`labelSelector=app=web,tier!=db,env,!canary,env in (a,b)`).
+
+use serde_json::Value;
+
+/// One requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    NotExists(String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+}
+
+/// A parsed selector; the empty selector matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelSelector(Vec<Requirement>);
+
+/// Splits at commas that are not inside parentheses.
+fn split_top(s: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+fn set_of(s: &str) -> Result<Vec<String>, String> {
+    let inner = s
+        .trim()
+        .strip_prefix('(')
+        .and_then(|x| x.strip_suffix(')'))
+        .ok_or_else(|| format!("{s:?}: expected a parenthesised set of values"))?;
+    Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
+}
+
+impl LabelSelector {
+    /// Parses the query-string form; a clear message when it is not one.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut reqs = Vec::new();
+        for part in split_top(s).into_iter().map(str::trim).filter(|p| !p.is_empty()) {
+            let req = if let Some((k, v)) = part.split_once("!=") {
+                Requirement::NotEquals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some((k, set)) = part.split_once(" notin ") {
+                Requirement::NotIn(k.trim().into(), set_of(set)?)
+            } else if let Some((k, set)) = part.split_once(" in ") {
+                Requirement::In(k.trim().into(), set_of(set)?)
+            } else if let Some(k) = part.strip_prefix('!') {
+                Requirement::NotExists(k.trim().into())
+            } else if part.contains(char::is_whitespace) || part.contains('(') {
+                return Err(format!("unable to parse requirement {part:?}"));
+            } else {
+                Requirement::Exists(part.into())
+            };
+            reqs.push(req);
+        }
+        Ok(LabelSelector(reqs))
+    }
+
+    /// Whether an object with `labels` (its `metadata.labels`) matches.
+    pub fn matches(&self, labels: Option<&Value>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
+            Requirement::Exists(k) => get(k).is_some(),
+            Requirement::NotExists(k) => get(k).is_none(),
+            Requirement::In(k, set) => get(k).is_some_and(|v| set.iter().any(|s| s == v)),
+            Requirement::NotIn(k, set) => get(k).is_none_or(|v| set.iter().all(|s| s != v)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn equality_set_and_existence() {
+        let labels = json!({"app": "web", "env": "prod"});
+        let m = |s: &str| LabelSelector::parse(s).expect("parses").matches(Some(&labels));
+        assert!(m("app=web"));
+        assert!(m("app==web,env"));
+        assert!(!m("app!=web"));
+        assert!(m("!canary"));
+        assert!(m("env in (prod, staging),app notin (db)"));
+        assert!(!m("env in (staging)"));
+        assert!(m(""));
+        assert!(LabelSelector::parse("env in prod").is_err());
+    }
+}

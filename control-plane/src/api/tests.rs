@@ -1,0 +1,145 @@
+use super::*;
+
+struct World {
+    dir: std::path::PathBuf,
+    api: Api,
+}
+
+impl World {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("berth-api-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = Arc::new(Store::open(&dir.join("state.db")).expect("store"));
+        World {
+            api: Api::new(store, "secret".into()),
+            dir,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: &str) -> Reply {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        self.api
+            .handle(method, path, query, Some("secret"), body.as_bytes())
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn authentication_and_public_endpoints() {
+    let w = World::new("auth");
+    assert_eq!(w.api.handle("GET", "/healthz", "", None, b"").code, 200);
+    assert_eq!(
+        w.api.handle("GET", "/version", "", None, b"").body["minor"],
+        KUBE_MINOR
+    );
+    let denied = w.api.handle("GET", "/api/v1/namespaces", "", Some("wrong"), b"");
+    assert_eq!(
+        (denied.code, denied.body["reason"].as_str()),
+        (401, Some("Unauthorized"))
+    );
+}
+
+#[test]
+fn objects_live_in_namespaces_with_conflicts_and_statuses() {
+    let w = World::new("objects");
+    let missing_ns = w.call(
+        "POST",
+        "/api/v1/namespaces/demo/configmaps",
+        r#"{"metadata":{"name":"cfg"},"data":{"k":"v"}}"#,
+    );
+    assert_eq!(
+        (missing_ns.code, missing_ns.body["reason"].as_str()),
+        (404, Some("NotFound"))
+    );
+    let ns = w.call(
+        "POST",
+        "/api/v1/namespaces",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"demo"}}"#,
+    );
+    assert_eq!(ns.code, 201, "{}", ns.body);
+    assert_eq!(ns.body["status"]["phase"], "Active");
+    let cm = w.call(
+        "POST",
+        "/api/v1/namespaces/demo/configmaps",
+        r#"{"metadata":{"name":"cfg","labels":{"app":"web"}},"data":{"k":"v"}}"#,
+    );
+    assert_eq!(cm.code, 201, "{}", cm.body);
+    assert_eq!(cm.body["metadata"]["namespace"], "demo");
+    let rv = cm.body["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
+    let again = w.call(
+        "POST",
+        "/api/v1/namespaces/demo/configmaps",
+        r#"{"metadata":{"name":"cfg"}}"#,
+    );
+    assert_eq!(
+        (again.code, again.body["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+    let bad = w.call(
+        "POST",
+        "/api/v1/namespaces/demo/configmaps",
+        r#"{"metadata":{"name":"Not_Valid"}}"#,
+    );
+    assert_eq!((bad.code, bad.body["reason"].as_str()), (422, Some("Invalid")));
+    assert!(
+        bad.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("RFC 1123")),
+        "{}",
+        bad.body
+    );
+    let garbage = w.call("POST", "/api/v1/namespaces/demo/configmaps", "{not json");
+    assert_eq!(garbage.code, 400);
+
+    // Replace with the current resourceVersion works once; the stale one conflicts.
+    let update = format!(
+        r#"{{"metadata":{{"name":"cfg","resourceVersion":"{rv}","labels":{{"app":"web"}}}},"data":{{"k":"v2"}}}}"#
+    );
+    let ok = w.call("PUT", "/api/v1/namespaces/demo/configmaps/cfg", &update);
+    assert_eq!((ok.code, ok.body["data"]["k"].as_str()), (200, Some("v2")));
+    assert_eq!(ok.body["metadata"]["uid"], cm.body["metadata"]["uid"]);
+    let stale = w.call("PUT", "/api/v1/namespaces/demo/configmaps/cfg", &update);
+    assert_eq!(
+        (stale.code, stale.body["reason"].as_str()),
+        (409, Some("Conflict"))
+    );
+
+    let listed = w.call("GET", "/api/v1/configmaps?labelSelector=app%3Dweb", "");
+    assert_eq!(
+        listed.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        listed.body
+    );
+    let none = w.call(
+        "GET",
+        "/api/v1/namespaces/demo/configmaps?labelSelector=app%3Ddb",
+        "",
+    );
+    assert_eq!(none.body["items"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        w.call(
+            "GET",
+            "/api/v1/namespaces/demo/configmaps?labelSelector=a+in+b",
+            ""
+        )
+        .code,
+        400
+    );
+
+    // Deleting the namespace deletes what is in it.
+    assert_eq!(w.call("DELETE", "/api/v1/namespaces/demo", "").code, 200);
+    let gone = w.call("GET", "/api/v1/namespaces/demo/configmaps/cfg", "");
+    assert_eq!((gone.code, gone.body["reason"].as_str()), (404, Some("NotFound")));
+    assert_eq!(w.call("GET", "/api/v1/nodes", "").code, 404);
+    assert_eq!(w.call("PATCH", "/api/v1/namespaces/x", "").code, 405);
+}

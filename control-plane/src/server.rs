@@ -1,0 +1,164 @@
+//! HTTPS in front of [`crate::api::Api`]: TLS (rustls, with the generated serving certificate; ALPN
+//! `h2` and `http/1.1`, since client-go speaks HTTP/2), HTTP/1.1 and HTTP/2 (hyper), a bearer token
+//! from the `Authorization` header, and a body limit, so an oversized request gets a 413 `Status`
+//! instead of filling memory.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Request, Response, body::Bytes, body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info};
+
+use crate::{
+    api::{Api, ApiError, Reply},
+    pki::Credentials,
+};
+
+/// Largest request body accepted (etcd's default request limit is 1.5 MiB; objects are smaller).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Errors of starting the server.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate or key did not load into rustls.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+fn tls_acceptor(creds: &Credentials) -> Result<TlsAcceptor, ServerError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
+    let certs = CertificateDer::pem_slice_iter(creds.server_cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(creds.server_key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| tls(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn to_response(reply: Reply) -> Response<Full<Bytes>> {
+    let (body, content_type) = if reply.plain {
+        (
+            reply.body.as_str().unwrap_or_default().to_string(),
+            "text/plain; charset=utf-8",
+        )
+    } else {
+        (reply.body.to_string(), "application/json")
+    };
+    Response::builder()
+        .status(reply.code)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    // Bodies are JSON. Protobuf (which kubectl tries first for built-in types) gets 415, on which
+    // client-go falls back to JSON.
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    if matches!(req.method().as_str(), "POST" | "PUT" | "PATCH") && !content_type.contains("json") {
+        let e = ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json (got {content_type})"
+            ),
+        );
+        return to_response(Reply {
+            code: e.code,
+            body: e.to_json(),
+            plain: false,
+        });
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            let e = ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            );
+            return to_response(Reply {
+                code: e.code,
+                body: e.to_json(),
+                plain: false,
+            });
+        }
+    };
+    // The store's writes wait for the disk: keep them off the async workers.
+    let reply =
+        tokio::task::spawn_blocking(move || api.handle(&method, &path, &query, token.as_deref(), &body))
+            .await
+            .unwrap_or_else(|e| Reply {
+                code: 500,
+                body: ApiError::new(500, "InternalError", e.to_string()).to_json(),
+                plain: false,
+            });
+    to_response(reply)
+}
+
+/// Serves until the process ends.
+pub async fn serve(addr: SocketAddr, creds: &Credentials, api: Arc<Api>) -> Result<(), ServerError> {
+    let acceptor = tls_acceptor(creds)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    info!(%addr, "serving the Kubernetes API");
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, api) = (acceptor.clone(), Arc::clone(&api));
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = service_fn(move |req| {
+                let api = Arc::clone(&api);
+                async move { Ok::<_, std::convert::Infallible>(serve_request(api, req).await) }
+            });
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
