@@ -63,8 +63,11 @@ fn to_response(reply: Reply) -> Response<Full<Bytes>> {
     } else {
         (reply.body.to_string(), "application/json")
     };
-    Response::builder()
-        .status(reply.code)
+    let mut builder = Response::builder().status(reply.code);
+    for w in &reply.warnings {
+        builder = builder.header("warning", format!("299 - {w:?}"));
+    }
+    builder
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
@@ -96,11 +99,7 @@ async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<B
                 "the body of the request was in an unknown format - accepted media types include: application/json (got {content_type})"
             ),
         );
-        return to_response(Reply {
-            code: e.code,
-            body: e.to_json(),
-            plain: false,
-        });
+        return to_response(Reply::error(e));
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -110,22 +109,15 @@ async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<B
                 "RequestEntityTooLarge",
                 format!("the request body is larger than {MAX_BODY} bytes"),
             );
-            return to_response(Reply {
-                code: e.code,
-                body: e.to_json(),
-                plain: false,
-            });
+            return to_response(Reply::error(e));
         }
     };
     // The store's writes wait for the disk: keep them off the async workers.
-    let reply =
-        tokio::task::spawn_blocking(move || api.handle(&method, &path, &query, token.as_deref(), &body))
-            .await
-            .unwrap_or_else(|e| Reply {
-                code: 500,
-                body: ApiError::new(500, "InternalError", e.to_string()).to_json(),
-                plain: false,
-            });
+    let reply = tokio::task::spawn_blocking(move || {
+        api.handle(&method, &path, &query, token.as_deref(), &content_type, &body)
+    })
+    .await
+    .unwrap_or_else(|e| Reply::error(ApiError::new(500, "InternalError", e.to_string())));
     to_response(reply)
 }
 

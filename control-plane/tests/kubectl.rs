@@ -62,9 +62,10 @@ impl Server {
             .expect("kubectl")
     }
 
-    /// `kubectl create -f -` with `manifest` on stdin. Validation is off: the server publishes no
-    /// OpenAPI yet, and kubectl's typed `create <kind>` commands send protobuf, which it does not read.
-    fn create(&self, manifest: &str) -> String {
+    /// `kubectl apply -f -` with `manifest` on stdin, with kubectl's default validation (the server
+    /// says in its OpenAPI that it validates fields itself). kubectl's typed `create <kind>` commands
+    /// send protobuf, which the server does not read yet.
+    fn apply(&self, manifest: &str) -> String {
         use std::io::Write;
         let home = self.dir.join("home");
         let _ = std::fs::create_dir_all(&home);
@@ -72,7 +73,7 @@ impl Server {
             .env("HOME", &home)
             .arg("--kubeconfig")
             .arg(self.dir.join("admin.kubeconfig"))
-            .args(["create", "--validate=false", "-f", "-"])
+            .args(["apply", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -119,7 +120,7 @@ fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {
 
     let version = server.ok(&["version", "-o", "json"]);
     assert!(version.contains("\"minor\": \"33\""), "{version}");
-    let created = server.create(concat!(
+    let created = server.apply(concat!(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n---\n",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: demo\n",
         "  labels: {app: web}\ndata:\n  greeting: hello\n---\n",
@@ -148,14 +149,33 @@ fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {
         ]),
         "hello"
     );
-    // Errors come back as Status objects kubectl understands.
-    let dup = server.create("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n");
-    assert!(
-        dup.contains("AlreadyExists") || dup.contains("already exists"),
-        "{dup}"
+    // Applying again: unchanged, then changed (a strategic merge patch of the live object).
+    let same = server.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n");
+    assert!(same.contains("namespace/demo unchanged"), "{same}");
+    let changed = server.apply(concat!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: demo\n",
+        "  labels: {app: web}\ndata:\n  greeting: bonjour\n  extra: x\n",
+    ));
+    assert!(changed.contains("configmap/cfg configured"), "{changed}");
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "configmap",
+            "cfg",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data.greeting}/{.data.extra}"
+        ]),
+        "bonjour/x"
     );
+    // Errors come back as Status objects kubectl understands: unknown fields (strict validation) and
+    // invalid names.
+    let unknown =
+        server.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: u\n  namespace: demo\nspec: {}\n");
+    assert!(unknown.contains("unknown field \"spec\""), "{unknown}");
     let invalid =
-        server.create("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n  namespace: demo\n");
+        server.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n  namespace: demo\n");
     assert!(
         invalid.contains("is invalid") && invalid.contains("RFC 1123"),
         "{invalid}"

@@ -8,8 +8,11 @@
 //! a `Status`. Watch, patch, OpenAPI and the apps group come next (see `RESEARCH.md`).
 
 pub mod objects;
+pub mod openapi;
+pub mod patch;
 pub mod selector;
 pub mod status;
+pub mod typed;
 
 use std::sync::Arc;
 
@@ -29,6 +32,8 @@ pub struct Reply {
     pub body: Value,
     /// `text/plain` bodies (health checks) are sent as the string itself.
     pub plain: bool,
+    /// Sent as `Warning: 299 - "..."` headers (kubectl prints them).
+    pub warnings: Vec<String>,
 }
 
 impl Reply {
@@ -37,6 +42,14 @@ impl Reply {
             code,
             body,
             plain: false,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn written(code: u16, (body, warnings): objects::Written) -> Self {
+        Reply {
+            warnings,
+            ..Reply::json(code, body)
         }
     }
 
@@ -45,10 +58,12 @@ impl Reply {
             code: 200,
             body: Value::String(body.into()),
             plain: true,
+            warnings: Vec::new(),
         }
     }
 
-    fn error(e: ApiError) -> Self {
+    /// The `Status` answer for an error.
+    pub fn error(e: ApiError) -> Self {
         Reply::json(e.code, e.to_json())
     }
 }
@@ -105,8 +120,17 @@ impl Api {
         Api { store, admin_token }
     }
 
-    /// Answers one request. `token` is the bearer token of the `Authorization` header, if any.
-    pub fn handle(&self, method: &str, path: &str, query: &str, token: Option<&str>, body: &[u8]) -> Reply {
+    /// Answers one request. `token` is the bearer token of the `Authorization` header, if any;
+    /// `content_type` the body's media type.
+    pub fn handle(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: &[u8],
+    ) -> Reply {
         let path = path.trim_end_matches('/');
         match (method, path) {
             ("GET", "/healthz" | "/livez" | "/readyz") => return Reply::text("ok"),
@@ -116,13 +140,21 @@ impl Api {
         if token != Some(self.admin_token.as_str()) {
             return Reply::error(ApiError::new(401, "Unauthorized", "Unauthorized"));
         }
-        match self.route(method, path, query, body) {
+        let req = Request {
+            method,
+            path,
+            query,
+            content_type,
+            body,
+        };
+        match self.route(&req) {
             Ok(reply) => reply,
             Err(e) => Reply::error(e),
         }
     }
 
-    fn route(&self, method: &str, path: &str, query: &str, body: &[u8]) -> Result<Reply, ApiError> {
+    fn route(&self, req: &Request<'_>) -> Result<Reply, ApiError> {
+        let path = req.path;
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match segments.as_slice() {
             ["api"] => Ok(Reply::json(
@@ -134,22 +166,24 @@ impl Api {
                 json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
             )),
             ["api", "v1"] => Ok(Reply::json(200, core_v1_resources())),
+            ["openapi", "v3"] => Ok(Reply::json(200, openapi::root())),
+            ["openapi", "v3", "api", "v1"] => Ok(Reply::json(200, openapi::core_v1())),
             ["api", "v1", "namespaces", ns, plural] => {
-                self.collection(method, require_namespaced(plural)?, Some(ns), query, body)
+                self.collection(req, require_namespaced(plural)?, Some(ns))
             }
             ["api", "v1", "namespaces", ns, plural, name] => {
-                self.item(method, require_namespaced(plural)?, Some(ns), name, body)
+                self.item(req, require_namespaced(plural)?, Some(ns), name)
             }
             ["api", "v1", plural] => {
                 let r = objects::resource(plural).ok_or_else(|| unknown(path))?;
-                self.collection(method, r, None, query, body)
+                self.collection(req, r, None)
             }
             ["api", "v1", plural, name] => {
                 let r = objects::resource(plural).ok_or_else(|| unknown(path))?;
                 if r.namespaced {
                     return Err(unknown(path));
                 }
-                self.item(method, r, None, name, body)
+                self.item(req, r, None, name)
             }
             _ => Err(unknown(path)),
         }
@@ -157,18 +191,16 @@ impl Api {
 
     fn collection(
         &self,
-        method: &str,
+        req: &Request<'_>,
         r: &'static objects::Resource,
         namespace: Option<&str>,
-        query: &str,
-        body: &[u8],
     ) -> Result<Reply, ApiError> {
-        match method {
+        match req.method {
             "GET" => {
-                if query_param(query, "watch").is_some_and(|v| v == "true" || v == "1") {
+                if query_param(req.query, "watch").is_some_and(|v| v == "true" || v == "1") {
                     return Err(ApiError::method_not_allowed("watch", r.plural));
                 }
-                let selector = query_param(query, "labelSelector")
+                let selector = query_param(req.query, "labelSelector")
                     .map(percent_decode)
                     .map(|s| selector::LabelSelector::parse(&s))
                     .transpose()
@@ -183,9 +215,10 @@ impl Api {
                 if namespace.is_none() && r.namespaced {
                     return Err(ApiError::method_not_allowed("POST", r.plural));
                 }
-                Ok(Reply::json(
+                let v = req.field_validation()?;
+                Ok(Reply::written(
                     201,
-                    objects::create(&self.store, r, namespace, body)?,
+                    objects::create(&self.store, r, namespace, req.body, v)?,
                 ))
             }
             other => Err(ApiError::method_not_allowed(other, r.plural)),
@@ -194,24 +227,61 @@ impl Api {
 
     fn item(
         &self,
-        method: &str,
+        req: &Request<'_>,
         r: &'static objects::Resource,
         namespace: Option<&str>,
         name: &str,
-        body: &[u8],
     ) -> Result<Reply, ApiError> {
-        match method {
+        match req.method {
             "GET" => Ok(Reply::json(200, objects::get(&self.store, r, namespace, name)?)),
-            "PUT" => Ok(Reply::json(
-                200,
-                objects::replace(&self.store, r, namespace, name, body)?,
-            )),
+            "PUT" => {
+                let v = req.field_validation()?;
+                Ok(Reply::written(
+                    200,
+                    objects::replace(&self.store, r, namespace, name, req.body, v)?,
+                ))
+            }
+            "PATCH" => {
+                let kind = match req.content_type.split(';').next().unwrap_or_default().trim() {
+                    "application/merge-patch+json" => objects::PatchKind::Merge,
+                    "application/strategic-merge-patch+json" => objects::PatchKind::Strategic,
+                    other => {
+                        return Err(ApiError::new(
+                            415,
+                            "UnsupportedMediaType",
+                            format!(
+                                "the patch type {other:?} is not supported (merge-patch+json and strategic-merge-patch+json are)"
+                            ),
+                        ));
+                    }
+                };
+                let v = req.field_validation()?;
+                Ok(Reply::written(
+                    200,
+                    objects::patch(&self.store, r, namespace, name, kind, req.body, v)?,
+                ))
+            }
             "DELETE" => Ok(Reply::json(
                 200,
                 objects::delete(&self.store, r, namespace, name)?,
             )),
             other => Err(ApiError::method_not_allowed(other, r.plural)),
         }
+    }
+}
+
+/// One request, as the router sees it.
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    content_type: &'a str,
+    body: &'a [u8],
+}
+
+impl Request<'_> {
+    fn field_validation(&self) -> Result<typed::FieldValidation, ApiError> {
+        typed::FieldValidation::parse(query_param(self.query, "fieldValidation"))
     }
 }
 
@@ -252,7 +322,7 @@ fn core_v1_resources() -> Value {
                 "singularName": r.singular,
                 "namespaced": r.namespaced,
                 "kind": r.kind,
-                "verbs": ["create", "delete", "get", "list", "update"],
+                "verbs": ["create", "delete", "get", "list", "patch", "update"],
                 "shortNames": r.short_names,
             })
         })

@@ -4,7 +4,11 @@
 
 use serde_json::{Map, Value, json};
 
-use super::status::ApiError;
+use super::{
+    patch,
+    status::ApiError,
+    typed::{self, FieldValidation},
+};
 use crate::store::{KeyValue, Store};
 
 /// A served resource type.
@@ -238,8 +242,17 @@ fn namespace_exists(store: &Store, namespace: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A written object and the warnings to send with it.
+pub type Written = (Value, Vec<String>);
+
 /// POST to a collection.
-pub fn create(store: &Store, r: &Resource, namespace: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
+pub fn create(
+    store: &Store,
+    r: &Resource,
+    namespace: Option<&str>,
+    body: &[u8],
+    validation: FieldValidation,
+) -> Result<Written, ApiError> {
     let (mut obj, name) = parse_object(r, namespace, body)?;
     if let Some(ns) = namespace.filter(|_| r.namespaced) {
         namespace_exists(store, ns)?;
@@ -262,10 +275,11 @@ pub fn create(store: &Store, r: &Resource, namespace: Option<&str>, body: &[u8])
     if r.kind == "Namespace" {
         obj["status"] = json!({"phase": "Active"});
     }
+    let (obj, warnings) = typed::normalize(r.kind, obj, validation)?;
     let kv = store
         .create(&key(r, namespace, &name), store_bytes(&obj))
         .map_err(|e| ApiError::from_store(e, r.plural, &name))?;
-    render(&kv)
+    Ok((render(&kv)?, warnings))
 }
 
 /// GET of one object.
@@ -308,8 +322,23 @@ pub fn replace(
     namespace: Option<&str>,
     name: &str,
     body: &[u8],
-) -> Result<Value, ApiError> {
-    let (mut obj, body_name) = parse_object(r, namespace, body)?;
+    validation: FieldValidation,
+) -> Result<Written, ApiError> {
+    let (obj, body_name) = parse_object(r, namespace, body)?;
+    write_over(store, r, namespace, name, obj, &body_name, validation)
+}
+
+/// Writes `obj` (already parsed) over the stored object `name`, keeping the fields the server owns;
+/// compare-and-swap on the resourceVersion `obj` carries, if any.
+fn write_over(
+    store: &Store,
+    r: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    mut obj: Value,
+    body_name: &str,
+    validation: FieldValidation,
+) -> Result<Written, ApiError> {
     if body_name != name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
@@ -335,10 +364,55 @@ pub fn replace(
             meta.insert(field.into(), v.clone());
         }
     }
+    let (obj, warnings) = typed::normalize(r.kind, obj, validation)?;
     let kv = store
         .update(&k, store_bytes(&obj), expected)
         .map_err(|e| ApiError::from_store(e, r.plural, name))?;
-    render(&kv)
+    Ok((render(&kv)?, warnings))
+}
+
+/// How a PATCH body is to be applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchKind {
+    Merge,
+    Strategic,
+}
+
+/// PATCH of one object: applied to the current object and written with compare-and-swap on its
+/// revision (or on the resourceVersion the patch names), retried when another write came between.
+pub fn patch(
+    store: &Store,
+    r: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    kind: PatchKind,
+    body: &[u8],
+    validation: FieldValidation,
+) -> Result<Written, ApiError> {
+    let patch_doc: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
+    let pinned = patch_doc.pointer("/metadata/resourceVersion").is_some();
+    let mut attempts = 0;
+    loop {
+        let current = get(store, r, namespace, name)?;
+        let revision = current.pointer("/metadata/resourceVersion").cloned();
+        let mut obj = current;
+        match kind {
+            PatchKind::Merge => patch::merge(&mut obj, &patch_doc),
+            PatchKind::Strategic => patch::strategic(&mut obj, &patch_doc)?,
+        }
+        if !pinned
+            && let (Some(meta), Some(rv)) = (obj.get_mut("metadata").and_then(Value::as_object_mut), revision)
+        {
+            meta.insert("resourceVersion".into(), rv);
+        }
+        let body = serde_json::to_vec(&obj).unwrap_or_default();
+        let (parsed, body_name) = parse_object(r, namespace, &body)?;
+        match write_over(store, r, namespace, name, parsed, &body_name, validation) {
+            Err(e) if e.reason == "Conflict" && !pinned && attempts < 5 => attempts += 1,
+            other => return other,
+        }
+    }
 }
 
 /// DELETE of one object; deleting a namespace deletes what is in it.

@@ -19,8 +19,13 @@ impl World {
 
     fn call(&self, method: &str, path: &str, body: &str) -> Reply {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let content_type = if method == "PATCH" {
+            "application/merge-patch+json"
+        } else {
+            "application/json"
+        };
         self.api
-            .handle(method, path, query, Some("secret"), body.as_bytes())
+            .handle(method, path, query, Some("secret"), content_type, body.as_bytes())
     }
 }
 
@@ -33,12 +38,14 @@ impl Drop for World {
 #[test]
 fn authentication_and_public_endpoints() {
     let w = World::new("auth");
-    assert_eq!(w.api.handle("GET", "/healthz", "", None, b"").code, 200);
+    assert_eq!(w.api.handle("GET", "/healthz", "", None, "", b"").code, 200);
     assert_eq!(
-        w.api.handle("GET", "/version", "", None, b"").body["minor"],
+        w.api.handle("GET", "/version", "", None, "", b"").body["minor"],
         KUBE_MINOR
     );
-    let denied = w.api.handle("GET", "/api/v1/namespaces", "", Some("wrong"), b"");
+    let denied = w
+        .api
+        .handle("GET", "/api/v1/namespaces", "", Some("wrong"), "", b"");
     assert_eq!(
         (denied.code, denied.body["reason"].as_str()),
         (401, Some("Unauthorized"))
@@ -141,5 +148,5 @@ fn objects_live_in_namespaces_with_conflicts_and_statuses() {
     let gone = w.call("GET", "/api/v1/namespaces/demo/configmaps/cfg", "");
     assert_eq!((gone.code, gone.body["reason"].as_str()), (404, Some("NotFound")));
     assert_eq!(w.call("GET", "/api/v1/nodes", "").code, 404);
-    assert_eq!(w.call("PATCH", "/api/v1/namespaces/x", "").code, 405);
+    assert_eq!(w.call("POST", "/api/v1/namespaces/x", "").code, 405);
 }
