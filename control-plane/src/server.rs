@@ -3,10 +3,21 @@
 //! from the `Authorization` header, and a body limit, so an oversized request gets a 413 `Status`
 //! instead of filling memory.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::{Request, Response, body::Bytes, body::Incoming, service::service_fn};
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use hyper::{
+    Request, Response,
+    body::{Bytes, Frame, Incoming},
+    service::service_fn,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -14,9 +25,73 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::{
-    api::{Api, ApiError, Reply},
+    api::{Api, ApiError, Reply, watch},
     pki::Credentials,
 };
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// A response body fed by a channel: each watch event is sent (and flushed) as it happens.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|line| line.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Streams a watch: the initial events, then every change after the plan's revision, until the
+/// timeout, the client leaving, or the history being compacted (in-stream 410).
+fn stream_watch(api: Arc<Api>, plan: watch::WatchPlan) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let store = Arc::clone(api.store());
+        let mut changed = store.subscribe();
+        let deadline = Instant::now() + plan.timeout;
+        for line in &plan.initial {
+            if tx.send(Bytes::from(line.clone())).await.is_err() {
+                return;
+            }
+        }
+        let mut position = plan.after;
+        loop {
+            changed.borrow_and_update();
+            let (lines, next) = {
+                let (store, plan) = (Arc::clone(&store), &plan);
+                tokio::task::block_in_place(|| watch::next_lines(&store, plan, position))
+            };
+            for line in lines {
+                if tx.send(Bytes::from(line)).await.is_err() {
+                    return;
+                }
+            }
+            let Some(next) = next else { return };
+            let caught_up = next >= store.revision();
+            position = next;
+            if caught_up {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return;
+                }
+                match tokio::time::timeout(left, changed.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+        }
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(ChannelBody(rx).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
 
 /// Largest request body accepted (etcd's default request limit is 1.5 MiB; objects are smaller).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -54,7 +129,7 @@ fn tls_acceptor(creds: &Credentials) -> Result<TlsAcceptor, ServerError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn to_response(reply: Reply) -> Response<Full<Bytes>> {
+fn to_response(reply: Reply) -> Response<Body> {
     let (body, content_type) = if reply.plain {
         (
             reply.body.as_str().unwrap_or_default().to_string(),
@@ -69,11 +144,11 @@ fn to_response(reply: Reply) -> Response<Full<Bytes>> {
     }
     builder
         .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+        .body(Full::new(Bytes::from(body)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
@@ -100,6 +175,12 @@ async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Full<B
             ),
         );
         return to_response(Reply::error(e));
+    }
+    if let Some(plan) = api.watch_plan(&method, &path, &query, token.as_deref()) {
+        return match plan {
+            Ok(plan) => stream_watch(Arc::clone(&api), plan),
+            Err(reply) => to_response(reply),
+        };
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),

@@ -149,6 +149,20 @@ fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {
         ]),
         "hello"
     );
+    // A watch (`kubectl get -w`) sees the changes that follow.
+    let home = dir.join("home");
+    let watcher = Command::new("timeout")
+        .arg("6")
+        .arg("kubectl")
+        .env("HOME", &home)
+        .arg("--kubeconfig")
+        .arg(dir.join("admin.kubeconfig"))
+        .args(["get", "configmaps", "-n", "demo", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl get -w");
+    std::thread::sleep(Duration::from_millis(1500));
     // Applying again: unchanged, then changed (a strategic merge patch of the live object).
     let same = server.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n");
     assert!(same.contains("namespace/demo unchanged"), "{same}");
@@ -169,6 +183,16 @@ fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {
         ]),
         "bonjour/x"
     );
+    server.ok(&["delete", "configmap", "cfg", "-n", "demo"]);
+    let watched = watcher.wait_with_output().expect("watch output");
+    let watched = String::from_utf8_lossy(&watched.stdout).to_string();
+    for event in ["ADDED      cfg", "MODIFIED   cfg", "DELETED    cfg"] {
+        assert!(watched.contains(event), "{watched}");
+    }
+    server.apply(concat!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: demo\n",
+        "  labels: {app: web}\ndata:\n  greeting: bonjour\n  extra: x\n",
+    ));
     // Errors come back as Status objects kubectl understands: unknown fields (strict validation) and
     // invalid names.
     let unknown =

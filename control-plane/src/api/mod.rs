@@ -3,9 +3,11 @@
 //! directly and the server stays a thin shell.
 //!
 //! Served so far: `/version`, `/healthz`, `/livez`, `/readyz` (without authentication, as the
-//! `system:public-info-viewer` role allows), discovery (`/api`, `/api/v1`, `/apis`), and create / get /
-//! list (with label selectors) / replace / delete of namespaces, configmaps and secrets. Every error is
-//! a `Status`. Watch, patch, OpenAPI and the apps group come next (see `RESEARCH.md`).
+//! `system:public-info-viewer` role allows), discovery (`/api`, `/api/v1`, `/apis`), a minimal OpenAPI
+//! v3, and create / get / list (with label selectors) / replace / patch / delete / watch of namespaces,
+//! configmaps and secrets. Every error is a `Status`. Watches are planned here ([`Api::watch_plan`])
+//! and streamed by the server. Bookmarks, Tables, field selectors and the other resources come next
+//! (see `RESEARCH.md`).
 
 pub mod objects;
 pub mod openapi;
@@ -13,6 +15,7 @@ pub mod patch;
 pub mod selector;
 pub mod status;
 pub mod typed;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -153,6 +156,56 @@ impl Api {
         }
     }
 
+    /// The store, for streaming watches.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// `Some` when the request is a watch of a collection: its plan, or the error to answer with.
+    pub fn watch_plan(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        token: Option<&str>,
+    ) -> Option<Result<watch::WatchPlan, Reply>> {
+        if method != "GET" || !query_param(query, "watch").is_some_and(|v| v == "true" || v == "1") {
+            return None;
+        }
+        if token != Some(self.admin_token.as_str()) {
+            return Some(Err(Reply::error(ApiError::new(
+                401,
+                "Unauthorized",
+                "Unauthorized",
+            ))));
+        }
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let target = match segments.as_slice() {
+            ["api", "v1", "namespaces", ns, plural] => require_namespaced(plural).map(|r| (r, Some(*ns))),
+            ["api", "v1", plural] => objects::resource(plural)
+                .map(|r| (r, None))
+                .ok_or_else(|| unknown(path)),
+            _ => Err(unknown(path)),
+        };
+        let plan = target.and_then(|(r, ns)| {
+            let selector = query_param(query, "labelSelector")
+                .map(percent_decode)
+                .map(|s| selector::LabelSelector::parse(&s))
+                .transpose()
+                .map_err(ApiError::bad_request)?
+                .unwrap_or_default();
+            watch::plan(
+                &self.store,
+                r,
+                ns,
+                query_param(query, "resourceVersion"),
+                selector,
+                query_param(query, "timeoutSeconds"),
+            )
+        });
+        Some(plan.map_err(Reply::error))
+    }
+
     fn route(&self, req: &Request<'_>) -> Result<Reply, ApiError> {
         let path = req.path;
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -197,9 +250,6 @@ impl Api {
     ) -> Result<Reply, ApiError> {
         match req.method {
             "GET" => {
-                if query_param(req.query, "watch").is_some_and(|v| v == "true" || v == "1") {
-                    return Err(ApiError::method_not_allowed("watch", r.plural));
-                }
                 let selector = query_param(req.query, "labelSelector")
                     .map(percent_decode)
                     .map(|s| selector::LabelSelector::parse(&s))
@@ -322,7 +372,7 @@ fn core_v1_resources() -> Value {
                 "singularName": r.singular,
                 "namespaced": r.namespaced,
                 "kind": r.kind,
-                "verbs": ["create", "delete", "get", "list", "patch", "update"],
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
                 "shortNames": r.short_names,
             })
         })

@@ -64,7 +64,8 @@ fn key(r: &Resource, namespace: Option<&str>, name: &str) -> String {
     }
 }
 
-fn prefix(r: &Resource, namespace: Option<&str>) -> String {
+/// The store prefix of `r`'s objects (in `namespace`, or all).
+pub fn prefix(r: &Resource, namespace: Option<&str>) -> String {
     match namespace {
         Some(ns) if r.namespaced => format!("/registry/{}/{ns}/", r.plural),
         _ => format!("/registry/{}/", r.plural),

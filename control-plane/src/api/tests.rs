@@ -150,3 +150,73 @@ fn objects_live_in_namespaces_with_conflicts_and_statuses() {
     assert_eq!(w.call("GET", "/api/v1/nodes", "").code, 404);
     assert_eq!(w.call("POST", "/api/v1/namespaces/x", "").code, 405);
 }
+
+#[test]
+fn watches_stream_changes_and_expire_with_an_in_stream_410() {
+    let w = World::new("watch");
+    w.call("POST", "/api/v1/namespaces", r#"{"metadata":{"name":"demo"}}"#);
+    w.call(
+        "POST",
+        "/api/v1/namespaces/demo/configmaps",
+        r#"{"metadata":{"name":"a","labels":{"app":"web"}}}"#,
+    );
+    let plan = w
+        .api
+        .watch_plan(
+            "GET",
+            "/api/v1/namespaces/demo/configmaps",
+            "watch=true&labelSelector=app%3Dweb",
+            Some("secret"),
+        )
+        .expect("a watch")
+        .expect("planned");
+    assert_eq!(plan.initial.len(), 1);
+    assert!(plan.initial[0].contains("\"ADDED\""));
+    let after = plan.after;
+    w.call(
+        "PUT",
+        "/api/v1/namespaces/demo/configmaps/a",
+        r#"{"metadata":{"name":"a","labels":{"app":"web"}},"data":{"k":"v"}}"#,
+    );
+    w.call(
+        "POST",
+        "/api/v1/namespaces/demo/configmaps",
+        r#"{"metadata":{"name":"other"}}"#,
+    );
+    w.call("DELETE", "/api/v1/namespaces/demo/configmaps/a", "");
+    let (lines, next) = watch::next_lines(w.api.store(), &plan, after);
+    let kinds: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            if l.contains("\"MODIFIED\"") {
+                "MODIFIED"
+            } else if l.contains("\"DELETED\"") {
+                "DELETED"
+            } else {
+                "OTHER"
+            }
+        })
+        .collect();
+    assert_eq!(kinds, ["MODIFIED", "DELETED"], "{lines:?}");
+    assert_eq!(next, Some(w.api.store().revision()));
+    // Unauthenticated watches are refused; non-watch requests are not watches.
+    assert!(
+        w.api
+            .watch_plan("GET", "/api/v1/configmaps", "watch=true", None)
+            .expect("a watch")
+            .is_err()
+    );
+    assert!(
+        w.api
+            .watch_plan("GET", "/api/v1/configmaps", "", Some("secret"))
+            .is_none()
+    );
+    // Compacted history: the stream ends with an ERROR event carrying 410 Expired.
+    w.api.store().compact(w.api.store().revision()).expect("compact");
+    let (lines, next) = watch::next_lines(w.api.store(), &plan, after);
+    assert_eq!(next, None);
+    assert!(
+        lines[0].contains("\"ERROR\"") && lines[0].contains("\"code\":410") && lines[0].contains("Expired"),
+        "{lines:?}"
+    );
+}

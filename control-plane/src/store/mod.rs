@@ -331,7 +331,12 @@ impl Store {
     /// Events under `prefix` after revision `after`, at most `limit` of them, oldest first, and the
     /// revision up to which the history was scanned (the watcher's next position). Served from the
     /// in-memory ring when it reaches back that far, else from the log.
-    fn events_after(&self, prefix: &str, after: u64, limit: usize) -> Result<(Vec<Event>, u64), StoreError> {
+    pub fn events_after(
+        &self,
+        prefix: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Event>, u64), StoreError> {
         let inner = self.lock();
         if after < inner.compacted {
             return Err(StoreError::Compacted {
