@@ -79,9 +79,22 @@ fn stream_watch(api: Arc<Api>, plan: watch::WatchPlan) -> Response<Body> {
                 if left.is_zero() {
                     return;
                 }
-                match tokio::time::timeout(left, changed.changed()).await {
+                let wait = match plan.bookmark_kind {
+                    Some(_) => left.min(watch::BOOKMARK_INTERVAL),
+                    None => left,
+                };
+                match tokio::time::timeout(wait, changed.changed()).await {
                     Ok(Ok(())) => {}
-                    _ => return,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        // Idle: a bookmark keeps the client's resume point recent.
+                        if let Some(kind) = plan.bookmark_kind {
+                            let line = watch::bookmark(kind, position, false);
+                            if tx.send(Bytes::from(line)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                 }
             }
         }

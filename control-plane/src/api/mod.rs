@@ -6,7 +6,8 @@
 //! `system:public-info-viewer` role allows), discovery (`/api`, `/api/v1`, `/apis`), a minimal OpenAPI
 //! v3, and create / get / list (with label selectors) / replace / patch / delete / watch of namespaces,
 //! configmaps and secrets. Every error is a `Status`. Watches are planned here ([`Api::watch_plan`])
-//! and streamed by the server. Bookmarks, Tables, field selectors and the other resources come next
+//! and streamed by the server (bookmarks, streaming lists). Tables, field selectors and the other
+//! resources come next
 //! (see `RESEARCH.md`).
 
 pub mod objects;
@@ -194,14 +195,14 @@ impl Api {
                 .transpose()
                 .map_err(ApiError::bad_request)?
                 .unwrap_or_default();
-            watch::plan(
-                &self.store,
-                r,
-                ns,
-                query_param(query, "resourceVersion"),
-                selector,
-                query_param(query, "timeoutSeconds"),
-            )
+            let params = watch::WatchParams {
+                resource_version: query_param(query, "resourceVersion"),
+                resource_version_match: query_param(query, "resourceVersionMatch"),
+                timeout_seconds: query_param(query, "timeoutSeconds"),
+                allow_bookmarks: query_param(query, "allowWatchBookmarks") == Some("true"),
+                send_initial_events: query_param(query, "sendInitialEvents") == Some("true"),
+            };
+            watch::plan(&self.store, r, ns, &params, selector)
         });
         Some(plan.map_err(Reply::error))
     }

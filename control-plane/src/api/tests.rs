@@ -211,6 +211,34 @@ fn watches_stream_changes_and_expire_with_an_in_stream_410() {
             .watch_plan("GET", "/api/v1/configmaps", "", Some("secret"))
             .is_none()
     );
+    // Streaming lists (kube-rs): initial events end with a bookmark annotated initial-events-end, and
+    // need resourceVersionMatch=NotOlderThan.
+    let streaming = w
+        .api
+        .watch_plan(
+            "GET",
+            "/api/v1/namespaces",
+            "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion=0",
+            Some("secret"),
+        )
+        .expect("a watch")
+        .expect("planned");
+    let last = streaming.initial.last().expect("lines");
+    assert!(
+        last.contains("\"BOOKMARK\"") && last.contains("k8s.io/initial-events-end"),
+        "{last}"
+    );
+    assert_eq!(streaming.bookmark_kind, Some("Namespace"));
+    let refused = w
+        .api
+        .watch_plan(
+            "GET",
+            "/api/v1/namespaces",
+            "watch=true&sendInitialEvents=true",
+            Some("secret"),
+        )
+        .expect("a watch");
+    assert!(refused.is_err_and(|r| r.code == 422));
     // Compacted history: the stream ends with an ERROR event carrying 410 Expired.
     w.api.store().compact(w.api.store().revision()).expect("compact");
     let (lines, next) = watch::next_lines(w.api.store(), &plan, after);

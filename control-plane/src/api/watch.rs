@@ -22,6 +22,34 @@ pub struct WatchPlan {
     pub selector: LabelSelector,
     /// When the server ends the stream (`timeoutSeconds`, else 30 minutes).
     pub timeout: Duration,
+    /// The kind, for `BOOKMARK` events; `None` unless the client allowed bookmarks.
+    pub bookmark_kind: Option<&'static str>,
+}
+
+/// How often an idle watch that allows bookmarks gets one (kube-apiserver sends them about once a
+/// minute), so a client resuming after a disconnect starts from a recent revision.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A `BOOKMARK` event line at `revision`; `initial_end` marks the end of the initial events of a
+/// `sendInitialEvents` watch.
+pub fn bookmark(kind: &str, revision: u64, initial_end: bool) -> String {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line(
+        "BOOKMARK",
+        &json!({"kind": kind, "apiVersion": "v1", "metadata": meta}),
+    )
+}
+
+/// The watch parameters of a request.
+pub struct WatchParams<'a> {
+    pub resource_version: Option<&'a str>,
+    pub resource_version_match: Option<&'a str>,
+    pub timeout_seconds: Option<&'a str>,
+    pub allow_bookmarks: bool,
+    pub send_initial_events: bool,
 }
 
 fn line(kind: &str, object: &Value) -> String {
@@ -31,13 +59,20 @@ fn line(kind: &str, object: &Value) -> String {
 /// Prepares a watch of `r` (in `namespace`, or everywhere).
 pub fn plan(
     store: &Store,
-    r: &objects::Resource,
+    r: &'static objects::Resource,
     namespace: Option<&str>,
-    resource_version: Option<&str>,
+    params: &WatchParams<'_>,
     selector: LabelSelector,
-    timeout_seconds: Option<&str>,
 ) -> Result<WatchPlan, ApiError> {
-    let timeout = match timeout_seconds {
+    if params.send_initial_events && params.resource_version_match != Some("NotOlderThan") {
+        return Err(ApiError::invalid(
+            "WatchOptions",
+            "",
+            "resourceVersionMatch",
+            "Forbidden: sendInitialEvents requires resourceVersionMatch=NotOlderThan",
+        ));
+    }
+    let timeout = match params.timeout_seconds {
         Some(t) => Duration::from_secs(
             t.parse()
                 .map_err(|_| ApiError::bad_request(format!("timeoutSeconds {t:?} is not a number")))?,
@@ -45,7 +80,9 @@ pub fn plan(
         None => Duration::from_secs(1800),
     };
     let prefix = objects::prefix(r, namespace);
-    let (after, initial) = match resource_version.filter(|v| !v.is_empty() && *v != "0") {
+    let from_list =
+        params.send_initial_events || params.resource_version.is_none_or(|v| v.is_empty() || v == "0");
+    let (after, initial) = match params.resource_version.filter(|_| !from_list) {
         Some(v) => (
             v.parse::<u64>().map_err(|_| {
                 ApiError::bad_request(format!("resourceVersion {v:?} is not a resource version"))
@@ -60,7 +97,11 @@ pub fn plan(
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let items = list["items"].as_array().cloned().unwrap_or_default();
-            (after, items.iter().map(|o| line("ADDED", o)).collect())
+            let mut lines: Vec<String> = items.iter().map(|o| line("ADDED", o)).collect();
+            if params.send_initial_events {
+                lines.push(bookmark(r.kind, after, true));
+            }
+            (after, lines)
         }
     };
     Ok(WatchPlan {
@@ -69,6 +110,7 @@ pub fn plan(
         initial,
         selector,
         timeout,
+        bookmark_kind: (params.allow_bookmarks || params.send_initial_events).then_some(r.kind),
     })
 }
 

@@ -185,12 +185,7 @@ impl Store {
     /// Replaces `key`'s value if its modify revision is `expected` (or unconditionally when `None`).
     pub fn update(&self, key: &str, value: Vec<u8>, expected: Option<u64>) -> Result<KeyValue, StoreError> {
         let mut inner = self.lock();
-        let old = inner
-            .current
-            .get(key)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound { key: key.into() })?;
-        check(key, &old, expected)?;
+        let old = current_as_expected(&inner, key, expected)?;
         let kv = KeyValue {
             key: key.to_string(),
             value: value.into(),
@@ -206,12 +201,7 @@ impl Store {
     /// last value, with `mod_revision` the revision of the delete.
     pub fn delete(&self, key: &str, expected: Option<u64>) -> Result<KeyValue, StoreError> {
         let mut inner = self.lock();
-        let old = inner
-            .current
-            .get(key)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound { key: key.into() })?;
-        check(key, &old, expected)?;
+        let old = current_as_expected(&inner, key, expected)?;
         let gone = KeyValue {
             mod_revision: inner.revision + 1,
             ..old.clone()
@@ -382,14 +372,20 @@ impl Store {
     }
 }
 
-fn check(key: &str, current: &KeyValue, expected: Option<u64>) -> Result<(), StoreError> {
+/// The current value of `key`, if it is at modify revision `expected` (any, when `None`).
+fn current_as_expected(inner: &Inner, key: &str, expected: Option<u64>) -> Result<KeyValue, StoreError> {
+    let current = inner
+        .current
+        .get(key)
+        .cloned()
+        .ok_or_else(|| StoreError::NotFound { key: key.into() })?;
     match expected {
         Some(e) if e != current.mod_revision => Err(StoreError::Conflict {
             key: key.into(),
             expected: e,
             actual: current.mod_revision,
         }),
-        _ => Ok(()),
+        _ => Ok(current),
     }
 }
 
