@@ -10,6 +10,7 @@
 //! resources come next
 //! (see `RESEARCH.md`).
 
+pub mod fields;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -189,12 +190,7 @@ impl Api {
             _ => Err(unknown(path)),
         };
         let plan = target.and_then(|(r, ns)| {
-            let selector = query_param(query, "labelSelector")
-                .map(percent_decode)
-                .map(|s| selector::LabelSelector::parse(&s))
-                .transpose()
-                .map_err(ApiError::bad_request)?
-                .unwrap_or_default();
+            let selector = selectors(query)?;
             let params = watch::WatchParams {
                 resource_version: query_param(query, "resourceVersion"),
                 resource_version_match: query_param(query, "resourceVersionMatch"),
@@ -251,12 +247,7 @@ impl Api {
     ) -> Result<Reply, ApiError> {
         match req.method {
             "GET" => {
-                let selector = query_param(req.query, "labelSelector")
-                    .map(percent_decode)
-                    .map(|s| selector::LabelSelector::parse(&s))
-                    .transpose()
-                    .map_err(ApiError::bad_request)?
-                    .unwrap_or_default();
+                let selector = selectors(req.query)?;
                 Ok(Reply::json(
                     200,
                     objects::list(&self.store, r, namespace, &selector)?,
@@ -334,6 +325,13 @@ impl Request<'_> {
     fn field_validation(&self) -> Result<typed::FieldValidation, ApiError> {
         typed::FieldValidation::parse(query_param(self.query, "fieldValidation"))
     }
+}
+
+/// The request's label and field selectors.
+fn selectors(query: &str) -> Result<selector::Selectors, ApiError> {
+    let labels = query_param(query, "labelSelector").map(percent_decode);
+    let fields = query_param(query, "fieldSelector").map(percent_decode);
+    selector::Selectors::parse(labels.as_deref(), fields.as_deref()).map_err(ApiError::bad_request)
 }
 
 fn unknown(path: &str) -> ApiError {

@@ -296,7 +296,7 @@ pub fn list(
     store: &Store,
     r: &Resource,
     namespace: Option<&str>,
-    selector: &super::selector::LabelSelector,
+    selector: &super::selector::Selectors,
 ) -> Result<Value, ApiError> {
     let page = store
         .list(&prefix(r, namespace), None, None, 0)
@@ -304,7 +304,7 @@ pub fn list(
     let mut items = Vec::with_capacity(page.items.len());
     for kv in &page.items {
         let obj = render(kv)?;
-        if selector.matches(obj.pointer("/metadata/labels")) {
+        if selector.matches(&obj) {
             items.push(obj);
         }
     }

@@ -83,6 +83,31 @@ impl LabelSelector {
     }
 }
 
+/// A request's label and field selectors together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selectors {
+    pub labels: LabelSelector,
+    pub fields: super::fields::FieldSelector,
+}
+
+impl Selectors {
+    /// From the (already percent-decoded) `labelSelector` and `fieldSelector` values.
+    pub fn parse(labels: Option<&str>, fields: Option<&str>) -> Result<Self, String> {
+        Ok(Selectors {
+            labels: labels.map(LabelSelector::parse).transpose()?.unwrap_or_default(),
+            fields: fields
+                .map(super::fields::FieldSelector::parse)
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Whether the object matches both.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches(obj.pointer("/metadata/labels")) && self.fields.matches(obj)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

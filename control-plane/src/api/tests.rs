@@ -133,6 +133,15 @@ fn objects_live_in_namespaces_with_conflicts_and_statuses() {
         "",
     );
     assert_eq!(none.body["items"].as_array().map(Vec::len), Some(0));
+    let by_name = w.call("GET", "/api/v1/configmaps?fieldSelector=metadata.name%3Dcfg", "");
+    assert_eq!(
+        by_name.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        by_name.body
+    );
+    let bad_field = w.call("GET", "/api/v1/configmaps?fieldSelector=spec.x%3Dy", "");
+    assert_eq!(bad_field.code, 400);
     assert_eq!(
         w.call(
             "GET",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{ApiError, objects, selector::LabelSelector};
+use super::{ApiError, objects, selector::Selectors};
 use crate::store::{EventKind, Store, StoreError};
 
 /// A watch ready to stream.
@@ -19,7 +19,7 @@ pub struct WatchPlan {
     pub after: u64,
     /// Lines to send first (initial `ADDED` events).
     pub initial: Vec<String>,
-    pub selector: LabelSelector,
+    pub selector: Selectors,
     /// When the server ends the stream (`timeoutSeconds`, else 30 minutes).
     pub timeout: Duration,
     /// The kind, for `BOOKMARK` events; `None` unless the client allowed bookmarks.
@@ -62,7 +62,7 @@ pub fn plan(
     r: &'static objects::Resource,
     namespace: Option<&str>,
     params: &WatchParams<'_>,
-    selector: LabelSelector,
+    selector: Selectors,
 ) -> Result<WatchPlan, ApiError> {
     if params.send_initial_events && params.resource_version_match != Some("NotOlderThan") {
         return Err(ApiError::invalid(
@@ -124,7 +124,7 @@ pub fn next_lines(store: &Store, plan: &WatchPlan, after: u64) -> (Vec<String>, 
                 let Ok(obj) = objects::render(&e.kv) else {
                     continue;
                 };
-                if !plan.selector.matches(obj.pointer("/metadata/labels")) {
+                if !plan.selector.matches(&obj) {
                     continue;
                 }
                 let kind = match (e.kind, &e.prev) {
