@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::{
-    api::{Api, ApiError, Reply, watch},
+    api::{Api, ApiError, ApiRequest, Reply, watch},
     pki::Credentials,
 };
 
@@ -173,12 +173,15 @@ async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> 
         .map(str::to_owned);
     // Bodies are JSON. Protobuf (which kubectl tries first for built-in types) gets 415, on which
     // client-go falls back to JSON.
-    let content_type = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_string();
+    let header = |name: &str, default: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(default)
+            .to_string()
+    };
+    let content_type = header("content-type", "application/json");
+    let accept = header("accept", "application/json");
     if matches!(req.method().as_str(), "POST" | "PUT" | "PATCH") && !content_type.contains("json") {
         let e = ApiError::new(
             415,
@@ -189,7 +192,16 @@ async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> 
         );
         return to_response(Reply::error(e));
     }
-    if let Some(plan) = api.watch_plan(&method, &path, &query, token.as_deref()) {
+    let head = ApiRequest {
+        method: &method,
+        path: &path,
+        query: &query,
+        token: token.as_deref(),
+        content_type: &content_type,
+        accept: &accept,
+        body: &[],
+    };
+    if let Some(plan) = api.watch_plan(&head) {
         return match plan {
             Ok(plan) => stream_watch(Arc::clone(&api), plan),
             Err(reply) => to_response(reply),
@@ -208,7 +220,15 @@ async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> 
     };
     // The store's writes wait for the disk: keep them off the async workers.
     let reply = tokio::task::spawn_blocking(move || {
-        api.handle(&method, &path, &query, token.as_deref(), &content_type, &body)
+        api.handle(&ApiRequest {
+            method: &method,
+            path: &path,
+            query: &query,
+            token: token.as_deref(),
+            content_type: &content_type,
+            accept: &accept,
+            body: &body,
+        })
     })
     .await
     .unwrap_or_else(|e| Reply::error(ApiError::new(500, "InternalError", e.to_string())));

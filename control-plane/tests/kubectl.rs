@@ -135,6 +135,14 @@ fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {
     }
     let selected = server.ok(&["get", "configmaps", "-A", "-l", "app=web", "-o", "name"]);
     assert_eq!(selected.trim(), "configmap/cfg");
+    // Tables: the columns the real API server prints.
+    let table = server.ok(&["get", "secrets", "-n", "demo"]);
+    assert!(
+        table.contains("TYPE") && table.contains("DATA") && table.contains("Opaque"),
+        "{table}"
+    );
+    let table = server.ok(&["get", "namespaces"]);
+    assert!(table.contains("STATUS") && table.contains("Active"), "{table}");
     let names = server.ok(&["get", "namespaces", "-o", "name"]);
     assert!(names.contains("namespace/demo"), "{names}");
     assert_eq!(

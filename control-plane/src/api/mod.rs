@@ -6,7 +6,7 @@
 //! `system:public-info-viewer` role allows), discovery (`/api`, `/api/v1`, `/apis`), a minimal OpenAPI
 //! v3, and create / get / list (with label selectors) / replace / patch / delete / watch of namespaces,
 //! configmaps and secrets. Every error is a `Status`. Watches are planned here ([`Api::watch_plan`])
-//! and streamed by the server (bookmarks, streaming lists). Tables, field selectors and the other
+//! and streamed by the server (bookmarks, streaming lists); `kubectl get` gets Tables. The other
 //! resources come next
 //! (see `RESEARCH.md`).
 
@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod patch;
 pub mod selector;
 pub mod status;
+pub mod table;
 pub mod typed;
 pub mod watch;
 
@@ -125,33 +126,18 @@ impl Api {
         Api { store, admin_token }
     }
 
-    /// Answers one request. `token` is the bearer token of the `Authorization` header, if any;
-    /// `content_type` the body's media type.
-    pub fn handle(
-        &self,
-        method: &str,
-        path: &str,
-        query: &str,
-        token: Option<&str>,
-        content_type: &str,
-        body: &[u8],
-    ) -> Reply {
-        let path = path.trim_end_matches('/');
-        match (method, path) {
+    /// Answers one request.
+    pub fn handle(&self, req: &ApiRequest<'_>) -> Reply {
+        let path = req.path.trim_end_matches('/');
+        match (req.method, path) {
             ("GET", "/healthz" | "/livez" | "/readyz") => return Reply::text("ok"),
             ("GET", "/version") => return Reply::json(200, version()),
             _ => {}
         }
-        if token != Some(self.admin_token.as_str()) {
+        if req.token != Some(self.admin_token.as_str()) {
             return Reply::error(ApiError::new(401, "Unauthorized", "Unauthorized"));
         }
-        let req = Request {
-            method,
-            path,
-            query,
-            content_type,
-            body,
-        };
+        let req = ApiRequest { path, ..*req };
         match self.route(&req) {
             Ok(reply) => reply,
             Err(e) => Reply::error(e),
@@ -164,17 +150,12 @@ impl Api {
     }
 
     /// `Some` when the request is a watch of a collection: its plan, or the error to answer with.
-    pub fn watch_plan(
-        &self,
-        method: &str,
-        path: &str,
-        query: &str,
-        token: Option<&str>,
-    ) -> Option<Result<watch::WatchPlan, Reply>> {
-        if method != "GET" || !query_param(query, "watch").is_some_and(|v| v == "true" || v == "1") {
+    pub fn watch_plan(&self, req: &ApiRequest<'_>) -> Option<Result<watch::WatchPlan, Reply>> {
+        let (path, query) = (req.path, req.query);
+        if req.method != "GET" || !query_param(query, "watch").is_some_and(|v| v == "true" || v == "1") {
             return None;
         }
-        if token != Some(self.admin_token.as_str()) {
+        if req.token != Some(self.admin_token.as_str()) {
             return Some(Err(Reply::error(ApiError::new(
                 401,
                 "Unauthorized",
@@ -198,12 +179,12 @@ impl Api {
                 allow_bookmarks: query_param(query, "allowWatchBookmarks") == Some("true"),
                 send_initial_events: query_param(query, "sendInitialEvents") == Some("true"),
             };
-            watch::plan(&self.store, r, ns, &params, selector)
+            watch::plan(&self.store, r, ns, &params, selector, table::wanted(req.accept))
         });
         Some(plan.map_err(Reply::error))
     }
 
-    fn route(&self, req: &Request<'_>) -> Result<Reply, ApiError> {
+    fn route(&self, req: &ApiRequest<'_>) -> Result<Reply, ApiError> {
         let path = req.path;
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match segments.as_slice() {
@@ -241,17 +222,21 @@ impl Api {
 
     fn collection(
         &self,
-        req: &Request<'_>,
+        req: &ApiRequest<'_>,
         r: &'static objects::Resource,
         namespace: Option<&str>,
     ) -> Result<Reply, ApiError> {
         match req.method {
             "GET" => {
                 let selector = selectors(req.query)?;
-                Ok(Reply::json(
-                    200,
-                    objects::list(&self.store, r, namespace, &selector)?,
-                ))
+                let list = objects::list(&self.store, r, namespace, &selector)?;
+                if table::wanted(req.accept) {
+                    let whole = query_param(req.query, "includeObject") == Some("Object");
+                    let items = list["items"].as_array().cloned().unwrap_or_default();
+                    let rv = list.pointer("/metadata/resourceVersion");
+                    return Ok(Reply::json(200, table::of(r.kind, &items, rv, whole)));
+                }
+                Ok(Reply::json(200, list))
             }
             "POST" => {
                 if namespace.is_none() && r.namespaced {
@@ -269,13 +254,21 @@ impl Api {
 
     fn item(
         &self,
-        req: &Request<'_>,
+        req: &ApiRequest<'_>,
         r: &'static objects::Resource,
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Reply, ApiError> {
         match req.method {
-            "GET" => Ok(Reply::json(200, objects::get(&self.store, r, namespace, name)?)),
+            "GET" => {
+                let obj = objects::get(&self.store, r, namespace, name)?;
+                if table::wanted(req.accept) {
+                    let whole = query_param(req.query, "includeObject") == Some("Object");
+                    let rv = obj.pointer("/metadata/resourceVersion").cloned();
+                    return Ok(Reply::json(200, table::of(r.kind, &[obj], rv.as_ref(), whole)));
+                }
+                Ok(Reply::json(200, obj))
+            }
             "PUT" => {
                 let v = req.field_validation()?;
                 Ok(Reply::written(
@@ -312,16 +305,22 @@ impl Api {
     }
 }
 
-/// One request, as the router sees it.
-struct Request<'a> {
-    method: &'a str,
-    path: &'a str,
-    query: &'a str,
-    content_type: &'a str,
-    body: &'a [u8],
+/// One request, as the API sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    /// The bearer token of the `Authorization` header, if any.
+    pub token: Option<&'a str>,
+    /// The body's media type.
+    pub content_type: &'a str,
+    /// The `Accept` header (Table output when it asks for one).
+    pub accept: &'a str,
+    pub body: &'a [u8],
 }
 
-impl Request<'_> {
+impl ApiRequest<'_> {
     fn field_validation(&self) -> Result<typed::FieldValidation, ApiError> {
         typed::FieldValidation::parse(query_param(self.query, "fieldValidation"))
     }

@@ -1,5 +1,24 @@
 use super::*;
 
+fn req<'a>(
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    token: Option<&'a str>,
+    content_type: &'a str,
+    body: &'a [u8],
+) -> ApiRequest<'a> {
+    ApiRequest {
+        method,
+        path,
+        query,
+        token,
+        content_type,
+        accept: "application/json",
+        body,
+    }
+}
+
 struct World {
     dir: std::path::PathBuf,
     api: Api,
@@ -24,8 +43,14 @@ impl World {
         } else {
             "application/json"
         };
-        self.api
-            .handle(method, path, query, Some("secret"), content_type, body.as_bytes())
+        self.api.handle(&req(
+            method,
+            path,
+            query,
+            Some("secret"),
+            content_type,
+            body.as_bytes(),
+        ))
     }
 }
 
@@ -38,14 +63,14 @@ impl Drop for World {
 #[test]
 fn authentication_and_public_endpoints() {
     let w = World::new("auth");
-    assert_eq!(w.api.handle("GET", "/healthz", "", None, "", b"").code, 200);
+    assert_eq!(w.api.handle(&req("GET", "/healthz", "", None, "", b"")).code, 200);
     assert_eq!(
-        w.api.handle("GET", "/version", "", None, "", b"").body["minor"],
+        w.api.handle(&req("GET", "/version", "", None, "", b"")).body["minor"],
         KUBE_MINOR
     );
     let denied = w
         .api
-        .handle("GET", "/api/v1/namespaces", "", Some("wrong"), "", b"");
+        .handle(&req("GET", "/api/v1/namespaces", "", Some("wrong"), "", b""));
     assert_eq!(
         (denied.code, denied.body["reason"].as_str()),
         (401, Some("Unauthorized"))
@@ -171,12 +196,14 @@ fn watches_stream_changes_and_expire_with_an_in_stream_410() {
     );
     let plan = w
         .api
-        .watch_plan(
+        .watch_plan(&req(
             "GET",
             "/api/v1/namespaces/demo/configmaps",
             "watch=true&labelSelector=app%3Dweb",
             Some("secret"),
-        )
+            "",
+            b"",
+        ))
         .expect("a watch")
         .expect("planned");
     assert_eq!(plan.initial.len(), 1);
@@ -211,25 +238,20 @@ fn watches_stream_changes_and_expire_with_an_in_stream_410() {
     // Unauthenticated watches are refused; non-watch requests are not watches.
     assert!(
         w.api
-            .watch_plan("GET", "/api/v1/configmaps", "watch=true", None)
+            .watch_plan(&req("GET", "/api/v1/configmaps", "watch=true", None, "", b""))
             .expect("a watch")
             .is_err()
     );
     assert!(
         w.api
-            .watch_plan("GET", "/api/v1/configmaps", "", Some("secret"))
+            .watch_plan(&req("GET", "/api/v1/configmaps", "", Some("secret"), "", b""))
             .is_none()
     );
     // Streaming lists (kube-rs): initial events end with a bookmark annotated initial-events-end, and
     // need resourceVersionMatch=NotOlderThan.
     let streaming = w
         .api
-        .watch_plan(
-            "GET",
-            "/api/v1/namespaces",
-            "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion=0",
-            Some("secret"),
-        )
+        .watch_plan(&req("GET", "/api/v1/namespaces", "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion=0", Some("secret"), "", b""))
         .expect("a watch")
         .expect("planned");
     let last = streaming.initial.last().expect("lines");
@@ -240,12 +262,14 @@ fn watches_stream_changes_and_expire_with_an_in_stream_410() {
     assert_eq!(streaming.bookmark_kind, Some("Namespace"));
     let refused = w
         .api
-        .watch_plan(
+        .watch_plan(&req(
             "GET",
             "/api/v1/namespaces",
             "watch=true&sendInitialEvents=true",
             Some("secret"),
-        )
+            "",
+            b"",
+        ))
         .expect("a watch");
     assert!(refused.is_err_and(|r| r.code == 422));
     // Compacted history: the stream ends with an ERROR event carrying 410 Expired.

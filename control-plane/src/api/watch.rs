@@ -24,6 +24,8 @@ pub struct WatchPlan {
     pub timeout: Duration,
     /// The kind, for `BOOKMARK` events; `None` unless the client allowed bookmarks.
     pub bookmark_kind: Option<&'static str>,
+    /// Events carry one-row Tables (the client listed as a Table) of this kind.
+    pub table_kind: Option<&'static str>,
 }
 
 /// How often an idle watch that allows bookmarks gets one (kube-apiserver sends them about once a
@@ -63,7 +65,9 @@ pub fn plan(
     namespace: Option<&str>,
     params: &WatchParams<'_>,
     selector: Selectors,
+    as_table: bool,
 ) -> Result<WatchPlan, ApiError> {
+    let table_kind = as_table.then_some(r.kind);
     if params.send_initial_events && params.resource_version_match != Some("NotOlderThan") {
         return Err(ApiError::invalid(
             "WatchOptions",
@@ -97,7 +101,10 @@ pub fn plan(
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let items = list["items"].as_array().cloned().unwrap_or_default();
-            let mut lines: Vec<String> = items.iter().map(|o| line("ADDED", o)).collect();
+            let mut lines: Vec<String> = items
+                .iter()
+                .map(|o| line("ADDED", &event_object(table_kind, o)))
+                .collect();
             if params.send_initial_events {
                 lines.push(bookmark(r.kind, after, true));
             }
@@ -111,7 +118,21 @@ pub fn plan(
         selector,
         timeout,
         bookmark_kind: (params.allow_bookmarks || params.send_initial_events).then_some(r.kind),
+        table_kind,
     })
+}
+
+/// What an event carries: the object, or a one-row Table of it.
+fn event_object(table_kind: Option<&str>, obj: &Value) -> Value {
+    match table_kind {
+        Some(kind) => super::table::of(
+            kind,
+            std::slice::from_ref(obj),
+            obj.pointer("/metadata/resourceVersion"),
+            false,
+        ),
+        None => obj.clone(),
+    }
 }
 
 /// The event lines after `after` (and the new position), or the final `ERROR` line when that history
@@ -132,7 +153,7 @@ pub fn next_lines(store: &Store, plan: &WatchPlan, after: u64) -> (Vec<String>, 
                     (EventKind::Put, None) => "ADDED",
                     (EventKind::Put, Some(_)) => "MODIFIED",
                 };
-                lines.push(line(kind, &obj));
+                lines.push(line(kind, &event_object(plan.table_kind, &obj)));
             }
             (lines, Some(position))
         }
