@@ -142,6 +142,14 @@ fn tls_acceptor(creds: &Credentials) -> Result<TlsAcceptor, ServerError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+fn too_large() -> ApiError {
+    ApiError::new(
+        413,
+        "RequestEntityTooLarge",
+        format!("the request body is larger than {MAX_BODY} bytes"),
+    )
+}
+
 fn to_response(reply: Reply) -> Response<Body> {
     let (body, content_type) = if reply.plain {
         (
@@ -207,16 +215,19 @@ async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> 
             Err(reply) => to_response(reply),
         };
     }
+    // A declared length over the limit is refused before any of the body is read (a client waiting
+    // on `Expect: 100-continue` gets the answer instead of sending megabytes).
+    let declared: Option<usize> = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return to_response(Reply::error(too_large()));
+    }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => {
-            let e = ApiError::new(
-                413,
-                "RequestEntityTooLarge",
-                format!("the request body is larger than {MAX_BODY} bytes"),
-            );
-            return to_response(Reply::error(e));
-        }
+        Err(_) => return to_response(Reply::error(too_large())),
     };
     // The store's writes wait for the disk: keep them off the async workers.
     let reply = tokio::task::spawn_blocking(move || {

@@ -144,6 +144,29 @@ impl Api {
         }
     }
 
+    /// Creates the namespaces every cluster has (`default`, `kube-system`, `kube-public`,
+    /// `kube-node-lease`) if they are missing.
+    pub fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
+        let Some(r) = objects::resource("namespaces") else {
+            return Ok(());
+        };
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            match objects::create(
+                &self.store,
+                r,
+                None,
+                body.to_string().as_bytes(),
+                typed::FieldValidation::Strict,
+            ) {
+                Ok(_) => {}
+                Err(e) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// The store, for streaming watches.
     pub fn store(&self) -> &Arc<Store> {
         &self.store

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 use crate::store::StoreError;
 
 /// An API error, rendered as a `Status` object.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason} ({code}): {message}")]
 pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
