@@ -19,7 +19,7 @@ struct Cli {
     /// Where the store, certificates and admin.kubeconfig live.
     #[arg(long)]
     data_dir: PathBuf,
-    /// Address to serve the API on.
+    /// Address to serve the API on (port 0: any free port, written into admin.kubeconfig).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
 }
@@ -41,7 +41,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.data_dir).with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let store = Arc::new(Store::open(&cli.data_dir.join("state.db"))?);
-    let ip = cli.listen.ip().to_string();
+    // Bound first: with port 0 the kubeconfig must name the port actually used.
+    let listener = server::bind(cli.listen)?;
+    let listen = listener.local_addr().context("reading the bound address")?;
+    let ip = listen.ip().to_string();
     let names = vec![
         ip.clone(),
         "127.0.0.1".to_string(),
@@ -51,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "kubernetes.default.svc".to_string(),
     ];
     let creds = pki::ensure(&cli.data_dir, &names)?;
-    let kubeconfig = pki::write_admin_kubeconfig(&cli.data_dir, &format!("https://{}", cli.listen), &creds)?;
+    let kubeconfig = pki::write_admin_kubeconfig(&cli.data_dir, &format!("https://{listen}"), &creds)?;
     tracing::info!(kubeconfig = %kubeconfig.display(), revision = store.revision(), "store open");
     let api = Arc::new(Api::new(store, creds.admin_token.clone()));
     api.ensure_system_namespaces()?;
@@ -60,6 +63,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(server::serve(cli.listen, &creds, api))?;
+        .block_on(server::serve(listener, &creds, api))?;
     Ok(())
 }

@@ -246,12 +246,28 @@ async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> 
     to_response(reply)
 }
 
-/// Serves until the process ends.
-pub async fn serve(addr: SocketAddr, creds: &Credentials, api: Arc<Api>) -> Result<(), ServerError> {
-    let acceptor = tls_acceptor(creds)?;
-    let listener = TcpListener::bind(addr)
-        .await
+/// Binds the listen address (port 0: any free port; the bound address is returned by
+/// `local_addr`), before anything tells clients where to connect.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
         .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok(listener)
+}
+
+/// Serves on `listener` until the process ends.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    creds: &Credentials,
+    api: Arc<Api>,
+) -> Result<(), ServerError> {
+    let acceptor = tls_acceptor(creds)?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    let listener = TcpListener::from_std(listener).map_err(|source| ServerError::Bind { addr, source })?;
     info!(%addr, "serving the Kubernetes API");
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {

@@ -3,7 +3,6 @@
 //! cached discovery). A restart on the same directory must keep every object.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -15,38 +14,40 @@ struct Server {
     port: u16,
 }
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_berth-control-plane"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 impl Server {
-    fn start(dir: &Path, port: u16) -> Server {
-        let child = Command::new(bin())
-            .args(["--data-dir"])
+    /// Starts the server on a port it picks (port 0, so concurrent tests never collide) and waits
+    /// until it has written `admin.kubeconfig` naming that port and accepts connections there.
+    fn start(dir: &Path) -> Server {
+        let kubeconfig = dir.join("admin.kubeconfig");
+        let _ = std::fs::remove_file(&kubeconfig);
+        let child = Command::new(env!("CARGO_BIN_EXE_berth-control-plane"))
+            .arg("--data-dir")
             .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("berth-control-plane");
-        let server = Server {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            let port = std::fs::read_to_string(&kubeconfig).ok().and_then(|k| {
+                k.lines()
+                    .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+            });
+            if let Some(port) = port
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                break port;
+            }
+            assert!(Instant::now() < deadline, "the server did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Server {
             child,
             dir: dir.to_path_buf(),
             port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the server did not come up");
-            std::thread::sleep(Duration::from_millis(50));
         }
-        server
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {
@@ -115,8 +116,7 @@ fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {
     let dir = std::env::temp_dir().join(format!("berth-cp-kubectl-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("data dir");
-    let port = free_port();
-    let server = Server::start(&dir, port);
+    let server = Server::start(&dir);
 
     let version = server.ok(&["version", "-o", "json"]);
     assert!(version.contains("\"minor\": \"33\""), "{version}");
@@ -221,7 +221,7 @@ fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {
 
     // A restart on the same directory keeps every object and the same credentials.
     drop(server);
-    let server = Server::start(&dir, port);
+    let server = Server::start(&dir);
     assert_eq!(
         server.ok(&["get", "secret", "pw", "-n", "demo", "-o", "jsonpath={.data.p}"]),
         "czNjcmV0"

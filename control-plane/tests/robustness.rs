@@ -3,18 +3,10 @@
 //! write, and a watch from before the crash resumes after it.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 struct Server {
     child: Child,
@@ -23,20 +15,34 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &Path, port: u16) -> Server {
+    /// Starts the server on a port it picks (port 0, so concurrent tests never collide) and waits
+    /// until it has written `admin.kubeconfig` naming that port and accepts connections there.
+    fn start(dir: &Path) -> Server {
+        let kubeconfig = dir.join("admin.kubeconfig");
+        let _ = std::fs::remove_file(&kubeconfig);
         let child = Command::new(env!("CARGO_BIN_EXE_berth-control-plane"))
             .arg("--data-dir")
             .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("berth-control-plane");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let port = loop {
+            let port = std::fs::read_to_string(&kubeconfig).ok().and_then(|k| {
+                k.lines()
+                    .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+            });
+            if let Some(port) = port
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                break port;
+            }
             assert!(Instant::now() < deadline, "the server did not come up");
             std::thread::sleep(Duration::from_millis(50));
-        }
+        };
         Server {
             child,
             dir: dir.to_path_buf(),
@@ -96,7 +102,7 @@ fn temp_dir(name: &str) -> PathBuf {
 #[test]
 fn bad_requests_get_4xx_statuses_and_the_server_stays_up() {
     let dir = temp_dir("abuse");
-    let server = Server::start(&dir, free_port());
+    let server = Server::start(&dir);
     let file = |name: &str, body: &[u8]| {
         let p = dir.join(name);
         std::fs::write(&p, body).expect("body file");
@@ -209,14 +215,14 @@ fn bad_requests_get_4xx_statuses_and_the_server_stays_up() {
 #[test]
 fn kill_9_during_writes_loses_no_acknowledged_write_and_watches_resume() {
     let dir = temp_dir("kill9");
-    let port = free_port();
-    let server = Server::start(&dir, port);
+    let server = Server::start(&dir);
     // One curl process sends 400 creates back to back; each answer line says whether it was
     // acknowledged (201). The server is killed while they run.
     let mut config = String::new();
     for i in 0..400 {
         config.push_str(&format!(
-            "url = \"https://127.0.0.1:{port}/api/v1/namespaces/default/configmaps?n=cm-{i:04}\"\nrequest = \"POST\"\nheader = \"Authorization: Bearer {}\"\nheader = \"Content-Type: application/json\"\ndata = \"{{\\\"metadata\\\":{{\\\"name\\\":\\\"cm-{i:04}\\\"}},\\\"data\\\":{{\\\"i\\\":\\\"{i}\\\"}}}}\"\ncacert = \"{}\"\nwrite-out = \"%{{http_code}} %{{url_effective}}\\n\"\noutput = \"/dev/null\"\nmax-time = 5\n",
+            "url = \"https://127.0.0.1:{}/api/v1/namespaces/default/configmaps?n=cm-{i:04}\"\nrequest = \"POST\"\nheader = \"Authorization: Bearer {}\"\nheader = \"Content-Type: application/json\"\ndata = \"{{\\\"metadata\\\":{{\\\"name\\\":\\\"cm-{i:04}\\\"}},\\\"data\\\":{{\\\"i\\\":\\\"{i}\\\"}}}}\"\ncacert = \"{}\"\nwrite-out = \"%{{http_code}} %{{url_effective}}\\n\"\noutput = \"/dev/null\"\nmax-time = 5\n",
+            server.port,
             server.token(),
             dir.join("ca.crt").display()
         ));
@@ -267,7 +273,7 @@ fn kill_9_during_writes_loses_no_acknowledged_write_and_watches_resume() {
         acknowledged.len()
     );
 
-    let server = Server::start(&dir, port);
+    let server = Server::start(&dir);
     let (code, list) = server.curl(
         "GET",
         "/api/v1/namespaces/default/configmaps",
