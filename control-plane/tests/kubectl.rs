@@ -2,114 +2,14 @@
 //! with a fresh data directory; kubectl uses the `admin.kubeconfig` it writes (and a fresh `HOME`, so no
 //! cached discovery). A restart on the same directory must keep every object.
 
+mod common;
+
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
-struct Server {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Server {
-    /// Starts the server on a port it picks (port 0, so concurrent tests never collide) and waits
-    /// until it has written `admin.kubeconfig` naming that port and accepts connections there.
-    fn start(dir: &Path) -> Server {
-        let kubeconfig = dir.join("admin.kubeconfig");
-        let _ = std::fs::remove_file(&kubeconfig);
-        let child = Command::new(env!("CARGO_BIN_EXE_berth-control-plane"))
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("berth-control-plane");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let port = loop {
-            let port = std::fs::read_to_string(&kubeconfig).ok().and_then(|k| {
-                k.lines()
-                    .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
-                    .and_then(|p| p.trim().parse::<u16>().ok())
-            });
-            if let Some(port) = port
-                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            {
-                break port;
-            }
-            assert!(Instant::now() < deadline, "the server did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Server {
-            child,
-            dir: dir.to_path_buf(),
-            port,
-        }
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        let home = self.dir.join("home");
-        let _ = std::fs::create_dir_all(&home);
-        Command::new("kubectl")
-            .env("HOME", &home)
-            .arg("--kubeconfig")
-            .arg(self.dir.join("admin.kubeconfig"))
-            .args(["--request-timeout", "10s"])
-            .args(args)
-            .output()
-            .expect("kubectl")
-    }
-
-    /// `kubectl apply -f -` with `manifest` on stdin, with kubectl's default validation (the server
-    /// says in its OpenAPI that it validates fields itself). kubectl's typed `create <kind>` commands
-    /// send protobuf, which the server does not read yet.
-    fn apply(&self, manifest: &str) -> String {
-        use std::io::Write;
-        let home = self.dir.join("home");
-        let _ = std::fs::create_dir_all(&home);
-        let mut child = Command::new("kubectl")
-            .env("HOME", &home)
-            .arg("--kubeconfig")
-            .arg(self.dir.join("admin.kubeconfig"))
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(manifest.as_bytes()).expect("stdin");
-        }
-        let out = child.wait_with_output().expect("kubectl");
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Server;
 
 #[test]
 fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {

@@ -1,0 +1,154 @@
+//! The control plane as a process, for the integration tests: started on a port it picks, with
+//! kubectl and curl pointed at it. Each test file uses part of it.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+pub struct Server {
+    child: Child,
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts the server on a port it picks (port 0, so concurrent tests never collide) and waits
+    /// until it has written `admin.kubeconfig` naming that port and accepts connections there.
+    pub fn start(dir: &Path) -> Server {
+        let kubeconfig = dir.join("admin.kubeconfig");
+        let _ = std::fs::remove_file(&kubeconfig);
+        let child = Command::new(env!("CARGO_BIN_EXE_berth-control-plane"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("berth-control-plane");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            let port = std::fs::read_to_string(&kubeconfig).ok().and_then(|k| {
+                k.lines()
+                    .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+            });
+            if let Some(port) = port
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                break port;
+            }
+            assert!(Instant::now() < deadline, "the server did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Server {
+            child,
+            dir: dir.to_path_buf(),
+            port,
+        }
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let home = self.dir.join("home");
+        let _ = std::fs::create_dir_all(&home);
+        Command::new("kubectl")
+            .env("HOME", &home)
+            .arg("--kubeconfig")
+            .arg(self.dir.join("admin.kubeconfig"))
+            .args(["--request-timeout", "10s"])
+            .args(args)
+            .output()
+            .expect("kubectl")
+    }
+
+    /// `kubectl apply -f -` with `manifest` on stdin, with kubectl's default validation (the server
+    /// says in its OpenAPI that it validates fields itself). kubectl's typed `create <kind>` commands
+    /// send protobuf, which the server does not read yet.
+    pub fn apply(&self, manifest: &str) -> String {
+        use std::io::Write;
+        let home = self.dir.join("home");
+        let _ = std::fs::create_dir_all(&home);
+        let mut child = Command::new("kubectl")
+            .env("HOME", &home)
+            .arg("--kubeconfig")
+            .arg(self.dir.join("admin.kubeconfig"))
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(manifest.as_bytes()).expect("stdin");
+        }
+        let out = child.wait_with_output().expect("kubectl");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin.token"))
+            .expect("token")
+            .trim()
+            .to_string()
+    }
+
+    /// `curl` with the CA and the admin token, over HTTP/1.1 (curl 7.88 reports an HTTP/2 stream reset
+    /// after an early 413 as its own error instead of showing the answer; kubectl covers HTTP/2);
+    /// returns (HTTP code, body).
+    pub fn curl(&self, method: &str, path: &str, body: Option<&Path>, content_type: &str) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--http1.1", "--max-time", "10", "-X", method, "--cacert"])
+            .arg(self.dir.join("ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {}", self.token())])
+            .args(["-H", &format!("Content-Type: {content_type}")])
+            .args(["-w", "\n%{http_code}"]);
+        if let Some(file) = body {
+            cmd.arg("--data-binary").arg(format!("@{}", file.display()));
+        }
+        let out = cmd
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh directory for one test's data (removed by the test).
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("berth-cp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
