@@ -46,15 +46,7 @@ fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {
     let names = server.ok(&["get", "namespaces", "-o", "name"]);
     assert!(names.contains("namespace/demo"), "{names}");
     assert_eq!(
-        server.ok(&[
-            "get",
-            "configmap",
-            "cfg",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.data.greeting}"
-        ]),
+        server.jsonpath("configmap", "cfg", "demo", "{.data.greeting}"),
         "hello"
     );
     // A watch (`kubectl get -w`) sees the changes that follow.
@@ -80,15 +72,7 @@ fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {
     ));
     assert!(changed.contains("configmap/cfg configured"), "{changed}");
     assert_eq!(
-        server.ok(&[
-            "get",
-            "configmap",
-            "cfg",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.data.greeting}/{.data.extra}"
-        ]),
+        server.jsonpath("configmap", "cfg", "demo", "{.data.greeting}/{.data.extra}"),
         "bonjour/x"
     );
     server.ok(&["delete", "configmap", "cfg", "-n", "demo"]);
@@ -122,10 +106,7 @@ fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {
     // A restart on the same directory keeps every object and the same credentials.
     drop(server);
     let server = Server::start(&dir);
-    assert_eq!(
-        server.ok(&["get", "secret", "pw", "-n", "demo", "-o", "jsonpath={.data.p}"]),
-        "czNjcmV0"
-    );
+    assert_eq!(server.jsonpath("secret", "pw", "demo", "{.data.p}"), "czNjcmV0");
     server.ok(&["delete", "configmap", "cfg", "-n", "demo"]);
     let gone = server.kubectl(&["get", "configmap", "cfg", "-n", "demo"]);
     assert!(!gone.status.success());

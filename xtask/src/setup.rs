@@ -120,7 +120,10 @@ fn bpf_linker() -> Result<()> {
         return Ok(());
     }
     println!("setup: building bpf-linker {BPF_LINKER_VERSION} against {llvm} (about 80 s)");
-    let prefix = workspace_root().join("target/llvm-prefix");
+    // Beside the installed binary, not in this checkout: bpf-linker finds libLLVM through these links
+    // at run time, and the binary is shared by every checkout (a prefix in one checkout's target
+    // directory broke bpf-linker for all of them once that directory was removed).
+    let prefix = home.join("bpf-linker-llvm");
     let lib = prefix.join("lib");
     std::fs::create_dir_all(&lib)?;
     for name in ["libLLVM.so", llvm.as_str()] {

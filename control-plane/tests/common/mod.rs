@@ -91,6 +91,19 @@ impl Server {
         )
     }
 
+    /// `kubectl get KIND NAME -n NAMESPACE -o jsonpath=PATH`.
+    pub fn jsonpath(&self, kind: &str, name: &str, namespace: &str, path: &str) -> String {
+        self.ok(&[
+            "get",
+            kind,
+            name,
+            "-n",
+            namespace,
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
         assert!(

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use berth_common::{CT_F_NH_PEER, CtEntry, NEXTHOP_TTL_NS};
 
-use crate::{local, nat::csum_apply, overlay, packet::ETH_HLEN};
+use crate::{local, maps::CONFIG, nat::csum_apply, overlay, packet::ETH_HLEN};
 
 const AF_INET: u8 = 2;
 
@@ -89,7 +89,10 @@ pub fn redirect(
     }
     // A translated packet for a remote node's pod goes into the overlay (not cached: the outer header is
     // set per packet).
-    if let Some(verdict) = overlay::to_remote_pod(ctx, daddr) {
+    if let Some(verdict) = CONFIG
+        .get(0)
+        .and_then(|cfg| overlay::to_remote_pod(ctx, cfg, daddr))
+    {
         return verdict;
     }
     // SAFETY: zeroed plain-data struct; helper calls on the program's own skb.

@@ -24,11 +24,11 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::TcContext,
 };
-use berth_common::{OVERLAY_VNI, counter};
+use berth_common::{NodeConfig, OVERLAY_VNI, counter};
 
 use crate::{
     forward::rewrite_l2,
-    maps::{CONFIG, OVERLAY, count},
+    maps::{OVERLAY, count},
     packet::ETH_HLEN,
 };
 
@@ -64,8 +64,7 @@ fn ipv4_csum(h: &[u8; 20]) -> u16 {
 /// returns the verdict; `None` when the destination is not remote (or there is no overlay, or the
 /// packet cannot be grown), and the stack takes the packet (its MACs and TTL may have been rewritten).
 #[inline(always)]
-pub fn to_remote_pod(ctx: &TcContext, daddr: u32) -> Option<i32> {
-    let cfg = CONFIG.get(0)?;
+pub fn to_remote_pod(ctx: &TcContext, cfg: &NodeConfig, daddr: u32) -> Option<i32> {
     if cfg.vtep_ifindex == 0 || cfg.snat_addr == 0 {
         return None;
     }

@@ -60,7 +60,10 @@ pub fn berth_from_uplink(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn berth_to_overlay(ctx: TcContext) -> i32 {
     match packet::ipv4_addrs(&ctx) {
-        Some((_, daddr)) => overlay::to_remote_pod(&ctx, daddr).unwrap_or(TC_ACT_SHOT as i32),
+        Some((_, daddr)) => CONFIG
+            .get(0)
+            .and_then(|cfg| overlay::to_remote_pod(&ctx, cfg, daddr))
+            .unwrap_or(TC_ACT_SHOT as i32),
         None => TC_ACT_SHOT as i32,
     }
 }
@@ -272,7 +275,7 @@ fn pod_to_pod(ctx: &TcContext, saddr: u32, daddr: u32) -> i32 {
             None => TC_ACT_UNSPEC,
         };
     }
-    overlay::to_remote_pod(ctx, daddr).unwrap_or(TC_ACT_UNSPEC)
+    overlay::to_remote_pod(ctx, cfg, daddr).unwrap_or(TC_ACT_UNSPEC)
 }
 
 #[inline(always)]
