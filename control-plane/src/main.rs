@@ -57,7 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let kubeconfig = pki::write_admin_kubeconfig(&cli.data_dir, &format!("https://{listen}"), &creds)?;
     tracing::info!(kubeconfig = %kubeconfig.display(), revision = store.revision(), "store open");
     let api = Arc::new(Api::new(store, creds.admin_token.clone()));
-    api.ensure_system_namespaces()?;
+    api.bootstrap(listen)?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -4,6 +4,33 @@
 
 use serde_json::Value;
 
+/// The selectable fields: those of every resource, and those the kinds served add (pods by node and
+/// phase for nodes and kubectl, events by the object they are about for `kubectl describe`).
+const FIELDS: &[(&str, &str)] = &[
+    ("metadata.name", "/metadata/name"),
+    ("metadata.namespace", "/metadata/namespace"),
+    ("spec.nodeName", "/spec/nodeName"),
+    ("spec.schedulerName", "/spec/schedulerName"),
+    ("spec.restartPolicy", "/spec/restartPolicy"),
+    ("spec.serviceAccountName", "/spec/serviceAccountName"),
+    ("spec.unschedulable", "/spec/unschedulable"),
+    ("status.phase", "/status/phase"),
+    ("status.podIP", "/status/podIP"),
+    ("type", "/type"),
+    ("reason", "/reason"),
+    ("source", "/source/component"),
+    ("involvedObject.kind", "/involvedObject/kind"),
+    ("involvedObject.namespace", "/involvedObject/namespace"),
+    ("involvedObject.name", "/involvedObject/name"),
+    ("involvedObject.uid", "/involvedObject/uid"),
+    ("involvedObject.apiVersion", "/involvedObject/apiVersion"),
+    (
+        "involvedObject.resourceVersion",
+        "/involvedObject/resourceVersion",
+    ),
+    ("involvedObject.fieldPath", "/involvedObject/fieldPath"),
+];
+
 /// One requirement: field path, wanted value, equal or not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Requirement {
@@ -28,11 +55,11 @@ impl FieldSelector {
             } else {
                 return Err(format!("invalid selector: '{part}'; can't understand '{part}'"));
             };
-            let pointer = match field.trim() {
-                "metadata.name" => "/metadata/name",
-                "metadata.namespace" => "/metadata/namespace",
-                other => return Err(format!("field label not supported: {other}")),
-            };
+            let pointer = FIELDS
+                .iter()
+                .find(|(f, _)| *f == field.trim())
+                .map(|(_, p)| *p)
+                .ok_or_else(|| format!("field label not supported: {}", field.trim()))?;
             reqs.push(Requirement {
                 pointer,
                 value: value.trim().to_string(),
@@ -45,7 +72,13 @@ impl FieldSelector {
     /// Whether `obj` matches.
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|r| {
-            let v = obj.pointer(r.pointer).and_then(Value::as_str).unwrap_or_default();
+            let v = match obj.pointer(r.pointer) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Bool(b)) => b.to_string(),
+                // An absent boolean (`spec.unschedulable`) reads as false, as the API server has it.
+                None if r.pointer == "/spec/unschedulable" => "false".into(),
+                _ => String::new(),
+            };
             (v == r.value) == r.equal
         })
     }
@@ -64,6 +97,7 @@ mod tests {
         assert!(m("metadata.name==web,metadata.namespace!=kube-system"));
         assert!(!m("metadata.name=db"));
         assert!(m(""));
-        assert!(FieldSelector::parse("spec.nodeName=n1").is_err_and(|e| e.contains("not supported")));
+        assert!(FieldSelector::parse("spec.nodeName=").is_ok_and(|f| f.matches(&obj)));
+        assert!(FieldSelector::parse("spec.bogus=n1").is_err_and(|e| e.contains("not supported")));
     }
 }

@@ -10,12 +10,17 @@
 //! resources come next
 //! (see `RESEARCH.md`).
 
+pub mod admission;
+pub mod allocator;
+pub mod discovery;
 pub mod fields;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod resources;
 pub mod selector;
 pub mod status;
+pub mod subresources;
 pub mod table;
 pub mod typed;
 pub mod watch;
@@ -131,7 +136,7 @@ impl Api {
         let path = req.path.trim_end_matches('/');
         match (req.method, path) {
             ("GET", "/healthz" | "/livez" | "/readyz") => return Reply::text("ok"),
-            ("GET", "/version") => return Reply::json(200, version()),
+            ("GET", "/version") => return Reply::json(200, discovery::version()),
             _ => {}
         }
         if req.token != Some(self.admin_token.as_str()) {
@@ -144,27 +149,66 @@ impl Api {
         }
     }
 
-    /// Creates the namespaces every cluster has (`default`, `kube-system`, `kube-public`,
-    /// `kube-node-lease`) if they are missing.
-    pub fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
-        let Some(r) = objects::resource("namespaces") else {
-            return Ok(());
+    /// What every cluster has, made at start: the namespaces `default`, `kube-system`,
+    /// `kube-public`, `kube-node-lease`; the `default/kubernetes` Service (10.96.0.1:443) and its
+    /// Endpoints naming `api_address`; and reservations no object holds released.
+    pub fn bootstrap(&self, api_address: std::net::SocketAddr) -> Result<(), ApiError> {
+        let exists_ok = |r: Result<objects::Written, ApiError>| match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(e),
         };
-        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            match objects::create(
+        let create = |plural: &str, ns: Option<&str>, body: Value| {
+            let r = resources::by_plural(plural)
+                .ok_or_else(|| ApiError::new(500, "InternalError", format!("no resource {plural}")))?;
+            exists_ok(objects::create(
                 &self.store,
                 r,
-                None,
+                ns,
                 body.to_string().as_bytes(),
                 typed::FieldValidation::Strict,
-            ) {
-                Ok(_) => {}
-                Err(e) if e.reason == "AlreadyExists" => {}
-                Err(e) => return Err(e),
-            }
+            ))
+        };
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            create("namespaces", None, json!({"metadata": {"name": name}}))?;
         }
-        Ok(())
+        admission::repair(&self.store);
+        create(
+            "services",
+            Some("default"),
+            json!({
+                "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {
+                    "clusterIP": allocator::KUBERNETES_SERVICE_IP.to_string(),
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_address.port()}],
+                    "sessionAffinity": "None",
+                    "type": "ClusterIP"
+                }
+            }),
+        )?;
+        let endpoints = json!({
+            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{
+                "addresses": [{"ip": api_address.ip().to_string()}],
+                "ports": [{"name": "https", "port": api_address.port(), "protocol": "TCP"}]
+            }]
+        });
+        let ep = resources::by_plural("endpoints")
+            .ok_or_else(|| ApiError::new(500, "InternalError", "no resource endpoints"))?;
+        match objects::get(&self.store, ep, Some("default"), "kubernetes") {
+            Ok(current) if current.get("subsets") == endpoints.get("subsets") => Ok(()),
+            Ok(_) => objects::replace(
+                &self.store,
+                ep,
+                Some("default"),
+                "kubernetes",
+                endpoints.to_string().as_bytes(),
+                typed::FieldValidation::Strict,
+                objects::Part::Main,
+            )
+            .map(|_| ()),
+            Err(_) => create("endpoints", Some("default"), endpoints),
+        }
     }
 
     /// The store, for streaming watches.
@@ -174,7 +218,7 @@ impl Api {
 
     /// `Some` when the request is a watch of a collection: its plan, or the error to answer with.
     pub fn watch_plan(&self, req: &ApiRequest<'_>) -> Option<Result<watch::WatchPlan, Reply>> {
-        let (path, query) = (req.path, req.query);
+        let (path, query) = (req.path.trim_end_matches('/'), req.query);
         if req.method != "GET" || !query_param(query, "watch").is_some_and(|v| v == "true" || v == "1") {
             return None;
         }
@@ -186,14 +230,12 @@ impl Api {
             ))));
         }
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let target = match segments.as_slice() {
-            ["api", "v1", "namespaces", ns, plural] => require_namespaced(plural).map(|r| (r, Some(*ns))),
-            ["api", "v1", plural] => objects::resource(plural)
-                .map(|r| (r, None))
-                .ok_or_else(|| unknown(path)),
-            _ => Err(unknown(path)),
+        let target = match Target::parse(&segments) {
+            Ok(Some(t)) if t.name.is_none() => Ok(t),
+            Ok(_) => Err(unknown(path)),
+            Err(e) => Err(e),
         };
-        let plan = target.and_then(|(r, ns)| {
+        let plan = target.and_then(|t| {
             let selector = selectors(query)?;
             let params = watch::WatchParams {
                 resource_version: query_param(query, "resourceVersion"),
@@ -202,7 +244,14 @@ impl Api {
                 allow_bookmarks: query_param(query, "allowWatchBookmarks") == Some("true"),
                 send_initial_events: query_param(query, "sendInitialEvents") == Some("true"),
             };
-            watch::plan(&self.store, r, ns, &params, selector, table::wanted(req.accept))
+            watch::plan(
+                &self.store,
+                t.resource,
+                t.namespace,
+                &params,
+                selector,
+                table::wanted(req.accept),
+            )
         });
         Some(plan.map_err(Reply::error))
     }
@@ -210,36 +259,20 @@ impl Api {
     fn route(&self, req: &ApiRequest<'_>) -> Result<Reply, ApiError> {
         let path = req.path;
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        match segments.as_slice() {
-            ["api"] => Ok(Reply::json(
-                200,
-                json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
-            )),
-            ["apis"] => Ok(Reply::json(
-                200,
-                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
-            )),
-            ["api", "v1"] => Ok(Reply::json(200, core_v1_resources())),
-            ["openapi", "v3"] => Ok(Reply::json(200, openapi::root())),
-            ["openapi", "v3", "api", "v1"] => Ok(Reply::json(200, openapi::core_v1())),
-            ["api", "v1", "namespaces", ns, plural] => {
-                self.collection(req, require_namespaced(plural)?, Some(ns))
-            }
-            ["api", "v1", "namespaces", ns, plural, name] => {
-                self.item(req, require_namespaced(plural)?, Some(ns), name)
-            }
-            ["api", "v1", plural] => {
-                let r = objects::resource(plural).ok_or_else(|| unknown(path))?;
-                self.collection(req, r, None)
-            }
-            ["api", "v1", plural, name] => {
-                let r = objects::resource(plural).ok_or_else(|| unknown(path))?;
-                if r.namespaced {
-                    return Err(unknown(path));
-                }
-                self.item(req, r, None, name)
-            }
-            _ => Err(unknown(path)),
+        if let Some(discovered) = discovery::answer(&segments) {
+            return if req.method == "GET" {
+                Ok(Reply::json(200, discovered))
+            } else {
+                Err(ApiError::method_not_allowed(req.method, path))
+            };
+        }
+        let Some(target) = Target::parse(&segments)? else {
+            return Err(unknown(path));
+        };
+        match (target.name, target.subresource) {
+            (None, _) => self.collection(req, target.resource, target.namespace),
+            (Some(name), None) => self.item(req, target.resource, target.namespace, name),
+            (Some(name), Some(sub)) => self.subresource(req, target.resource, target.namespace, name, sub),
         }
     }
 
@@ -271,6 +304,28 @@ impl Api {
                     objects::create(&self.store, r, namespace, req.body, v)?,
                 ))
             }
+            "DELETE" => {
+                // deletecollection: every selected object, each as its own delete.
+                let selector = selectors(req.query)?;
+                let opts = req.delete_options()?;
+                let list = objects::list(&self.store, r, namespace, &selector)?;
+                let mut deleted = Vec::new();
+                for obj in list["items"].as_array().into_iter().flatten() {
+                    let name = obj
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+                    match objects::delete(&self.store, r, ns, name, &opts) {
+                        Ok(gone) => deleted.push(gone),
+                        Err(e) if e.code == 404 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let mut answer = list;
+                answer["items"] = Value::Array(deleted);
+                Ok(Reply::json(200, answer))
+            }
             other => Err(ApiError::method_not_allowed(other, r.plural)),
         }
     }
@@ -292,39 +347,125 @@ impl Api {
                 }
                 Ok(Reply::json(200, obj))
             }
-            "PUT" => {
-                let v = req.field_validation()?;
-                Ok(Reply::written(
+            "PUT" | "PATCH" => self.write(req, r, namespace, name, objects::Part::Main),
+            "DELETE" => {
+                let opts = req.delete_options()?;
+                Ok(Reply::json(
                     200,
-                    objects::replace(&self.store, r, namespace, name, req.body, v)?,
+                    objects::delete(&self.store, r, namespace, name, &opts)?,
                 ))
             }
-            "PATCH" => {
-                let kind = match req.content_type.split(';').next().unwrap_or_default().trim() {
-                    "application/merge-patch+json" => objects::PatchKind::Merge,
-                    "application/strategic-merge-patch+json" => objects::PatchKind::Strategic,
-                    other => {
-                        return Err(ApiError::new(
-                            415,
-                            "UnsupportedMediaType",
-                            format!(
-                                "the patch type {other:?} is not supported (merge-patch+json and strategic-merge-patch+json are)"
-                            ),
-                        ));
-                    }
-                };
-                let v = req.field_validation()?;
-                Ok(Reply::written(
-                    200,
-                    objects::patch(&self.store, r, namespace, name, kind, req.body, v)?,
-                ))
-            }
-            "DELETE" => Ok(Reply::json(
-                200,
-                objects::delete(&self.store, r, namespace, name)?,
-            )),
             other => Err(ApiError::method_not_allowed(other, r.plural)),
         }
+    }
+
+    /// PUT or PATCH of an object or of its status.
+    fn write(
+        &self,
+        req: &ApiRequest<'_>,
+        r: &'static objects::Resource,
+        namespace: Option<&str>,
+        name: &str,
+        part: objects::Part,
+    ) -> Result<Reply, ApiError> {
+        let v = req.field_validation()?;
+        if req.method == "PUT" {
+            return Ok(Reply::written(
+                200,
+                objects::replace(&self.store, r, namespace, name, req.body, v, part)?,
+            ));
+        }
+        let kind = req.patch_kind()?;
+        Ok(Reply::written(
+            200,
+            objects::patch(&self.store, r, namespace, name, kind, req.body, v, part)?,
+        ))
+    }
+
+    fn subresource(
+        &self,
+        req: &ApiRequest<'_>,
+        r: &'static objects::Resource,
+        namespace: Option<&str>,
+        name: &str,
+        sub: &str,
+    ) -> Result<Reply, ApiError> {
+        let path = req.path;
+        if !r.subresources.contains(&sub) {
+            return Err(unknown(path));
+        }
+        match (sub, req.method) {
+            ("status", "GET") => Ok(Reply::json(200, objects::get(&self.store, r, namespace, name)?)),
+            ("status", "PUT" | "PATCH") => self.write(req, r, namespace, name, objects::Part::Status),
+            ("scale", "GET") => Ok(Reply::json(
+                200,
+                subresources::scale_of(r, &objects::get(&self.store, r, namespace, name)?),
+            )),
+            ("scale", "PUT" | "PATCH") => {
+                let patch = match req.method {
+                    "PATCH" => Some(req.patch_kind()?),
+                    _ => None,
+                };
+                Ok(Reply::json(
+                    200,
+                    subresources::scale_write(&self.store, r, namespace, name, req.body, patch)?,
+                ))
+            }
+            ("binding", "POST") => Ok(Reply::json(
+                201,
+                subresources::bind(&self.store, r, namespace, name, req.body)?,
+            )),
+            ("eviction", "POST") => Ok(Reply::json(
+                201,
+                subresources::evict(&self.store, r, namespace, name, req.body)?,
+            )),
+            (_, other) => Err(ApiError::method_not_allowed(other, path)),
+        }
+    }
+}
+
+/// What a resource path names: a collection, an object, or an object's subresource.
+struct Target<'a> {
+    resource: &'static objects::Resource,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+    subresource: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// Parses `/api/v1/...` or `/apis/<group>/<version>/...` (`Ok(None)`: not a resource path).
+    fn parse(segments: &[&'a str]) -> Result<Option<Target<'a>>, ApiError> {
+        let (group, version, rest) = match segments {
+            ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
+            ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
+            _ => return Ok(None),
+        };
+        let whole = segments.join("/");
+        let namespaced = match rest {
+            ["namespaces", ns, plural, more @ ..] => resources::find(group, version, plural)
+                .filter(|r| r.namespaced)
+                .map(|r| (r, Some(*ns), more)),
+            _ => None,
+        };
+        let (resource, namespace, more) = match namespaced {
+            Some(found) => found,
+            None => {
+                let r = resources::find(group, version, rest[0]).ok_or_else(|| unknown(&whole))?;
+                (r, None, &rest[1..])
+            }
+        };
+        if namespace.is_none() && resource.namespaced && !more.is_empty() {
+            return Err(unknown(&whole));
+        }
+        if more.len() > 2 {
+            return Err(unknown(&whole));
+        }
+        Ok(Some(Target {
+            resource,
+            namespace,
+            name: more.first().copied(),
+            subresource: more.get(1).copied(),
+        }))
     }
 }
 
@@ -347,6 +488,28 @@ impl ApiRequest<'_> {
     fn field_validation(&self) -> Result<typed::FieldValidation, ApiError> {
         typed::FieldValidation::parse(query_param(self.query, "fieldValidation"))
     }
+
+    fn delete_options(&self) -> Result<objects::DeleteOptions, ApiError> {
+        objects::DeleteOptions::parse(
+            self.body,
+            query_param(self.query, "gracePeriodSeconds"),
+            query_param(self.query, "propagationPolicy"),
+        )
+    }
+
+    fn patch_kind(&self) -> Result<objects::PatchKind, ApiError> {
+        match self.content_type.split(';').next().unwrap_or_default().trim() {
+            "application/merge-patch+json" => Ok(objects::PatchKind::Merge),
+            "application/strategic-merge-patch+json" => Ok(objects::PatchKind::Strategic),
+            other => Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the patch type {other:?} is not supported (merge-patch+json and strategic-merge-patch+json are)"
+                ),
+            )),
+        }
+    }
 }
 
 /// The request's label and field selectors.
@@ -362,43 +525,6 @@ fn unknown(path: &str) -> ApiError {
         "NotFound",
         format!("the server could not find the requested resource ({path})"),
     )
-}
-
-fn require_namespaced(plural: &str) -> Result<&'static objects::Resource, ApiError> {
-    objects::resource(plural)
-        .filter(|r| r.namespaced)
-        .ok_or_else(|| unknown(plural))
-}
-
-fn version() -> Value {
-    json!({
-        "major": "1",
-        "minor": KUBE_MINOR,
-        "gitVersion": format!("v1.{KUBE_MINOR}.0-berth"),
-        "gitCommit": "",
-        "gitTreeState": "clean",
-        "buildDate": "",
-        "goVersion": "",
-        "compiler": "rustc",
-        "platform": "linux/amd64"
-    })
-}
-
-fn core_v1_resources() -> Value {
-    let resources: Vec<Value> = objects::CORE_V1
-        .iter()
-        .map(|r| {
-            json!({
-                "name": r.plural,
-                "singularName": r.singular,
-                "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-                "shortNames": r.short_names,
-            })
-        })
-        .collect();
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources})
 }
 
 #[cfg(test)]

@@ -1,63 +1,21 @@
-//! The resources served so far and their create / read / list / replace / delete over the store, as
-//! JSON objects: the store keeps each object's JSON without `resourceVersion`, which is the key's
-//! modify revision and is put back on every read.
+//! Create / read / list / replace / patch / delete of objects over the store, as JSON: the store keeps
+//! each object's JSON without `resourceVersion`, which is the key's modify revision and is put back on
+//! every read. What is particular to a kind (defaults, validation, allocated addresses and ports) is
+//! in [`super::admission`]; graceful deletion and finalizers are here, because every kind has them.
 
 use serde_json::{Map, Value, json};
 
 use super::{
-    patch,
+    admission, patch,
     status::ApiError,
     typed::{self, FieldValidation},
 };
 use crate::store::{KeyValue, Store};
 
-/// A served resource type.
-#[derive(Debug)]
-pub struct Resource {
-    /// Plural, as in URLs.
-    pub plural: &'static str,
-    pub singular: &'static str,
-    pub kind: &'static str,
-    pub namespaced: bool,
-    pub short_names: &'static [&'static str],
-    /// Names must be DNS-1123 labels (else subdomains).
-    pub label_names: bool,
-}
+pub use super::resources::{Resource, by_plural as resource};
 
-/// The core/v1 resources served so far.
-pub const CORE_V1: &[Resource] = &[
-    Resource {
-        plural: "namespaces",
-        singular: "namespace",
-        kind: "Namespace",
-        namespaced: false,
-        short_names: &["ns"],
-        label_names: true,
-    },
-    Resource {
-        plural: "configmaps",
-        singular: "configmap",
-        kind: "ConfigMap",
-        namespaced: true,
-        short_names: &["cm"],
-        label_names: false,
-    },
-    Resource {
-        plural: "secrets",
-        singular: "secret",
-        kind: "Secret",
-        namespaced: true,
-        short_names: &[],
-        label_names: false,
-    },
-];
-
-/// Looks a resource up by its plural.
-pub fn resource(plural: &str) -> Option<&'static Resource> {
-    CORE_V1.iter().find(|r| r.plural == plural)
-}
-
-fn key(r: &Resource, namespace: Option<&str>, name: &str) -> String {
+/// The store key of one object.
+pub fn key(r: &Resource, namespace: Option<&str>, name: &str) -> String {
     match namespace {
         Some(ns) if r.namespaced => format!("/registry/{}/{ns}/{name}", r.plural),
         _ => format!("/registry/{}/{name}", r.plural),
@@ -109,7 +67,8 @@ pub fn render(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-fn now_rfc3339() -> String {
+/// Now, as Kubernetes timestamps are written.
+pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -132,7 +91,8 @@ fn now_rfc3339() -> String {
     )
 }
 
-fn new_uid() -> String {
+/// A random (version 4) UUID.
+pub fn new_uid() -> String {
     let mut b = [0u8; 16];
     let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
     b[6] = (b[6] & 0x0f) | 0x40;
@@ -167,11 +127,17 @@ fn parse_object(r: &Resource, namespace: Option<&str>, body: &[u8]) -> Result<(V
             map.insert("kind".into(), json!(r.kind));
         }
     }
+    let api_version = r.api_version();
     match map.get("apiVersion").and_then(Value::as_str) {
-        Some("v1") => {}
-        Some(v) => return Err(ApiError::bad_request(format!("apiVersion {v:?} is not v1"))),
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "apiVersion {v:?} does not match the resource {} ({api_version})",
+                r.plural
+            )));
+        }
         None => {
-            map.insert("apiVersion".into(), json!("v1"));
+            map.insert("apiVersion".into(), json!(api_version));
         }
     }
     let meta = map
@@ -246,10 +212,18 @@ fn namespace_exists(store: &Store, namespace: &str) -> Result<(), ApiError> {
 /// A written object and the warnings to send with it.
 pub type Written = (Value, Vec<String>);
 
+/// Which part of an object a write changes: the object (its status kept as stored, for kinds with a
+/// `status` subresource) or only its status (`.../status`, the rest kept as stored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Main,
+    Status,
+}
+
 /// POST to a collection.
 pub fn create(
     store: &Store,
-    r: &Resource,
+    r: &'static Resource,
     namespace: Option<&str>,
     body: &[u8],
     validation: FieldValidation,
@@ -271,16 +245,30 @@ pub fn create(
             "resourceVersion should not be set on objects to be created",
         ));
     }
+    for owned_by_server in ["deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        meta.remove(owned_by_server);
+    }
     meta.insert("uid".into(), json!(new_uid()));
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
-    if r.kind == "Namespace" {
-        obj["status"] = json!({"phase": "Active"});
+    if r.tracks_generation() {
+        meta.insert("generation".into(), json!(1));
     }
-    let (obj, warnings) = typed::normalize(r.kind, obj, validation)?;
-    let kv = store
-        .create(&key(r, namespace, &name), store_bytes(&obj))
-        .map_err(|e| ApiError::from_store(e, r.plural, &name))?;
-    Ok((render(&kv)?, warnings))
+    // Status is the controllers' and nodes' to write (a node registers with its status).
+    if r.has_status()
+        && r.kind != "Node"
+        && let Some(map) = obj.as_object_mut()
+    {
+        map.remove("status");
+    }
+    let (mut obj, warnings) = typed::normalize(r.kind, obj, validation)?;
+    admission::on_create(store, r, &mut obj)?;
+    match store.create(&key(r, namespace, &name), store_bytes(&obj)) {
+        Ok(kv) => Ok((render(&kv)?, warnings)),
+        Err(e) => {
+            admission::release(store, r, &obj);
+            Err(ApiError::from_store(e, r.plural, &name))
+        }
+    }
 }
 
 /// GET of one object.
@@ -310,35 +298,49 @@ pub fn list(
     }
     Ok(json!({
         "kind": format!("{}List", r.kind),
-        "apiVersion": "v1",
+        "apiVersion": r.api_version(),
         "metadata": {"resourceVersion": page.revision.to_string()},
         "items": items,
     }))
 }
 
-/// PUT of one object: compare-and-swap on the given resourceVersion (unconditional without one).
+/// PUT of one object (or of its status): compare-and-swap on the given resourceVersion
+/// (unconditional without one).
 pub fn replace(
     store: &Store,
-    r: &Resource,
+    r: &'static Resource,
     namespace: Option<&str>,
     name: &str,
     body: &[u8],
     validation: FieldValidation,
+    part: Part,
 ) -> Result<Written, ApiError> {
     let (obj, body_name) = parse_object(r, namespace, body)?;
-    write_over(store, r, namespace, name, obj, &body_name, validation)
+    write_over(store, r, namespace, name, obj, &body_name, validation, part)
+}
+
+/// The object without what is not spec: metadata and status.
+fn spec_of(obj: &Value) -> Value {
+    let mut spec = obj.clone();
+    if let Some(map) = spec.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    spec
 }
 
 /// Writes `obj` (already parsed) over the stored object `name`, keeping the fields the server owns;
 /// compare-and-swap on the resourceVersion `obj` carries, if any.
+#[allow(clippy::too_many_arguments)]
 fn write_over(
     store: &Store,
-    r: &Resource,
+    r: &'static Resource,
     namespace: Option<&str>,
     name: &str,
     mut obj: Value,
     body_name: &str,
     validation: FieldValidation,
+    part: Part,
 ) -> Result<Written, ApiError> {
     if body_name != name {
         return Err(ApiError::bad_request(format!(
@@ -356,20 +358,85 @@ fn write_over(
         })?),
         _ => None,
     };
-    // Fields the server owns are kept from the stored object.
-    for field in ["uid", "creationTimestamp"] {
-        if let (Some(meta), Some(v)) = (
-            obj.get_mut("metadata").and_then(Value::as_object_mut),
-            old_obj.pointer(&format!("/metadata/{field}")),
-        ) {
-            meta.insert(field.into(), v.clone());
+    if part == Part::Status {
+        // Only the status changes; everything else stays as stored.
+        let status = obj.get("status").cloned();
+        obj = old_obj.clone();
+        match status {
+            Some(s) => obj["status"] = s,
+            None => {
+                if let Some(map) = obj.as_object_mut() {
+                    map.remove("status");
+                }
+            }
+        }
+    } else {
+        // Fields the server owns are kept from the stored object.
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            match old_obj.pointer(&format!("/metadata/{field}")) {
+                Some(v) => meta.insert(field.into(), v.clone()),
+                None => meta.remove(field),
+            };
+        }
+        if r.has_status()
+            && let Some(map) = obj.as_object_mut()
+        {
+            match old_obj.get("status") {
+                Some(s) => map.insert("status".into(), s.clone()),
+                None => map.remove("status"),
+            };
         }
     }
-    let (obj, warnings) = typed::normalize(r.kind, obj, validation)?;
+    let (mut obj, warnings) = typed::normalize(r.kind, obj, validation)?;
+    if part == Part::Main {
+        admission::on_update(store, r, &old_obj, &mut obj)?;
+        if r.tracks_generation() && spec_of(&obj) != spec_of(&old_obj) {
+            let generation = old_obj
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            obj["metadata"]["generation"] = json!(generation + 1);
+        }
+    }
     let kv = store
         .update(&k, store_bytes(&obj), expected)
         .map_err(|e| ApiError::from_store(e, r.plural, name))?;
-    Ok((render(&kv)?, warnings))
+    let written = render(&kv)?;
+    if part == Part::Main {
+        admission::release_dropped(store, r, &old_obj, &written);
+    }
+    if deletion_complete(r, &written) {
+        remove(store, r, &kv.key, kv.mod_revision, &written)?;
+    }
+    Ok((written, warnings))
+}
+
+/// Writes `obj` as it is over the stored object at `key` if that is still at `revision`: for the
+/// server's own changes (binding a pod) that client writes may not make.
+pub fn update_raw(
+    store: &Store,
+    r: &Resource,
+    key: &str,
+    obj: &Value,
+    revision: u64,
+) -> Result<Value, ApiError> {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kv = store
+        .update(key, store_bytes(obj), Some(revision))
+        .map_err(|e| ApiError::from_store(e, r.plural, name))?;
+    render(&kv)
 }
 
 /// How a PATCH body is to be applied.
@@ -379,16 +446,19 @@ pub enum PatchKind {
     Strategic,
 }
 
-/// PATCH of one object: applied to the current object and written with compare-and-swap on its
-/// revision (or on the resourceVersion the patch names), retried when another write came between.
+/// PATCH of one object (or its status): applied to the current object and written with
+/// compare-and-swap on its revision (or on the resourceVersion the patch names), retried when another
+/// write came between.
+#[allow(clippy::too_many_arguments)]
 pub fn patch(
     store: &Store,
-    r: &Resource,
+    r: &'static Resource,
     namespace: Option<&str>,
     name: &str,
     kind: PatchKind,
     body: &[u8],
     validation: FieldValidation,
+    part: Part,
 ) -> Result<Written, ApiError> {
     let patch_doc: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
@@ -409,29 +479,250 @@ pub fn patch(
         }
         let body = serde_json::to_vec(&obj).unwrap_or_default();
         let (parsed, body_name) = parse_object(r, namespace, &body)?;
-        match write_over(store, r, namespace, name, parsed, &body_name, validation) {
+        match write_over(store, r, namespace, name, parsed, &body_name, validation, part) {
             Err(e) if e.reason == "Conflict" && !pinned && attempts < 5 => attempts += 1,
             other => return other,
         }
     }
 }
 
-/// DELETE of one object; deleting a namespace deletes what is in it.
-pub fn delete(store: &Store, r: &Resource, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
+/// How dependents of a deleted object are treated (`propagationPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// The object goes now; the garbage collector deletes its dependents afterwards (the default).
+    Background,
+    /// The object stays (with the `foregroundDeletion` finalizer) until its blocking dependents are
+    /// gone.
+    Foreground,
+    /// The dependents lose their owner reference and stay.
+    Orphan,
+}
+
+/// The options of a DELETE (`DeleteOptions` body and query parameters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub propagation: Propagation,
+    pub precondition_uid: Option<String>,
+    pub precondition_resource_version: Option<String>,
+}
+
+impl Default for DeleteOptions {
+    fn default() -> Self {
+        DeleteOptions {
+            grace_period_seconds: None,
+            propagation: Propagation::Background,
+            precondition_uid: None,
+            precondition_resource_version: None,
+        }
+    }
+}
+
+impl DeleteOptions {
+    /// Reads the options from a DELETE's body (a `DeleteOptions` object, possibly empty) and its
+    /// `gracePeriodSeconds` / `propagationPolicy` query parameters.
+    pub fn parse(body: &[u8], grace: Option<&str>, propagation: Option<&str>) -> Result<Self, ApiError> {
+        let doc: Value = if body.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the DeleteOptions are not JSON: {e}")))?
+        };
+        let grace =
+            match (doc.get("gracePeriodSeconds"), grace) {
+                (Some(v), _) => Some(
+                    v.as_i64()
+                        .ok_or_else(|| ApiError::bad_request("gracePeriodSeconds must be an integer"))?,
+                ),
+                (None, Some(q)) => Some(q.parse().map_err(|_| {
+                    ApiError::bad_request(format!("gracePeriodSeconds {q:?} is not an integer"))
+                })?),
+                (None, None) => None,
+            };
+        let orphan = doc.get("orphanDependents").and_then(Value::as_bool);
+        let policy = doc
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .or(propagation);
+        let propagation = match (policy, orphan) {
+            (Some("Background"), _) | (None, None | Some(false)) => Propagation::Background,
+            (Some("Foreground"), _) => Propagation::Foreground,
+            (Some("Orphan"), _) | (None, Some(true)) => Propagation::Orphan,
+            (Some(other), _) => {
+                return Err(ApiError::bad_request(format!(
+                    "propagationPolicy {other:?} is not one of Background, Foreground, Orphan"
+                )));
+            }
+        };
+        let pre = |f: &str| {
+            doc.pointer(&format!("/preconditions/{f}"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        Ok(DeleteOptions {
+            grace_period_seconds: grace,
+            propagation,
+            precondition_uid: pre("uid"),
+            precondition_resource_version: pre("resourceVersion"),
+        })
+    }
+}
+
+/// The finalizers of an object.
+pub fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Whether an object marked for deletion may go now: no finalizers left, and for a pod on a node,
+/// its node has confirmed the containers stopped (a delete with grace period 0).
+fn deletion_complete(r: &Resource, obj: &Value) -> bool {
+    if obj.pointer("/metadata/deletionTimestamp").is_none() || !finalizers(obj).is_empty() {
+        return false;
+    }
+    r.kind != "Pod"
+        || obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_none_or(|g| g == 0)
+}
+
+/// Removes an object from the store for good (compare-and-swap on `revision`), releasing what it
+/// held; deleting a namespace deletes what is in it.
+fn remove(store: &Store, r: &Resource, k: &str, revision: u64, obj: &Value) -> Result<KeyValue, ApiError> {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let kv = store
-        .delete(&key(r, namespace, name), None)
+        .delete(k, Some(revision))
         .map_err(|e| ApiError::from_store(e, r.plural, name))?;
+    admission::release(store, r, obj);
     if r.kind == "Namespace" {
-        for inner in CORE_V1.iter().filter(|x| x.namespaced) {
+        for inner in super::resources::RESOURCES.iter().filter(|x| x.namespaced) {
             let page = store
                 .list(&prefix(inner, Some(name)), None, None, 0)
                 .map_err(|e| ApiError::from_store(e, inner.plural, ""))?;
             for item in page.items {
-                let _ = store.delete(&item.key, None);
+                if let (Ok(inner_obj), Ok(_)) = (render(&item), store.delete(&item.key, None)) {
+                    admission::release(store, inner, &inner_obj);
+                }
             }
         }
     }
-    render(&kv)
+    Ok(kv)
+}
+
+/// DELETE of one object. Objects with finalizers, foreground deletions and pods running on a node
+/// are marked (`deletionTimestamp`) and answered with the marked object; the rest go now.
+pub fn delete(
+    store: &Store,
+    r: &Resource,
+    namespace: Option<&str>,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<Value, ApiError> {
+    let k = key(r, namespace, name);
+    let mut attempts = 0;
+    loop {
+        let kv = store.get(&k).ok_or_else(|| ApiError::not_found(r.plural, name))?;
+        let obj = render(&kv)?;
+        let conflict = |what: &str| {
+            ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: {what}",
+                    r.plural
+                ),
+            )
+        };
+        if let Some(uid) = &opts.precondition_uid
+            && obj.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+        {
+            return Err(conflict(&format!("UID in precondition: {uid}")));
+        }
+        if let Some(rv) = &opts.precondition_resource_version
+            && *rv != kv.mod_revision.to_string()
+        {
+            return Err(conflict(&format!("ResourceVersion in precondition: {rv}")));
+        }
+        let marked = obj.pointer("/metadata/deletionTimestamp").is_some();
+        let mut fins = finalizers(&obj);
+        match opts.propagation {
+            Propagation::Foreground if !fins.iter().any(|f| f == "foregroundDeletion") => {
+                fins.push("foregroundDeletion".into());
+            }
+            Propagation::Orphan if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
+            _ => {}
+        }
+        let on_node = r.kind == "Pod"
+            && obj
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty())
+            && !obj
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .is_some_and(|p| p == "Succeeded" || p == "Failed");
+        let grace = opts.grace_period_seconds.unwrap_or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(30)
+        });
+        let graceful = on_node && grace > 0;
+        if fins.is_empty() && !graceful {
+            return match remove(store, r, &k, kv.mod_revision, &obj) {
+                Ok(_) => Ok(obj),
+                Err(e) if e.reason == "Conflict" && attempts < 5 => {
+                    attempts += 1;
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+        }
+        let mut next = obj.clone();
+        next["metadata"]["finalizers"] = json!(fins);
+        if fins.is_empty() {
+            next["metadata"].as_object_mut().map(|m| m.remove("finalizers"));
+        }
+        let current_grace = obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        if !marked {
+            next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        }
+        if r.kind == "Pod" {
+            // A shorter grace period may replace a longer one; 0 is the node confirming.
+            let g = if graceful { grace } else { 0 };
+            next["metadata"]["deletionGracePeriodSeconds"] = json!(current_grace.map_or(g, |c| c.min(g)));
+        } else if !marked {
+            next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        }
+        if next == obj {
+            return Ok(obj);
+        }
+        match store.update(&k, store_bytes(&next), Some(kv.mod_revision)) {
+            Ok(written) => {
+                let rendered = render(&written)?;
+                if deletion_complete(r, &rendered) {
+                    match remove(store, r, &k, written.mod_revision, &rendered) {
+                        Ok(_) => return Ok(rendered),
+                        Err(e) if e.reason == "Conflict" && attempts < 5 => {
+                            attempts += 1;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                return Ok(rendered);
+            }
+            Err(crate::store::StoreError::Conflict { .. }) if attempts < 5 => attempts += 1,
+            Err(e) => return Err(ApiError::from_store(e, r.plural, name)),
+        }
+    }
 }
 
 #[cfg(test)]

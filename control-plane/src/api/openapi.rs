@@ -7,31 +7,55 @@
 
 use serde_json::{Map, Value, json};
 
-use super::objects::CORE_V1;
+use super::resources::{self, GROUPS};
 
 /// Changes whenever the documents change, so kubectl's cache does not serve an old one.
-const HASH: &str = "berth-core-v1-1";
+const HASH: &str = "berth-2";
 
 /// `/openapi/v3`: where each group-version's document is.
 pub fn root() -> Value {
-    json!({"paths": {"api/v1": {"serverRelativeURL": format!("/openapi/v3/api/v1?hash={HASH}")}}})
+    let mut paths = Map::new();
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL": format!("/openapi/v3/api/v1?hash={HASH}")}),
+    );
+    for g in GROUPS {
+        paths.insert(
+            format!("apis/{g}/v1"),
+            json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/v1?hash={HASH}")}),
+        );
+    }
+    json!({ "paths": paths })
 }
 
-/// `/openapi/v3/api/v1`.
-pub fn core_v1() -> Value {
+/// The document of one group-version (`/openapi/v3/api/v1`, `/openapi/v3/apis/<group>/v1`).
+pub fn document(group: &str, version: &str) -> Value {
     let mut paths = Map::new();
-    for r in CORE_V1 {
-        let path = if r.namespaced {
-            format!("/api/v1/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+    for r in resources::of_group_version(group, version) {
+        let base = if group.is_empty() {
+            format!("/api/{version}")
         } else {
-            format!("/api/v1/{}/{{name}}", r.plural)
+            format!("/apis/{group}/{version}")
         };
+        let path = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{base}/{}/{{name}}", r.plural)
+        };
+        let group_title: String = group
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .enumerate()
+            .map(|(i, c)| if i == 0 { c.to_ascii_uppercase() } else { c })
+            .collect();
         paths.insert(
             path,
             json!({"patch": {
-                "operationId": format!("patchCoreV1{}", r.kind),
+                "operationId": format!("patch{}{}{}", if group.is_empty() { "Core" } else { &group_title }, "V1", r.kind),
                 "x-kubernetes-action": "patch",
-                "x-kubernetes-group-version-kind": {"group": "", "version": "v1", "kind": r.kind},
+                "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": r.kind},
                 "parameters": [
                     {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
                     {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}}

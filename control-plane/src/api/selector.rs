@@ -83,6 +83,38 @@ impl LabelSelector {
     }
 }
 
+/// Whether `labels` match a `LabelSelector` object (`matchLabels` and `matchExpressions`, as
+/// workloads and Services select pods). An empty selector matches everything; a malformed expression
+/// matches nothing.
+pub fn matches_label_selector(selector: &Value, labels: &Value) -> bool {
+    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    let by_labels = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
+    let by_expressions = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .is_none_or(|exprs| {
+            exprs.iter().all(|e| {
+                let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+                let values: Vec<&str> = e
+                    .get("values")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                match e.get("operator").and_then(Value::as_str) {
+                    Some("In") => get(key).is_some_and(|v| values.contains(&v)),
+                    Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
+                    Some("Exists") => get(key).is_some(),
+                    Some("DoesNotExist") => get(key).is_none(),
+                    _ => false,
+                }
+            })
+        });
+    by_labels && by_expressions
+}
+
 /// A request's label and field selectors together.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selectors {
@@ -125,5 +157,9 @@ mod tests {
         assert!(!m("env in (staging)"));
         assert!(m(""));
         assert!(LabelSelector::parse("env in prod").is_err());
+        let sel = json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod"]}]});
+        assert!(matches_label_selector(&sel, &labels));
+        assert!(!matches_label_selector(&sel, &json!({"app": "web"})));
+        assert!(matches_label_selector(&json!({}), &labels));
     }
 }

@@ -47,6 +47,34 @@ impl ApiError {
         }
     }
 
+    /// 422 Invalid about `field`, before the object it is about is named (see [`ApiError::about`]).
+    pub fn invalid_field(field: &str, why: &str) -> Self {
+        ApiError::invalid("", "", field, why)
+    }
+
+    /// 422 Invalid with several causes at once, as the API server reports every invalid field.
+    pub fn invalid_all(kind: &str, name: &str, causes: Vec<(String, String)>) -> Self {
+        let text: Vec<String> = causes.iter().map(|(f, w)| format!("{f}: {w}")).collect();
+        let message = if text.len() == 1 {
+            format!("{kind} \"{name}\" is invalid: {}", text[0])
+        } else {
+            format!("{kind} \"{name}\" is invalid: [{}]", text.join(", "))
+        };
+        ApiError {
+            details: Some((kind.to_string(), name.to_string())),
+            causes,
+            ..ApiError::new(422, "Invalid", message)
+        }
+    }
+
+    /// Names the object an `Invalid` error is about (its message says which object).
+    pub fn about(self, kind: &str, name: &str) -> Self {
+        if self.reason != "Invalid" {
+            return self;
+        }
+        ApiError::invalid_all(kind, name, self.causes)
+    }
+
     pub fn not_found(resource: &str, name: &str) -> Self {
         ApiError {
             details: Some((resource.to_string(), name.to_string())),

@@ -181,7 +181,7 @@ fn objects_live_in_namespaces_with_conflicts_and_statuses() {
     assert_eq!(w.call("DELETE", "/api/v1/namespaces/demo", "").code, 200);
     let gone = w.call("GET", "/api/v1/namespaces/demo/configmaps/cfg", "");
     assert_eq!((gone.code, gone.body["reason"].as_str()), (404, Some("NotFound")));
-    assert_eq!(w.call("GET", "/api/v1/nodes", "").code, 404);
+    assert_eq!(w.call("GET", "/api/v1/widgets", "").code, 404);
     assert_eq!(w.call("POST", "/api/v1/namespaces/x", "").code, 405);
 }
 

@@ -4,7 +4,12 @@
 //! (kubectl's default once the OpenAPI says the server validates), `Warn` drops them with a warning,
 //! `Ignore` drops them silently.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::{
+    apps::v1::{DaemonSet, Deployment, ReplicaSet},
+    coordination::v1::Lease,
+    core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount},
+    discovery::v1::EndpointSlice,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -66,6 +71,17 @@ pub fn normalize(
         "Namespace" => through::<Namespace>(obj, validation),
         "ConfigMap" => through::<ConfigMap>(obj, validation),
         "Secret" => through::<Secret>(obj, validation),
+        "Pod" => through::<Pod>(obj, validation),
+        "Service" => through::<Service>(obj, validation),
+        "Endpoints" => through::<Endpoints>(obj, validation),
+        "Node" => through::<Node>(obj, validation),
+        "Event" => through::<Event>(obj, validation),
+        "ServiceAccount" => through::<ServiceAccount>(obj, validation),
+        "Deployment" => through::<Deployment>(obj, validation),
+        "ReplicaSet" => through::<ReplicaSet>(obj, validation),
+        "DaemonSet" => through::<DaemonSet>(obj, validation),
+        "EndpointSlice" => through::<EndpointSlice>(obj, validation),
+        "Lease" => through::<Lease>(obj, validation),
         other => Err(ApiError::new(
             500,
             "InternalError",

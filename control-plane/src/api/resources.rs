@@ -1,0 +1,269 @@
+//! The resource types the server serves: one table, from which routing, discovery, OpenAPI and the
+//! store layout are all derived, so adding a kind is one entry here plus its type in `typed.rs`.
+
+/// A served resource type.
+#[derive(Debug)]
+pub struct Resource {
+    /// API group (`""` for the core group).
+    pub group: &'static str,
+    pub version: &'static str,
+    /// Plural, as in URLs and store keys (unique across groups here).
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    /// Discovery categories (`all` makes `kubectl get all` include the resource).
+    pub categories: &'static [&'static str],
+    /// Names must be DNS-1123 labels (else subdomains).
+    pub label_names: bool,
+    /// Subresources (`status`, `scale`, `binding`, `eviction`, `log`).
+    pub subresources: &'static [&'static str],
+}
+
+impl Resource {
+    /// `v1` or `group/version`, as objects carry it.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Whether writes to the object leave its status alone (and status writes leave the rest).
+    pub fn has_status(&self) -> bool {
+        self.subresources.contains(&"status")
+    }
+
+    /// Whether `metadata.generation` counts changes of the spec (workload controllers compare it with
+    /// `status.observedGeneration`).
+    pub fn tracks_generation(&self) -> bool {
+        matches!(self.kind, "Deployment" | "ReplicaSet" | "DaemonSet" | "Pod")
+    }
+}
+
+const NONE: &[&str] = &[];
+const ALL: &[&str] = &["all"];
+
+/// Every served resource.
+pub const RESOURCES: &[Resource] = &[
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        categories: NONE,
+        label_names: true,
+        subresources: &["status"],
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        namespaced: true,
+        short_names: &["cm"],
+        categories: NONE,
+        label_names: false,
+        subresources: NONE,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        namespaced: true,
+        short_names: NONE,
+        categories: NONE,
+        label_names: false,
+        subresources: NONE,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "pods",
+        singular: "pod",
+        kind: "Pod",
+        namespaced: true,
+        short_names: &["po"],
+        categories: ALL,
+        label_names: false,
+        subresources: &["status", "binding", "eviction", "log"],
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        namespaced: true,
+        short_names: &["svc"],
+        categories: ALL,
+        label_names: true,
+        subresources: &["status"],
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "endpoints",
+        singular: "endpoints",
+        kind: "Endpoints",
+        namespaced: true,
+        short_names: &["ep"],
+        categories: NONE,
+        label_names: false,
+        subresources: NONE,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "nodes",
+        singular: "node",
+        kind: "Node",
+        namespaced: false,
+        short_names: &["no"],
+        categories: NONE,
+        label_names: false,
+        subresources: &["status"],
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        categories: NONE,
+        label_names: false,
+        subresources: NONE,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        plural: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        namespaced: true,
+        short_names: &["sa"],
+        categories: NONE,
+        label_names: false,
+        subresources: NONE,
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        plural: "deployments",
+        singular: "deployment",
+        kind: "Deployment",
+        namespaced: true,
+        short_names: &["deploy"],
+        categories: ALL,
+        label_names: false,
+        subresources: &["status", "scale"],
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        plural: "replicasets",
+        singular: "replicaset",
+        kind: "ReplicaSet",
+        namespaced: true,
+        short_names: &["rs"],
+        categories: ALL,
+        label_names: false,
+        subresources: &["status", "scale"],
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        plural: "daemonsets",
+        singular: "daemonset",
+        kind: "DaemonSet",
+        namespaced: true,
+        short_names: &["ds"],
+        categories: ALL,
+        label_names: false,
+        subresources: &["status"],
+    },
+    Resource {
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        namespaced: true,
+        short_names: NONE,
+        categories: NONE,
+        label_names: false,
+        subresources: NONE,
+    },
+    Resource {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        singular: "lease",
+        kind: "Lease",
+        namespaced: true,
+        short_names: NONE,
+        categories: NONE,
+        label_names: false,
+        subresources: NONE,
+    },
+];
+
+/// The API groups other than the core group, in discovery order.
+pub const GROUPS: &[&str] = &["apps", "discovery.k8s.io", "coordination.k8s.io"];
+
+/// Looks a resource up by group, version and plural.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Looks a resource up by its kind.
+pub fn by_kind(kind: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.kind == kind)
+}
+
+/// Looks a resource up by its plural (plurals are unique across the served groups).
+pub fn by_plural(plural: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.plural == plural)
+}
+
+/// The resources of one group-version.
+pub fn of_group_version<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static Resource> + 'a {
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurals_and_kinds_are_unique() {
+        for (i, a) in RESOURCES.iter().enumerate() {
+            for b in &RESOURCES[i + 1..] {
+                assert_ne!(a.plural, b.plural);
+                assert_ne!(a.kind, b.kind);
+            }
+            assert!(a.group.is_empty() || GROUPS.contains(&a.group), "{}", a.group);
+        }
+        assert_eq!(
+            find("apps", "v1", "deployments").map(Resource::api_version),
+            Some("apps/v1".into())
+        );
+    }
+}
