@@ -470,7 +470,7 @@ pub fn patch(
         let mut obj = current;
         match kind {
             PatchKind::Merge => patch::merge(&mut obj, &patch_doc),
-            PatchKind::Strategic => patch::strategic(&mut obj, &patch_doc)?,
+            PatchKind::Strategic => patch::strategic(r.kind, &mut obj, &patch_doc)?,
         }
         if !pinned
             && let (Some(meta), Some(rv)) = (obj.get_mut("metadata").and_then(Value::as_object_mut), revision)

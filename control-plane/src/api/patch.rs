@@ -1,11 +1,27 @@
-//! PATCH bodies: JSON merge patch (RFC 7386) and strategic merge patch as far as the served kinds need
-//! it. Namespaces, ConfigMaps and Secrets have maps and no merge-keyed lists, where a strategic merge
-//! patch means what a merge patch means; its directives are honoured for maps (`$patch: replace` and
-//! `$patch: delete`), and the list-ordering hints kubectl adds (`$setElementOrder/...`, `$retainKeys`,
-//! `$deleteFromPrimitiveList/...`) are removed. Kinds with keyed lists (pods, services) will need the
-//! merge-key table (see RESEARCH.md).
+//! PATCH bodies: JSON merge patch (RFC 7386) and strategic merge patch (SMP).
+//!
+//! Strategic merge patch is what `kubectl apply`, `kubectl patch` and most controllers send for
+//! built-in kinds. It differs from a merge patch in how lists are treated: a list field whose Go type
+//! carries `patchStrategy:"merge"` is merged, element by element, instead of being replaced. Which
+//! fields those are is not in the JSON, so this module carries a table copied from the
+//! `patchStrategy`/`patchMergeKey` struct tags of k8s.io/api (checked against the tags compiled into
+//! kubectl 1.33). The semantics follow k8s.io/apimachinery/pkg/util/strategicpatch as the API server
+//! applies it (parallel lists merged, unmatched nulls ignored):
+//!
+//! - maps merge recursively and `null` deletes a key;
+//! - lists are replaced unless the table says `merge`: lists of objects then merge by the merge key,
+//!   lists of primitives take the union;
+//! - `$patch: replace | delete | merge` in a map, `{"$patch": "replace"}` and
+//!   `{"$patch": "delete", <key>: ...}` as list elements;
+//! - `$deleteFromPrimitiveList/<field>`, `$setElementOrder/<field>` and `$retainKeys`.
+//!
+//! Known, deliberate differences from the Go code, all for malformed or unusual patches: a map
+//! deleted with `$patch: delete` is removed (Go leaves `{}`, which for map-typed fields serialises the
+//! same); new subtrees are applied to an empty value rather than copied raw, so directives inside them
+//! never leak into the stored object; `$patch: merge` is accepted as the explicit default (Go rejects
+//! it); and `$setElementOrder` on a field without merge strategy is ignored (Go fails).
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::status::ApiError;
 
@@ -29,61 +45,589 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Strategic merge patch for kinds without merge-keyed lists.
-pub fn strategic(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+/// Applies a strategic merge patch to `target`, an object of the given `kind`.
+///
+/// The kind selects the merge-key table; kinds without keyed lists (and kinds this module does not
+/// know) still get the `ObjectMeta` rules, because every object has metadata and the API server
+/// merges `finalizers` and `ownerReferences` for all of them. Malformed patches and unknown
+/// directives are a 400, as from the API server.
+pub fn strategic(kind: &str, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
     let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return Ok(());
+        return Err(ApiError::bad_request(
+            "a strategic merge patch must be a JSON object",
+        ));
     };
-    match p.get("$patch").and_then(Value::as_str) {
-        Some("replace") => {
-            let mut replacement = patch.clone();
-            if let Value::Object(m) = &mut replacement {
-                m.remove("$patch");
-            }
-            *target = replacement;
-            return Ok(());
-        }
-        Some("delete") => {
+    patch_map(target, p, schema_for(kind))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The merge-key table.
+// ---------------------------------------------------------------------------------------------
+
+/// The fields of one API type that strategic merge patch needs to know about: merge lists, and the
+/// fields leading to types that have some. Fields not listed are plain (maps merge, lists replace).
+type Schema = &'static [Field];
+
+/// One field, as its Go struct tag describes it.
+struct Field {
+    /// JSON name.
+    name: &'static str,
+    /// `patchStrategy:"merge"` (for list fields); `None` means the list is replaced.
+    list: Option<ListMerge>,
+    /// The field's type (for lists: the element type).
+    fields: Schema,
+}
+
+/// How a list with `patchStrategy:"merge"` merges.
+#[derive(Clone, Copy)]
+enum ListMerge {
+    /// Objects identified by the `patchMergeKey` member.
+    Keyed(&'static str),
+    /// Primitives, merged as a set (no `patchMergeKey`).
+    Set,
+}
+
+/// A struct-typed field that leads to merge lists.
+const fn nested(name: &'static str, fields: Schema) -> Field {
+    Field {
+        name,
+        list: None,
+        fields,
+    }
+}
+
+/// `patchStrategy:"merge" patchMergeKey:"<key>"` on a list of objects.
+const fn keyed(name: &'static str, key: &'static str, fields: Schema) -> Field {
+    Field {
+        name,
+        list: Some(ListMerge::Keyed(key)),
+        fields,
+    }
+}
+
+/// `patchStrategy:"merge"` on a list of primitives.
+const fn set(name: &'static str) -> Field {
+    Field {
+        name,
+        list: Some(ListMerge::Set),
+        fields: &[],
+    }
+}
+
+/// metav1.ObjectMeta. `managedFields` has no strategy (replaced).
+const OBJECT_META: Schema = &[set("finalizers"), keyed("ownerReferences", "uid", &[])];
+
+/// core/v1 Container and EphemeralContainerCommon (same tags). `envFrom` and `resizePolicy` have no
+/// strategy (replaced).
+const CONTAINER: Schema = &[
+    keyed("ports", "containerPort", &[]),
+    keyed("env", "name", &[]),
+    keyed("volumeMounts", "mountPath", &[]),
+    keyed("volumeDevices", "devicePath", &[]),
+];
+
+/// core/v1 PodSpec. `volumes` and `resourceClaims` are `merge,retainKeys`: their elements are
+/// one-of unions, so kubectl sends `$retainKeys` in them (honoured wherever it appears, as in Go).
+/// `tolerations` and `readinessGates` have no strategy (replaced). `topologySpreadConstraints` merges
+/// by `topologyKey` alone, although its list-map keys for server-side apply also include
+/// `whenUnsatisfiable`.
+const POD_SPEC: Schema = &[
+    keyed("volumes", "name", &[]),
+    keyed("initContainers", "name", CONTAINER),
+    keyed("containers", "name", CONTAINER),
+    keyed("ephemeralContainers", "name", CONTAINER),
+    keyed("imagePullSecrets", "name", &[]),
+    keyed("hostAliases", "ip", &[]),
+    keyed("topologySpreadConstraints", "topologyKey", &[]),
+    keyed("schedulingGates", "name", &[]),
+    keyed("resourceClaims", "name", &[]),
+];
+
+/// core/v1 PodStatus. `containerStatuses`, `initContainerStatuses` and `ephemeralContainerStatuses`
+/// have no strategy (replaced).
+const POD_STATUS: Schema = &[
+    keyed("conditions", "type", &[]),
+    keyed("podIPs", "ip", &[]),
+    keyed("hostIPs", "ip", &[]),
+    keyed("resourceClaimStatuses", "name", &[]),
+];
+
+/// core/v1 PodTemplateSpec, where workload controllers keep their pods' spec.
+const POD_TEMPLATE: Schema = &[nested("metadata", OBJECT_META), nested("spec", POD_SPEC)];
+
+/// apps/v1 Deployment, ReplicaSet and DaemonSet: the pod template, and status conditions by `type`.
+/// Deployment `spec.strategy` is `patchStrategy:"retainKeys"` (kubectl sends `$retainKeys` when the
+/// strategy type changes); DaemonSet `updateStrategy` has no tag; `selector.matchExpressions` has no
+/// strategy (replaced).
+const WORKLOAD: Schema = &[
+    nested("metadata", OBJECT_META),
+    nested("spec", &[nested("template", POD_TEMPLATE)]),
+    nested("status", &[keyed("conditions", "type", &[])]),
+];
+
+/// core/v1 Pod.
+const POD: Schema = &[
+    nested("metadata", OBJECT_META),
+    nested("spec", POD_SPEC),
+    nested("status", POD_STATUS),
+];
+
+/// core/v1 Service: ServiceSpec `ports` merge by `port` (alone, so TCP and UDP on one port number
+/// collide, as in Kubernetes); ServiceStatus `conditions` by `type`.
+const SERVICE: Schema = &[
+    nested("metadata", OBJECT_META),
+    nested("spec", &[keyed("ports", "port", &[])]),
+    nested("status", &[keyed("conditions", "type", &[])]),
+];
+
+/// core/v1 Node: NodeSpec `podCIDRs` merge as a set, `taints` have no strategy (replaced);
+/// NodeStatus `addresses` and `conditions` merge by `type`.
+const NODE: Schema = &[
+    nested("metadata", OBJECT_META),
+    nested("spec", &[set("podCIDRs")]),
+    nested(
+        "status",
+        &[keyed("addresses", "type", &[]), keyed("conditions", "type", &[])],
+    ),
+];
+
+/// core/v1 Namespace: `spec.finalizers` has no strategy (replaced); status conditions by `type`.
+const NAMESPACE: Schema = &[
+    nested("metadata", OBJECT_META),
+    nested("status", &[keyed("conditions", "type", &[])]),
+];
+
+/// core/v1 ServiceAccount: `secrets` merge by `name`; `imagePullSecrets` here has no strategy
+/// (unlike PodSpec's) and is replaced.
+const SERVICE_ACCOUNT: Schema = &[nested("metadata", OBJECT_META), keyed("secrets", "name", &[])];
+
+/// Kinds with no merge lists outside their metadata: ConfigMap, Secret, Endpoints (subsets and their
+/// addresses/ports are replaced), Event, EndpointSlice, Lease.
+const METADATA_ONLY: Schema = &[nested("metadata", OBJECT_META)];
+
+/// The table for one kind.
+fn schema_for(kind: &str) -> Schema {
+    match kind {
+        "Pod" => POD,
+        "Deployment" | "ReplicaSet" | "DaemonSet" => WORKLOAD,
+        "Service" => SERVICE,
+        "Node" => NODE,
+        "Namespace" => NAMESPACE,
+        "ServiceAccount" => SERVICE_ACCOUNT,
+        _ => METADATA_ONLY,
+    }
+}
+
+/// The strategy and type of `name` within `schema` (a plain field when not listed).
+fn lookup(schema: Schema, name: &str) -> (Option<ListMerge>, Schema) {
+    schema
+        .iter()
+        .find(|f| f.name == name)
+        .map_or((None, &[]), |f| (f.list, f.fields))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applying a patch.
+// ---------------------------------------------------------------------------------------------
+
+const PATCH_DIRECTIVE: &str = "$patch";
+const RETAIN_KEYS: &str = "$retainKeys";
+const SET_ELEMENT_ORDER: &str = "$setElementOrder";
+const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList";
+
+/// The field a `<prefix>/<field>` directive key names; `None` when `key` is not that directive.
+/// The prefix without a field is malformed, as in Go.
+fn directive_field<'a>(key: &'a str, prefix: &str) -> Result<Option<&'a str>, ApiError> {
+    let Some(rest) = key.strip_prefix(prefix) else {
+        return Ok(None);
+    };
+    match rest.strip_prefix('/') {
+        Some(field) if !field.is_empty() => Ok(Some(field)),
+        _ => Err(ApiError::bad_request(format!(
+            "invalid patch directive {key:?}: expected {prefix}/<field>"
+        ))),
+    }
+}
+
+fn unknown_directive(value: &Value) -> ApiError {
+    ApiError::bad_request(format!("unknown $patch directive {value}"))
+}
+
+/// Merges the patch map `p` into `target`. `$patch: delete` leaves `target` null, which callers
+/// turn into removing the key.
+fn patch_map(target: &mut Value, p: &Map<String, Value>, schema: Schema) -> Result<(), ApiError> {
+    match p.get(PATCH_DIRECTIVE) {
+        None => {}
+        Some(Value::String(d)) if d == "merge" => {}
+        Some(Value::String(d)) if d == "replace" => *target = Value::Object(Map::new()),
+        Some(Value::String(d)) if d == "delete" => {
             *target = Value::Null;
             return Ok(());
         }
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "unknown $patch directive {other:?}"
-            )));
-        }
-        None => {}
+        Some(other) => return Err(unknown_directive(other)),
     }
+    // A patch map over a missing value or one of another type replaces it.
     if !target.is_object() {
-        *target = Value::Object(Default::default());
+        *target = Value::Object(Map::new());
     }
-    if let Value::Object(t) = target {
-        for (k, v) in p {
-            if k.starts_with("$setElementOrder/")
-                || k.starts_with("$deleteFromPrimitiveList/")
-                || k == "$retainKeys"
-            {
-                continue;
-            }
-            if v.is_null() {
-                t.remove(k);
-                continue;
-            }
-            let slot = t.entry(k.clone()).or_insert(Value::Null);
-            strategic(slot, v)?;
-            if slot.is_null() {
-                t.remove(k);
+    let Value::Object(t) = target else {
+        return Ok(());
+    };
+    retain_keys(t, p)?;
+    // Ordered lists are merged first, with their order applied, and then skipped below.
+    let mut ordered: Vec<&str> = Vec::new();
+    for (k, v) in p {
+        if let Some(field) = directive_field(k, SET_ELEMENT_ORDER)?
+            && set_element_order(t, field, v, p.get(field), schema)?
+        {
+            ordered.push(field);
+        }
+    }
+    for (k, v) in p {
+        if k == PATCH_DIRECTIVE
+            || k == RETAIN_KEYS
+            || k.starts_with(SET_ELEMENT_ORDER)
+            || k.starts_with(DELETE_FROM_PRIMITIVE_LIST)
+            || ordered.contains(&k.as_str())
+        {
+            continue;
+        }
+        patch_field(t, k, v, schema)?;
+    }
+    // Deletions come last so that they also see elements the same patch merged in.
+    for (k, v) in p {
+        if let Some(field) = directive_field(k, DELETE_FROM_PRIMITIVE_LIST)? {
+            let Value::Array(remove) = v else {
+                return Err(ApiError::bad_request(format!("{k} must be a list")));
+            };
+            if let Some(Value::Array(current)) = t.get_mut(field) {
+                current.retain(|e| !remove.iter().any(|r| same(r, e)));
             }
         }
     }
     Ok(())
 }
 
+/// Applies one member of a patch map.
+fn patch_field(t: &mut Map<String, Value>, k: &str, v: &Value, schema: Schema) -> Result<(), ApiError> {
+    let (list, fields) = lookup(schema, k);
+    match v {
+        Value::Null => {
+            t.remove(k);
+        }
+        Value::Object(pm) => {
+            let slot = t.entry(k).or_insert(Value::Null);
+            patch_map(slot, pm, fields)?;
+            if slot.is_null() {
+                t.remove(k);
+            }
+        }
+        Value::Array(items) => {
+            let current = match t.get_mut(k) {
+                Some(Value::Array(a)) => std::mem::take(a),
+                _ => Vec::new(),
+            };
+            let merged = merge_list(k, current, items, list, fields)?;
+            t.insert(k.to_string(), Value::Array(merged));
+        }
+        other => {
+            t.insert(k.to_string(), other.clone());
+        }
+    }
+    Ok(())
+}
+
+/// A patch value as it stands on its own (applied to nothing), so that directives inside new
+/// subtrees are carried out rather than stored.
+fn fresh(v: &Value, fields: Schema) -> Result<Value, ApiError> {
+    match v {
+        Value::Object(pm) => {
+            let mut out = Value::Null;
+            patch_map(&mut out, pm, fields)?;
+            Ok(out)
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+/// `$retainKeys`: the map keeps only the listed keys, and the patch may set no others. Honoured
+/// wherever it appears (the Go code does not consult the `retainKeys` strategy when applying).
+fn retain_keys(t: &mut Map<String, Value>, p: &Map<String, Value>) -> Result<(), ApiError> {
+    let Some(keys) = p.get(RETAIN_KEYS) else {
+        return Ok(());
+    };
+    let Value::Array(keys) = keys else {
+        return Err(ApiError::bad_request("$retainKeys must be a list of field names"));
+    };
+    let keep: Vec<&str> = keys.iter().filter_map(Value::as_str).collect();
+    for (k, v) in p {
+        let directive = k == PATCH_DIRECTIVE
+            || k == RETAIN_KEYS
+            || k.starts_with(SET_ELEMENT_ORDER)
+            || k.starts_with(DELETE_FROM_PRIMITIVE_LIST);
+        if !directive && !v.is_null() && !keep.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "the patch sets {k:?}, which is not in its $retainKeys list"
+            )));
+        }
+    }
+    t.retain(|k, _| keep.contains(&k.as_str()));
+    Ok(())
+}
+
+/// Merges (or replaces) a list. `field` names it in errors.
+fn merge_list(
+    field: &str,
+    current: Vec<Value>,
+    patch: &[Value],
+    list: Option<ListMerge>,
+    fields: Schema,
+) -> Result<Vec<Value>, ApiError> {
+    // Directive elements: `replace` discards the current list, `delete` removes by merge key.
+    let mut replace = false;
+    let mut deletions: Vec<&Value> = Vec::new();
+    let mut items: Vec<&Value> = Vec::new();
+    for e in patch {
+        match e.get(PATCH_DIRECTIVE) {
+            None => items.push(e),
+            Some(Value::String(d)) if d == "replace" => replace = true,
+            Some(Value::String(d)) if d == "merge" => {}
+            Some(Value::String(d)) if d == "delete" => match list {
+                Some(ListMerge::Keyed(key)) => deletions.push(e.get(key).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "a $patch: delete element of {field} has no merge key {key:?}"
+                    ))
+                })?),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "$patch: delete needs a merge key, and {field} has none"
+                    )));
+                }
+            },
+            Some(other) => return Err(unknown_directive(other)),
+        }
+    }
+    let list = match list {
+        Some(l) if !replace => l,
+        _ => {
+            let mut out = Vec::with_capacity(items.len());
+            for e in items {
+                let v = fresh(e, fields)?;
+                if !v.is_null() {
+                    out.push(v);
+                }
+            }
+            return Ok(out);
+        }
+    };
+    let mut merged = current;
+    let mut wanted: Vec<&Value> = Vec::with_capacity(items.len());
+    match list {
+        ListMerge::Keyed(key) => {
+            for d in deletions {
+                merged.retain(|e| !e.get(key).is_some_and(|v| same(v, d)));
+            }
+            let server_order = merged.clone();
+            for e in items {
+                let Value::Object(em) = e else {
+                    return Err(ApiError::bad_request(format!(
+                        "elements of {field} must be objects"
+                    )));
+                };
+                let id = em.get(key).ok_or_else(|| {
+                    ApiError::bad_request(format!("an element of {field} has no merge key {key:?}"))
+                })?;
+                wanted.push(id);
+                match merged
+                    .iter_mut()
+                    .find(|x| x.get(key).is_some_and(|v| same(v, id)))
+                {
+                    Some(existing) => patch_map(existing, em, fields)?,
+                    None => merged.push(fresh(e, fields)?),
+                }
+            }
+            Ok(order(merged, &wanted, &server_order, list))
+        }
+        ListMerge::Set => {
+            let mut union: Vec<Value> = Vec::with_capacity(merged.len() + items.len());
+            for e in merged {
+                if !union.iter().any(|u| same(u, &e)) {
+                    union.push(e);
+                }
+            }
+            let server_order = union.clone();
+            for e in items {
+                if e.is_object() || e.is_array() {
+                    return Err(ApiError::bad_request(format!(
+                        "elements of {field} must be primitives"
+                    )));
+                }
+                wanted.push(e);
+                if !union.iter().any(|u| same(u, e)) {
+                    union.push(e.clone());
+                }
+            }
+            Ok(order(union, &wanted, &server_order, list))
+        }
+    }
+}
+
+/// `$setElementOrder/<field>`: merges the field's patch list (if any) and then orders the result by
+/// the directive. Returns false, leaving the field to ordinary processing, when the field is not a
+/// merge list (the directive means nothing there).
+fn set_element_order(
+    t: &mut Map<String, Value>,
+    field: &str,
+    directive: &Value,
+    patch_list: Option<&Value>,
+    schema: Schema,
+) -> Result<bool, ApiError> {
+    let Value::Array(order_list) = directive else {
+        return Err(ApiError::bad_request(format!(
+            "$setElementOrder/{field} must be a list"
+        )));
+    };
+    let (list, fields) = lookup(schema, field);
+    let Some(list) = list else {
+        return Ok(false);
+    };
+    let mut wanted = Vec::with_capacity(order_list.len());
+    for o in order_list {
+        wanted.push(identity(list, o).ok_or_else(|| {
+            ApiError::bad_request(format!("an element of $setElementOrder/{field} has no merge key"))
+        })?);
+    }
+    let patch_items = match patch_list {
+        None => None,
+        Some(Value::Array(items)) => Some(items),
+        Some(_) => return Err(ApiError::bad_request(format!("{field} must be a list"))),
+    };
+    if let Some(items) = patch_items {
+        check_order(field, items, &wanted, list)?;
+    }
+    let original = match t.get(field) {
+        Some(Value::Array(a)) => Some(a.clone()),
+        _ => None,
+    };
+    let merged = match (&original, patch_items) {
+        (_, Some(items)) => merge_list(
+            field,
+            original.clone().unwrap_or_default(),
+            items,
+            Some(list),
+            fields,
+        )?,
+        (Some(o), None) => o.clone(),
+        (None, None) => return Ok(true),
+    };
+    let ordered = order(merged, &wanted, original.as_deref().unwrap_or(&[]), list);
+    t.insert(field.to_string(), Value::Array(ordered));
+    Ok(true)
+}
+
+/// The patch list must name its elements in the same relative order as `$setElementOrder`, and only
+/// elements it names (directive elements aside); anything else is a malformed patch.
+fn check_order(field: &str, items: &[Value], wanted: &[&Value], list: ListMerge) -> Result<(), ApiError> {
+    let mut next = 0;
+    for item in items.iter().filter(|i| i.get(PATCH_DIRECTIVE).is_none()) {
+        let id = identity(list, item)
+            .ok_or_else(|| ApiError::bad_request(format!("an element of {field} has no merge key")))?;
+        loop {
+            let Some(w) = wanted.get(next) else {
+                return Err(ApiError::bad_request(format!(
+                    "the order of {field} in the patch does not match $setElementOrder/{field}"
+                )));
+            };
+            next += 1;
+            if same(w, id) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What identifies an element of a merge list: its merge key, or itself for primitives.
+fn identity(list: ListMerge, e: &Value) -> Option<&Value> {
+    match list {
+        ListMerge::Keyed(key) => e.get(key),
+        ListMerge::Set => Some(e),
+    }
+}
+
+/// Orders a merged list the way the API server does: elements the patch names come in the
+/// patch's order (`wanted`), elements only on the server keep their relative order, and the two
+/// runs are interleaved by the server's original positions where both are known. A new element is
+/// therefore placed before the server-only elements that follow it, which is why a patch that adds
+/// an element without `$setElementOrder` puts it first (kubectl always sends `$setElementOrder`).
+fn order(merged: Vec<Value>, wanted: &[&Value], server_order: &[Value], list: ListMerge) -> Vec<Value> {
+    let server_pos = |e: &Value| {
+        let id = identity(list, e)?;
+        server_order
+            .iter()
+            .position(|s| identity(list, s).is_some_and(|s| same(s, id)))
+    };
+    let wanted_pos = |e: &Value| {
+        let id = identity(list, e)?;
+        wanted.iter().position(|w| same(w, id))
+    };
+
+    let (mut from_patch, mut server_only): (Vec<Value>, Vec<Value>) =
+        merged.into_iter().partition(|e| wanted_pos(e).is_some());
+    from_patch.sort_by_key(|e| wanted_pos(e).unwrap_or(usize::MAX));
+    server_only.sort_by_key(|e| server_pos(e).unwrap_or(usize::MAX));
+
+    let mut out = Vec::with_capacity(from_patch.len() + server_only.len());
+    let mut left = server_only.into_iter().peekable();
+    let mut right = from_patch.into_iter().peekable();
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (Some(l), Some(r)) => matches!((server_pos(l), server_pos(r)), (Some(a), Some(b)) if a < b),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_left { left.next() } else { right.next() };
+        out.extend(next);
+    }
+    out
+}
+
+/// Equality of JSON values as Go's decoded `interface{}` values compare: all numbers are float64
+/// there, so `80` and `80.0` are the same port.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn apply(kind: &str, mut doc: Value, patch: Value) -> Value {
+        strategic(kind, &mut doc, &patch).expect("patch applies");
+        doc
+    }
+
+    fn deployment(containers: Value) -> Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": containers}
+                }
+            }
+        })
+    }
 
     #[test]
     fn merge_patch_rfc_7386() {
@@ -98,11 +642,414 @@ mod tests {
     fn strategic_directives_on_maps() {
         let mut doc = json!({"data": {"a": "1", "b": "2"}, "metadata": {"labels": {"x": "y"}}});
         strategic(
+            "ConfigMap",
             &mut doc,
             &json!({"data": {"$patch": "replace", "c": "3"}, "metadata": {"labels": {"$patch": "delete"}}, "$setElementOrder/x": []}),
         )
         .expect("patch");
         assert_eq!(doc, json!({"data": {"c": "3"}, "metadata": {}}));
-        assert!(strategic(&mut doc, &json!({"data": {"$patch": "bogus"}})).is_err());
+        assert!(strategic("ConfigMap", &mut doc, &json!({"data": {"$patch": "bogus"}})).is_err());
+        assert!(strategic("ConfigMap", &mut doc, &json!({"data": {"$patch": 1}})).is_err());
+        assert!(strategic("ConfigMap", &mut doc, &json!(["not", "an", "object"])).is_err());
+        // `$patch: merge` is the default, spelled out.
+        let doc = apply("ConfigMap", doc, json!({"data": {"$patch": "merge", "d": "4"}}));
+        assert_eq!(doc, json!({"data": {"c": "3", "d": "4"}, "metadata": {}}));
+    }
+
+    #[test]
+    fn container_merged_by_name_keeps_other_containers_and_fields() {
+        let doc = deployment(json!([
+            {"name": "web", "image": "nginx:1.25", "ports": [{"containerPort": 80}]},
+            {"name": "sidecar", "image": "busybox", "args": ["sleep", "1d"]}
+        ]));
+        let doc = apply(
+            "Deployment",
+            doc,
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.26"}]}}}}),
+        );
+        assert_eq!(
+            doc.pointer("/spec/template/spec/containers"),
+            Some(&json!([
+                {"name": "web", "image": "nginx:1.26", "ports": [{"containerPort": 80}]},
+                {"name": "sidecar", "image": "busybox", "args": ["sleep", "1d"]}
+            ]))
+        );
+        assert_eq!(doc.pointer("/spec/replicas"), Some(&json!(2)));
+    }
+
+    #[test]
+    fn pod_spec_rules_apply_in_pods_too() {
+        let pod = json!({"kind": "Pod", "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
+        let pod = apply(
+            "Pod",
+            pod,
+            json!({"spec": {"containers": [{"name": "b", "image": "z"}]}}),
+        );
+        assert_eq!(
+            pod.pointer("/spec/containers"),
+            Some(&json!([{"name": "a", "image": "x"}, {"name": "b", "image": "z"}]))
+        );
+    }
+
+    #[test]
+    fn env_var_added_and_removed_with_patch_delete() {
+        let pod = json!({"spec": {"containers": [{"name": "web", "env": [
+            {"name": "A", "value": "1"}, {"name": "B", "value": "2"}
+        ]}]}});
+        let pod = apply(
+            "Pod",
+            pod,
+            json!({"spec": {"containers": [{"name": "web",
+                "$setElementOrder/env": [{"name": "A"}, {"name": "C"}],
+                "env": [{"name": "C", "value": "3"}, {"name": "B", "$patch": "delete"}]}]}}),
+        );
+        assert_eq!(
+            pod.pointer("/spec/containers/0/env"),
+            Some(&json!([{"name": "A", "value": "1"}, {"name": "C", "value": "3"}]))
+        );
+        // A delete element without the merge key is malformed.
+        let mut bad = pod.clone();
+        let err = strategic(
+            "Pod",
+            &mut bad,
+            &json!({"spec": {"containers": [{"name": "web", "env": [{"$patch": "delete"}]}]}}),
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn new_element_without_set_element_order_goes_first() {
+        // What the API server does: patch-only elements precede the server's own.
+        let pod = json!({"spec": {"containers": [{"name": "web", "env": [{"name": "A", "value": "1"}]}]}});
+        let pod = apply(
+            "Pod",
+            pod,
+            json!({"spec": {"containers": [{"name": "web", "env": [{"name": "Z", "value": "26"}]}]}}),
+        );
+        assert_eq!(
+            pod.pointer("/spec/containers/0/env"),
+            Some(&json!([{"name": "Z", "value": "26"}, {"name": "A", "value": "1"}]))
+        );
+    }
+
+    #[test]
+    fn ports_merged_by_container_port() {
+        let pod = json!({"spec": {"containers": [{"name": "web", "ports": [
+            {"containerPort": 80, "name": "http"}, {"containerPort": 443, "name": "https"}
+        ]}]}});
+        let pod = apply(
+            "Pod",
+            pod,
+            json!({"spec": {"containers": [{"name": "web", "ports": [{"containerPort": 443, "protocol": "TCP"}]}]}}),
+        );
+        assert_eq!(
+            pod.pointer("/spec/containers/0/ports"),
+            Some(&json!([
+                {"containerPort": 80, "name": "http"},
+                {"containerPort": 443, "name": "https", "protocol": "TCP"}
+            ]))
+        );
+    }
+
+    #[test]
+    fn service_ports_merged_by_port() {
+        let svc = json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}, {"port": 443}]}});
+        let svc = apply(
+            "Service",
+            svc,
+            json!({"spec": {"ports": [{"port": 80, "targetPort": 9090}]}}),
+        );
+        assert_eq!(
+            svc.pointer("/spec/ports"),
+            Some(&json!([{"port": 80, "targetPort": 9090}, {"port": 443}]))
+        );
+    }
+
+    #[test]
+    fn set_element_order_reorders_and_merges() {
+        let doc = deployment(json!([
+            {"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}, {"name": "c", "image": "c:1"}
+        ]));
+        let doc = apply(
+            "Deployment",
+            doc,
+            json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "c"}, {"name": "d"}, {"name": "a"}],
+                "containers": [{"name": "d", "image": "d:1"}, {"name": "a", "image": "a:2"}]
+            }}}}),
+        );
+        // Named elements in the directive's order; `b`, on the server only, stays ahead of `c`,
+        // which followed it on the server (the API server interleaves the same way).
+        let names: Vec<&str> = doc
+            .pointer("/spec/template/spec/containers")
+            .and_then(Value::as_array)
+            .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(names, ["b", "c", "d", "a"]);
+        assert_eq!(
+            doc.pointer("/spec/template/spec/containers/3/image"),
+            Some(&json!("a:2"))
+        );
+
+        // Reordering alone, with no patch list.
+        let doc = apply(
+            "Deployment",
+            doc,
+            json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]
+            }}}}),
+        );
+        let names: Vec<&str> = doc
+            .pointer("/spec/template/spec/containers")
+            .and_then(Value::as_array)
+            .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+
+        // A patch list in another order than the directive is malformed.
+        let mut bad = doc.clone();
+        let err = strategic(
+            "Deployment",
+            &mut bad,
+            &json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+                "containers": [{"name": "b", "image": "x"}, {"name": "a", "image": "y"}]
+            }}}}),
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn finalizers_union_and_delete_from_primitive_list() {
+        let cm = json!({"metadata": {"name": "x", "finalizers": ["a", "b"]}});
+        let cm = apply("ConfigMap", cm, json!({"metadata": {"finalizers": ["b", "c"]}}));
+        assert_eq!(cm.pointer("/metadata/finalizers"), Some(&json!(["a", "b", "c"])));
+        let cm = apply(
+            "ConfigMap",
+            cm,
+            json!({"metadata": {
+                "$setElementOrder/finalizers": ["a", "c"],
+                "$deleteFromPrimitiveList/finalizers": ["b"]
+            }}),
+        );
+        assert_eq!(cm.pointer("/metadata/finalizers"), Some(&json!(["a", "c"])));
+        let mut bad = cm.clone();
+        assert!(
+            strategic(
+                "ConfigMap",
+                &mut bad,
+                &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": "a"}})
+            )
+            .is_err()
+        );
+        assert!(
+            strategic(
+                "ConfigMap",
+                &mut bad,
+                &json!({"metadata": {"$deleteFromPrimitiveList": ["a"]}})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn owner_references_merge_by_uid() {
+        let doc = json!({"metadata": {"ownerReferences": [{"uid": "1", "kind": "ReplicaSet", "name": "a"}]}});
+        let doc = apply(
+            "Pod",
+            doc,
+            json!({"metadata": {"ownerReferences": [{"uid": "1", "controller": true}, {"uid": "2", "kind": "Job", "name": "b"}]}}),
+        );
+        assert_eq!(
+            doc.pointer("/metadata/ownerReferences"),
+            Some(&json!([
+                {"uid": "1", "kind": "ReplicaSet", "name": "a", "controller": true},
+                {"uid": "2", "kind": "Job", "name": "b"}
+            ]))
+        );
+    }
+
+    #[test]
+    fn retain_keys_switches_deployment_strategy() {
+        let doc = deployment(json!([{"name": "web", "image": "nginx"}]));
+        // What kubectl sends when the manifest switches to Recreate.
+        let doc = apply(
+            "Deployment",
+            doc,
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": null}}}),
+        );
+        assert_eq!(doc.pointer("/spec/strategy"), Some(&json!({"type": "Recreate"})));
+        // Setting a key the directive does not retain is malformed.
+        let mut bad = doc.clone();
+        let err = strategic(
+            "Deployment",
+            &mut bad,
+            &json!({"spec": {"strategy": {"$retainKeys": ["type"], "rollingUpdate": {"maxSurge": 1}}}}),
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn retain_keys_in_volumes() {
+        let pod = json!({"spec": {"volumes": [
+            {"name": "data", "emptyDir": {}},
+            {"name": "conf", "configMap": {"name": "c"}}
+        ]}});
+        let pod = apply(
+            "Pod",
+            pod,
+            json!({"spec": {"volumes": [{"name": "data", "$retainKeys": ["name", "hostPath"], "hostPath": {"path": "/d"}}]}}),
+        );
+        assert_eq!(
+            pod.pointer("/spec/volumes"),
+            Some(&json!([
+                {"name": "data", "hostPath": {"path": "/d"}},
+                {"name": "conf", "configMap": {"name": "c"}}
+            ]))
+        );
+    }
+
+    #[test]
+    fn list_without_merge_strategy_is_replaced() {
+        let pod = json!({"spec": {
+            "tolerations": [{"key": "a", "operator": "Exists"}, {"key": "b", "operator": "Exists"}],
+            "containers": [{"name": "web", "args": ["x", "y"]}]
+        }});
+        let pod = apply(
+            "Pod",
+            pod,
+            json!({"spec": {
+                "tolerations": [{"key": "c", "operator": "Exists"}],
+                "containers": [{"name": "web", "args": ["z"]}]
+            }}),
+        );
+        assert_eq!(
+            pod.pointer("/spec/tolerations"),
+            Some(&json!([{"key": "c", "operator": "Exists"}]))
+        );
+        assert_eq!(pod.pointer("/spec/containers/0/args"), Some(&json!(["z"])));
+        // ServiceAccount imagePullSecrets, unlike PodSpec's, has no merge strategy.
+        let sa = json!({"secrets": [{"name": "s1"}], "imagePullSecrets": [{"name": "p1"}]});
+        let sa = apply(
+            "ServiceAccount",
+            sa,
+            json!({"secrets": [{"name": "s2"}], "imagePullSecrets": [{"name": "p2"}]}),
+        );
+        assert_eq!(
+            sa,
+            json!({"secrets": [{"name": "s2"}, {"name": "s1"}], "imagePullSecrets": [{"name": "p2"}]})
+        );
+    }
+
+    #[test]
+    fn patch_replace_element_replaces_a_merge_list() {
+        let pod = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
+        let pod = apply(
+            "Pod",
+            pod,
+            json!({"spec": {"containers": [{"$patch": "replace"}, {"name": "c", "image": "c"}]}}),
+        );
+        assert_eq!(
+            pod.pointer("/spec/containers"),
+            Some(&json!([{"name": "c", "image": "c"}]))
+        );
+        let mut bad = pod.clone();
+        assert!(
+            strategic(
+                "Pod",
+                &mut bad,
+                &json!({"spec": {"containers": [{"$patch": "sideways"}]}})
+            )
+            .is_err()
+        );
+        assert!(
+            strategic(
+                "Pod",
+                &mut bad,
+                &json!({"spec": {"containers": [{"image": "no-name"}]}})
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn node_status_merges_addresses_and_conditions_by_type() {
+        let node = json!({"status": {
+            "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": "n1"}],
+            "conditions": [{"type": "Ready", "status": "False"}]
+        }});
+        let node = apply(
+            "Node",
+            node,
+            json!({"status": {
+                "$setElementOrder/conditions": [{"type": "Ready"}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.2"}]
+            }}),
+        );
+        assert_eq!(
+            node.pointer("/status/addresses"),
+            Some(
+                &json!([{"type": "InternalIP", "address": "10.0.0.2"}, {"type": "Hostname", "address": "n1"}])
+            )
+        );
+        assert_eq!(
+            node.pointer("/status/conditions"),
+            Some(&json!([{"type": "Ready", "status": "True"}]))
+        );
+    }
+
+    #[test]
+    fn directives_inside_new_subtrees_are_applied_not_stored() {
+        let pod = json!({"spec": {"containers": [{"name": "web"}]}});
+        let pod = apply(
+            "Pod",
+            pod,
+            json!({"spec": {"initContainers": [{"name": "init",
+                "$setElementOrder/env": [{"name": "A"}],
+                "env": [{"name": "A", "value": "1"}]}]}}),
+        );
+        assert_eq!(
+            pod.pointer("/spec/initContainers"),
+            Some(&json!([{"name": "init", "env": [{"name": "A", "value": "1"}]}]))
+        );
+    }
+
+    #[test]
+    fn kubectl_1_33_reapply_with_new_image() {
+        let mut doc = deployment(json!([
+            {"name": "web", "image": "nginx:1.25", "ports": [{"containerPort": 80, "protocol": "TCP"}],
+             "imagePullPolicy": "IfNotPresent", "resources": {}}
+        ]));
+        doc["metadata"]["annotations"] =
+            json!({"kubectl.kubernetes.io/last-applied-configuration": "{\"old\":true}\n"});
+        doc["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
+        let patch = json!({
+            "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"new\":true}\n"}},
+            "spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "web"}],
+                "containers": [{"image": "nginx:1.26", "name": "web"}]
+            }}}
+        });
+        let doc = apply("Deployment", doc, patch);
+        assert_eq!(
+            doc.pointer("/spec/template/spec/containers"),
+            Some(&json!([
+                {"name": "web", "image": "nginx:1.26", "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                 "imagePullPolicy": "IfNotPresent", "resources": {}}
+            ]))
+        );
+        assert_eq!(
+            doc.pointer("/spec/template/spec/restartPolicy"),
+            Some(&json!("Always"))
+        );
+        assert_eq!(
+            doc.pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration"),
+            Some(&json!("{\"new\":true}\n"))
+        );
+        assert_eq!(
+            doc.pointer("/spec/strategy/rollingUpdate/maxSurge"),
+            Some(&json!("25%"))
+        );
     }
 }
