@@ -86,7 +86,7 @@ pub fn scale_write(
     match patch_kind {
         None => scale = doc.clone(),
         Some(PatchKind::Merge) => patch::merge(&mut scale, &doc),
-        Some(PatchKind::Strategic) => patch::strategic(&mut scale, &doc)?,
+        Some(PatchKind::Strategic) => patch::strategic("Scale", &mut scale, &doc)?,
     }
     let replicas = scale
         .pointer("/spec/replicas")
