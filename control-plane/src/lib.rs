@@ -11,6 +11,8 @@
 //! (see `RESEARCH.md` beside this crate for the plan and the facts it rests on).
 
 pub mod api;
+pub mod controllers;
 pub mod pki;
 pub mod server;
+pub mod sim;
 pub mod store;

@@ -2,10 +2,20 @@
 //! `DIR`, writing `DIR/admin.kubeconfig` for the real `kubectl`. A second start on the same directory
 //! resumes with all state.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use anyhow::Context;
-use berth_control_plane::{api::Api, pki, server, store::Store};
+use berth_control_plane::{
+    api::{Api, admission},
+    controllers, pki, server, sim,
+    store::Store,
+};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +32,20 @@ struct Cli {
     /// Address to serve the API on (port 0: any free port, written into admin.kubeconfig).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Seconds a node may go without renewing its Lease before it is marked NotReady.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_seconds: u64,
+    /// Seconds pods stay on a NotReady or unreachable node before they are evicted, unless their
+    /// tolerations say otherwise.
+    #[arg(long, default_value_t = 300)]
+    default_toleration_seconds: i64,
+    /// Serve the API only: no scheduler, no controllers.
+    #[arg(long)]
+    no_controllers: bool,
+    /// Also run this many hollow nodes (`hollow-<i>`: they register, renew leases and report the
+    /// pods bound to them running, without containers), for tests, demos and benchmarks.
+    #[arg(long, default_value_t = 0)]
+    hollow_nodes: usize,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +82,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(kubeconfig = %kubeconfig.display(), revision = store.revision(), "store open");
     let api = Arc::new(Api::new(store, creds.admin_token.clone()));
     api.bootstrap(listen)?;
+    admission::set_default_toleration_seconds(cli.default_toleration_seconds);
+    let stop = Arc::new(AtomicBool::new(false));
+    if !cli.no_controllers {
+        let config = controllers::Config {
+            node_monitor_grace: Duration::from_secs(cli.node_monitor_grace_seconds),
+            ..controllers::Config::default()
+        };
+        controllers::Manager::new(Arc::clone(api.store()), config)
+            .spawn(Arc::clone(&stop))
+            .context("starting the controllers")?;
+    }
+    if cli.hollow_nodes > 0 {
+        sim::HollowNodes::register(Arc::clone(api.store()), "hollow", cli.hollow_nodes)?
+            .spawn(Arc::clone(&stop))
+            .context("starting the hollow nodes")?;
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

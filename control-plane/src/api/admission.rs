@@ -3,10 +3,22 @@
 //! fields, and the values the cluster hands out ([`allocator`]: a Service's ClusterIP and NodePorts, a
 //! Node's podCIDR), reserved before the object is written and released when it goes.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use serde_json::{Value, json};
 
 use super::{allocator, objects::Resource, selector, status::ApiError};
 use crate::store::Store;
+
+/// How long pods tolerate a node that is not ready or unreachable before they are evicted, when
+/// they do not say (kube-apiserver's `--default-not-ready-toleration-seconds` and
+/// `--default-unreachable-toleration-seconds`, 300). Set once at start.
+static DEFAULT_TOLERATION_SECONDS: AtomicI64 = AtomicI64::new(300);
+
+/// Sets the toleration pods get for not-ready and unreachable nodes.
+pub fn set_default_toleration_seconds(seconds: i64) {
+    DEFAULT_TOLERATION_SECONDS.store(seconds.max(0), Ordering::Relaxed);
+}
 
 /// Collected validation failures: (field path, message).
 #[derive(Default)]
@@ -292,7 +304,8 @@ fn default_pod_spec(spec: &mut Value) {
                     || (t.get("key").is_none() && t.get("operator").and_then(Value::as_str) == Some("Exists"))
             });
             if !has {
-                ts.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+                let seconds = DEFAULT_TOLERATION_SECONDS.load(Ordering::Relaxed);
+                ts.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
             }
         }
     }

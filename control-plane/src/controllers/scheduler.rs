@@ -1,0 +1,300 @@
+//! The scheduler: binds each pending pod (no node, `schedulerName: default-scheduler`) to a ready
+//! node that passes the filters kube-scheduler applies first — schedulable, taints tolerated
+//! (`NoSchedule`, `NoExecute`), `nodeSelector` and required node affinity matched, CPU, memory and
+//! pod count within allocatable — and scores best: fewest replicas of the same controller there
+//! (spreading), then least requested. A pod nothing fits gets `PodScheduled=False` with the reasons
+//! and waits for a node or a freed place.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use super::{
+    Change, Controller, ControllerError, Ctx,
+    cache::{Cache, NodeInfo, PodInfo, Taint, Usage, str_at},
+};
+use crate::api::{
+    objects::{self, Part},
+    resources, subresources,
+};
+
+#[derive(Default)]
+pub struct Scheduler {
+    /// Pods nothing fitted, retried when nodes change or pods go.
+    waiting: BTreeSet<String>,
+    /// Rotates among equally good nodes.
+    turn: usize,
+}
+
+fn pending(pod: &PodInfo) -> bool {
+    pod.node.is_empty()
+        && !pod.deleting
+        && pod.active()
+        && (pod.scheduler.is_empty() || pod.scheduler == "default-scheduler")
+}
+
+/// Whether a toleration list tolerates a taint.
+pub fn tolerates(tolerations: &[Value], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| {
+        let key = t.get("key").and_then(Value::as_str).unwrap_or_default();
+        let effect = t.get("effect").and_then(Value::as_str).unwrap_or_default();
+        let exists = t.get("operator").and_then(Value::as_str) == Some("Exists");
+        let value = t.get("value").and_then(Value::as_str).unwrap_or_default();
+        (effect.is_empty() || effect == taint.effect)
+            && ((key.is_empty() && exists) || (key == taint.key && (exists || value == taint.value)))
+    })
+}
+
+/// Whether a node matches a `nodeSelectorTerm` (`matchExpressions` on labels, `matchFields` on
+/// `metadata.name`).
+fn term_matches(term: &Value, node: &NodeInfo) -> bool {
+    let check = |exprs: Option<&Value>, get: &dyn Fn(&str) -> Option<String>| {
+        exprs.and_then(Value::as_array).into_iter().flatten().all(|e| {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let v = get(key);
+            match e.get("operator").and_then(Value::as_str) {
+                Some("In") => v.is_some_and(|v| values.contains(&v.as_str())),
+                Some("NotIn") => v.is_none_or(|v| !values.contains(&v.as_str())),
+                Some("Exists") => v.is_some(),
+                Some("DoesNotExist") => v.is_none(),
+                Some("Gt") | Some("Lt") => {
+                    let (Some(v), Some(bound)) = (
+                        v.and_then(|v| v.parse::<i64>().ok()),
+                        values.first().and_then(|b| b.parse::<i64>().ok()),
+                    ) else {
+                        return false;
+                    };
+                    if e.get("operator").and_then(Value::as_str) == Some("Gt") {
+                        v > bound
+                    } else {
+                        v < bound
+                    }
+                }
+                _ => false,
+            }
+        })
+    };
+    check(term.get("matchExpressions"), &|k| node.labels.get(k).cloned())
+        && check(term.get("matchFields"), &|k| {
+            (k == "metadata.name").then(|| node.name.clone())
+        })
+}
+
+/// Why a node does not fit a pod (`None`: it fits).
+fn unfit(pod: &Value, info: &PodInfo, node: &NodeInfo, used: Usage) -> Option<&'static str> {
+    let tolerations: Vec<Value> = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !node.ready {
+        return Some("node(s) were not ready");
+    }
+    if node.unschedulable
+        && !tolerates(
+            &tolerations,
+            &Taint {
+                key: "node.kubernetes.io/unschedulable".into(),
+                value: String::new(),
+                effect: "NoSchedule".into(),
+            },
+        )
+    {
+        return Some("node(s) were unschedulable");
+    }
+    if node
+        .taints
+        .iter()
+        .any(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(&tolerations, t))
+    {
+        return Some("node(s) had untolerated taint(s)");
+    }
+    let selector_ok = pod
+        .pointer("/spec/nodeSelector")
+        .and_then(Value::as_object)
+        .is_none_or(|sel| {
+            sel.iter()
+                .all(|(k, v)| node.labels.get(k).map(String::as_str) == v.as_str())
+        });
+    let affinity_ok = pod
+        .pointer(
+            "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
+        )
+        .and_then(Value::as_array)
+        .is_none_or(|terms| terms.iter().any(|t| term_matches(t, node)));
+    if !selector_ok || !affinity_ok {
+        return Some("node(s) didn't match Pod's node affinity/selector");
+    }
+    if used.pods + 1 > node.pods {
+        return Some("Too many pods");
+    }
+    if used.cpu_milli + info.cpu_milli > node.cpu_milli {
+        return Some("Insufficient cpu");
+    }
+    if used.memory_milli + info.memory_milli > node.memory_milli {
+        return Some("Insufficient memory");
+    }
+    None
+}
+
+impl Controller for Scheduler {
+    fn name(&self) -> &'static str {
+        "scheduler"
+    }
+
+    fn observe(&mut self, change: &Change<'_>, cache: &Cache, keys: &mut Vec<String>) {
+        match change.plural {
+            "pods" => match cache.pods.get(change.key) {
+                Some(p) if pending(p) => keys.push(change.key.to_string()),
+                Some(_) => {
+                    self.waiting.remove(change.key);
+                }
+                None => {
+                    self.waiting.remove(change.key);
+                    // A place freed up.
+                    keys.extend(self.waiting.iter().cloned());
+                }
+            },
+            "nodes" => keys.extend(self.waiting.iter().cloned()),
+            _ => {}
+        }
+    }
+
+    fn reconcile(&mut self, key: &str, ctx: &mut Ctx<'_>) -> Result<(), ControllerError> {
+        let Some(info) = ctx.cache.pods.get(key).cloned() else {
+            self.waiting.remove(key);
+            return Ok(());
+        };
+        if !pending(&info) {
+            self.waiting.remove(key);
+            return Ok(());
+        }
+        let Some(pod) = super::read(ctx.store, key) else {
+            return Ok(());
+        };
+        let mut best: Option<((i32, i128, i128), &NodeInfo)> = None;
+        let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+        let nodes: Vec<&NodeInfo> = ctx.cache.nodes.values().collect();
+        let n = nodes.len().max(1);
+        self.turn = self.turn.wrapping_add(1);
+        for i in 0..nodes.len() {
+            let node = nodes[(i + self.turn) % n];
+            let used = ctx.cache.usage.get(&node.name).copied().unwrap_or_default();
+            if let Some(why) = unfit(&pod, &info, node, used) {
+                *reasons.entry(why).or_default() += 1;
+                continue;
+            }
+            let same_owner = info
+                .controller_uid()
+                .and_then(|o| ctx.cache.spread.get(&(o.to_string(), node.name.clone())))
+                .copied()
+                .unwrap_or(0);
+            // Least requested: the larger share of CPU or memory in use after placing the pod,
+            // in millionths.
+            let share = |used: i128, want: i128, total: i128| {
+                if total <= 0 {
+                    0
+                } else {
+                    (used + want) * 1_000_000 / total
+                }
+            };
+            let load = share(used.cpu_milli, info.cpu_milli, node.cpu_milli).max(share(
+                used.memory_milli,
+                info.memory_milli,
+                node.memory_milli,
+            ));
+            let score = (same_owner, load, used.pods);
+            if best.as_ref().is_none_or(|(b, _)| score < *b) {
+                best = Some((score, node));
+            }
+        }
+        let ns = info.namespace.clone();
+        let name = info.name.clone();
+        match best {
+            Some((_, node)) => {
+                let node_name = node.name.clone();
+                let pods = resources::by_plural("pods")
+                    .ok_or_else(|| crate::api::ApiError::new(500, "InternalError", "no pods resource"))?;
+                let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": node_name}});
+                match subresources::bind(ctx.store, pods, Some(&ns), &name, binding.to_string().as_bytes()) {
+                    Ok(_) => {
+                        ctx.cache.assume_bound(key, &node_name);
+                        self.waiting.remove(key);
+                        Ok(())
+                    }
+                    // Bound meanwhile, or deleted: nothing left to do.
+                    Err(e) if e.code == 409 || e.code == 404 => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            None => {
+                let total = ctx.cache.nodes.len();
+                let detail: Vec<String> = reasons
+                    .iter()
+                    .map(|(why, count)| format!("{count} {why}"))
+                    .collect();
+                let message = if detail.is_empty() {
+                    format!("0/{total} nodes are available: no nodes registered.")
+                } else {
+                    format!("0/{total} nodes are available: {}.", detail.join(", "))
+                };
+                self.waiting.insert(key.to_string());
+                let already = pod
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|c| str_at(c, "/type") == "PodScheduled" && str_at(c, "/message") == message);
+                if !already {
+                    let mut conditions = pod
+                        .pointer("/status/conditions")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    conditions.retain(|c| str_at(c, "/type") != "PodScheduled");
+                    conditions.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastProbeTime": null, "lastTransitionTime": objects::now_rfc3339()}));
+                    super::patch(
+                        ctx.store,
+                        "pods",
+                        Some(&ns),
+                        &name,
+                        &json!({"status": {"conditions": conditions}}),
+                        Part::Status,
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerations_match_taints() {
+        let taint = Taint {
+            key: "node-role.kubernetes.io/control-plane".into(),
+            value: String::new(),
+            effect: "NoSchedule".into(),
+        };
+        assert!(!tolerates(&[], &taint));
+        assert!(tolerates(
+            &[
+                json!({"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"})
+            ],
+            &taint
+        ));
+        assert!(tolerates(&[json!({"operator": "Exists"})], &taint));
+        assert!(!tolerates(
+            &[json!({"key": "other", "operator": "Exists"})],
+            &taint
+        ));
+    }
+}
