@@ -37,6 +37,8 @@ pub struct HollowNodes {
     silent: Arc<Mutex<BTreeSet<String>>>,
     /// Pod start latency: how long after binding a pod is reported running.
     pub start_delay: Duration,
+    /// How often Leases are renewed.
+    pub lease_renew: Duration,
 }
 
 fn res(plural: &str) -> Result<&'static resources::Resource, ApiError> {
@@ -80,6 +82,7 @@ impl HollowNodes {
             names,
             silent: Arc::default(),
             start_delay: Duration::ZERO,
+            lease_renew: LEASE_RENEW,
         };
         nodes.renew_leases()?;
         Ok(nodes)
@@ -100,6 +103,7 @@ impl HollowNodes {
         let silent = self.silent.lock().map(|s| s.clone()).unwrap_or_default();
         let now = micro_time();
         for name in self.names.iter().filter(|n| !silent.contains(*n)) {
+            self.post_ready(name)?;
             let lease = json!({
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
@@ -132,6 +136,45 @@ impl HollowNodes {
         Ok(())
     }
 
+    /// Posts `Ready=True` if the node's status says otherwise (after it was silent), as kubelet does.
+    fn post_ready(&self, name: &str) -> Result<(), ApiError> {
+        let Some(node) = self
+            .store
+            .get(&format!("/registry/nodes/{name}"))
+            .and_then(|kv| objects::render(&kv).ok())
+        else {
+            return Ok(());
+        };
+        let mut conditions: Vec<Value> = node
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let ready = conditions.iter().any(|c| {
+            c.get("type").and_then(Value::as_str) == Some("Ready")
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        });
+        if ready {
+            return Ok(());
+        }
+        let now = objects::now_rfc3339();
+        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("Ready"));
+        conditions.push(json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "hollow node is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}));
+        objects::patch(
+            &self.store,
+            res("nodes")?,
+            None,
+            name,
+            PatchKind::Merge,
+            json!({"status": {"conditions": conditions}})
+                .to_string()
+                .as_bytes(),
+            FieldValidation::Strict,
+            Part::Status,
+        )?;
+        Ok(())
+    }
+
     /// Runs the nodes on their own thread until `stop` is set.
     pub fn spawn(self, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
@@ -142,7 +185,7 @@ impl HollowNodes {
     fn run(self, stop: &AtomicBool) {
         let mine: BTreeSet<String> = self.names.iter().cloned().collect();
         let mut position = self.store.revision();
-        let mut next_renewal = Instant::now() + LEASE_RENEW;
+        let mut next_renewal = Instant::now() + self.lease_renew;
         let mut addresses: HashMap<String, u32> = HashMap::new();
         let mut to_start: Vec<(Instant, String)> = Vec::new();
         // Pods bound before this started.
@@ -156,7 +199,7 @@ impl HollowNodes {
                 if let Err(e) = self.renew_leases() {
                     warn!(error = %e, "hollow nodes: renewing leases");
                 }
-                next_renewal = Instant::now() + LEASE_RENEW;
+                next_renewal = Instant::now() + self.lease_renew;
             }
             match self.store.events_after("/registry/pods/", position, 4096) {
                 Ok((events, next)) => {

@@ -70,6 +70,7 @@ pub fn on_create(store: &Store, r: &Resource, obj: &mut Value) -> Result<(), Api
         "Pod" => {
             if let Some(spec) = obj.get_mut("spec") {
                 default_pod_spec(spec);
+                default_tolerations(spec);
             }
             validate_pod_spec(obj.get("spec"), "spec").into_result(r.kind, obj)?;
             let qos = qos_class(obj.get("spec"));
@@ -293,7 +294,11 @@ fn default_pod_spec(spec: &mut Value) {
             }
         }
     }
-    // The DefaultTolerationSeconds admission plugin: pods stay 300 s on a node that stops reporting.
+}
+
+/// The DefaultTolerationSeconds admission plugin: a new pod stays this long on a node that stops
+/// being ready or reachable (templates are left alone, as in Kubernetes).
+fn default_tolerations(spec: &mut Value) {
     let tolerations = spec
         .as_object_mut()
         .map(|m| m.entry("tolerations").or_insert_with(|| json!([])));
@@ -734,6 +739,7 @@ mod tests {
     fn pod_defaults_and_pull_policy() {
         let mut spec = json!({"containers": [{"name": "a", "image": "nginx"}, {"name": "b", "image": "reg:5000/x:1.0"}]});
         default_pod_spec(&mut spec);
+        default_tolerations(&mut spec);
         assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(spec["containers"][1]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(spec["tolerations"].as_array().map(Vec::len), Some(2));

@@ -91,6 +91,17 @@ pub fn now_rfc3339() -> String {
     )
 }
 
+/// Five random characters for `generateName`, from the alphabet Kubernetes uses (no vowels, so no
+/// words; 27^5 = 14 million names per prefix).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut b = [0u8; 5];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    b.iter()
+        .map(|x| char::from(ALPHABET[usize::from(*x) % ALPHABET.len()]))
+        .collect()
+}
+
 /// A random (version 4) UUID.
 pub fn new_uid() -> String {
     let mut b = [0u8; 16];
@@ -148,11 +159,7 @@ fn parse_object(r: &Resource, namespace: Option<&str>, body: &[u8]) -> Result<(V
     if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty)
         && let Some(generate) = meta.get("generateName").and_then(Value::as_str)
     {
-        let suffix: String = new_uid()
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(5)
-            .collect();
+        let suffix = random_suffix();
         meta.insert("name".into(), json!(format!("{generate}{suffix}")));
     }
     let name = meta

@@ -247,39 +247,15 @@ fn deployments_roll_out_spread_scale_roll_and_go() {
 fn a_silent_node_is_tainted_and_its_pods_move() {
     let w = World::new("lifecycle");
     admission::set_default_toleration_seconds(1);
-    let nodes = HollowNodes::register(Arc::clone(w.api.store()), "m", 2).expect("nodes");
+    let mut nodes = HollowNodes::register(Arc::clone(w.api.store()), "m", 2).expect("nodes");
+    // Renewals well inside the 2 s grace.
+    nodes.lease_renew = Duration::from_millis(300);
     let silencer = nodes.silencer();
     nodes.spawn(Arc::clone(&w.stop)).expect("hollow nodes");
     w.start(Config {
         tick: Duration::from_millis(100),
         node_monitor_grace: Duration::from_secs(2),
     });
-    // Leases are renewed every 10 s: keep the nodes alive faster than the 2 s grace.
-    let renewer = {
-        let store = Arc::clone(w.api.store());
-        let stop = Arc::clone(&w.stop);
-        let silencer = Arc::clone(&silencer);
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let quiet = silencer.lock().map(|s| s.clone()).unwrap_or_default();
-                for n in ["m-0", "m-1"].iter().filter(|n| !quiet.contains(**n)) {
-                    let r = crate::api::resources::by_plural("leases").expect("leases");
-                    let body = json!({"spec": {"renewTime": format!("{}.{:06}Z", crate::api::objects::now_rfc3339().trim_end_matches('Z'), Instant::now().elapsed().subsec_micros())}});
-                    let _ = crate::api::objects::patch(
-                        &store,
-                        r,
-                        Some("kube-node-lease"),
-                        n,
-                        crate::api::objects::PatchKind::Merge,
-                        body.to_string().as_bytes(),
-                        crate::api::typed::FieldValidation::Ignore,
-                        crate::api::objects::Part::Main,
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        })
-    };
     w.call(
         "POST",
         "/apis/apps/v1/namespaces/default/deployments",
@@ -318,12 +294,18 @@ fn a_silent_node_is_tainted_and_its_pods_move() {
                 .all(|p| p["spec"]["nodeName"] == "m-0" && p["status"]["phase"] == "Running")
     });
     silencer.lock().expect("lock").remove("m-1");
-    w.wait_for("m-1 untainted", |w| {
+    w.wait_for("m-1 Ready again and untainted", |w| {
         let node = w.call("GET", "/api/v1/nodes/m-1", Value::Null);
-        node.pointer("/spec/taints")
+        let ready = node
+            .pointer("/status/conditions")
             .and_then(Value::as_array)
-            .is_none_or(|t| t.is_empty())
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready
+            && node
+                .pointer("/spec/taints")
+                .and_then(Value::as_array)
+                .is_none_or(|t| t.is_empty())
     });
-    w.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = renewer.join();
 }

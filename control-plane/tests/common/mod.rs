@@ -18,12 +18,18 @@ impl Server {
     /// Starts the server on a port it picks (port 0, so concurrent tests never collide) and waits
     /// until it has written `admin.kubeconfig` naming that port and accepts connections there.
     pub fn start(dir: &Path) -> Server {
+        Server::start_with(dir, &[])
+    }
+
+    /// [`Server::start`] with extra arguments (`--hollow-nodes 2`...).
+    pub fn start_with(dir: &Path, args: &[&str]) -> Server {
         let kubeconfig = dir.join("admin.kubeconfig");
         let _ = std::fs::remove_file(&kubeconfig);
         let child = Command::new(env!("CARGO_BIN_EXE_berth-control-plane"))
             .arg("--data-dir")
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,211 @@
+//! Workloads through the real `kubectl`, with the scheduler and controllers running and two hollow
+//! nodes "running" the pods: apply a Deployment + Service + ConfigMap, `rollout status`, `describe`,
+//! `scale`, `set image`, re-apply a changed manifest (strategic merge patch of the pod template),
+//! `get -w` while `delete --wait` removes it all.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Server, temp_dir};
+
+const MANIFEST: &str = "\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+data:
+  greeting: hello
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.25
+        ports:
+        - {name: http, containerPort: 80}
+        env:
+        - name: GREETING
+          valueFrom:
+            configMapKeyRef: {name: web-config, key: greeting}
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports:
+  - {port: 80, targetPort: http}
+";
+
+fn rolled_out(server: &Server) {
+    let out = server.ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+}
+
+#[test]
+fn kubectl_runs_a_deployment_behind_a_service_through_its_life() {
+    let dir = temp_dir("workloads");
+    let server = Server::start_with(&dir, &["--hollow-nodes", "2"]);
+
+    let applied = server.apply(MANIFEST);
+    for what in [
+        "configmap/web-config created",
+        "deployment.apps/web created",
+        "service/web created",
+    ] {
+        assert!(applied.contains(what), "{applied}");
+    }
+    rolled_out(&server);
+    // Three pods running, spread over both nodes.
+    let nodes = server.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.nodeName} {.status.phase}{\"\\n\"}{end}",
+    ]);
+    let lines: Vec<&str> = nodes.lines().collect();
+    assert_eq!(lines.len(), 3, "{nodes}");
+    assert!(lines.iter().all(|l| l.ends_with("Running")), "{nodes}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("hollow-0")) && lines.iter().any(|l| l.starts_with("hollow-1")),
+        "{nodes}"
+    );
+    let table = server.ok(&["get", "pods", "-o", "wide"]);
+    assert!(
+        table.contains("1/1") && table.contains("Running") && table.contains("10.244."),
+        "{table}"
+    );
+    // The Service got a ClusterIP and a NodePort, and endpoints at the named target port.
+    let ip = server.jsonpath("service", "web", "default", "{.spec.clusterIP}");
+    assert!(ip.starts_with("10.") && ip != "10.96.0.1", "{ip}");
+    let node_port: u16 = server
+        .jsonpath("service", "web", "default", "{.spec.ports[0].nodePort}")
+        .parse()
+        .expect("a nodePort");
+    assert!((30000..=32767).contains(&node_port), "{node_port}");
+    let endpoints = server.ok(&[
+        "get",
+        "endpoints",
+        "web",
+        "-o",
+        "jsonpath={.subsets[0].addresses[*].ip} {.subsets[0].ports[0].port}",
+    ]);
+    assert_eq!(endpoints.split_whitespace().count(), 4, "{endpoints}");
+    assert!(endpoints.ends_with(" 80"), "{endpoints}");
+    let slices = server.ok(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
+    assert!(slices.contains("web-0") && slices.contains("IPv4"), "{slices}");
+    let described = server.ok(&["describe", "deployment", "web"]);
+    assert!(
+        described.contains("3 desired | 3 updated | 3 total | 3 available"),
+        "{described}"
+    );
+    assert!(described.contains("NewReplicaSetAvailable"), "{described}");
+
+    // Scale, then roll to a new image.
+    server.ok(&["scale", "deployment/web", "--replicas=5"]);
+    rolled_out(&server);
+    assert_eq!(
+        server.jsonpath("deployment", "web", "default", "{.status.availableReplicas}"),
+        "5"
+    );
+    server.ok(&["set", "image", "deployment/web", "web=nginx:1.26"]);
+    rolled_out(&server);
+    let sets = server.ok(&[
+        "get",
+        "rs",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.replicas}{\" \"}{end}",
+    ]);
+    let mut counts: Vec<&str> = sets.split_whitespace().collect();
+    counts.sort();
+    assert_eq!(counts, ["0", "5"], "{sets}");
+    // Re-applying the manifest with another image: a strategic merge patch of the template.
+    let changed = server.apply(&MANIFEST.replace("nginx:1.25", "nginx:1.27"));
+    assert!(changed.contains("deployment.apps/web configured"), "{changed}");
+    rolled_out(&server);
+    assert_eq!(
+        server.jsonpath(
+            "deployment",
+            "web",
+            "default",
+            "{.spec.template.spec.containers[0].image} {.status.updatedReplicas}"
+        ),
+        "nginx:1.27 3"
+    );
+    assert_eq!(
+        server.jsonpath(
+            "deployment",
+            "web",
+            "default",
+            "{.spec.template.spec.containers[0].env[0].name}"
+        ),
+        "GREETING"
+    );
+
+    // A watch sees the pods go while `delete --wait` waits for the Deployment.
+    let watcher = Command::new("timeout")
+        .arg("8")
+        .arg("kubectl")
+        .env("HOME", dir.join("home"))
+        .arg("--kubeconfig")
+        .arg(dir.join("admin.kubeconfig"))
+        .args(["get", "pods", "-l", "app=web", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl get -w");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let deleted = server.ok(&["delete", "deployment", "web", "--wait", "--timeout=30s"]);
+    assert!(deleted.contains("deployment.apps \"web\" deleted"), "{deleted}");
+    let gone = |what: &str| {
+        server
+            .ok(&["get", what, "-l", "app=web", "-o", "name"])
+            .trim()
+            .is_empty()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !(gone("pods") && gone("rs")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ReplicaSets and pods did not go"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let watched = watcher.wait_with_output().expect("watch output");
+    let events = String::from_utf8_lossy(&watched.stdout);
+    assert_eq!(
+        events.lines().filter(|l| l.starts_with("DELETED")).count(),
+        3,
+        "{events}"
+    );
+    server.ok(&["delete", "service", "web", "--wait"]);
+    server.ok(&["delete", "configmap", "web-config"]);
+    assert!(
+        server
+            .ok(&["get", "endpoints", "web", "--ignore-not-found"])
+            .trim()
+            .is_empty()
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
