@@ -78,15 +78,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "kubernetes.default.svc".to_string(),
     ];
     let creds = pki::ensure(&cli.data_dir, &names)?;
+    let (token_id, token_secret) = pki::ensure_join_token(&cli.data_dir)?;
     let kubeconfig = pki::write_admin_kubeconfig(&cli.data_dir, &format!("https://{listen}"), &creds)?;
     tracing::info!(kubeconfig = %kubeconfig.display(), revision = store.revision(), "store open");
     let api = Arc::new(Api::new(store, creds.admin_token.clone()));
     api.bootstrap(listen)?;
+    api.publish_join(
+        &format!("https://{listen}"),
+        &creds.ca_pem,
+        &token_id,
+        &token_secret,
+    )?;
     admission::set_default_toleration_seconds(cli.default_toleration_seconds);
     let stop = Arc::new(AtomicBool::new(false));
     if !cli.no_controllers {
         let config = controllers::Config {
             node_monitor_grace: Duration::from_secs(cli.node_monitor_grace_seconds),
+            ca_key_pem: Some(creds.ca_key_pem.clone()),
             ..controllers::Config::default()
         };
         controllers::Manager::new(Arc::clone(api.store()), config)

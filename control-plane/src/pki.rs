@@ -29,11 +29,16 @@ pub enum PkiError {
     /// Key or certificate generation failed (or a stored key does not parse).
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// A certificate signing request asks for something this signer does not give.
+    #[error("certificate signing request refused: {0}")]
+    Refused(String),
 }
 
 /// What the server and the kubeconfig need.
 pub struct Credentials {
     pub ca_pem: String,
+    /// The CA's key, which signs node client certificates.
+    pub ca_key_pem: String,
     pub server_cert_pem: String,
     pub server_key_pem: String,
     pub admin_token: String,
@@ -130,6 +135,7 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<Credentials, PkiError> {
         }
     };
     Ok(Credentials {
+        ca_key_pem: read(&ca_key_path).unwrap_or_default(),
         ca_pem,
         server_cert_pem,
         server_key_pem,
@@ -147,4 +153,70 @@ pub fn write_admin_kubeconfig(dir: &Path, server: &str, creds: &Credentials) -> 
     let path = dir.join("admin.kubeconfig");
     write_file(&path, &body, 0o600)?;
     Ok(path)
+}
+
+/// Where the node join token is written (`<id>.<secret>`, as `kubeadm join --token` takes).
+pub fn join_token_path(dir: &Path) -> PathBuf {
+    dir.join("join-token")
+}
+
+/// Loads or creates the node join token: 6 and 16 characters of `[a-z0-9]`, as bootstrap tokens are.
+pub fn ensure_join_token(dir: &Path) -> Result<(String, String), PkiError> {
+    let path = join_token_path(dir);
+    if let Some(t) = read(&path)
+        && let Some((id, secret)) = t.trim().split_once('.')
+        && id.len() == 6
+        && secret.len() == 16
+    {
+        return Ok((id.to_string(), secret.to_string()));
+    }
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let hex = random_hex(22)?;
+    let chars: Vec<char> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let v = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("00"), 16).unwrap_or(0);
+            char::from(ALPHABET[usize::from(v) % ALPHABET.len()])
+        })
+        .collect();
+    let id: String = chars[..6].iter().collect();
+    let secret: String = chars[6..22].iter().collect();
+    write_file(&path, &format!("{id}.{secret}\n"), 0o600)?;
+    Ok((id, secret))
+}
+
+/// The subject of a certificate signing request: (common name, organizations).
+pub fn csr_subject(csr_pem: &str) -> Result<(String, Vec<String>), PkiError> {
+    let params = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+    let dn = &params.params.distinguished_name;
+    let text = |v: &rcgen::DnValue| match v {
+        rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+        rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    };
+    let cn = dn.get(&DnType::CommonName).and_then(text).unwrap_or_default();
+    let orgs = dn
+        .iter()
+        .filter(|(t, _)| **t == DnType::OrganizationName)
+        .filter_map(|(_, v)| text(v))
+        .collect();
+    Ok((cn, orgs))
+}
+
+/// Signs a client certificate for the subject of `csr_pem` with the CA, valid for a year.
+pub fn sign_client_csr(ca_key_pem: &str, csr_pem: &str) -> Result<String, PkiError> {
+    let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+    let now = time::OffsetDateTime::now_utc();
+    csr.params.not_before = now - time::Duration::minutes(5);
+    csr.params.not_after = now + time::Duration::days(365);
+    csr.params.is_ca = IsCa::NoCa;
+    csr.params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    csr.params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    csr.params.subject_alt_names.clear();
+    let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(ca_key_pem)?);
+    Ok(csr.signed_by(&issuer)?.pem())
 }

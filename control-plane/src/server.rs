@@ -132,10 +132,21 @@ fn tls_acceptor(creds: &Credentials) -> Result<TlsAcceptor, ServerError> {
         .map_err(|e| tls(&e))?;
     let key = PrivateKeyDer::from_pem_slice(creds.server_key_pem.as_bytes()).map_err(|e| tls(&e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Client certificates are optional (tokens work too) but, when sent, must chain to the cluster
+    // CA: that is how a node proves who it is after joining.
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(creds.ca_pem.as_bytes()) {
+        roots.add(ca.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls(&e))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(|e| tls(&e))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -169,7 +180,11 @@ fn to_response(reply: Reply) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> {
+async fn serve_request(
+    api: Arc<Api>,
+    client_cert: Option<Arc<[u8]>>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
@@ -208,6 +223,7 @@ async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> 
         content_type: &content_type,
         accept: &accept,
         body: &[],
+        client_cert: client_cert.as_deref(),
     };
     if let Some(plan) = api.watch_plan(&head) {
         return match plan {
@@ -239,6 +255,7 @@ async fn serve_request(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> 
             content_type: &content_type,
             accept: &accept,
             body: &body,
+            client_cert: client_cert.as_deref(),
         })
     })
     .await
@@ -282,9 +299,15 @@ pub async fn serve(
                     return;
                 }
             };
+            let client_cert: Option<Arc<[u8]>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|c| Arc::from(c.as_ref()));
             let service = service_fn(move |req| {
-                let api = Arc::clone(&api);
-                async move { Ok::<_, std::convert::Infallible>(serve_request(api, req).await) }
+                let (api, cert) = (Arc::clone(&api), client_cert.clone());
+                async move { Ok::<_, std::convert::Infallible>(serve_request(api, cert, req).await) }
             });
             if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)

@@ -71,6 +71,7 @@ fn subresource(
                 "Node" => "Node",
                 "Deployment" => "Deployment",
                 "ReplicaSet" => "ReplicaSet",
+                "CertificateSigningRequest" => "CertificateSigningRequest",
                 _ => "DaemonSet",
             },
             "",

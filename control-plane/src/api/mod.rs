@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod auth;
 pub mod discovery;
 pub mod fields;
 pub mod objects;
@@ -139,14 +140,54 @@ impl Api {
             ("GET", "/version") => return Reply::json(200, discovery::version()),
             _ => {}
         }
-        if req.token != Some(self.admin_token.as_str()) {
-            return Reply::error(ApiError::new(401, "Unauthorized", "Unauthorized"));
-        }
         let req = ApiRequest { path, ..*req };
-        match self.route(&req) {
+        match self.authenticate(&req).and_then(|user| self.route(&req, &user)) {
             Ok(reply) => reply,
             Err(e) => Reply::error(e),
         }
+    }
+
+    fn authenticate(&self, req: &ApiRequest<'_>) -> Result<auth::User, ApiError> {
+        auth::authenticate(&self.store, &self.admin_token, req.token, req.client_cert)
+    }
+
+    /// Checks that `user` may do what `req` asks of `target`.
+    fn authorize(
+        &self,
+        req: &ApiRequest<'_>,
+        user: &auth::User,
+        target: &Target<'_>,
+    ) -> Result<(), ApiError> {
+        let watch = query_param(req.query, "watch").is_some_and(|v| v == "true" || v == "1");
+        let verb = match (req.method, target.name) {
+            ("GET", None) if watch => "watch",
+            ("GET", None) => "list",
+            ("GET", Some(_)) => "get",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", None) => "deletecollection",
+            ("DELETE", Some(_)) => "delete",
+            _ => "unknown",
+        };
+        // A create names its object in the body.
+        let body_name = if target.name.is_none() && req.method == "POST" {
+            serde_json::from_slice::<Value>(req.body).ok().and_then(|b| {
+                b.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+        } else {
+            None
+        };
+        let attributes = auth::Attributes {
+            verb,
+            resource: target.resource,
+            subresource: target.subresource,
+            namespace: target.namespace,
+            name: target.name.or(body_name.as_deref()),
+        };
+        auth::authorize(&self.store, user, &attributes)
     }
 
     /// What every cluster has, made at start: the namespaces `default`, `kube-system`,
@@ -211,6 +252,71 @@ impl Api {
         }
     }
 
+    /// Publishes what a node needs to join, as `kubeadm init` does: the bootstrap token Secret
+    /// (`kube-system/bootstrap-token-<id>`) a node authenticates with, and `kube-public/cluster-info`
+    /// (the API server's URL and CA) it can read with that token.
+    pub fn publish_join(
+        &self,
+        server_url: &str,
+        ca_pem: &str,
+        token_id: &str,
+        token_secret: &str,
+    ) -> Result<(), ApiError> {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        let secret = json!({
+            "metadata": {"name": format!("bootstrap-token-{token_id}"), "namespace": "kube-system"},
+            "type": "bootstrap.kubernetes.io/token",
+            "data": {
+                "token-id": b64(token_id),
+                "token-secret": b64(token_secret),
+                "usage-bootstrap-authentication": b64("true"),
+                "usage-bootstrap-signing": b64("true"),
+                "description": b64("berth node join token (DATA_DIR/join-token)"),
+            }
+        });
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\n",
+            b64(ca_pem)
+        );
+        let cluster_info = json!({
+            "metadata": {"name": "cluster-info", "namespace": "kube-public"},
+            "data": {"kubeconfig": kubeconfig}
+        });
+        for (plural, ns, name, body) in [
+            (
+                "secrets",
+                "kube-system",
+                format!("bootstrap-token-{token_id}"),
+                secret,
+            ),
+            (
+                "configmaps",
+                "kube-public",
+                "cluster-info".to_string(),
+                cluster_info,
+            ),
+        ] {
+            let r = resources::by_plural(plural)
+                .ok_or_else(|| ApiError::new(500, "InternalError", format!("no resource {plural}")))?;
+            let bytes = body.to_string().into_bytes();
+            let written = match objects::get(&self.store, r, Some(ns), &name) {
+                Ok(_) => objects::replace(
+                    &self.store,
+                    r,
+                    Some(ns),
+                    &name,
+                    &bytes,
+                    typed::FieldValidation::Strict,
+                    objects::Part::Main,
+                ),
+                Err(_) => objects::create(&self.store, r, Some(ns), &bytes, typed::FieldValidation::Strict),
+            };
+            written?;
+        }
+        Ok(())
+    }
+
     /// The store, for streaming watches.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
@@ -222,16 +328,13 @@ impl Api {
         if req.method != "GET" || !query_param(query, "watch").is_some_and(|v| v == "true" || v == "1") {
             return None;
         }
-        if req.token != Some(self.admin_token.as_str()) {
-            return Some(Err(Reply::error(ApiError::new(
-                401,
-                "Unauthorized",
-                "Unauthorized",
-            ))));
-        }
+        let user = match self.authenticate(req) {
+            Ok(u) => u,
+            Err(e) => return Some(Err(Reply::error(e))),
+        };
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let target = match Target::parse(&segments) {
-            Ok(Some(t)) if t.name.is_none() => Ok(t),
+            Ok(Some(t)) if t.name.is_none() => self.authorize(req, &user, &t).map(|()| t),
             Ok(_) => Err(unknown(path)),
             Err(e) => Err(e),
         };
@@ -256,7 +359,7 @@ impl Api {
         Some(plan.map_err(Reply::error))
     }
 
-    fn route(&self, req: &ApiRequest<'_>) -> Result<Reply, ApiError> {
+    fn route(&self, req: &ApiRequest<'_>, user: &auth::User) -> Result<Reply, ApiError> {
         let path = req.path;
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         if let Some(discovered) = discovery::answer(&segments) {
@@ -268,6 +371,25 @@ impl Api {
         }
         let Some(target) = Target::parse(&segments)? else {
             return Err(unknown(path));
+        };
+        self.authorize(req, user, &target)?;
+        // A certificate signing request records who asked for it.
+        let stamped;
+        let req = if target.resource.kind == "CertificateSigningRequest" && req.method == "POST" {
+            let mut body: Value = serde_json::from_slice(req.body)
+                .map_err(|e| ApiError::bad_request(format!("the request body is not a JSON object: {e}")))?;
+            if !body.is_object() {
+                return Err(ApiError::bad_request("the request body is not a JSON object"));
+            }
+            body["spec"]["username"] = json!(user.name);
+            body["spec"]["groups"] = json!(user.groups);
+            stamped = body.to_string().into_bytes();
+            &ApiRequest {
+                body: &stamped,
+                ..*req
+            }
+        } else {
+            req
         };
         match (target.name, target.subresource) {
             (None, _) => self.collection(req, target.resource, target.namespace),
@@ -396,7 +518,9 @@ impl Api {
         }
         match (sub, req.method) {
             ("status", "GET") => Ok(Reply::json(200, objects::get(&self.store, r, namespace, name)?)),
-            ("status", "PUT" | "PATCH") => self.write(req, r, namespace, name, objects::Part::Status),
+            ("status" | "approval", "PUT" | "PATCH") => {
+                self.write(req, r, namespace, name, objects::Part::Status)
+            }
             ("scale", "GET") => Ok(Reply::json(
                 200,
                 subresources::scale_of(r, &objects::get(&self.store, r, namespace, name)?),
@@ -482,6 +606,8 @@ pub struct ApiRequest<'a> {
     /// The `Accept` header (Table output when it asks for one).
     pub accept: &'a str,
     pub body: &'a [u8],
+    /// The client certificate (DER) the TLS layer verified against the cluster CA, if one was sent.
+    pub client_cert: Option<&'a [u8]>,
 }
 
 impl ApiRequest<'_> {

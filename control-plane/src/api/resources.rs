@@ -216,10 +216,27 @@ pub const RESOURCES: &[Resource] = &[
         label_names: false,
         subresources: NONE,
     },
+    Resource {
+        group: "certificates.k8s.io",
+        version: "v1",
+        plural: "certificatesigningrequests",
+        singular: "certificatesigningrequest",
+        kind: "CertificateSigningRequest",
+        namespaced: false,
+        short_names: &["csr"],
+        categories: NONE,
+        label_names: false,
+        subresources: &["status", "approval"],
+    },
 ];
 
 /// The API groups other than the core group, in discovery order.
-pub const GROUPS: &[&str] = &["apps", "discovery.k8s.io", "coordination.k8s.io"];
+pub const GROUPS: &[&str] = &[
+    "apps",
+    "discovery.k8s.io",
+    "coordination.k8s.io",
+    "certificates.k8s.io",
+];
 
 /// Looks a resource up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {

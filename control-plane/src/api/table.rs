@@ -56,6 +56,11 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str, u8)> {
             ("Endpoints", "string", 0),
         ]),
         "Lease" => cols.push(("Holder", "string", 0)),
+        "CertificateSigningRequest" => cols.extend([
+            ("SignerName", "string", 0),
+            ("Requestor", "string", 0),
+            ("Condition", "string", 0),
+        ]),
         "Event" => cols.extend([
             ("Type", "string", 0),
             ("Reason", "string", 0),
@@ -82,7 +87,7 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str, u8)> {
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 UTC timestamp (`2026-11-22T04:40:07Z`).
-fn epoch_seconds(ts: &str) -> Option<i64> {
+pub fn epoch_seconds(ts: &str) -> Option<i64> {
     let num = |r: std::ops::Range<usize>| ts.get(r).and_then(|s| s.parse::<i64>().ok());
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -301,6 +306,24 @@ fn cells(kind: &str, obj: &Value) -> Vec<Value> {
             )),
         ]),
         "Lease" => row.push(json!(text(obj, "/spec/holderIdentity"))),
+        "CertificateSigningRequest" => {
+            let mut state: Vec<String> = list(obj, "/status/conditions")
+                .filter(|c| text(c, "/status") == "True")
+                .map(|c| text(c, "/type"))
+                .collect();
+            if obj.pointer("/status/certificate").is_some() {
+                state.push("Issued".into());
+            }
+            row.extend([
+                json!(text(obj, "/spec/signerName")),
+                json!(text(obj, "/spec/username")),
+                json!(if state.is_empty() {
+                    "Pending".into()
+                } else {
+                    state.join(",")
+                }),
+            ]);
+        }
         "Event" => row.extend([
             json!(text(obj, "/type")),
             json!(text(obj, "/reason")),

@@ -16,6 +16,7 @@ fn req<'a>(
         content_type,
         accept: "application/json",
         body,
+        client_cert: None,
     }
 }
 

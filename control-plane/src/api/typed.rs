@@ -6,6 +6,7 @@
 
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment, ReplicaSet},
+    certificates::v1::CertificateSigningRequest,
     coordination::v1::Lease,
     core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount},
     discovery::v1::EndpointSlice,
@@ -82,6 +83,7 @@ pub fn normalize(
         "DaemonSet" => through::<DaemonSet>(obj, validation),
         "EndpointSlice" => through::<EndpointSlice>(obj, validation),
         "Lease" => through::<Lease>(obj, validation),
+        "CertificateSigningRequest" => through::<CertificateSigningRequest>(obj, validation),
         other => Err(ApiError::new(
             500,
             "InternalError",

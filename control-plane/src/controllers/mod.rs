@@ -9,6 +9,7 @@
 //! (its own included), and needs no locks. The API server keeps the other core.
 
 pub mod cache;
+pub mod certificates;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -62,6 +63,8 @@ pub struct Config {
     pub node_monitor_grace: Duration,
     /// How often periodic checks run (node heartbeats, eviction deadlines, retries).
     pub tick: Duration,
+    /// The CA key that signs node client certificates (`None`: certificate requests wait).
+    pub ca_key_pem: Option<String>,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
         Config {
             node_monitor_grace: Duration::from_secs(40),
             tick: Duration::from_secs(1),
+            ca_key_pem: None,
         }
     }
 }
@@ -113,6 +117,7 @@ pub fn all() -> Vec<Box<dyn Controller>> {
         Box::new(scheduler::Scheduler::default()),
         Box::new(endpoints::EndpointsController::default()),
         Box::new(serviceaccount::ServiceAccountController),
+        Box::new(certificates::CertificateController),
     ]
 }
 

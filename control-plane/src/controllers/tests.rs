@@ -64,6 +64,7 @@ impl World {
             content_type,
             accept: "application/json",
             body: &body,
+            client_cert: None,
         });
         assert!(reply.code < 300, "{method} {path}: {} {}", reply.code, reply.body);
         reply.body
@@ -255,6 +256,7 @@ fn a_silent_node_is_tainted_and_its_pods_move() {
     w.start(Config {
         tick: Duration::from_millis(100),
         node_monitor_grace: Duration::from_secs(2),
+        ..Config::default()
     });
     w.call(
         "POST",

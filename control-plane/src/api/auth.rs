@@ -1,0 +1,335 @@
+//! Who is asking and what they may do.
+//!
+//! Authentication: the admin bearer token (`system:masters`); bootstrap tokens
+//! (`<id>.<secret>`, checked against the `bootstrap-token-<id>` Secret in `kube-system`, as
+//! kube-apiserver's bootstrap token authenticator does: user `system:bootstrap:<id>`, group
+//! `system:bootstrappers`); and client certificates signed by the cluster CA (the TLS layer verified
+//! them; the subject's CN is the user, its O entries the groups), which is how a node acts after it
+//! joined.
+//!
+//! Authorization: `system:masters` may do anything; bootstrappers may only submit and read
+//! certificate signing requests and read `kube-public/cluster-info`; nodes (`system:node:<name>` in
+//! `system:nodes`) get what the Node authorizer and NodeRestriction admission give a kubelet: read
+//! the cluster (Secrets and ConfigMaps only when a pod bound to the node uses them), write only their
+//! own Node and Lease, the status of pods bound to them and their deletion, and events.
+
+use serde_json::Value;
+
+use super::{objects, resources::Resource, status::ApiError};
+use crate::store::Store;
+
+/// An authenticated user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+impl User {
+    pub fn admin() -> User {
+        User {
+            name: "admin".into(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
+    }
+
+    fn in_group(&self, g: &str) -> bool {
+        self.groups.iter().any(|x| x == g)
+    }
+
+    /// The node this user is, if it is one.
+    pub fn node_name(&self) -> Option<&str> {
+        if !self.in_group("system:nodes") {
+            return None;
+        }
+        self.name.strip_prefix("system:node:").filter(|n| !n.is_empty())
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(401, "Unauthorized", "Unauthorized")
+}
+
+/// Checks a bootstrap token against its Secret.
+fn bootstrap_user(store: &Store, token: &str) -> Option<User> {
+    let (id, secret) = token.split_once('.')?;
+    let well_formed =
+        |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !well_formed(id, 6) || !well_formed(secret, 16) {
+        return None;
+    }
+    let kv = store.get(&format!("/registry/secrets/kube-system/bootstrap-token-{id}"))?;
+    let obj = objects::render(&kv).ok()?;
+    if obj.get("type").and_then(Value::as_str) != Some("bootstrap.kubernetes.io/token") {
+        return None;
+    }
+    let field = |k: &str| {
+        use base64::Engine;
+        obj.pointer(&format!("/data/{k}"))
+            .and_then(Value::as_str)
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    if field("token-id").as_deref() != Some(id)
+        || field("token-secret").as_deref() != Some(secret)
+        || field("usage-bootstrap-authentication").as_deref() != Some("true")
+    {
+        return None;
+    }
+    if let Some(expiration) = field("expiration")
+        && super::table::epoch_seconds(&expiration).is_some_and(|t| t <= now_epoch())
+    {
+        return None;
+    }
+    let mut groups = vec![
+        "system:bootstrappers".to_string(),
+        "system:authenticated".to_string(),
+    ];
+    if let Some(extra) = field("auth-extra-groups") {
+        groups.extend(
+            extra
+                .split(',')
+                .map(str::trim)
+                .filter(|g| g.starts_with("system:bootstrappers:"))
+                .map(str::to_string),
+        );
+    }
+    Some(User {
+        name: format!("system:bootstrap:{id}"),
+        groups,
+    })
+}
+
+fn now_epoch() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The user of a client certificate the TLS layer verified against the cluster CA.
+fn certificate_user(der: &[u8]) -> Option<User> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    groups.push("system:authenticated".into());
+    Some(User { name, groups })
+}
+
+/// Authenticates a request by its bearer token or verified client certificate.
+pub fn authenticate(
+    store: &Store,
+    admin_token: &str,
+    token: Option<&str>,
+    client_cert: Option<&[u8]>,
+) -> Result<User, ApiError> {
+    match (token, client_cert) {
+        (Some(t), _) if t == admin_token => Ok(User::admin()),
+        (Some(t), _) => bootstrap_user(store, t).ok_or_else(unauthorized),
+        (None, Some(der)) => certificate_user(der).ok_or_else(unauthorized),
+        (None, None) => Err(unauthorized()),
+    }
+}
+
+/// What a request does, as authorization sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Attributes<'a> {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
+    pub verb: &'a str,
+    pub resource: &'a Resource,
+    pub subresource: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    /// The object's name (for a create: the name in the body).
+    pub name: Option<&'a str>,
+}
+
+fn forbidden(user: &User, a: &Attributes<'_>, why: &str) -> ApiError {
+    let resource = match a.subresource {
+        Some(s) => format!("{}/{s}", a.resource.plural),
+        None => a.resource.plural.to_string(),
+    };
+    let scope = match a.namespace {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".into(),
+    };
+    let subject = match a.name {
+        Some(n) => format!("{} \"{n}\"", a.resource.plural),
+        None => a.resource.plural.to_string(),
+    };
+    let mut e = ApiError::new(
+        403,
+        "Forbidden",
+        format!(
+            "{subject} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}{}",
+            user.name,
+            a.verb,
+            a.resource.group,
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            }
+        ),
+    );
+    e.details = Some((
+        a.resource.plural.to_string(),
+        a.name.unwrap_or_default().to_string(),
+    ));
+    e
+}
+
+fn reads(verb: &str) -> bool {
+    matches!(verb, "get" | "list" | "watch")
+}
+
+/// Allows or refuses (403) a request.
+pub fn authorize(store: &Store, user: &User, a: &Attributes<'_>) -> Result<(), ApiError> {
+    if user.in_group("system:masters") {
+        return Ok(());
+    }
+    if let Some(node) = user.node_name() {
+        return authorize_node(store, user, node, a);
+    }
+    if user.in_group("system:bootstrappers") {
+        let csr = a.resource.plural == "certificatesigningrequests"
+            && a.subresource.is_none()
+            && (reads(a.verb) || a.verb == "create");
+        let cluster_info = a.resource.plural == "configmaps"
+            && a.verb == "get"
+            && a.namespace == Some("kube-public")
+            && a.name == Some("cluster-info");
+        if csr || cluster_info {
+            return Ok(());
+        }
+    }
+    Err(forbidden(user, a, ""))
+}
+
+/// The Secrets or ConfigMaps (`kind`) a pod spec uses: volumes (also projected), env and envFrom of
+/// every container, image pull secrets.
+fn references(spec: &Value, kind: &str) -> Vec<String> {
+    let secrets = kind == "secrets";
+    let mut out = Vec::new();
+    let mut push = |v: Option<&Value>| {
+        if let Some(n) = v.and_then(Value::as_str) {
+            out.push(n.to_string());
+        }
+    };
+    let list = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for vol in list(spec, "/volumes") {
+        if secrets {
+            push(vol.pointer("/secret/secretName"));
+        } else {
+            push(vol.pointer("/configMap/name"));
+        }
+        for source in list(&vol, "/projected/sources") {
+            push(source.pointer(if secrets {
+                "/secret/name"
+            } else {
+                "/configMap/name"
+            }));
+        }
+    }
+    for group in ["/containers", "/initContainers", "/ephemeralContainers"] {
+        for c in list(spec, group) {
+            for env in list(&c, "/env") {
+                push(env.pointer(if secrets {
+                    "/valueFrom/secretKeyRef/name"
+                } else {
+                    "/valueFrom/configMapKeyRef/name"
+                }));
+            }
+            for from in list(&c, "/envFrom") {
+                push(from.pointer(if secrets {
+                    "/secretRef/name"
+                } else {
+                    "/configMapRef/name"
+                }));
+            }
+        }
+    }
+    if secrets {
+        for s in list(spec, "/imagePullSecrets") {
+            push(s.get("name"));
+        }
+    }
+    out
+}
+
+/// Whether a pod bound to `node` uses the Secret or ConfigMap (`kind`) `name` in `namespace`.
+fn referenced_by_pod_on(store: &Store, node: &str, namespace: &str, kind: &str, name: &str) -> bool {
+    let Ok(page) = store.list(&format!("/registry/pods/{namespace}/"), None, None, 0) else {
+        return false;
+    };
+    page.items
+        .iter()
+        .filter_map(|kv| objects::render(kv).ok())
+        .any(|pod| {
+            pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+                && pod
+                    .get("spec")
+                    .is_some_and(|spec| references(spec, kind).iter().any(|n| n == name))
+        })
+}
+
+fn authorize_node(store: &Store, user: &User, node: &str, a: &Attributes<'_>) -> Result<(), ApiError> {
+    let plural = a.resource.plural;
+    let ns = a.namespace.unwrap_or_default();
+    let name = a.name.unwrap_or_default();
+    let allowed = match plural {
+        "secrets" | "configmaps" => a.verb == "get" && referenced_by_pod_on(store, node, ns, plural, name),
+        _ if reads(a.verb) => true,
+        "nodes" => matches!(a.verb, "create" | "update" | "patch") && name == node,
+        "leases" => ns == "kube-node-lease" && name == node && !matches!(a.verb, "deletecollection"),
+        "pods" => {
+            let bound = || {
+                store
+                    .get(&format!("/registry/pods/{ns}/{name}"))
+                    .and_then(|kv| objects::render(&kv).ok())
+                    .is_some_and(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
+            };
+            match (a.verb, a.subresource) {
+                ("update" | "patch", Some("status")) | ("delete", None) => bound(),
+                _ => false,
+            }
+        }
+        "events" => matches!(a.verb, "create" | "update" | "patch"),
+        "certificatesigningrequests" => a.verb == "create" && a.subresource.is_none(),
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        let why = match plural {
+            "nodes" if name != node => format!("node '{node}' cannot modify node '{name}'"),
+            "pods" => format!("node '{node}' can only change pods bound to it"),
+            _ => String::new(),
+        };
+        Err(forbidden(user, a, &why))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pod_references() {
+        let spec = json!({
+            "volumes": [{"name": "a", "secret": {"secretName": "tls"}}, {"name": "b", "configMap": {"name": "cfg"}}],
+            "containers": [{"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "pw", "key": "k"}}}], "envFrom": [{"configMapRef": {"name": "env"}}]}],
+            "imagePullSecrets": [{"name": "reg"}]
+        });
+        assert_eq!(references(&spec, "secrets"), ["tls", "pw", "reg"]);
+        assert_eq!(references(&spec, "configmaps"), ["cfg", "env"]);
+    }
+}
