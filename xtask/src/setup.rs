@@ -18,6 +18,10 @@ const APT_PACKAGES: &[&str] = &[
     "conntrack",
     "iperf3",
     "procps",
+    // The control plane's etcd backend is tested against Debian's etcd; node joins use openssl.
+    "etcd-server",
+    "openssl",
+    "curl",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -146,6 +146,7 @@ impl ApiError {
                 format!("Too large resource version: {requested}, current: {current}"),
             ),
             StoreError::Sqlite { .. } => ApiError::new(500, "InternalError", e.to_string()),
+            StoreError::Etcd(_) => ApiError::new(503, "ServiceUnavailable", e.to_string()),
         }
     }
 }

@@ -12,6 +12,7 @@
 //!
 //! Not yet: group commit (several writers' rows in one transaction), the etcd backend.
 
+pub mod etcd;
 mod log;
 mod watch;
 
@@ -50,6 +51,9 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// etcd could not be reached or answered with an error.
+    #[error("{0}")]
+    Etcd(String),
 }
 
 /// One key's value at a revision.
@@ -95,20 +99,26 @@ pub struct ListResult {
 pub const DEFAULT_RECENT_EVENTS: usize = 8192;
 
 struct Inner {
-    log: log::Log,
+    /// The SQLite log (`None` when etcd holds the data).
+    log: Option<log::Log>,
     current: BTreeMap<String, KeyValue>,
     revision: u64,
     compacted: u64,
-    /// Recent events, oldest first, with consecutive revisions.
+    /// Recent events, oldest first, in revision order.
     recent: VecDeque<Event>,
     recent_capacity: usize,
+    /// `recent` holds every event after this revision.
+    ring_floor: u64,
 }
 
 /// The store. Cheap to share (`Arc<Store>`); every method is safe to call from any thread.
 pub struct Store {
     inner: Mutex<Inner>,
+    /// Signalled whenever the etcd mirror applied changes (writers wait for their revision).
+    mirrored: std::sync::Condvar,
     notify: tokio::sync::watch::Sender<u64>,
     path: PathBuf,
+    etcd: Option<etcd::Etcd>,
 }
 
 impl Store {
@@ -125,16 +135,124 @@ impl Store {
         let (notify, _) = tokio::sync::watch::channel(revision);
         Ok(Store {
             inner: Mutex::new(Inner {
-                log,
+                log: Some(log),
                 current,
                 revision,
                 compacted,
                 recent: VecDeque::new(),
                 recent_capacity: recent_events.max(1),
+                ring_floor: revision,
             }),
+            mirrored: std::sync::Condvar::new(),
             notify,
             path: path.to_path_buf(),
+            etcd: None,
         })
+    }
+
+    /// Opens the store over etcd at `endpoint` (`http://host:port`): loads everything under
+    /// `/registry/` and mirrors etcd's changes from then on (a thread that lives as long as the store).
+    pub fn open_etcd(endpoint: &str) -> Result<Arc<Store>, StoreError> {
+        let client = etcd::Etcd::new(endpoint)?;
+        let (items, revision) = client.range("/registry/", None)?;
+        let (notify, _) = tokio::sync::watch::channel(revision);
+        let store = Arc::new(Store {
+            inner: Mutex::new(Inner {
+                log: None,
+                current: items.into_iter().map(|kv| (kv.key.clone(), kv)).collect(),
+                revision,
+                compacted: 0,
+                recent: VecDeque::new(),
+                recent_capacity: DEFAULT_RECENT_EVENTS,
+                ring_floor: revision,
+            }),
+            mirrored: std::sync::Condvar::new(),
+            notify,
+            path: PathBuf::from(endpoint),
+            etcd: Some(client.clone()),
+        });
+        let weak = Arc::downgrade(&store);
+        std::thread::Builder::new()
+            .name("etcd-mirror".into())
+            .spawn(move || mirror(weak, client))
+            .map_err(|e| StoreError::Etcd(format!("starting the etcd mirror: {e}")))?;
+        Ok(store)
+    }
+
+    /// Applies changes etcd reported (in revision order) and wakes whoever waits for them.
+    fn apply_mirrored(&self, events: Vec<etcd::WatchedEvent>) {
+        let mut inner = self.lock();
+        for e in events {
+            if e.kv.mod_revision <= inner.revision {
+                continue;
+            }
+            let kind = if e.deleted { EventKind::Delete } else { EventKind::Put };
+            let kv = if e.deleted {
+                KeyValue {
+                    mod_revision: e.kv.mod_revision,
+                    ..e.prev.clone().unwrap_or(e.kv.clone())
+                }
+            } else {
+                e.kv
+            };
+            inner.revision = kv.mod_revision;
+            if e.deleted {
+                inner.current.remove(&kv.key);
+            } else {
+                inner.current.insert(kv.key.clone(), kv.clone());
+            }
+            push_recent(&mut inner, Event { kind, kv, prev: e.prev });
+        }
+        let revision = inner.revision;
+        drop(inner);
+        self.mirrored.notify_all();
+        self.notify.send_replace(revision);
+    }
+
+    /// After etcd compacted history the mirror missed: reload the state; older revisions are gone.
+    fn reload_mirror(&self, client: &etcd::Etcd, compacted: u64) -> Result<(), StoreError> {
+        let (items, revision) = client.range("/registry/", None)?;
+        let mut inner = self.lock();
+        inner.current = items.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        inner.revision = revision;
+        inner.compacted = inner.compacted.max(compacted);
+        inner.recent.clear();
+        inner.ring_floor = revision;
+        drop(inner);
+        self.mirrored.notify_all();
+        self.notify.send_replace(revision);
+        Ok(())
+    }
+
+    /// Waits until the mirror has applied `revision` (a write's own), so the writer reads it back.
+    fn wait_mirrored(&self, revision: u64) -> Result<(), StoreError> {
+        let inner = self.lock();
+        let (inner, timeout) = self
+            .mirrored
+            .wait_timeout_while(inner, std::time::Duration::from_secs(10), |i| i.revision < revision)
+            .unwrap_or_else(|e| e.into_inner());
+        if timeout.timed_out() && inner.revision < revision {
+            return Err(StoreError::Etcd(format!(
+                "etcd acknowledged revision {revision} but its watch did not deliver it within 10 s"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A write through etcd: one transaction comparing `compare` on `key`, then putting `value` (or
+    /// deleting). Returns the revision and the previous (success) or current (failure) value.
+    fn etcd_write(
+        &self,
+        client: &etcd::Etcd,
+        key: &str,
+        compare: serde_json::Value,
+        value: Option<&[u8]>,
+    ) -> Result<(bool, u64, Option<KeyValue>), StoreError> {
+        let (ok, revision, kv) = client.txn(key, compare, value)?;
+        if ok {
+            self.wait_mirrored(revision)?;
+        }
+        Ok((ok, revision, kv))
     }
 
     /// The SQLite file.
@@ -165,6 +283,19 @@ impl Store {
 
     /// Creates `key`; fails if it exists.
     pub fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
+        if let Some(client) = &self.etcd {
+            let compare = serde_json::json!({"target": "CREATE", "create_revision": "0", "result": "EQUAL"});
+            let (ok, revision, _) = self.etcd_write(client, key, compare, Some(&value))?;
+            if !ok {
+                return Err(StoreError::AlreadyExists { key: key.into() });
+            }
+            return Ok(KeyValue {
+                key: key.to_string(),
+                value: value.into(),
+                create_revision: revision,
+                mod_revision: revision,
+            });
+        }
         let mut inner = self.lock();
         if inner.current.contains_key(key) {
             return Err(StoreError::AlreadyExists { key: key.into() });
@@ -177,13 +308,26 @@ impl Store {
             mod_revision: revision,
         };
         // A key created again after a delete builds on its tombstone (the log's per-key chain).
-        let prev_revision = inner.log.last_revision_of(key)?;
+        let prev_revision = match &inner.log {
+            Some(log) => log.last_revision_of(key)?,
+            None => 0,
+        };
         self.commit(&mut inner, kv.clone(), prev_revision, EventKind::Put, None)?;
         Ok(kv)
     }
 
     /// Replaces `key`'s value if its modify revision is `expected` (or unconditionally when `None`).
     pub fn update(&self, key: &str, value: Vec<u8>, expected: Option<u64>) -> Result<KeyValue, StoreError> {
+        if let Some(client) = &self.etcd {
+            let (ok, revision, kv) = self.etcd_write(client, key, etcd_compare(expected), Some(&value))?;
+            let prev = etcd_outcome(key, ok, expected, kv)?;
+            return Ok(KeyValue {
+                key: key.to_string(),
+                value: value.into(),
+                create_revision: prev.create_revision,
+                mod_revision: revision,
+            });
+        }
         let mut inner = self.lock();
         let old = current_as_expected(&inner, key, expected)?;
         let kv = KeyValue {
@@ -200,6 +344,14 @@ impl Store {
     /// Deletes `key` if its modify revision is `expected` (or unconditionally when `None`). Returns its
     /// last value, with `mod_revision` the revision of the delete.
     pub fn delete(&self, key: &str, expected: Option<u64>) -> Result<KeyValue, StoreError> {
+        if let Some(client) = &self.etcd {
+            let (ok, revision, kv) = self.etcd_write(client, key, etcd_compare(expected), None)?;
+            let prev = etcd_outcome(key, ok, expected, kv)?;
+            return Ok(KeyValue {
+                mod_revision: revision,
+                ..prev
+            });
+        }
         let mut inner = self.lock();
         let old = current_as_expected(&inner, key, expected)?;
         let gone = KeyValue {
@@ -227,7 +379,10 @@ impl Store {
         prev: Option<KeyValue>,
     ) -> Result<(), StoreError> {
         let deleted = kind == EventKind::Delete;
-        inner.log.append(&[log::Row {
+        let Some(log) = inner.log.as_mut() else {
+            return Err(StoreError::Etcd("a local commit on an etcd-backed store".into()));
+        };
+        log.append(&[log::Row {
             revision: kv.mod_revision,
             key: &kv.key,
             create_revision: kv.create_revision,
@@ -241,10 +396,7 @@ impl Store {
         } else {
             inner.current.insert(kv.key.clone(), kv.clone());
         }
-        if inner.recent.len() == inner.recent_capacity {
-            inner.recent.pop_front();
-        }
-        inner.recent.push_back(Event { kind, kv, prev });
+        push_recent(inner, Event { kind, kv, prev });
         self.notify.send_replace(inner.revision);
         Ok(())
     }
@@ -283,10 +435,12 @@ impl Store {
                     oldest: inner.compacted,
                 });
             }
-            inner
-                .log
-                .list_at(prefix, revision)?
-                .into_iter()
+            let at = match (&inner.log, &self.etcd) {
+                (Some(log), _) => log.list_at(prefix, revision)?,
+                (None, Some(client)) => client.range(prefix, Some(revision))?.0,
+                (None, None) => Vec::new(),
+            };
+            at.into_iter()
                 .filter(|kv| start_after.is_none_or(|s| kv.key.as_str() > s))
                 .take(if limit == 0 { usize::MAX } else { limit + 1 })
                 .collect()
@@ -335,14 +489,11 @@ impl Store {
             });
         }
         let limit = limit.max(1);
-        let oldest_recent = inner
-            .recent
-            .front()
-            .map_or(inner.revision + 1, |e| e.kv.mod_revision);
-        if after + 1 >= oldest_recent {
+        if after >= inner.ring_floor {
+            let start = inner.recent.partition_point(|e| e.kv.mod_revision <= after);
             let mut out = Vec::new();
             let mut scanned = inner.revision;
-            for e in inner.recent.iter().skip((after + 1 - oldest_recent) as usize) {
+            for e in inner.recent.iter().skip(start) {
                 if out.len() == limit {
                     scanned = e.kv.mod_revision - 1;
                     break;
@@ -353,9 +504,16 @@ impl Store {
             }
             return Ok((out, scanned));
         }
-        // Behind the ring: read a bounded window of revisions from the log.
+        // Behind the ring: read a bounded window of revisions from the log (etcd's mirror keeps no
+        // older history: the watcher lists again, as with kube-apiserver's watch cache).
         let upto = after.saturating_add(limit as u64).min(inner.revision);
-        Ok((inner.log.events(prefix, after, upto)?, upto))
+        match &inner.log {
+            Some(log) => Ok((log.events(prefix, after, upto)?, upto)),
+            None => Err(StoreError::Compacted {
+                requested: after,
+                oldest: inner.ring_floor,
+            }),
+        }
     }
 
     /// Forgets history up to `revision` (at most the newest revision): lists at older revisions and
@@ -366,9 +524,79 @@ impl Store {
         if target <= inner.compacted {
             return Ok(0);
         }
-        let removed = inner.log.compact(target)?;
+        let removed = match (inner.log.as_mut(), &self.etcd) {
+            (Some(log), _) => log.compact(target)?,
+            (None, Some(client)) => {
+                client.compact(target)?;
+                0
+            }
+            (None, None) => 0,
+        };
         inner.compacted = target;
         Ok(removed)
+    }
+}
+
+/// Adds an event to the ring of recent ones, dropping the oldest when full.
+fn push_recent(inner: &mut Inner, event: Event) {
+    if inner.recent.len() >= inner.recent_capacity
+        && let Some(old) = inner.recent.pop_front()
+    {
+        inner.ring_floor = old.kv.mod_revision;
+    }
+    inner.recent.push_back(event);
+}
+
+/// The etcd comparison for a write expecting modify revision `expected` (or just that the key exists).
+fn etcd_compare(expected: Option<u64>) -> serde_json::Value {
+    match expected {
+        Some(e) => serde_json::json!({"target": "MOD", "mod_revision": e.to_string(), "result": "EQUAL"}),
+        None => serde_json::json!({"target": "CREATE", "create_revision": "0", "result": "GREATER"}),
+    }
+}
+
+/// What an etcd write's comparison outcome means: the previous value, or the error.
+fn etcd_outcome(key: &str, ok: bool, expected: Option<u64>, kv: Option<KeyValue>) -> Result<KeyValue, StoreError> {
+    match (ok, kv) {
+        (true, Some(prev)) => Ok(prev),
+        (true, None) | (false, None) => Err(StoreError::NotFound { key: key.into() }),
+        (false, Some(current)) => Err(StoreError::Conflict {
+            key: key.into(),
+            expected: expected.unwrap_or(0),
+            actual: current.mod_revision,
+        }),
+    }
+}
+
+/// Follows etcd's changes into the store's memory until the store is dropped; reconnects after
+/// errors, reloads after a compaction it missed.
+fn mirror(store: std::sync::Weak<Store>, client: etcd::Etcd) {
+    loop {
+        let Some(s) = store.upgrade() else { return };
+        let from = s.revision() + 1;
+        drop(s);
+        match client.watch("/registry/", from) {
+            Ok(mut stream) => loop {
+                let message = stream.next();
+                let Some(s) = store.upgrade() else { return };
+                match message {
+                    Ok(etcd::WatchMessage::Events(events)) => s.apply_mirrored(events),
+                    Ok(etcd::WatchMessage::Compacted(at)) => {
+                        if let Err(e) = s.reload_mirror(&client, at) {
+                            tracing::warn!(error = %e, "etcd mirror: reloading after a compaction");
+                        }
+                        break;
+                    }
+                    Ok(etcd::WatchMessage::Other) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "etcd mirror: the watch broke; reconnecting");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "etcd mirror: cannot watch; retrying"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
 

@@ -1,0 +1,321 @@
+//! etcd as the durable half of the store, for several control planes sharing one cluster state.
+//!
+//! Spoken through etcd's JSON gateway (`/v3/kv/range`, `/v3/kv/txn`, `/v3/watch`, plain HTTP/1.1),
+//! which every etcd 3.4+ serves on its client port: no gRPC stack or protobuf compiler in the build,
+//! and the calls are few. Each write is one transaction that compares the key's create or modify
+//! revision (etcd does the compare-and-swap, so writers in different processes cannot lose each
+//! other's updates); one long-lived watch per process mirrors every change into the store's memory,
+//! in revision order, which is what reads, lists and API watches are served from (as kube-apiserver's
+//! watch cache does). A writer returns once the mirror has caught up with its own revision, so a
+//! client reads its writes.
+//!
+//! Not supported: TLS to etcd and authentication (run etcd on a trusted network or loopback).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    time::Duration,
+};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::{KeyValue, StoreError};
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(v: Option<&Value>) -> Vec<u8> {
+    v.and_then(Value::as_str)
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .unwrap_or_default()
+}
+
+/// etcd's int64 fields come as JSON strings.
+fn num(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The end of the key range of a prefix, as etcd wants it (the prefix with its last byte plus one).
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// A key-value pair as etcd sends it.
+pub fn kv_of(v: &Value) -> KeyValue {
+    KeyValue {
+        key: String::from_utf8_lossy(&unb64(v.get("key"))).into_owned(),
+        value: unb64(v.get("value")).into(),
+        create_revision: num(v.get("create_revision")),
+        mod_revision: num(v.get("mod_revision")),
+    }
+}
+
+/// A connection to one etcd member.
+#[derive(Clone, Debug)]
+pub struct Etcd {
+    /// `host:port` of its client URL.
+    pub address: String,
+}
+
+/// One change the watch delivered.
+pub struct WatchedEvent {
+    pub deleted: bool,
+    pub kv: KeyValue,
+    pub prev: Option<KeyValue>,
+}
+
+/// What a watch stream says next.
+pub enum WatchMessage {
+    Events(Vec<WatchedEvent>),
+    /// The watch started after a compaction: history from before it is gone.
+    Compacted(u64),
+    /// Created, progress notifications and the like.
+    Other,
+}
+
+/// An open watch.
+pub struct WatchStream {
+    reader: BufReader<TcpStream>,
+    /// Bytes of a message not complete yet (a message may span chunks).
+    pending: Vec<u8>,
+}
+
+impl Etcd {
+    /// `endpoint` as `http://host:port` or `host:port`.
+    pub fn new(endpoint: &str) -> Result<Etcd, StoreError> {
+        let address = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
+        if endpoint.starts_with("https://") || address.is_empty() {
+            return Err(StoreError::Etcd(format!(
+                "{endpoint}: give the etcd client URL as http://host:port (TLS to etcd is not supported)"
+            )));
+        }
+        Ok(Etcd { address })
+    }
+
+    fn connect(&self) -> Result<TcpStream, StoreError> {
+        let stream = TcpStream::connect(&self.address).map_err(|e| StoreError::Etcd(format!("connecting to etcd at {}: {e}", self.address)))?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    fn send(&self, stream: &mut TcpStream, path: &str, body: &Value) -> Result<(), StoreError> {
+        let body = body.to_string();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.address,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).map_err(|e| StoreError::Etcd(format!("etcd {path}: {e}")))
+    }
+
+    /// One JSON request and its answer.
+    pub fn call(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
+        let mut stream = self.connect()?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        self.send(&mut stream, path, body)?;
+        let mut reader = BufReader::new(stream);
+        let (status, chunked, length) = read_head(&mut reader, path)?;
+        let body = if chunked {
+            let mut all = Vec::new();
+            while let Some(chunk) = read_chunk(&mut reader, path)? {
+                all.extend(chunk);
+            }
+            all
+        } else {
+            let mut buf = vec![0u8; length.unwrap_or(0)];
+            reader.read_exact(&mut buf).map_err(|e| StoreError::Etcd(format!("etcd {path}: {e}")))?;
+            buf
+        };
+        let doc: Value = serde_json::from_slice(&body).map_err(|e| StoreError::Etcd(format!("etcd {path}: bad answer: {e}")))?;
+        if status != 200 {
+            let message = doc.get("message").or_else(|| doc.get("error")).and_then(Value::as_str).unwrap_or_default();
+            if message.contains("compacted") {
+                return Err(StoreError::Compacted { requested: 0, oldest: 0 });
+            }
+            return Err(StoreError::Etcd(format!("etcd {path}: HTTP {status}: {message}")));
+        }
+        Ok(doc)
+    }
+
+    /// Every key under `prefix` (at `revision`, or now) and the revision of the answer.
+    pub fn range(&self, prefix: &str, revision: Option<u64>) -> Result<(Vec<KeyValue>, u64), StoreError> {
+        let mut body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&range_end(prefix))});
+        if let Some(r) = revision {
+            body["revision"] = json!(r.to_string());
+        }
+        let doc = self.call("/v3/kv/range", &body).map_err(|e| match e {
+            StoreError::Compacted { .. } => StoreError::Compacted {
+                requested: revision.unwrap_or(0),
+                oldest: 0,
+            },
+            other => other,
+        })?;
+        let kvs = doc.get("kvs").and_then(Value::as_array).map(|a| a.iter().map(kv_of).collect()).unwrap_or_default();
+        Ok((kvs, num(doc.pointer("/header/revision"))))
+    }
+
+    /// A transaction: `compare` on `key`, `put` (a value) or delete it on success, read it on failure.
+    /// Returns (succeeded, header revision, the previous value on success or the current on failure).
+    pub fn txn(&self, key: &str, compare: Value, put: Option<&[u8]>) -> Result<(bool, u64, Option<KeyValue>), StoreError> {
+        let k = b64(key.as_bytes());
+        let op = match put {
+            Some(v) => json!({"request_put": {"key": k, "value": b64(v), "prev_kv": true}}),
+            None => json!({"request_delete_range": {"key": k, "prev_kv": true}}),
+        };
+        let mut compare = compare;
+        compare["key"] = json!(k);
+        let body = json!({"compare": [compare], "success": [op], "failure": [{"request_range": {"key": k}}]});
+        let doc = self.call("/v3/kv/txn", &body)?;
+        let succeeded = doc.get("succeeded").and_then(Value::as_bool).unwrap_or(false);
+        let response = doc.pointer("/responses/0").cloned().unwrap_or(Value::Null);
+        let kv = if succeeded {
+            response
+                .pointer("/response_put/prev_kv")
+                .or_else(|| response.pointer("/response_delete_range/prev_kvs/0"))
+                .map(kv_of)
+        } else {
+            response.pointer("/response_range/kvs/0").map(kv_of)
+        };
+        Ok((succeeded, num(doc.pointer("/header/revision")), kv))
+    }
+
+    /// Compacts history up to `revision`.
+    pub fn compact(&self, revision: u64) -> Result<(), StoreError> {
+        self.call("/v3/kv/compaction", &json!({"revision": revision.to_string(), "physical": false}))
+            .map(|_| ())
+    }
+
+    /// Watches `prefix` from `start` (inclusive), with previous values.
+    pub fn watch(&self, prefix: &str, start: u64) -> Result<WatchStream, StoreError> {
+        let mut stream = self.connect()?;
+        let body = json!({"create_request": {
+            "key": b64(prefix.as_bytes()),
+            "range_end": b64(&range_end(prefix)),
+            "start_revision": start.to_string(),
+            "prev_kv": true,
+            "progress_notify": true,
+        }});
+        self.send(&mut stream, "/v3/watch", &body)?;
+        let mut reader = BufReader::new(stream);
+        let (status, _, _) = read_head(&mut reader, "/v3/watch")?;
+        if status != 200 {
+            return Err(StoreError::Etcd(format!("etcd watch: HTTP {status}")));
+        }
+        Ok(WatchStream {
+            reader,
+            pending: Vec::new(),
+        })
+    }
+}
+
+impl WatchStream {
+    /// The next message (blocks); an error when the stream ended.
+    pub fn next(&mut self) -> Result<WatchMessage, StoreError> {
+        // Messages are newline-delimited JSON; a chunk may hold part of one or several.
+        let line = loop {
+            if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                break line;
+            }
+            let chunk = read_chunk(&mut self.reader, "/v3/watch")?.ok_or_else(|| StoreError::Etcd("etcd ended the watch".into()))?;
+            self.pending.extend(chunk);
+        };
+        let doc: Value = serde_json::from_slice(&line).map_err(|e| StoreError::Etcd(format!("etcd watch: bad message: {e}")))?;
+        let result = doc.get("result").cloned().unwrap_or(Value::Null);
+        if result.get("canceled").and_then(Value::as_bool) == Some(true) {
+            let compacted = num(result.get("compact_revision"));
+            if compacted > 0 {
+                return Ok(WatchMessage::Compacted(compacted));
+            }
+            return Err(StoreError::Etcd(format!("etcd canceled the watch: {}", result.get("cancel_reason").and_then(Value::as_str).unwrap_or_default())));
+        }
+        let Some(events) = result.get("events").and_then(Value::as_array) else {
+            return Ok(WatchMessage::Other);
+        };
+        Ok(WatchMessage::Events(
+            events
+                .iter()
+                .map(|e| WatchedEvent {
+                    // PUT is the enum's zero value, which the gateway leaves out.
+                    deleted: e.get("type").and_then(Value::as_str) == Some("DELETE"),
+                    kv: kv_of(e.get("kv").unwrap_or(&Value::Null)),
+                    prev: e.get("prev_kv").map(kv_of),
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// Reads a response head: (status, chunked, content length).
+fn read_head(reader: &mut BufReader<TcpStream>, path: &str) -> Result<(u16, bool, Option<usize>), StoreError> {
+    let io = |e: std::io::Error| StoreError::Etcd(format!("etcd {path}: {e}"));
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(io)?;
+    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| StoreError::Etcd(format!("etcd {path}: no HTTP answer ({line:?})")))?;
+    let (mut chunked, mut length) = (false, None);
+    loop {
+        line.clear();
+        reader.read_line(&mut line).map_err(io)?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let lower = header.to_ascii_lowercase();
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        } else if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().ok();
+        }
+    }
+    Ok((status, chunked, length))
+}
+
+/// Reads one chunk of a chunked body (`None` at the end).
+fn read_chunk(reader: &mut BufReader<TcpStream>, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let io = |e: std::io::Error| StoreError::Etcd(format!("etcd {path}: {e}"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(io)? == 0 {
+            return Ok(None);
+        }
+        if !line.trim().is_empty() {
+            break;
+        }
+    }
+    let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).map_err(|_| StoreError::Etcd(format!("etcd {path}: bad chunk size {line:?}")))?;
+    if size == 0 {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; size + 2];
+    reader.read_exact(&mut buf).map_err(io)?;
+    buf.truncate(size);
+    Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_range_ends() {
+        assert_eq!(range_end("/registry/"), b"/registry0".to_vec());
+        assert_eq!(range_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+}
