@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::{
-    api::{Api, ApiError, ApiRequest, Reply, watch},
+    api::{Api, ApiError, ApiRequest, Reply, protobuf, watch},
     pki::Credentials,
 };
 
@@ -161,6 +161,18 @@ fn too_large() -> ApiError {
     )
 }
 
+/// A protobuf body as the JSON it stands for; one that does not decode is a 400 saying why.
+fn protobuf_to_json(body: &[u8]) -> Result<Bytes, ApiError> {
+    let object = protobuf::decode(body).map_err(|e| {
+        ApiError::new(
+            400,
+            "BadRequest",
+            format!("the protobuf body could not be decoded: {e}"),
+        )
+    })?;
+    Ok(Bytes::from(object.to_string()))
+}
+
 fn to_response(reply: Reply) -> Response<Body> {
     let (body, content_type) = if reply.plain {
         (
@@ -194,8 +206,8 @@ async fn serve_request(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    // Bodies are JSON. Protobuf (which kubectl tries first for built-in types) gets 415, on which
-    // client-go falls back to JSON.
+    // Bodies are JSON, or Kubernetes protobuf (kubectl's typed commands send it and do not fall
+    // back to JSON), which is turned into JSON once read. A patch is never protobuf.
     let header = |name: &str, default: &str| {
         req.headers()
             .get(name)
@@ -203,14 +215,17 @@ async fn serve_request(
             .unwrap_or(default)
             .to_string()
     };
-    let content_type = header("content-type", "application/json");
+    let mut content_type = header("content-type", "application/json");
     let accept = header("accept", "application/json");
-    if matches!(req.method().as_str(), "POST" | "PUT" | "PATCH") && !content_type.contains("json") {
+    let protobuf =
+        matches!(method.as_str(), "POST" | "PUT") && content_type.starts_with(protobuf::MEDIA_TYPE);
+    if matches!(method.as_str(), "POST" | "PUT" | "PATCH") && !content_type.contains("json") && !protobuf {
         let e = ApiError::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json (got {content_type})"
+                "the body of the request was in an unknown format - accepted media types include: application/json, {} (got {content_type})",
+                protobuf::MEDIA_TYPE
             ),
         );
         return to_response(Reply::error(e));
@@ -244,6 +259,17 @@ async fn serve_request(
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return to_response(Reply::error(too_large())),
+    };
+    let body = if protobuf {
+        match protobuf_to_json(&body) {
+            Ok(json) => {
+                content_type = "application/json".into();
+                json
+            }
+            Err(e) => return to_response(Reply::error(e)),
+        }
+    } else {
+        body
     };
     // The store's writes wait for the disk: keep them off the async workers.
     let reply = tokio::task::spawn_blocking(move || {
