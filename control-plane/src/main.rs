@@ -42,6 +42,17 @@ struct Cli {
     /// Serve the API only: no scheduler, no controllers.
     #[arg(long)]
     no_controllers: bool,
+    /// Keep the cluster state in etcd (`http://host:port`, as kube-apiserver's `--etcd-servers`)
+    /// instead of `DATA_DIR/state.db`; several control planes may share it, electing one to run the
+    /// scheduler and controllers.
+    #[arg(long)]
+    etcd_servers: Option<String>,
+    /// This control plane's name in leader election (default: host name and process id).
+    #[arg(long)]
+    id: Option<String>,
+    /// Seconds the controllers' leader holds its Lease without renewing it (with --etcd-servers).
+    #[arg(long, default_value_t = 15)]
+    leader_lease_seconds: u64,
     /// Also run this many hollow nodes (`hollow-<i>`: they register, renew leases and report the
     /// pods bound to them running, without containers), for tests, demos and benchmarks.
     #[arg(long, default_value_t = 0)]
@@ -64,7 +75,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.data_dir).with_context(|| format!("creating {}", cli.data_dir.display()))?;
-    let store = Arc::new(Store::open(&cli.data_dir.join("state.db"))?);
+    let store = match &cli.etcd_servers {
+        Some(endpoint) => Store::open_etcd(endpoint.split(',').next().unwrap_or(endpoint))
+            .with_context(|| format!("opening the store in etcd at {endpoint}"))?,
+        None => Arc::new(Store::open(&cli.data_dir.join("state.db"))?),
+    };
     // Bound first: with port 0 the kubeconfig must name the port actually used.
     let listener = server::bind(cli.listen)?;
     let listen = listener.local_addr().context("reading the bound address")?;
@@ -95,6 +110,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let config = controllers::Config {
             node_monitor_grace: Duration::from_secs(cli.node_monitor_grace_seconds),
             ca_key_pem: Some(creds.ca_key_pem.clone()),
+            lease_duration: Duration::from_secs(cli.leader_lease_seconds.max(1)),
+            leader_identity: cli.etcd_servers.as_ref().map(|_| {
+                cli.id.clone().unwrap_or_else(|| {
+                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                    format!("{}_{}", host.trim(), std::process::id())
+                })
+            }),
             ..controllers::Config::default()
         };
         controllers::Manager::new(Arc::clone(api.store()), config)

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{Server, temp_dir};
+use common::{Etcd, Server, temp_dir};
 
 const MANIFEST: &str = "\
 apiVersion: v1
@@ -62,7 +62,97 @@ fn rolled_out(server: &Server) {
 fn kubectl_runs_a_deployment_behind_a_service_through_its_life() {
     let dir = temp_dir("workloads");
     let server = Server::start_with(&dir, &["--hollow-nodes", "2"]);
+    workload_suite(&server, &dir);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
+#[test]
+fn the_same_over_etcd() {
+    let dir = temp_dir("workloads-etcd");
+    let etcd = Etcd::start(&dir.join("etcd"), "workloads");
+    let server = Server::start_with(&dir, &["--hollow-nodes", "2", "--etcd-servers", &etcd.url]);
+    workload_suite(&server, &dir);
+    drop(server);
+    drop(etcd);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two control planes over one etcd: the first leads the controllers; killed (-9), the second
+/// takes the leader Lease over and carries on (a scale-up it never saw start is completed).
+#[test]
+fn a_second_control_plane_takes_over_when_the_leader_dies() {
+    let dir = temp_dir("failover");
+    let etcd = Etcd::start(&dir.join("etcd"), "failover");
+    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&a_dir).expect("a");
+    std::fs::create_dir_all(&b_dir).expect("b");
+    let fast = ["--etcd-servers", &etcd.url, "--leader-lease-seconds", "2"];
+    let a = Server::start_with(&a_dir, &[&fast[..], &["--id", "a"]].concat());
+    // The second shares the cluster's CA and admin token, as control planes of one cluster do; the
+    // hollow nodes run beside it, so they outlive the first.
+    for f in ["ca.crt", "ca.key", "admin.token", "join-token"] {
+        std::fs::copy(a_dir.join(f), b_dir.join(f)).expect("copy credentials");
+    }
+    let b = Server::start_with(
+        &b_dir,
+        &[&fast[..], &["--id", "b", "--hollow-nodes", "2"]].concat(),
+    );
+    wait(
+        || {
+            a.ok(&[
+                "get",
+                "lease",
+                "-n",
+                "kube-system",
+                "berth-controller-manager",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ]) == "a"
+        },
+        "a to lead",
+    );
+    a.ok(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]);
+    wait(
+        || a.jsonpath("deployment", "web", "default", "{.status.availableReplicas}") == "2",
+        "2 replicas",
+    );
+    a.kill9();
+    b.ok(&["scale", "deployment/web", "--replicas=4"]);
+    wait(
+        || b.jsonpath("deployment", "web", "default", "{.status.availableReplicas}") == "4",
+        "b to finish the scale-up",
+    );
+    assert_eq!(
+        b.ok(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "berth-controller-manager",
+            "-o",
+            "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}"
+        ]),
+        "b 1"
+    );
+    drop(b);
+    drop(etcd);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn wait(mut done: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The kubectl session every store must pass.
+fn workload_suite(server: &Server, dir: &std::path::Path) {
     let applied = server.apply(MANIFEST);
     for what in [
         "configmap/web-config created",
@@ -71,7 +161,7 @@ fn kubectl_runs_a_deployment_behind_a_service_through_its_life() {
     ] {
         assert!(applied.contains(what), "{applied}");
     }
-    rolled_out(&server);
+    rolled_out(server);
     // Three pods running, spread over both nodes.
     let nodes = server.ok(&[
         "get",
@@ -121,13 +211,13 @@ fn kubectl_runs_a_deployment_behind_a_service_through_its_life() {
 
     // Scale, then roll to a new image.
     server.ok(&["scale", "deployment/web", "--replicas=5"]);
-    rolled_out(&server);
+    rolled_out(server);
     assert_eq!(
         server.jsonpath("deployment", "web", "default", "{.status.availableReplicas}"),
         "5"
     );
     server.ok(&["set", "image", "deployment/web", "web=nginx:1.26"]);
-    rolled_out(&server);
+    rolled_out(server);
     let sets = server.ok(&[
         "get",
         "rs",
@@ -142,7 +232,7 @@ fn kubectl_runs_a_deployment_behind_a_service_through_its_life() {
     // Re-applying the manifest with another image: a strategic merge patch of the template.
     let changed = server.apply(&MANIFEST.replace("nginx:1.25", "nginx:1.27"));
     assert!(changed.contains("deployment.apps/web configured"), "{changed}");
-    rolled_out(&server);
+    rolled_out(server);
     assert_eq!(
         server.jsonpath(
             "deployment",

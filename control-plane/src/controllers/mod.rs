@@ -14,6 +14,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
+pub mod leader;
 pub mod nodelifecycle;
 pub mod quantity;
 pub mod replicaset;
@@ -65,6 +66,11 @@ pub struct Config {
     pub tick: Duration,
     /// The CA key that signs node client certificates (`None`: certificate requests wait).
     pub ca_key_pem: Option<String>,
+    /// Elect a leader among control planes sharing the store under this identity (`None`: this
+    /// process is the only one and always leads).
+    pub leader_identity: Option<String>,
+    /// How long a leader's Lease holds without renewal.
+    pub lease_duration: Duration,
 }
 
 impl Default for Config {
@@ -73,6 +79,8 @@ impl Default for Config {
             node_monitor_grace: Duration::from_secs(40),
             tick: Duration::from_secs(1),
             ca_key_pem: None,
+            leader_identity: None,
+            lease_duration: Duration::from_secs(15),
         }
     }
 }
@@ -167,9 +175,32 @@ impl Manager {
             }
         };
         let mut changed = self.store.subscribe();
-        self.resync();
+        let mut elector = self
+            .config
+            .leader_identity
+            .as_deref()
+            .map(|id| leader::Elector::new(id, self.config.lease_duration));
+        let mut leading = elector.is_none();
+        if leading {
+            self.resync();
+        }
         let mut next_tick = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if let Some(e) = elector.as_mut() {
+                let now_leading = e.leading(&self.store);
+                if now_leading && !leading {
+                    // Whatever happened while another control plane led: start from the state.
+                    self.queues.iter_mut().for_each(BTreeSet::clear);
+                    self.retries.clear();
+                    self.controllers = all();
+                    self.resync();
+                }
+                leading = now_leading;
+                if !leading {
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            }
             changed.borrow_and_update();
             self.catch_up();
             if Instant::now() >= next_tick {
@@ -178,7 +209,10 @@ impl Manager {
             }
             let worked = self.round();
             if !worked && self.position >= self.store.revision() {
-                let wait = next_tick.saturating_duration_since(Instant::now());
+                let mut wait = next_tick.saturating_duration_since(Instant::now());
+                if elector.is_some() {
+                    wait = wait.min(Duration::from_millis(500));
+                }
                 let _ = runtime.block_on(async { tokio::time::timeout(wait, changed.changed()).await });
             }
         }

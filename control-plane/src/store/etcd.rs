@@ -96,7 +96,10 @@ pub struct WatchStream {
 impl Etcd {
     /// `endpoint` as `http://host:port` or `host:port`.
     pub fn new(endpoint: &str) -> Result<Etcd, StoreError> {
-        let address = endpoint.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let address = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
         if endpoint.starts_with("https://") || address.is_empty() {
             return Err(StoreError::Etcd(format!(
                 "{endpoint}: give the etcd client URL as http://host:port (TLS to etcd is not supported)"
@@ -106,7 +109,8 @@ impl Etcd {
     }
 
     fn connect(&self) -> Result<TcpStream, StoreError> {
-        let stream = TcpStream::connect(&self.address).map_err(|e| StoreError::Etcd(format!("connecting to etcd at {}: {e}", self.address)))?;
+        let stream = TcpStream::connect(&self.address)
+            .map_err(|e| StoreError::Etcd(format!("connecting to etcd at {}: {e}", self.address)))?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
@@ -118,7 +122,9 @@ impl Etcd {
             self.address,
             body.len()
         );
-        stream.write_all(request.as_bytes()).map_err(|e| StoreError::Etcd(format!("etcd {path}: {e}")))
+        stream
+            .write_all(request.as_bytes())
+            .map_err(|e| StoreError::Etcd(format!("etcd {path}: {e}")))
     }
 
     /// One JSON request and its answer.
@@ -136,14 +142,24 @@ impl Etcd {
             all
         } else {
             let mut buf = vec![0u8; length.unwrap_or(0)];
-            reader.read_exact(&mut buf).map_err(|e| StoreError::Etcd(format!("etcd {path}: {e}")))?;
+            reader
+                .read_exact(&mut buf)
+                .map_err(|e| StoreError::Etcd(format!("etcd {path}: {e}")))?;
             buf
         };
-        let doc: Value = serde_json::from_slice(&body).map_err(|e| StoreError::Etcd(format!("etcd {path}: bad answer: {e}")))?;
+        let doc: Value = serde_json::from_slice(&body)
+            .map_err(|e| StoreError::Etcd(format!("etcd {path}: bad answer: {e}")))?;
         if status != 200 {
-            let message = doc.get("message").or_else(|| doc.get("error")).and_then(Value::as_str).unwrap_or_default();
+            let message = doc
+                .get("message")
+                .or_else(|| doc.get("error"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if message.contains("compacted") {
-                return Err(StoreError::Compacted { requested: 0, oldest: 0 });
+                return Err(StoreError::Compacted {
+                    requested: 0,
+                    oldest: 0,
+                });
             }
             return Err(StoreError::Etcd(format!("etcd {path}: HTTP {status}: {message}")));
         }
@@ -163,13 +179,22 @@ impl Etcd {
             },
             other => other,
         })?;
-        let kvs = doc.get("kvs").and_then(Value::as_array).map(|a| a.iter().map(kv_of).collect()).unwrap_or_default();
+        let kvs = doc
+            .get("kvs")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(kv_of).collect())
+            .unwrap_or_default();
         Ok((kvs, num(doc.pointer("/header/revision"))))
     }
 
     /// A transaction: `compare` on `key`, `put` (a value) or delete it on success, read it on failure.
     /// Returns (succeeded, header revision, the previous value on success or the current on failure).
-    pub fn txn(&self, key: &str, compare: Value, put: Option<&[u8]>) -> Result<(bool, u64, Option<KeyValue>), StoreError> {
+    pub fn txn(
+        &self,
+        key: &str,
+        compare: Value,
+        put: Option<&[u8]>,
+    ) -> Result<(bool, u64, Option<KeyValue>), StoreError> {
         let k = b64(key.as_bytes());
         let op = match put {
             Some(v) => json!({"request_put": {"key": k, "value": b64(v), "prev_kv": true}}),
@@ -194,8 +219,11 @@ impl Etcd {
 
     /// Compacts history up to `revision`.
     pub fn compact(&self, revision: u64) -> Result<(), StoreError> {
-        self.call("/v3/kv/compaction", &json!({"revision": revision.to_string(), "physical": false}))
-            .map(|_| ())
+        self.call(
+            "/v3/kv/compaction",
+            &json!({"revision": revision.to_string(), "physical": false}),
+        )
+        .map(|_| ())
     }
 
     /// Watches `prefix` from `start` (inclusive), with previous values.
@@ -233,17 +261,25 @@ impl WatchStream {
                 }
                 break line;
             }
-            let chunk = read_chunk(&mut self.reader, "/v3/watch")?.ok_or_else(|| StoreError::Etcd("etcd ended the watch".into()))?;
+            let chunk = read_chunk(&mut self.reader, "/v3/watch")?
+                .ok_or_else(|| StoreError::Etcd("etcd ended the watch".into()))?;
             self.pending.extend(chunk);
         };
-        let doc: Value = serde_json::from_slice(&line).map_err(|e| StoreError::Etcd(format!("etcd watch: bad message: {e}")))?;
+        let doc: Value = serde_json::from_slice(&line)
+            .map_err(|e| StoreError::Etcd(format!("etcd watch: bad message: {e}")))?;
         let result = doc.get("result").cloned().unwrap_or(Value::Null);
         if result.get("canceled").and_then(Value::as_bool) == Some(true) {
             let compacted = num(result.get("compact_revision"));
             if compacted > 0 {
                 return Ok(WatchMessage::Compacted(compacted));
             }
-            return Err(StoreError::Etcd(format!("etcd canceled the watch: {}", result.get("cancel_reason").and_then(Value::as_str).unwrap_or_default())));
+            return Err(StoreError::Etcd(format!(
+                "etcd canceled the watch: {}",
+                result
+                    .get("cancel_reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            )));
         }
         let Some(events) = result.get("events").and_then(Value::as_array) else {
             return Ok(WatchMessage::Other);
@@ -263,11 +299,18 @@ impl WatchStream {
 }
 
 /// Reads a response head: (status, chunked, content length).
-fn read_head(reader: &mut BufReader<TcpStream>, path: &str) -> Result<(u16, bool, Option<usize>), StoreError> {
+fn read_head(
+    reader: &mut BufReader<TcpStream>,
+    path: &str,
+) -> Result<(u16, bool, Option<usize>), StoreError> {
     let io = |e: std::io::Error| StoreError::Etcd(format!("etcd {path}: {e}"));
     let mut line = String::new();
     reader.read_line(&mut line).map_err(io)?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| StoreError::Etcd(format!("etcd {path}: no HTTP answer ({line:?})")))?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StoreError::Etcd(format!("etcd {path}: no HTTP answer ({line:?})")))?;
     let (mut chunked, mut length) = (false, None);
     loop {
         line.clear();
@@ -299,7 +342,8 @@ fn read_chunk(reader: &mut BufReader<TcpStream>, path: &str) -> Result<Option<Ve
             break;
         }
     }
-    let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).map_err(|_| StoreError::Etcd(format!("etcd {path}: bad chunk size {line:?}")))?;
+    let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
+        .map_err(|_| StoreError::Etcd(format!("etcd {path}: bad chunk size {line:?}")))?;
     if size == 0 {
         return Ok(None);
     }

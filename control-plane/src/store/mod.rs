@@ -186,7 +186,11 @@ impl Store {
             if e.kv.mod_revision <= inner.revision {
                 continue;
             }
-            let kind = if e.deleted { EventKind::Delete } else { EventKind::Put };
+            let kind = if e.deleted {
+                EventKind::Delete
+            } else {
+                EventKind::Put
+            };
             let kv = if e.deleted {
                 KeyValue {
                     mod_revision: e.kv.mod_revision,
@@ -201,7 +205,14 @@ impl Store {
             } else {
                 inner.current.insert(kv.key.clone(), kv.clone());
             }
-            push_recent(&mut inner, Event { kind, kv, prev: e.prev });
+            push_recent(
+                &mut inner,
+                Event {
+                    kind,
+                    kv,
+                    prev: e.prev,
+                },
+            );
         }
         let revision = inner.revision;
         drop(inner);
@@ -229,7 +240,9 @@ impl Store {
         let inner = self.lock();
         let (inner, timeout) = self
             .mirrored
-            .wait_timeout_while(inner, std::time::Duration::from_secs(10), |i| i.revision < revision)
+            .wait_timeout_while(inner, std::time::Duration::from_secs(10), |i| {
+                i.revision < revision
+            })
             .unwrap_or_else(|e| e.into_inner());
         if timeout.timed_out() && inner.revision < revision {
             return Err(StoreError::Etcd(format!(
@@ -556,7 +569,12 @@ fn etcd_compare(expected: Option<u64>) -> serde_json::Value {
 }
 
 /// What an etcd write's comparison outcome means: the previous value, or the error.
-fn etcd_outcome(key: &str, ok: bool, expected: Option<u64>, kv: Option<KeyValue>) -> Result<KeyValue, StoreError> {
+fn etcd_outcome(
+    key: &str,
+    ok: bool,
+    expected: Option<u64>,
+    kv: Option<KeyValue>,
+) -> Result<KeyValue, StoreError> {
     match (ok, kv) {
         (true, Some(prev)) => Ok(prev),
         (true, None) | (false, None) => Err(StoreError::NotFound { key: key.into() }),

@@ -171,3 +171,70 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("dir");
     dir
 }
+
+/// An etcd member of its own (Debian's `etcd`), on loopback ports derived from the test's name, with
+/// its data in `dir`; stopped and removed on drop.
+pub struct Etcd {
+    child: Child,
+    pub url: String,
+    dir: PathBuf,
+}
+
+impl Etcd {
+    pub fn start(dir: &Path, name: &str) -> Etcd {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("etcd dir");
+        // Ports from the process id and the name, so concurrent tests do not collide.
+        let seed = name.bytes().fold(std::process::id() as u16, |a, b| {
+            a.wrapping_mul(31).wrapping_add(u16::from(b))
+        });
+        let client = 20000 + seed % 20000;
+        let peer = client + 1;
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args([
+                "--name",
+                "t",
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("t={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("etcd.log"))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
+            .spawn()
+            .expect("etcd (apt install etcd-server)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Etcd {
+            child,
+            url,
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
