@@ -251,7 +251,7 @@ impl Etcd {
 
 impl WatchStream {
     /// The next message (blocks); an error when the stream ended.
-    pub fn next(&mut self) -> Result<WatchMessage, StoreError> {
+    pub fn next_message(&mut self) -> Result<WatchMessage, StoreError> {
         // Messages are newline-delimited JSON; a chunk may hold part of one or several.
         let line = loop {
             if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {

@@ -595,7 +595,7 @@ fn mirror(store: std::sync::Weak<Store>, client: etcd::Etcd) {
         drop(s);
         match client.watch("/registry/", from) {
             Ok(mut stream) => loop {
-                let message = stream.next();
+                let message = stream.next_message();
                 let Some(s) = store.upgrade() else { return };
                 match message {
                     Ok(etcd::WatchMessage::Events(events)) => s.apply_mirrored(events),
