@@ -290,12 +290,13 @@ fn workload_suite(server: &Server, dir: &std::path::Path) {
     );
     server.ok(&["delete", "service", "web", "--wait"]);
     server.ok(&["delete", "configmap", "web-config"]);
-    assert!(
-        server
-            .ok(&["get", "endpoints", "web", "--ignore-not-found"])
-            .trim()
-            .is_empty()
+    wait(
+        || {
+            server
+                .ok(&["get", "endpoints", "web", "--ignore-not-found"])
+                .trim()
+                .is_empty()
+        },
+        "the Endpoints to go with their Service",
     );
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
