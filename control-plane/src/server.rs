@@ -180,7 +180,10 @@ fn to_response(reply: Reply) -> Response<Body> {
             "text/plain; charset=utf-8",
         )
     } else {
-        (reply.body.to_string(), "application/json")
+        (
+            reply.body.to_string(),
+            reply.content_type.unwrap_or("application/json"),
+        )
     };
     let mut builder = Response::builder().status(reply.code);
     for w in &reply.warnings {

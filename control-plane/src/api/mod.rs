@@ -47,6 +47,9 @@ pub struct Reply {
     pub plain: bool,
     /// Sent as `Warning: 299 - "..."` headers (kubectl prints them).
     pub warnings: Vec<String>,
+    /// The `Content-Type` of a JSON body when it is not plain `application/json` (aggregated
+    /// discovery, which clients recognise by it).
+    pub content_type: Option<&'static str>,
 }
 
 impl Reply {
@@ -56,6 +59,7 @@ impl Reply {
             body,
             plain: false,
             warnings: Vec::new(),
+            content_type: None,
         }
     }
 
@@ -72,6 +76,7 @@ impl Reply {
             body: Value::String(body.into()),
             plain: true,
             warnings: Vec::new(),
+            content_type: None,
         }
     }
 
@@ -363,9 +368,12 @@ impl Api {
     fn route(&self, req: &ApiRequest<'_>, user: &auth::User) -> Result<Reply, ApiError> {
         let path = req.path;
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        if let Some(discovered) = discovery::answer(&segments) {
+        if let Some((discovered, content_type)) = discovery::answer_for(&segments, req.accept) {
             return if req.method == "GET" {
-                Ok(Reply::json(200, discovered))
+                Ok(Reply {
+                    content_type,
+                    ..Reply::json(200, discovered)
+                })
             } else {
                 Err(ApiError::method_not_allowed(req.method, path))
             };
