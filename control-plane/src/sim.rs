@@ -101,7 +101,7 @@ impl HollowNodes {
     fn renew_leases(&self) -> Result<(), ApiError> {
         let leases = res("leases")?;
         let silent = self.silent.lock().map(|s| s.clone()).unwrap_or_default();
-        let now = micro_time();
+        let now = objects::now_micro_rfc3339();
         for name in self.names.iter().filter(|n| !silent.contains(*n)) {
             self.post_ready(name)?;
             let lease = json!({
@@ -337,13 +337,4 @@ impl HollowNodes {
         )?;
         Ok(())
     }
-}
-
-/// A `MicroTime` (Leases' renewTime), now.
-fn micro_time() -> String {
-    let t = objects::now_rfc3339();
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_micros());
-    format!("{}.{micros:06}Z", t.trim_end_matches('Z'))
 }

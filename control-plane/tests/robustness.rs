@@ -81,6 +81,13 @@ fn bad_requests_get_4xx_statuses_and_the_server_stays_up() {
             cms,
             Some(file("proto", b"k8s\x00\x0a\x0b")),
             "application/vnd.kubernetes.protobuf",
+            400,
+        ),
+        (
+            "POST",
+            cms,
+            Some(file("yaml", b"metadata: {name: a}")),
+            "application/yaml",
             415,
         ),
         (

@@ -100,9 +100,7 @@ fn owner_of(store: &Store, pool: &Pool, value: u32) -> Option<String> {
 }
 
 fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    u32::from_le_bytes(b)
+    u32::from_le_bytes(super::objects::random_bytes::<4>())
 }
 
 /// Reserves `value` for `owner` (an object path such as `services/default/web`). Already reserved

@@ -91,21 +91,37 @@ pub fn now_rfc3339() -> String {
     )
 }
 
-/// Five random characters for `generateName`, from the alphabet Kubernetes uses (no vowels, so no
-/// words; 27^5 = 14 million names per prefix).
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut b = [0u8; 5];
+/// Random bytes from the kernel (zeros if `/dev/urandom` cannot be read, which leaves generated
+/// names and addresses valid, only predictable).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
     let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    b.iter()
+    b
+}
+
+/// Now as a `MicroTime` (Leases' `acquireTime` and `renewTime`).
+pub fn now_micro_rfc3339() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_micros());
+    format!("{}.{micros:06}Z", now_rfc3339().trim_end_matches('Z'))
+}
+
+/// The characters Kubernetes puts in generated names and hashes: no vowels, so no words.
+pub const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// Five random characters for `generateName` (27^5 = 14 million names per prefix).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = NAME_ALPHABET;
+    random_bytes::<5>()
+        .iter()
         .map(|x| char::from(ALPHABET[usize::from(*x) % ALPHABET.len()]))
         .collect()
 }
 
 /// A random (version 4) UUID.
 pub fn new_uid() -> String {
-    let mut b = [0u8; 16];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    let mut b = random_bytes::<16>();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();

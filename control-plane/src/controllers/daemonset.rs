@@ -13,7 +13,11 @@ use super::{
 };
 use crate::api::objects::{DeleteOptions, Part};
 
-pub struct DaemonSetController;
+#[derive(Default)]
+pub struct DaemonSetController {
+    /// Keys of the DaemonSets there are, to revisit them all when a node changes.
+    known: std::collections::BTreeSet<String>,
+}
 
 const HASH_LABEL: &str = "controller-revision-hash";
 
@@ -58,12 +62,18 @@ impl Controller for DaemonSetController {
         "daemonset"
     }
 
-    fn observe(&mut self, change: &Change<'_>, cache: &Cache, keys: &mut Vec<String>) {
+    fn observe(&mut self, change: &Change<'_>, _cache: &Cache, keys: &mut Vec<String>) {
         match change.plural {
-            "daemonsets" => keys.push(change.key.to_string()),
+            "daemonsets" => {
+                if change.new.is_some() {
+                    self.known.insert(change.key.to_string());
+                } else {
+                    self.known.remove(change.key);
+                }
+                keys.push(change.key.to_string());
+            }
             "pods" => {
-                for obj in [change.old, change.new].into_iter().flatten() {
-                    let p = PodInfo::from_object(change.key, obj);
+                for p in [change.old_pod, change.new_pod].into_iter().flatten() {
                     if let Some(o) = p.owners.iter().find(|o| o.controller && o.kind == "DaemonSet") {
                         keys.push(format!("/registry/daemonsets/{}/{}", p.namespace, o.name));
                     }
@@ -79,13 +89,7 @@ impl Controller for DaemonSetController {
                 };
                 if relevant {
                     // Every DaemonSet may now belong on it, or not.
-                    keys.extend(
-                        cache
-                            .uids
-                            .values()
-                            .filter(|k| k.starts_with("/registry/daemonsets/"))
-                            .cloned(),
-                    );
+                    keys.extend(self.known.iter().cloned());
                 }
             }
             _ => {}

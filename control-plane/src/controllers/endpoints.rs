@@ -69,11 +69,7 @@ impl Controller for EndpointsController {
                 keys.push(change.key.to_string());
             }
             "pods" => {
-                let pods: Vec<PodInfo> = [change.old, change.new]
-                    .into_iter()
-                    .flatten()
-                    .map(|o| PodInfo::from_object(change.key, o))
-                    .collect();
+                let pods: Vec<&PodInfo> = [change.old_pod, change.new_pod].into_iter().flatten().collect();
                 // Only what endpoints show matters: labels, address, node, readiness, deletion.
                 if let [old, new] = pods.as_slice()
                     && (old.labels == new.labels

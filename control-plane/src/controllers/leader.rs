@@ -31,13 +31,6 @@ pub struct Elector {
     last_attempt: Option<Instant>,
 }
 
-fn micro_time() -> String {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_micros());
-    format!("{}.{micros:06}Z", objects::now_rfc3339().trim_end_matches('Z'))
-}
-
 impl Elector {
     /// `identity` must differ between control planes (host name and process id).
     pub fn new(identity: &str, duration: Duration) -> Elector {
@@ -69,7 +62,7 @@ impl Elector {
         let Some(leases) = resources::by_plural("leases") else {
             return false;
         };
-        let now = micro_time();
+        let now = objects::now_micro_rfc3339();
         let secs = self.duration.as_secs().max(1);
         let current = objects::get(store, leases, Some("kube-system"), LEASE).ok();
         let Some(lease) = current else {

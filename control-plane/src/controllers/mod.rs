@@ -92,6 +92,9 @@ pub struct Change<'a> {
     pub plural: &'a str,
     pub old: Option<&'a Value>,
     pub new: Option<&'a Value>,
+    /// For pods: the old and new summaries, made once per event for every controller.
+    pub old_pod: Option<&'a cache::PodInfo>,
+    pub new_pod: Option<&'a cache::PodInfo>,
 }
 
 /// What a reconcile works with.
@@ -121,7 +124,7 @@ pub fn all() -> Vec<Box<dyn Controller>> {
         Box::new(nodelifecycle::NodeLifecycle::default()),
         Box::new(deployment::DeploymentController),
         Box::new(replicaset::ReplicaSetController),
-        Box::new(daemonset::DaemonSetController),
+        Box::new(daemonset::DaemonSetController::default()),
         Box::new(scheduler::Scheduler::default()),
         Box::new(endpoints::EndpointsController::default()),
         Box::new(serviceaccount::ServiceAccountController),
@@ -277,11 +280,23 @@ impl Manager {
     }
 
     fn dispatch(&mut self, key: &str, old: Option<&Value>, new: Option<&Value>) {
+        let plural = cache::plural_of(key);
+        let is_pod = plural == "pods";
+        let old_pod = old
+            .filter(|_| is_pod)
+            .map(|o| cache::PodInfo::from_object(key, o));
         let change = Change {
             key,
-            plural: cache::plural_of(key),
+            plural,
             old,
             new,
+            old_pod: old_pod.as_ref(),
+            // The cache has just summarised the new state.
+            new_pod: if is_pod && new.is_some() {
+                self.cache.pods.get(key)
+            } else {
+                None
+            },
         };
         let mut keys = Vec::new();
         for (i, c) in self.controllers.iter_mut().enumerate() {
@@ -437,7 +452,7 @@ pub fn controller_ref(api_version: &str, kind: &str, obj: &Value) -> Value {
 /// A stable short hash of a JSON value, in the alphabet Kubernetes uses for generated names (no
 /// vowels, so no words), as `pod-template-hash` and `controller-revision-hash` labels carry it.
 pub fn template_hash(v: &Value) -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    const ALPHABET: &[u8] = objects::NAME_ALPHABET;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in v.to_string().bytes() {
         h ^= u64::from(b);

@@ -53,17 +53,15 @@ impl Controller for ReplicaSetController {
         "replicaset"
     }
 
-    fn observe(&mut self, change: &Change<'_>, cache: &Cache, keys: &mut Vec<String>) {
+    fn observe(&mut self, change: &Change<'_>, _cache: &Cache, keys: &mut Vec<String>) {
         match change.plural {
             "replicasets" => keys.push(change.key.to_string()),
-            "pods" => {
-                for obj in [change.old, change.new].into_iter().flatten() {
-                    if let Some(k) = rs_key_of(&PodInfo::from_object(change.key, obj)) {
-                        keys.push(k);
-                    }
-                }
-                let _ = cache;
-            }
+            "pods" => keys.extend(
+                [change.old_pod, change.new_pod]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(rs_key_of),
+            ),
             _ => {}
         }
     }
