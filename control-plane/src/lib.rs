@@ -1,17 +1,19 @@
-//! berth's compact control plane (issue 4, in progress).
+//! berth's compact control plane: a Kubernetes API server, its store, the scheduler and the
+//! controllers in one process (issue 4; `ARCHITECTURE.md` at the repository root tells the whole story).
 //!
-//! - [`store`]: the embedded MVCC key-value store every API object lives in (etcd's semantics, one
-//!   SQLite file).
-//! - [`api`]: the Kubernetes API, transport-free: discovery, namespaces, configmaps, secrets; `Status`
-//!   errors.
-//! - [`pki`]: the CA, the serving certificate, the admin token and `admin.kubeconfig`.
+//! - [`store`]: the MVCC key-value store every API object lives in (etcd's semantics), over one SQLite
+//!   file or over etcd.
+//! - [`api`]: the Kubernetes API, transport-free: resources, admission, patches, selectors, watch,
+//!   discovery, OpenAPI, tables, authentication and authorization; errors as `Status`.
 //! - [`server`]: HTTPS (rustls, HTTP/1.1 and HTTP/2) in front of the API.
-//!
-//! Watch, patch, OpenAPI, the apps group, node identities, the scheduler and the controllers come next
-//! (see `RESEARCH.md` beside this crate for the plan and the facts it rests on).
+//! - [`controllers`]: the scheduler and the controllers, one event loop over the store.
+//! - [`pki`]: the CA, the serving certificate, tokens, `admin.kubeconfig`, node certificates.
+//! - [`metrics`]: `/metrics` in Prometheus' text format.
+//! - [`sim`]: hollow nodes, for tests and benchmarks at scale.
 
 pub mod api;
 pub mod controllers;
+pub mod metrics;
 pub mod pki;
 pub mod server;
 pub mod sim;

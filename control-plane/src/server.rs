@@ -25,7 +25,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::{
-    api::{Api, ApiError, ApiRequest, Reply, protobuf, watch},
+    api::{self, Api, ApiError, ApiRequest, Reply, protobuf, watch},
+    metrics,
     pki::Credentials,
 };
 
@@ -48,62 +49,76 @@ impl hyper::body::Body for ChannelBody {
 
 /// Streams a watch: the initial events, then every change after the plan's revision, until the
 /// timeout, the client leaving, or the history being compacted (in-stream 410).
-fn stream_watch(api: Arc<Api>, plan: watch::WatchPlan) -> Response<Body> {
+fn stream_watch(api: Arc<Api>, plan: watch::WatchPlan, labels: metrics::RequestLabels) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let started = Instant::now();
+    metrics::global().watch_open(&labels, 1);
     tokio::spawn(async move {
-        let store = Arc::clone(api.store());
-        let mut changed = store.subscribe();
-        let deadline = Instant::now() + plan.timeout;
-        for line in &plan.initial {
-            if tx.send(Bytes::from(line.clone())).await.is_err() {
-                return;
-            }
-        }
-        let mut position = plan.after;
-        loop {
-            changed.borrow_and_update();
-            let (lines, next) = {
-                let (store, plan) = (Arc::clone(&store), &plan);
-                tokio::task::block_in_place(|| watch::next_lines(&store, plan, position))
-            };
-            for line in lines {
-                if tx.send(Bytes::from(line)).await.is_err() {
-                    return;
-                }
-            }
-            let Some(next) = next else { return };
-            let caught_up = next >= store.revision();
-            position = next;
-            if caught_up {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return;
-                }
-                let wait = match plan.bookmark_kind {
-                    Some(_) => left.min(watch::BOOKMARK_INTERVAL),
-                    None => left,
-                };
-                match tokio::time::timeout(wait, changed.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return,
-                    Err(_) => {
-                        // Idle: a bookmark keeps the client's resume point recent.
-                        if let Some(kind) = plan.bookmark_kind {
-                            let line = watch::bookmark(kind, position, false);
-                            if tx.send(Bytes::from(line)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        stream_events(api, plan, tx).await;
+        metrics::global().watch_open(&labels, -1);
+        metrics::global().request(labels, 200, started.elapsed());
     });
     Response::builder()
         .status(200)
         .header("content-type", "application/json")
         .body(ChannelBody(rx).boxed())
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// Sends a watch's events into `tx` until it ends.
+async fn stream_events(api: Arc<Api>, plan: watch::WatchPlan, tx: tokio::sync::mpsc::Sender<Bytes>) {
+    let store = Arc::clone(api.store());
+    let mut changed = store.subscribe();
+    let deadline = Instant::now() + plan.timeout;
+    for line in &plan.initial {
+        if tx.send(Bytes::from(line.clone())).await.is_err() {
+            return;
+        }
+    }
+    let mut position = plan.after;
+    loop {
+        changed.borrow_and_update();
+        let (lines, next) = {
+            let (store, plan) = (Arc::clone(&store), &plan);
+            tokio::task::block_in_place(|| watch::next_lines(&store, plan, position))
+        };
+        for line in lines {
+            if tx.send(Bytes::from(line)).await.is_err() {
+                return;
+            }
+        }
+        let Some(next) = next else { return };
+        let caught_up = next >= store.revision();
+        position = next;
+        if caught_up {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let wait = match plan.bookmark_kind {
+                Some(_) => left.min(watch::BOOKMARK_INTERVAL),
+                None => left,
+            };
+            // A client that left ends the watch now, not at the next event it would have got.
+            let next_change = tokio::select! {
+                changed = tokio::time::timeout(wait, changed.changed()) => changed,
+                () = tx.closed() => return,
+            };
+            match next_change {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    // Idle: a bookmark keeps the client's resume point recent.
+                    if let Some(kind) = plan.bookmark_kind {
+                        let line = watch::bookmark(kind, position, false);
+                        if tx.send(Bytes::from(line)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Largest request body accepted (etcd's default request limit is 1.5 MiB; objects are smaller).
@@ -177,7 +192,7 @@ fn to_response(reply: Reply) -> Response<Body> {
     let (body, content_type) = if reply.plain {
         (
             reply.body.as_str().unwrap_or_default().to_string(),
-            "text/plain; charset=utf-8",
+            reply.content_type.unwrap_or("text/plain; charset=utf-8"),
         )
     } else {
         (
@@ -195,10 +210,31 @@ fn to_response(reply: Reply) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
+/// Answers a request and records it in the metrics (a watch when it ends, in [`stream_watch`]).
 async fn serve_request(
     api: Arc<Api>,
     client_cert: Option<Arc<[u8]>>,
     req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let labels = api::request_labels(
+        req.method().as_str(),
+        req.uri().path(),
+        req.uri().query().unwrap_or_default(),
+    );
+    let streaming = labels.verb == "watch";
+    let response = answer(api, client_cert, req, labels.clone()).await;
+    if !streaming || !response.status().is_success() {
+        metrics::global().request(labels, response.status().as_u16(), started.elapsed());
+    }
+    response
+}
+
+async fn answer(
+    api: Arc<Api>,
+    client_cert: Option<Arc<[u8]>>,
+    req: Request<Incoming>,
+    labels: metrics::RequestLabels,
 ) -> Response<Body> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
@@ -245,7 +281,7 @@ async fn serve_request(
     };
     if let Some(plan) = api.watch_plan(&head) {
         return match plan {
-            Ok(plan) => stream_watch(Arc::clone(&api), plan),
+            Ok(plan) => stream_watch(Arc::clone(&api), plan, labels),
             Err(reply) => to_response(reply),
         };
     }
@@ -319,6 +355,11 @@ pub async fn serve(
         let Ok((tcp, peer)) = listener.accept().await else {
             continue;
         };
+        // Answers go out in several writes (TLS records, chunked lists, watch events): without
+        // TCP_NODELAY, Nagle's algorithm holds the last one back until the client's delayed ACK (40 ms).
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(%peer, error = %e, "TCP_NODELAY");
+        }
         let (acceptor, api) = (acceptor.clone(), Arc::clone(&api));
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {

@@ -299,4 +299,41 @@ fn workload_suite(server: &Server, dir: &std::path::Path) {
         },
         "the Endpoints to go with their Service",
     );
+
+    // What all that looked like in /metrics (Prometheus text, kube-apiserver's metric names).
+    let metrics = server.ok(&["get", "--raw", "/metrics"]);
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    for line in [
+        "# TYPE apiserver_request_total counter",
+        "# TYPE apiserver_request_duration_seconds histogram",
+        "# TYPE process_resident_memory_bytes gauge",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert!(
+        value(
+            "apiserver_request_total{verb=\"CREATE\",group=\"apps\",version=\"v1\",resource=\"deployments\",subresource=\"\",code=\"201\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("apiserver_request_total{verb=\"WATCH\"") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"scheduled\"}")
+            >= 11.0,
+        "{metrics}"
+    );
+    assert!(
+        value("apiserver_storage_objects{resource=\"namespaces\"}") >= 4.0,
+        "{metrics}"
+    );
+    assert!(value("process_resident_memory_bytes") > 1e6, "{metrics}");
 }

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use std::time::Duration;
 
-use berth_bench::{compare, overlay, prog_cost, report};
+use berth_bench::{compare, control_plane, overlay, prog_cost, report};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -11,7 +11,7 @@ struct Cli {
     /// Short pass with small sizes (CI); results go to target/bench-smoke/.
     #[arg(long)]
     smoke: bool,
-    /// Only these benchmarks (prog, compare, overlay); default all.
+    /// Only these benchmarks (prog, compare, overlay, controlplane); default all.
     #[arg(long)]
     only: Vec<String>,
     /// Override the Service counts of the comparison.
@@ -98,6 +98,32 @@ fn main() -> Result<()> {
             cli.smoke,
             "overlay.md",
             "## berth pod network: the eBPF overlay beside flannel-style kernel VXLAN and plain routing\n\nCommand: `cargo xtask bench` (overlay).",
+            &tables,
+        )?;
+    }
+    if want("controlplane") {
+        let cfg = if cli.smoke {
+            control_plane::ControlPlaneConfig {
+                scheduling: vec![(100, 500)],
+                api_pods: 300,
+                api_nodes: 5,
+                create_clients: 4,
+                samples: 50,
+            }
+        } else {
+            control_plane::ControlPlaneConfig {
+                scheduling: vec![(100, 5000), (1000, 5000)],
+                api_pods: 10_000,
+                api_nodes: 100,
+                create_clients: 8,
+                samples: 1000,
+            }
+        };
+        let tables = control_plane::run(&cfg)?;
+        report::write(
+            cli.smoke,
+            "control-plane.md",
+            "## berth control plane: scheduling throughput, API latency and memory\n\nCommand: `cargo xtask bench` (controlplane).",
             &tables,
         )?;
     }

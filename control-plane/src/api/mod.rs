@@ -31,12 +31,57 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::store::Store;
+use crate::{metrics, store::Store};
 pub use status::ApiError;
 
 /// The Kubernetes version the server reports. kubectl's dispatcher on this machine picks the client
 /// binary matching the server's minor version.
 pub const KUBE_MINOR: &str = "33";
+
+/// The Kubernetes verb of a request on a resource (what authorization and metrics name it by).
+fn verb_of(method: &str, named: bool, query: &str) -> &'static str {
+    let watch = query_param(query, "watch").is_some_and(|v| v == "true" || v == "1");
+    match (method, named) {
+        ("GET", false) if watch => "watch",
+        ("GET", false) => "list",
+        ("GET", true) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", false) => "deletecollection",
+        ("DELETE", true) => "delete",
+        _ => "unknown",
+    }
+}
+
+/// How a request is labelled in `/metrics`: verb and resource for resource paths; the method in
+/// lower case and no resource for the rest (discovery, health, OpenAPI).
+pub fn request_labels(method: &str, path: &str, query: &str) -> metrics::RequestLabels {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match Target::parse(&segments) {
+        Ok(Some(t)) => metrics::RequestLabels {
+            verb: verb_of(method, t.name.is_some(), query),
+            group: t.resource.group.to_string(),
+            version: t.resource.version.to_string(),
+            resource: t.resource.plural.to_string(),
+            subresource: t.subresource.unwrap_or_default().to_string(),
+        },
+        _ => metrics::RequestLabels {
+            verb: match method {
+                "GET" => "get",
+                "POST" => "post",
+                "PUT" => "put",
+                "PATCH" => "patch",
+                "DELETE" => "delete",
+                _ => "other",
+            },
+            group: String::new(),
+            version: String::new(),
+            resource: String::new(),
+            subresource: String::new(),
+        },
+    }
+}
 
 /// An answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +192,17 @@ impl Api {
             _ => {}
         }
         let req = ApiRequest { path, ..*req };
+        if path == "/metrics" {
+            // Any authenticated user, as kube-apiserver's default RBAC lets monitoring read it.
+            return match (self.authenticate(&req), req.method) {
+                (Ok(_), "GET") => Reply {
+                    content_type: Some(metrics::CONTENT_TYPE),
+                    ..Reply::text(&metrics::global().render(&self.store))
+                },
+                (Ok(_), method) => Reply::error(ApiError::method_not_allowed(method, path)),
+                (Err(e), _) => Reply::error(e),
+            };
+        }
         match self.authenticate(&req).and_then(|user| self.route(&req, &user)) {
             Ok(reply) => reply,
             Err(e) => Reply::error(e),
@@ -164,18 +220,7 @@ impl Api {
         user: &auth::User,
         target: &Target<'_>,
     ) -> Result<(), ApiError> {
-        let watch = query_param(req.query, "watch").is_some_and(|v| v == "true" || v == "1");
-        let verb = match (req.method, target.name) {
-            ("GET", None) if watch => "watch",
-            ("GET", None) => "list",
-            ("GET", Some(_)) => "get",
-            ("POST", _) => "create",
-            ("PUT", _) => "update",
-            ("PATCH", _) => "patch",
-            ("DELETE", None) => "deletecollection",
-            ("DELETE", Some(_)) => "delete",
-            _ => "unknown",
-        };
+        let verb = verb_of(req.method, target.name.is_some(), req.query);
         // A create names its object in the body.
         let body_name = if target.name.is_none() && req.method == "POST" {
             serde_json::from_slice::<Value>(req.body).ok().and_then(|b| {
@@ -416,7 +461,8 @@ impl Api {
         match req.method {
             "GET" => {
                 let selector = selectors(req.query)?;
-                let list = objects::list(&self.store, r, namespace, &selector)?;
+                let options = list_options(req.query, &objects::prefix(r, namespace))?;
+                let list = objects::list_with(&self.store, r, namespace, &selector, &options)?;
                 if table::wanted(req.accept) {
                     let whole = query_param(req.query, "includeObject") == Some("Object");
                     let items = list["items"].as_array().cloned().unwrap_or_default();
@@ -652,6 +698,64 @@ fn selectors(query: &str) -> Result<selector::Selectors, ApiError> {
     let labels = query_param(query, "labelSelector").map(percent_decode);
     let fields = query_param(query, "fieldSelector").map(percent_decode);
     selector::Selectors::parse(labels.as_deref(), fields.as_deref()).map_err(ApiError::bad_request)
+}
+
+/// A list's snapshot and page from its query (`resourceVersion`, `resourceVersionMatch`, `limit`,
+/// `continue`), checked as kube-apiserver checks them.
+fn list_options(query: &str, prefix: &str) -> Result<objects::ListOptions, ApiError> {
+    let limit = match query_param(query, "limit").filter(|v| !v.is_empty()) {
+        Some(v) => v
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("limit {v:?} is not a number")))?
+            .max(0) as usize,
+        None => 0,
+    };
+    let version = query_param(query, "resourceVersion").filter(|v| !v.is_empty());
+    let matching = query_param(query, "resourceVersionMatch").filter(|v| !v.is_empty());
+    let parse_version = |v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("resourceVersion {v:?} is not a resource version")))
+    };
+    let mut options = objects::ListOptions {
+        limit,
+        ..Default::default()
+    };
+    if let Some(token) = query_param(query, "continue").filter(|v| !v.is_empty()) {
+        if version.is_some() || matching.is_some() {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        let (revision, start_after) = objects::decode_continue(&percent_decode(token), prefix)?;
+        options.at = Some(revision);
+        options.start_after = Some(start_after);
+        return Ok(options);
+    }
+    match (matching, version) {
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        (Some("Exact"), Some("0")) => {
+            return Err(ApiError::bad_request(
+                "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"",
+            ));
+        }
+        (Some("Exact"), Some(v)) => options.at = Some(parse_version(v)?),
+        (Some("NotOlderThan") | None, Some(v)) => {
+            // "0": any state will do; the newest is at hand.
+            let v = parse_version(v)?;
+            options.not_older_than = (v > 0).then_some(v);
+        }
+        (Some(other), _) => {
+            return Err(ApiError::bad_request(format!(
+                "resourceVersionMatch {other:?} is not supported: Exact, NotOlderThan"
+            )));
+        }
+        (None, None) => {}
+    }
+    Ok(options)
 }
 
 fn unknown(path: &str) -> ApiError {

@@ -217,7 +217,8 @@ fn parse_object(r: &Resource, namespace: Option<&str>, body: &[u8]) -> Result<(V
     Ok((obj, name))
 }
 
-fn store_bytes(obj: &Value) -> Vec<u8> {
+/// The bytes stored for `obj` (its resourceVersion is the store's revision, not part of the value).
+pub fn store_bytes(obj: &Value) -> Vec<u8> {
     let mut obj = obj.clone();
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
@@ -309,20 +310,132 @@ pub fn list(
     namespace: Option<&str>,
     selector: &super::selector::Selectors,
 ) -> Result<Value, ApiError> {
-    let page = store
-        .list(&prefix(r, namespace), None, None, 0)
-        .map_err(|e| ApiError::from_store(e, r.plural, ""))?;
-    let mut items = Vec::with_capacity(page.items.len());
-    for kv in &page.items {
-        let obj = render(kv)?;
-        if selector.matches(&obj) {
-            items.push(obj);
+    list_with(store, r, namespace, selector, &ListOptions::default())
+}
+
+/// Which snapshot of a collection a list reads, and which page of it (the `resourceVersion`,
+/// `resourceVersionMatch`, `limit` and `continue` query parameters).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Read the collection as it was at this revision (`resourceVersionMatch=Exact`, or the snapshot
+    /// a continue token carries); `None`: as it is now.
+    pub at: Option<u64>,
+    /// The state read must be at least this recent (a plain `resourceVersion`).
+    pub not_older_than: Option<u64>,
+    /// At most this many items (0: all); a longer collection is continued with `metadata.continue`.
+    pub limit: usize,
+    /// Start after this key (from a continue token).
+    pub start_after: Option<String>,
+}
+
+/// A continue token: the snapshot and the last key a page examined, as kube-apiserver encodes it
+/// (base64 of `{"v":"meta.k8s.io/v1","rv":N,"start":"<key after the prefix>"}`).
+pub fn encode_continue(revision: u64, prefix: &str, last_key: &str) -> String {
+    use base64::Engine;
+    let start = last_key.strip_prefix(prefix).unwrap_or(last_key);
+    let token = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": format!("{start}\u{0}")});
+    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+}
+
+/// Reads a continue token back into (snapshot revision, key to start after).
+pub fn decode_continue(token: &str, prefix: &str) -> Result<(u64, String), ApiError> {
+    use base64::Engine;
+    let invalid = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
+        .map_err(|_| invalid("not base64"))?;
+    let doc: Value = serde_json::from_slice(&bytes).map_err(|_| invalid("not JSON"))?;
+    if doc.get("v").and_then(Value::as_str) != Some("meta.k8s.io/v1") {
+        return Err(invalid(
+            "incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
+    }
+    let revision = doc
+        .get("rv")
+        .and_then(Value::as_u64)
+        .filter(|rv| *rv > 0)
+        .ok_or_else(|| invalid("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+    let start = doc
+        .get("start")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("encoded start key empty"))?;
+    let start = start.strip_suffix('\u{0}').unwrap_or(start);
+    if start.is_empty() || start.contains("..") || start.starts_with('/') {
+        return Err(invalid("the start key is not a key in this collection"));
+    }
+    Ok((revision, format!("{prefix}{start}")))
+}
+
+/// LIST of a collection under `options`: the items `selector` picks, a page at a time when a limit
+/// is given (reading on until the page is full, as kube-apiserver does with selectors).
+pub fn list_with(
+    store: &Store,
+    r: &Resource,
+    namespace: Option<&str>,
+    selector: &super::selector::Selectors,
+    options: &ListOptions,
+) -> Result<Value, ApiError> {
+    let prefix = prefix(r, namespace);
+    let current = store.revision();
+    if let Some(wanted) = options.not_older_than
+        && wanted > current
+    {
+        return Err(ApiError::from_store(
+            crate::store::StoreError::FutureRevision {
+                requested: wanted,
+                current,
+            },
+            r.plural,
+            "",
+        ));
+    }
+    // The first page fixes the snapshot (now, unless the options name one); later pages read it.
+    let mut at = options.at;
+    let mut items = Vec::new();
+    let mut start_after = options.start_after.clone();
+    let mut continue_token = None;
+    loop {
+        let want = if options.limit == 0 {
+            0
+        } else {
+            options.limit - items.len()
+        };
+        let page = store
+            .list(&prefix, at, start_after.as_deref(), want)
+            .map_err(|e| match e {
+                crate::store::StoreError::Compacted { .. } if options.start_after.is_some() => ApiError::new(
+                    410,
+                    "Expired",
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ),
+                e => ApiError::from_store(e, r.plural, ""),
+            })?;
+        for kv in &page.items {
+            let obj = render(kv)?;
+            if selector.matches(&obj) {
+                items.push(obj);
+            }
         }
+        at = Some(page.revision);
+        let last = page.items.last().map(|kv| kv.key.clone());
+        if !page.more {
+            break;
+        }
+        if options.limit != 0 && items.len() >= options.limit {
+            continue_token = last.map(|k| encode_continue(page.revision, &prefix, &k));
+            break;
+        }
+        start_after = last;
+    }
+    let mut metadata = json!({"resourceVersion": at.unwrap_or(current).to_string()});
+    if let Some(token) = continue_token {
+        metadata["continue"] = json!(token);
     }
     Ok(json!({
         "kind": format!("{}List", r.kind),
         "apiVersion": r.api_version(),
-        "metadata": {"resourceVersion": page.revision.to_string()},
+        "metadata": metadata,
         "items": items,
     }))
 }

@@ -146,6 +146,14 @@ pub fn bind(
         .get(&key)
         .ok_or_else(|| ApiError::not_found(r.plural, name))?;
     let mut pod = objects::render(&kv)?;
+    assign(&mut pod, name, node)?;
+    objects::update_raw(store, r, &key, &pod, kv.mod_revision)?;
+    Ok(success())
+}
+
+/// What a binding does to the pod `name`: names the node and sets `PodScheduled=True`; refused
+/// (409) when the pod is being deleted or already has a node. The caller writes the pod.
+pub fn assign(pod: &mut Value, name: &str, node: &str) -> Result<(), ApiError> {
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
         return Err(ApiError::new(
             409,
@@ -169,9 +177,8 @@ pub fn bind(
         ));
     }
     pod["spec"]["nodeName"] = json!(node);
-    set_condition(&mut pod, "PodScheduled", "True", "");
-    objects::update_raw(store, r, &key, &pod, kv.mod_revision)?;
-    Ok(success())
+    set_condition(pod, "PodScheduled", "True", "");
+    Ok(())
 }
 
 /// Sets (or adds) a pod condition.

@@ -282,3 +282,113 @@ fn watches_stream_changes_and_expire_with_an_in_stream_410() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn lists_come_in_pages_from_one_snapshot_and_at_exact_revisions() {
+    let w = World::new("pages");
+    w.call(
+        "POST",
+        "/api/v1/namespaces",
+        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"demo"}}"#,
+    );
+    let mut created_at = Vec::new();
+    for i in 0..5 {
+        let cm = w.call(
+            "POST",
+            "/api/v1/namespaces/demo/configmaps",
+            &format!(
+                r#"{{"metadata":{{"name":"cm-{i}","labels":{{"odd":"{}"}}}}}}"#,
+                i % 2
+            ),
+        );
+        assert_eq!(cm.code, 201, "{}", cm.body);
+        created_at.push(
+            cm.body["metadata"]["resourceVersion"]
+                .as_str()
+                .expect("rv")
+                .to_string(),
+        );
+    }
+    let names = |r: &Reply| -> Vec<String> {
+        r.body["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let first = w.call("GET", "/api/v1/namespaces/demo/configmaps?limit=2", "");
+    assert_eq!(names(&first), ["cm-0", "cm-1"]);
+    let token = first.body["metadata"]["continue"]
+        .as_str()
+        .expect("a continue token")
+        .to_string();
+    let snapshot = first.body["metadata"]["resourceVersion"].clone();
+    // A change after the first page does not show in the rest of it.
+    w.call("DELETE", "/api/v1/namespaces/demo/configmaps/cm-3", "");
+    let second = w.call(
+        "GET",
+        &format!("/api/v1/namespaces/demo/configmaps?limit=2&continue={token}"),
+        "",
+    );
+    assert_eq!(names(&second), ["cm-2", "cm-3"], "{}", second.body);
+    assert_eq!(second.body["metadata"]["resourceVersion"], snapshot);
+    let token = second.body["metadata"]["continue"]
+        .as_str()
+        .expect("a continue token")
+        .to_string();
+    let last = w.call(
+        "GET",
+        &format!("/api/v1/namespaces/demo/configmaps?limit=2&continue={token}"),
+        "",
+    );
+    assert_eq!(names(&last), ["cm-4"]);
+    assert!(last.body["metadata"].get("continue").is_none(), "{}", last.body);
+    // With a selector, a page is filled from further on.
+    let odd = w.call(
+        "GET",
+        "/api/v1/namespaces/demo/configmaps?limit=1&labelSelector=odd%3D1",
+        "",
+    );
+    assert_eq!(names(&odd), ["cm-1"]);
+    let token = odd.body["metadata"]["continue"]
+        .as_str()
+        .expect("a continue token")
+        .to_string();
+    let odd = w.call(
+        "GET",
+        &format!("/api/v1/namespaces/demo/configmaps?limit=1&labelSelector=odd%3D1&continue={token}"),
+        "",
+    );
+    assert_eq!(
+        names(&odd),
+        Vec::<String>::new(),
+        "cm-3 is gone now: {}",
+        odd.body
+    );
+    // Exact revisions: the collection as it was when cm-1 was created.
+    let then = w.call(
+        "GET",
+        &format!(
+            "/api/v1/namespaces/demo/configmaps?resourceVersion={}&resourceVersionMatch=Exact",
+            created_at[1]
+        ),
+        "",
+    );
+    assert_eq!(names(&then), ["cm-0", "cm-1"]);
+    assert_eq!(then.body["metadata"]["resourceVersion"], created_at[1].as_str());
+    // What is refused, and how.
+    for (query, code) in [
+        ("continue=bm90LWpzb24", 400),
+        ("limit=x", 400),
+        ("resourceVersionMatch=Exact", 400),
+        ("resourceVersion=0&resourceVersionMatch=Exact", 400),
+        ("resourceVersion=1&resourceVersionMatch=Newest", 400),
+        ("resourceVersion=3&continue=x", 400),
+        ("resourceVersion=99999", 504),
+    ] {
+        let r = w.call("GET", &format!("/api/v1/namespaces/demo/configmaps?{query}"), "");
+        assert_eq!(r.code, code, "{query}: {}", r.body);
+        assert_eq!(r.body["kind"], "Status", "{query}");
+    }
+}

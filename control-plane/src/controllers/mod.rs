@@ -111,6 +111,11 @@ pub trait Controller: Send {
     /// Appends to `keys` what must be reconciled because of `change` (the cache already has it).
     fn observe(&mut self, change: &Change<'_>, cache: &Cache, keys: &mut Vec<String>);
     fn reconcile(&mut self, key: &str, ctx: &mut Ctx<'_>) -> Result<(), ControllerError>;
+    /// Writes what `reconcile` staged to commit together (the scheduler's bindings), after the
+    /// round's keys; returns keys to retry.
+    fn flush(&mut self, _ctx: &mut Ctx<'_>) -> Vec<String> {
+        Vec::new()
+    }
     /// Periodic work: keys to reconcile now.
     fn tick(&mut self, _cache: &Cache, _config: &Config) -> Vec<String> {
         Vec::new()
@@ -336,6 +341,15 @@ impl Manager {
                     self.retries
                         .push((Instant::now() + Duration::from_millis(500), i, key));
                 }
+            }
+            let mut ctx = Ctx {
+                store: &self.store,
+                cache: &mut self.cache,
+                config: &self.config,
+            };
+            for key in self.controllers[i].flush(&mut ctx) {
+                self.retries
+                    .push((Instant::now() + Duration::from_millis(500), i, key));
             }
             // Catch up between controllers, so the next one sees what this one wrote.
             self.catch_up();

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::api::{
     objects::{self, Part},
-    resources, subresources,
+    subresources,
 };
 
 #[derive(Default)]
@@ -24,7 +24,16 @@ pub struct Scheduler {
     waiting: BTreeSet<String>,
     /// Rotates among equally good nodes.
     turn: usize,
+    /// Bindings decided this round, written together by [`Controller::flush`]: (pod key, the bound
+    /// pod, the revision it was read at).
+    staged: Vec<(String, Vec<u8>, u64)>,
+    /// Pods whose binding a commit failed to write, for the next flush to hand back for retry.
+    failed: Vec<String>,
 }
+
+/// Bindings written in one commit at most: a long queue is bound in steps, so the first pods start
+/// while the rest are still being placed.
+const BATCH: usize = 256;
 
 fn pending(pod: &PodInfo) -> bool {
     pod.node.is_empty()
@@ -86,18 +95,19 @@ fn term_matches(term: &Value, node: &NodeInfo) -> bool {
 }
 
 /// Why a node does not fit a pod (`None`: it fits).
-fn unfit(pod: &Value, info: &PodInfo, node: &NodeInfo, used: Usage) -> Option<&'static str> {
-    let tolerations: Vec<Value> = pod
-        .pointer("/spec/tolerations")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+fn unfit(
+    pod: &Value,
+    tolerations: &[Value],
+    info: &PodInfo,
+    node: &NodeInfo,
+    used: Usage,
+) -> Option<&'static str> {
     if !node.ready {
         return Some("node(s) were not ready");
     }
     if node.unschedulable
         && !tolerates(
-            &tolerations,
+            tolerations,
             &Taint {
                 key: "node.kubernetes.io/unschedulable".into(),
                 value: String::new(),
@@ -110,7 +120,7 @@ fn unfit(pod: &Value, info: &PodInfo, node: &NodeInfo, used: Usage) -> Option<&'
     if node
         .taints
         .iter()
-        .any(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(&tolerations, t))
+        .any(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(tolerations, t))
     {
         return Some("node(s) had untolerated taint(s)");
     }
@@ -174,9 +184,14 @@ impl Controller for Scheduler {
             self.waiting.remove(key);
             return Ok(());
         }
-        let Some(pod) = super::read(ctx.store, key) else {
+        let Some(stored) = ctx.store.get(key) else {
             return Ok(());
         };
+        let pod = objects::render(&stored)?;
+        let tolerations = pod
+            .pointer("/spec/tolerations")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
         let mut best: Option<((i32, i128, i128), &NodeInfo)> = None;
         let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
         let nodes: Vec<&NodeInfo> = ctx.cache.nodes.values().collect();
@@ -185,7 +200,7 @@ impl Controller for Scheduler {
         for i in 0..nodes.len() {
             let node = nodes[(i + self.turn) % n];
             let used = ctx.cache.usage.get(&node.name).copied().unwrap_or_default();
-            if let Some(why) = unfit(&pod, &info, node, used) {
+            if let Some(why) = unfit(&pod, tolerations, &info, node, used) {
                 *reasons.entry(why).or_default() += 1;
                 continue;
             }
@@ -218,17 +233,24 @@ impl Controller for Scheduler {
         match best {
             Some((_, node)) => {
                 let node_name = node.name.clone();
-                let pods = resources::by_plural("pods")
-                    .ok_or_else(|| crate::api::ApiError::new(500, "InternalError", "no pods resource"))?;
-                let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"apiVersion": "v1", "kind": "Node", "name": node_name}});
-                match subresources::bind(ctx.store, pods, Some(&ns), &name, binding.to_string().as_bytes()) {
-                    Ok(_) => {
+                let mut bound = pod.clone();
+                match subresources::assign(&mut bound, &name, &node_name) {
+                    Ok(()) => {
+                        self.staged.push((
+                            key.to_string(),
+                            objects::store_bytes(&bound),
+                            stored.mod_revision,
+                        ));
                         ctx.cache.assume_bound(key, &node_name);
                         self.waiting.remove(key);
+                        if self.staged.len() >= BATCH {
+                            let failed = self.flush(ctx);
+                            self.failed.extend(failed);
+                        }
                         Ok(())
                     }
-                    // Bound meanwhile, or deleted: nothing left to do.
-                    Err(e) if e.code == 409 || e.code == 404 => Ok(()),
+                    // Being deleted, or bound meanwhile: nothing left to do.
+                    Err(e) if e.code == 409 => Ok(()),
                     Err(e) => Err(e.into()),
                 }
             }
@@ -243,6 +265,7 @@ impl Controller for Scheduler {
                 } else {
                     format!("0/{total} nodes are available: {}.", detail.join(", "))
                 };
+                crate::metrics::global().schedule_attempt("unschedulable");
                 self.waiting.insert(key.to_string());
                 let already = pod
                     .pointer("/status/conditions")
@@ -268,6 +291,43 @@ impl Controller for Scheduler {
                     )?;
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// Writes the round's bindings in one commit. A pod changed since it was read (conflict) or gone
+    /// is left to the event that changed it: the cache takes that event over the assumed binding and
+    /// queues the pod again if it still waits. If the commit failed, nothing was bound: the cache
+    /// forgets the assumptions and the pods are retried.
+    fn flush(&mut self, ctx: &mut Ctx<'_>) -> Vec<String> {
+        if self.staged.is_empty() {
+            return std::mem::take(&mut self.failed);
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let keys: Vec<String> = staged.iter().map(|(k, _, _)| k.clone()).collect();
+        let writes = staged
+            .into_iter()
+            .map(|(key, value, revision)| (key, value, Some(revision)))
+            .collect();
+        match ctx.store.update_many(writes) {
+            Ok(results) => {
+                for _ in results.iter().filter(|r| r.is_ok()) {
+                    crate::metrics::global().schedule_attempt("scheduled");
+                }
+                std::mem::take(&mut self.failed)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, pods = keys.len(), "scheduler: writing bindings failed; retrying");
+                for _ in &keys {
+                    crate::metrics::global().schedule_attempt("error");
+                }
+                for key in &keys {
+                    let current = super::read(ctx.store, key);
+                    ctx.cache.apply(key, current.as_ref());
+                }
+                let mut retry = std::mem::take(&mut self.failed);
+                retry.extend(keys);
+                retry
             }
         }
     }

@@ -127,6 +127,7 @@ impl Log {
             path: path.clone(),
             source,
         };
+        let started = std::time::Instant::now();
         let tx = self.conn.transaction().map_err(sqlite)?;
         {
             let mut stmt = tx
@@ -147,7 +148,9 @@ impl Log {
                 .map_err(sqlite)?;
             }
         }
-        tx.commit().map_err(sqlite)
+        tx.commit().map_err(sqlite)?;
+        crate::metrics::global().commit(started.elapsed());
+        Ok(())
     }
 
     /// The keys under `prefix` as they were at `revision`.

@@ -17,7 +17,7 @@ mod log;
 mod watch;
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -284,6 +284,38 @@ impl Store {
         self.lock().revision
     }
 
+    /// The revision history is compacted up to (older revisions are gone).
+    pub fn compacted_revision(&self) -> u64 {
+        self.lock().compacted
+    }
+
+    /// How many objects each resource has (`/registry/<resource>/...`; allocations left out).
+    pub fn count_by_resource(&self) -> BTreeMap<String, usize> {
+        let inner = self.lock();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut last: Option<(&str, usize)> = None;
+        for key in inner.current.keys() {
+            let Some(resource) = key.strip_prefix("/registry/").and_then(|k| k.split('/').next()) else {
+                continue;
+            };
+            // Keys are sorted: count runs of one resource, then store them once.
+            match &mut last {
+                Some((r, n)) if *r == resource => *n += 1,
+                _ => {
+                    if let Some((r, n)) = last.take() {
+                        counts.insert(r.to_string(), n);
+                    }
+                    last = Some((resource, 1));
+                }
+            }
+        }
+        if let Some((r, n)) = last {
+            counts.insert(r.to_string(), n);
+        }
+        counts.remove("allocations");
+        counts
+    }
+
     /// A receiver of the newest revision, for waiting on changes (`changed().await`).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.notify.subscribe()
@@ -352,6 +384,92 @@ impl Store {
         let prev_revision = old.mod_revision;
         self.commit(&mut inner, kv.clone(), prev_revision, EventKind::Put, Some(old))?;
         Ok(kv)
+    }
+
+    /// Several [`update`](Self::update)s committed together: one transaction, one sync to disk, for
+    /// a writer with many independent changes at hand (the scheduler's bindings). Each write is checked
+    /// on its own (a conflict fails that write only, as separate updates would); the outer error means
+    /// the commit itself failed and nothing was written.
+    pub fn update_many(
+        &self,
+        writes: Vec<(String, Vec<u8>, Option<u64>)>,
+    ) -> Result<Vec<Result<KeyValue, StoreError>>, StoreError> {
+        if self.etcd.is_some() {
+            return Ok(writes
+                .into_iter()
+                .map(|(key, value, expected)| self.update(&key, value, expected))
+                .collect());
+        }
+        let mut inner = self.lock();
+        let mut results = Vec::with_capacity(writes.len());
+        // (new value, the value it replaces), in revision order.
+        let mut accepted: Vec<(KeyValue, KeyValue)> = Vec::new();
+        let mut written: HashMap<String, usize> = HashMap::new();
+        for (key, value, expected) in writes {
+            let old = match written.get(&key) {
+                Some(&i) => {
+                    let current = accepted[i].0.clone();
+                    match expected {
+                        Some(e) if e != current.mod_revision => Err(StoreError::Conflict {
+                            key: key.clone(),
+                            expected: e,
+                            actual: current.mod_revision,
+                        }),
+                        _ => Ok(current),
+                    }
+                }
+                None => current_as_expected(&inner, &key, expected),
+            };
+            let old = match old {
+                Ok(old) => old,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            let kv = KeyValue {
+                key: key.clone(),
+                value: value.into(),
+                create_revision: old.create_revision,
+                mod_revision: inner.revision + 1 + accepted.len() as u64,
+            };
+            written.insert(key, accepted.len());
+            results.push(Ok(kv.clone()));
+            accepted.push((kv, old));
+        }
+        if accepted.is_empty() {
+            return Ok(results);
+        }
+        let Some(log) = inner.log.as_mut() else {
+            return Err(StoreError::Etcd("a local commit on an etcd-backed store".into()));
+        };
+        let rows: Vec<log::Row<'_>> = accepted
+            .iter()
+            .map(|(kv, old)| log::Row {
+                revision: kv.mod_revision,
+                key: &kv.key,
+                create_revision: kv.create_revision,
+                prev_revision: old.mod_revision,
+                deleted: false,
+                value: &kv.value,
+            })
+            .collect();
+        log.append(&rows)?;
+        drop(rows);
+        for (kv, old) in accepted {
+            inner.revision = kv.mod_revision;
+            inner.current.insert(kv.key.clone(), kv.clone());
+            push_recent(
+                &mut inner,
+                Event {
+                    kind: EventKind::Put,
+                    kv,
+                    prev: Some(old),
+                },
+            );
+        }
+        self.notify.send_replace(inner.revision);
+        Ok(results)
     }
 
     /// Deletes `key` if its modify revision is `expected` (or unconditionally when `None`). Returns its

@@ -249,3 +249,56 @@ fn concurrent_writers_get_unique_gapless_revisions() {
     // A subscriber sees the newest revision.
     assert_eq!(*s.subscribe().borrow(), 100);
 }
+
+#[test]
+fn update_many_commits_each_write_on_its_own_terms_in_one_transaction() {
+    let t = TempStore::new("many");
+    {
+        let s = Store::open(&t.path()).expect("open");
+        s.create("/pods/a", b"a1".to_vec()).expect("create a");
+        s.create("/pods/b", b"b1".to_vec()).expect("create b");
+        let results = s
+            .update_many(vec![
+                ("/pods/a".into(), b"a2".to_vec(), Some(1)),
+                // Stale: b is at 2.
+                ("/pods/b".into(), b"bx".to_vec(), Some(1)),
+                ("/pods/missing".into(), b"m".to_vec(), None),
+                // Builds on the batch's own write of a (revision 3).
+                ("/pods/a".into(), b"a3".to_vec(), Some(3)),
+            ])
+            .expect("commit");
+        assert_eq!(results[0].as_ref().map(|kv| kv.mod_revision).ok(), Some(3));
+        assert!(matches!(
+            results[1],
+            Err(StoreError::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            })
+        ));
+        assert!(matches!(results[2], Err(StoreError::NotFound { .. })));
+        assert_eq!(results[3].as_ref().map(|kv| kv.mod_revision).ok(), Some(4));
+        assert_eq!(s.revision(), 4);
+        let (events, _) = s.events_after("/pods/", 2, 100).expect("events");
+        let seen: Vec<(u64, &[u8], Option<u64>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.kv.mod_revision,
+                    val(&e.kv),
+                    e.prev.as_ref().map(|p| p.mod_revision),
+                )
+            })
+            .collect();
+        assert_eq!(seen, vec![(3, &b"a2"[..], Some(1)), (4, &b"a3"[..], Some(3))]);
+    }
+    // Durable: a reopened store has both writes and the untouched key.
+    let s = Store::open(&t.path()).expect("reopen");
+    assert_eq!(
+        s.get("/pods/a").map(|kv| (kv.mod_revision, kv.value.to_vec())),
+        Some((4, b"a3".to_vec()))
+    );
+    assert_eq!(s.get("/pods/b").map(|kv| kv.value.to_vec()), Some(b"b1".to_vec()));
+    let (events, _) = s.events_after("/pods/", 2, 100).expect("events from the log");
+    assert_eq!(events.len(), 2);
+}
