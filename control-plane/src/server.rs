@@ -191,12 +191,14 @@ fn protobuf_to_json(body: &[u8]) -> Result<Bytes, ApiError> {
 fn to_response(reply: Reply) -> Response<Body> {
     let (body, content_type) = if reply.plain {
         (
-            reply.body.as_str().unwrap_or_default().to_string(),
+            reply.body.as_str().unwrap_or_default().as_bytes().to_vec(),
             reply.content_type.unwrap_or("text/plain; charset=utf-8"),
         )
     } else {
         (
-            reply.body.to_string(),
+            reply
+                .encoded
+                .unwrap_or_else(|| reply.body.to_string().into_bytes()),
             reply.content_type.unwrap_or("application/json"),
         )
     };

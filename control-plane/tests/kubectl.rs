@@ -45,6 +45,11 @@ fn kubectl_creates_reads_and_deletes_objects_that_survive_a_restart() {
     assert!(table.contains("STATUS") && table.contains("Active"), "{table}");
     let names = server.ok(&["get", "namespaces", "-o", "name"]);
     assert!(names.contains("namespace/demo"), "{names}");
+    // Chunked lists (`limit` and `continue`), as a table and as objects: the same namespaces.
+    let chunked = server.ok(&["get", "namespaces", "-o", "name", "--chunk-size=1"]);
+    assert_eq!(chunked, names);
+    let table = server.ok(&["get", "namespaces", "--chunk-size=2", "--no-headers"]);
+    assert_eq!(table.lines().count(), names.lines().count(), "{table}");
     assert_eq!(
         server.jsonpath("configmap", "cfg", "demo", "{.data.greeting}"),
         "hello"

@@ -622,12 +622,19 @@ fn allocate_pod_cidr(
             let cidr = cidr.to_string();
             obj["spec"]["podCIDRs"] = json!([cidr]);
         }
-        _ => {
-            let v = allocator::allocate(store, &allocator::POD_CIDRS, &who, "spec.podCIDR")?;
-            let cidr = (allocator::POD_CIDRS.format)(v);
-            obj["spec"]["podCIDR"] = json!(cidr);
-            obj["spec"]["podCIDRs"] = json!([cidr]);
-        }
+        _ => match allocator::allocate(store, &allocator::POD_CIDRS, &who, "spec.podCIDR") {
+            Ok(v) => {
+                let cidr = (allocator::POD_CIDRS.format)(v);
+                obj["spec"]["podCIDR"] = json!(cidr);
+                obj["spec"]["podCIDRs"] = json!([cidr]);
+            }
+            // As kube-controller-manager's node IPAM: the node registers anyway (its pods get no
+            // addresses until a range is free), and takes a range at a later update once one is.
+            Err(e) if e.code == 422 => {
+                tracing::warn!(node = %who, "CIDRNotAvailable: every /24 of the pod network is taken; the node registers without a podCIDR");
+            }
+            Err(e) => return Err(e),
+        },
     }
     Ok(())
 }

@@ -95,6 +95,8 @@ pub struct Reply {
     /// The `Content-Type` of a JSON body when it is not plain `application/json` (aggregated
     /// discovery, which clients recognise by it).
     pub content_type: Option<&'static str>,
+    /// A JSON body already encoded (large lists), sent instead of `body`.
+    pub encoded: Option<Vec<u8>>,
 }
 
 impl Reply {
@@ -105,6 +107,7 @@ impl Reply {
             plain: false,
             warnings: Vec::new(),
             content_type: None,
+            encoded: None,
         }
     }
 
@@ -122,6 +125,15 @@ impl Reply {
             plain: true,
             warnings: Vec::new(),
             content_type: None,
+            encoded: None,
+        }
+    }
+
+    /// A JSON answer encoded by the caller.
+    fn encoded(code: u16, json: Vec<u8>) -> Self {
+        Reply {
+            encoded: Some(json),
+            ..Reply::json(code, Value::Null)
         }
     }
 
@@ -462,14 +474,17 @@ impl Api {
             "GET" => {
                 let selector = selectors(req.query)?;
                 let options = list_options(req.query, &objects::prefix(r, namespace))?;
-                let list = objects::list_with(&self.store, r, namespace, &selector, &options)?;
                 if table::wanted(req.accept) {
+                    let list = objects::list_with(&self.store, r, namespace, &selector, &options)?;
                     let whole = query_param(req.query, "includeObject") == Some("Object");
                     let items = list["items"].as_array().cloned().unwrap_or_default();
-                    let rv = list.pointer("/metadata/resourceVersion");
-                    return Ok(Reply::json(200, table::of(r.kind, &items, rv, whole)));
+                    let mut table =
+                        table::of(r.kind, &items, list.pointer("/metadata/resourceVersion"), whole);
+                    table["metadata"] = list["metadata"].clone();
+                    return Ok(Reply::json(200, table));
                 }
-                Ok(Reply::json(200, list))
+                let list = objects::list_json(&self.store, r, namespace, &selector, &options)?;
+                Ok(Reply::encoded(200, list))
             }
             "POST" => {
                 if namespace.is_none() && r.namespaced {

@@ -94,17 +94,20 @@ pub fn plan(
             Vec::new(),
         ),
         None => {
-            let list = objects::list(store, r, namespace, &selector)?;
-            let after = list
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let items = list["items"].as_array().cloned().unwrap_or_default();
-            let mut lines: Vec<String> = items
-                .iter()
-                .map(|o| line("ADDED", &event_object(table_kind, o)))
-                .collect();
+            // One object decoded at a time: the initial events of 10,000 pods cost their text.
+            let mut lines = Vec::new();
+            let end = objects::list_each(
+                store,
+                r,
+                namespace,
+                &selector,
+                &objects::ListOptions::default(),
+                &mut |o| {
+                    lines.push(line("ADDED", &event_object(table_kind, &o)));
+                    Ok(())
+                },
+            )?;
+            let after = end.revision;
             if params.send_initial_events {
                 lines.push(bookmark(r.kind, after, true));
             }

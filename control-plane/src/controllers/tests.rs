@@ -67,7 +67,11 @@ impl World {
             client_cert: None,
         });
         assert!(reply.code < 300, "{method} {path}: {} {}", reply.code, reply.body);
-        reply.body
+        match reply.encoded {
+            // Lists come encoded.
+            Some(json) => serde_json::from_slice(&json).expect("an encoded answer is JSON"),
+            None => reply.body,
+        }
     }
 
     fn wait_for(&self, what: &str, mut check: impl FnMut(&World) -> bool) {
