@@ -59,7 +59,19 @@ struct Cli {
     hollow_nodes: usize,
 }
 
+/// Large buffers (list answers of thousands of objects) from their own mappings, given back to the
+/// system when freed. glibc otherwise raises its mmap threshold to the largest buffer freed so far and
+/// serves the next ones from the heap, where a few 20 MB answers leave the resident size 150 MB higher
+/// for good.
+fn return_large_buffers() {
+    // SAFETY: mallopt only changes allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
+    return_large_buffers();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)

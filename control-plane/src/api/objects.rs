@@ -483,6 +483,9 @@ pub fn list_each(
                 e => ApiError::from_store(e, r.plural, ""),
             })?;
         for kv in &page.items {
+            if !selector.may_match_stored(&kv.value) {
+                continue;
+            }
             let obj = render(kv)?;
             if selector.matches(&obj) {
                 matched += 1;

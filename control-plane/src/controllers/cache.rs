@@ -222,7 +222,8 @@ pub struct Cache {
     pub uids: HashMap<String, String>,
     uid_of: HashMap<String, String>,
     /// Active pods per (controller uid, node): the scheduler spreads replicas with it.
-    pub spread: HashMap<(String, String), i32>,
+    /// (Keyed by uid, then node, so the scheduler looks a controller up once per pod.)
+    pub spread: HashMap<String, HashMap<String, i32>>,
     /// Dependents' keys by owner uid.
     pub dependents: HashMap<String, BTreeSet<String>>,
     /// Owner uids by dependent key (to update `dependents` when references change).
@@ -324,13 +325,14 @@ impl Cache {
         u.memory_milli += sign * pod.memory_milli;
         u.pods += sign;
         if let Some(owner) = pod.controller_uid() {
-            let n = self
-                .spread
-                .entry((owner.to_string(), pod.node.clone()))
-                .or_default();
+            let per_node = self.spread.entry(owner.to_string()).or_default();
+            let n = per_node.entry(pod.node.clone()).or_default();
             *n += sign as i32;
             if *n <= 0 {
-                self.spread.remove(&(owner.to_string(), pod.node.clone()));
+                per_node.remove(&pod.node);
+                if per_node.is_empty() {
+                    self.spread.remove(owner);
+                }
             }
         }
     }

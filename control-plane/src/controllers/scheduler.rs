@@ -94,14 +94,33 @@ fn term_matches(term: &Value, node: &NodeInfo) -> bool {
         })
 }
 
+/// What a pod asks of its node, looked up once per pod rather than once per node considered.
+struct Needs<'a> {
+    tolerations: &'a [Value],
+    node_selector: Option<&'a serde_json::Map<String, Value>>,
+    affinity_terms: Option<&'a Vec<Value>>,
+}
+
+impl<'a> Needs<'a> {
+    fn of(pod: &'a Value) -> Needs<'a> {
+        Needs {
+            tolerations: pod
+                .pointer("/spec/tolerations")
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice),
+            node_selector: pod.pointer("/spec/nodeSelector").and_then(Value::as_object),
+            affinity_terms: pod
+                .pointer(
+                    "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
+                )
+                .and_then(Value::as_array),
+        }
+    }
+}
+
 /// Why a node does not fit a pod (`None`: it fits).
-fn unfit(
-    pod: &Value,
-    tolerations: &[Value],
-    info: &PodInfo,
-    node: &NodeInfo,
-    used: Usage,
-) -> Option<&'static str> {
+fn unfit(needs: &Needs<'_>, info: &PodInfo, node: &NodeInfo, used: Usage) -> Option<&'static str> {
+    let tolerations = needs.tolerations;
     if !node.ready {
         return Some("node(s) were not ready");
     }
@@ -124,18 +143,12 @@ fn unfit(
     {
         return Some("node(s) had untolerated taint(s)");
     }
-    let selector_ok = pod
-        .pointer("/spec/nodeSelector")
-        .and_then(Value::as_object)
-        .is_none_or(|sel| {
-            sel.iter()
-                .all(|(k, v)| node.labels.get(k).map(String::as_str) == v.as_str())
-        });
-    let affinity_ok = pod
-        .pointer(
-            "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms",
-        )
-        .and_then(Value::as_array)
+    let selector_ok = needs.node_selector.is_none_or(|sel| {
+        sel.iter()
+            .all(|(k, v)| node.labels.get(k).map(String::as_str) == v.as_str())
+    });
+    let affinity_ok = needs
+        .affinity_terms
         .is_none_or(|terms| terms.iter().any(|t| term_matches(t, node)));
     if !selector_ok || !affinity_ok {
         return Some("node(s) didn't match Pod's node affinity/selector");
@@ -188,25 +201,23 @@ impl Controller for Scheduler {
             return Ok(());
         };
         let pod = objects::render(&stored)?;
-        let tolerations = pod
-            .pointer("/spec/tolerations")
-            .and_then(Value::as_array)
-            .map_or(&[][..], Vec::as_slice);
+        let needs = Needs::of(&pod);
         let mut best: Option<((i32, i128, i128), &NodeInfo)> = None;
         let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
         let nodes: Vec<&NodeInfo> = ctx.cache.nodes.values().collect();
+        // Pods of the same controller per node, for spreading.
+        let siblings = info.controller_uid().and_then(|o| ctx.cache.spread.get(o));
         let n = nodes.len().max(1);
         self.turn = self.turn.wrapping_add(1);
         for i in 0..nodes.len() {
             let node = nodes[(i + self.turn) % n];
             let used = ctx.cache.usage.get(&node.name).copied().unwrap_or_default();
-            if let Some(why) = unfit(&pod, tolerations, &info, node, used) {
+            if let Some(why) = unfit(&needs, &info, node, used) {
                 *reasons.entry(why).or_default() += 1;
                 continue;
             }
-            let same_owner = info
-                .controller_uid()
-                .and_then(|o| ctx.cache.spread.get(&(o.to_string(), node.name.clone())))
+            let same_owner = siblings
+                .and_then(|per_node| per_node.get(&node.name))
                 .copied()
                 .unwrap_or(0);
             // Least requested: the larger share of CPU or memory in use after placing the pod,
