@@ -9,10 +9,12 @@
 //! - [`controllers`]: the scheduler and the controllers, one event loop over the store.
 //! - [`pki`]: the CA, the serving certificate, tokens, `admin.kubeconfig`, node certificates.
 //! - [`metrics`]: `/metrics` in Prometheus' text format.
+//! - [`kubelet`]: the client side of node agents' kubelet API (`pods/log`).
 //! - [`sim`]: hollow nodes, for tests and benchmarks at scale.
 
 pub mod api;
 pub mod controllers;
+pub mod kubelet;
 pub mod metrics;
 pub mod pki;
 pub mod server;

@@ -42,6 +42,9 @@ pub struct Credentials {
     pub server_cert_pem: String,
     pub server_key_pem: String,
     pub admin_token: String,
+    /// What the API server shows node agents (CN `kube-apiserver-kubelet-client`, O `system:masters`).
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -125,6 +128,31 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<Credentials, PkiError> {
             (cert.pem(), key.serialize_pem())
         }
     };
+    let (client_key_path, client_cert_path) = (
+        dir.join("apiserver-kubelet-client.key"),
+        dir.join("apiserver-kubelet-client.crt"),
+    );
+    let (kubelet_client_cert_pem, kubelet_client_key_pem) =
+        match (read(&client_key_path), read(&client_cert_path)) {
+            (Some(k), Some(c)) => (c, k),
+            _ => {
+                let ca_key = KeyPair::from_pem(&read(&ca_key_path).unwrap_or_default())?;
+                let issuer = Issuer::new(ca_params()?, ca_key);
+                let key = KeyPair::generate()?;
+                let mut params = CertificateParams::new(Vec::<String>::new())?;
+                params
+                    .distinguished_name
+                    .push(DnType::CommonName, "kube-apiserver-kubelet-client");
+                params
+                    .distinguished_name
+                    .push(DnType::OrganizationName, "system:masters");
+                params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+                let cert = params.signed_by(&key, &issuer)?;
+                write_file(&client_key_path, &key.serialize_pem(), 0o600)?;
+                write_file(&client_cert_path, &cert.pem(), 0o644)?;
+                (cert.pem(), key.serialize_pem())
+            }
+        };
     let token_path = dir.join("admin.token");
     let admin_token = match read(&token_path) {
         Some(t) if !t.trim().is_empty() => t.trim().to_string(),
@@ -140,6 +168,8 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<Credentials, PkiError> {
         server_cert_pem,
         server_key_pem,
         admin_token,
+        kubelet_client_cert_pem,
+        kubelet_client_key_pem,
     })
 }
 

@@ -25,8 +25,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 use crate::{
-    api::{self, Api, ApiError, ApiRequest, Reply, protobuf, watch},
-    metrics,
+    api::{self, Api, ApiError, ApiRequest, Reply, logs, protobuf, watch},
+    kubelet, metrics,
     pki::Credentials,
 };
 
@@ -118,6 +118,66 @@ async fn stream_events(api: Arc<Api>, plan: watch::WatchPlan, tx: tokio::sync::m
                 }
             }
         }
+    }
+}
+
+/// A proxied body whose failure ends it: a broken agent connection ends the log the client reads,
+/// with what came so far.
+struct EndOnError(BoxBody<Bytes, hyper::Error>);
+
+impl hyper::body::Body for EndOnError {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match Pin::new(&mut self.0).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Err(e))) => {
+                debug!(error = %e, "the node's agent broke off a log");
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A pod's log, from its node's agent, streamed back as the agent sends it (a followed log until
+/// either side leaves). The agent's own error answers pass through with their status, as
+/// kube-apiserver passes kubelet's.
+async fn pod_log(kubelet: Arc<rustls::ClientConfig>, plan: logs::LogPlan) -> Response<Body> {
+    let (address, path_and_query) = match plan.source {
+        logs::LogSource::Hollow => {
+            return Response::builder()
+                .status(200)
+                .header("content-type", "text/plain")
+                .body(Full::new(Bytes::new()).boxed())
+                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()));
+        }
+        logs::LogSource::Node {
+            address,
+            path_and_query,
+        } => (address, path_and_query),
+    };
+    match kubelet::get(kubelet, &address, &path_and_query).await {
+        Ok(resp) => {
+            let status = resp.status();
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .cloned()
+                .unwrap_or_else(|| hyper::header::HeaderValue::from_static("text/plain"));
+            let body = EndOnError(resp.into_body()).boxed();
+            Response::builder()
+                .status(status)
+                .header("content-type", content_type)
+                .body(body)
+                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+        }
+        Err(e) => to_response(Reply::error(ApiError::new(500, "InternalError", e.to_string()))),
     }
 }
 
@@ -215,6 +275,7 @@ fn to_response(reply: Reply) -> Response<Body> {
 /// Answers a request and records it in the metrics (a watch when it ends, in [`stream_watch`]).
 async fn serve_request(
     api: Arc<Api>,
+    kubelet: Arc<rustls::ClientConfig>,
     client_cert: Option<Arc<[u8]>>,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -225,7 +286,7 @@ async fn serve_request(
         req.uri().query().unwrap_or_default(),
     );
     let streaming = labels.verb == "watch";
-    let response = answer(api, client_cert, req, labels.clone()).await;
+    let response = answer(api, kubelet, client_cert, req, labels.clone()).await;
     if !streaming || !response.status().is_success() {
         metrics::global().request(labels, response.status().as_u16(), started.elapsed());
     }
@@ -234,6 +295,7 @@ async fn serve_request(
 
 async fn answer(
     api: Arc<Api>,
+    kubelet: Arc<rustls::ClientConfig>,
     client_cert: Option<Arc<[u8]>>,
     req: Request<Incoming>,
     labels: metrics::RequestLabels,
@@ -284,6 +346,12 @@ async fn answer(
     if let Some(plan) = api.watch_plan(&head) {
         return match plan {
             Ok(plan) => stream_watch(Arc::clone(&api), plan, labels),
+            Err(reply) => to_response(reply),
+        };
+    }
+    if let Some(plan) = api.log_plan(&head) {
+        return match plan {
+            Ok(plan) => pod_log(kubelet, plan).await,
             Err(reply) => to_response(reply),
         };
     }
@@ -347,6 +415,8 @@ pub async fn serve(
     api: Arc<Api>,
 ) -> Result<(), ServerError> {
     let acceptor = tls_acceptor(creds)?;
+    let kubelet = kubelet::client_config(&creds.kubelet_client_cert_pem, &creds.kubelet_client_key_pem)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
@@ -362,7 +432,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(%peer, error = %e, "TCP_NODELAY");
         }
-        let (acceptor, api) = (acceptor.clone(), Arc::clone(&api));
+        let (acceptor, api, kubelet) = (acceptor.clone(), Arc::clone(&api), Arc::clone(&kubelet));
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(t) => t,
@@ -378,8 +448,8 @@ pub async fn serve(
                 .and_then(|chain| chain.first())
                 .map(|c| Arc::from(c.as_ref()));
             let service = service_fn(move |req| {
-                let (api, cert) = (Arc::clone(&api), client_cert.clone());
-                async move { Ok::<_, std::convert::Infallible>(serve_request(api, cert, req).await) }
+                let (api, cert, kubelet) = (Arc::clone(&api), client_cert.clone(), Arc::clone(&kubelet));
+                async move { Ok::<_, std::convert::Infallible>(serve_request(api, kubelet, cert, req).await) }
             });
             if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)

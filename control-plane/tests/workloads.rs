@@ -208,6 +208,8 @@ fn workload_suite(server: &Server, dir: &std::path::Path) {
         "{described}"
     );
     assert!(described.contains("NewReplicaSetAvailable"), "{described}");
+    // Hollow containers print nothing: their logs are empty, not an error.
+    assert_eq!(server.ok(&["logs", "deployment/web"]), "");
 
     // Scale, then roll to a new image.
     server.ok(&["scale", "deployment/web", "--replicas=5"]);

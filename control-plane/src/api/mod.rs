@@ -15,6 +15,7 @@ pub mod allocator;
 pub mod auth;
 pub mod discovery;
 pub mod fields;
+pub mod logs;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -383,6 +384,32 @@ impl Api {
     /// The store, for streaming watches.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// For `GET pods/<name>/log`: authenticates, authorizes and checks the request, and says where the
+    /// log is read (`None`: not a log request).
+    pub fn log_plan(&self, req: &ApiRequest<'_>) -> Option<Result<logs::LogPlan, Reply>> {
+        let path = req.path.trim_end_matches('/');
+        if req.method != "GET" || !path.ends_with("/log") {
+            return None;
+        }
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let target = match Target::parse(&segments) {
+            Ok(Some(t)) if t.resource.plural == "pods" && t.subresource == Some("log") => t,
+            _ => return None,
+        };
+        let plan = self
+            .authenticate(req)
+            .and_then(|user| self.authorize(req, &user, &target))
+            .and_then(|()| {
+                logs::plan(
+                    &self.store,
+                    target.namespace.unwrap_or("default"),
+                    target.name.unwrap_or_default(),
+                    req.query,
+                )
+            });
+        Some(plan.map_err(Reply::error))
     }
 
     /// `Some` when the request is a watch of a collection: its plan, or the error to answer with.
