@@ -47,6 +47,15 @@ struct Cli {
     /// scheduler and controllers.
     #[arg(long)]
     etcd_servers: Option<String>,
+    /// The CA that signed etcd's serving certificate, for an `https://` --etcd-servers.
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate shown to etcd (etcd's `--client-cert-auth`), with --etcd-keyfile.
+    #[arg(long, requires = "etcd_keyfile")]
+    etcd_certfile: Option<PathBuf>,
+    /// The key of --etcd-certfile.
+    #[arg(long, requires = "etcd_certfile")]
+    etcd_keyfile: Option<PathBuf>,
     /// This control plane's name in leader election (default: host name and process id).
     #[arg(long)]
     id: Option<String>,
@@ -88,8 +97,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.data_dir).with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let store = match &cli.etcd_servers {
-        Some(endpoint) => Store::open_etcd(endpoint.split(',').next().unwrap_or(endpoint))
-            .with_context(|| format!("opening the store in etcd at {endpoint}"))?,
+        Some(endpoint) => {
+            let tls = match &cli.etcd_cafile {
+                Some(ca) => {
+                    let client = cli.etcd_certfile.as_deref().zip(cli.etcd_keyfile.as_deref());
+                    Some(berth_control_plane::store::etcd::EtcdTls::load(ca, client)?)
+                }
+                None => None,
+            };
+            Store::open_etcd(endpoint.split(',').next().unwrap_or(endpoint), tls)
+                .with_context(|| format!("opening the store in etcd at {endpoint}"))?
+        }
         None => Arc::new(Store::open(&cli.data_dir.join("state.db"))?),
     };
     // Bound first: with port 0 the kubeconfig must name the port actually used.

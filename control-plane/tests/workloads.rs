@@ -67,11 +67,14 @@ fn kubectl_runs_a_deployment_behind_a_service_through_its_life() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Over etcd, as production etcd runs: TLS, with a client certificate etcd checks.
 #[test]
 fn the_same_over_etcd() {
     let dir = temp_dir("workloads-etcd");
-    let etcd = Etcd::start(&dir.join("etcd"), "workloads");
-    let server = Server::start_with(&dir, &["--hollow-nodes", "2", "--etcd-servers", &etcd.url]);
+    let (etcd, etcd_args) = Etcd::start_tls(&dir.join("etcd"), "workloads");
+    let mut args: Vec<&str> = vec!["--hollow-nodes", "2"];
+    args.extend(etcd_args.iter().map(String::as_str));
+    let server = Server::start_with(&dir, &args);
     workload_suite(&server, &dir);
     drop(server);
     drop(etcd);

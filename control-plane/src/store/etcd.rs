@@ -9,11 +9,15 @@
 //! watch cache does). A writer returns once the mirror has caught up with its own revision, so a
 //! client reads its writes.
 //!
-//! Not supported: TLS to etcd and authentication (run etcd on a trusted network or loopback).
+//! TLS (`https://` client URLs) as kube-apiserver does it: etcd's serving certificate checked against
+//! a given CA, and a client certificate for etcd's `--client-cert-auth`. Not supported: etcd's own
+//! user/password authentication.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
+    path::Path,
+    sync::Arc,
     time::Duration,
 };
 
@@ -63,11 +67,60 @@ pub fn kv_of(v: &Value) -> KeyValue {
     }
 }
 
+/// TLS to etcd: the CA that signed etcd's serving certificate and, for etcd's `--client-cert-auth`,
+/// a client certificate and key (kube-apiserver's `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl EtcdTls {
+    /// Loads the PEM files.
+    pub fn load(ca: &Path, client: Option<(&Path, &Path)>) -> Result<EtcdTls, StoreError> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let bad =
+            |what: &Path, e: &dyn std::fmt::Display| StoreError::Etcd(format!("{}: {e}", what.display()));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(ca, &e))? {
+            roots
+                .add(cert.map_err(|e| bad(ca, &e))?)
+                .map_err(|e| bad(ca, &e))?;
+        }
+        let builder =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| bad(ca, &e))?
+                .with_root_certificates(roots);
+        let config = match client {
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| bad(cert, &e))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| bad(cert, &e))?;
+                let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| bad(cert, &e))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(EtcdTls {
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// A byte stream to etcd: plain TCP or TLS over it.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+type Conn = Box<dyn Stream>;
+
 /// A connection to one etcd member.
 #[derive(Clone, Debug)]
 pub struct Etcd {
     /// `host:port` of its client URL.
     pub address: String,
+    tls: Option<EtcdTls>,
 }
 
 /// One change the watch delivered.
@@ -88,34 +141,58 @@ pub enum WatchMessage {
 
 /// An open watch.
 pub struct WatchStream {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Conn>,
     /// Bytes of a message not complete yet (a message may span chunks).
     pending: Vec<u8>,
 }
 
 impl Etcd {
-    /// `endpoint` as `http://host:port` or `host:port`.
-    pub fn new(endpoint: &str) -> Result<Etcd, StoreError> {
+    /// `endpoint` as `http://host:port`, `host:port`, or `https://host:port` with `tls`.
+    pub fn new(endpoint: &str, tls: Option<EtcdTls>) -> Result<Etcd, StoreError> {
+        let secure = endpoint.starts_with("https://");
         let address = endpoint
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .trim_end_matches('/')
             .to_string();
-        if endpoint.starts_with("https://") || address.is_empty() {
+        if address.is_empty() {
             return Err(StoreError::Etcd(format!(
-                "{endpoint}: give the etcd client URL as http://host:port (TLS to etcd is not supported)"
+                "{endpoint}: give the etcd client URL as http(s)://host:port"
             )));
         }
-        Ok(Etcd { address })
+        match (secure, &tls) {
+            (true, None) => Err(StoreError::Etcd(format!(
+                "{endpoint}: an https etcd needs the CA that signed its certificate (--etcd-cafile)"
+            ))),
+            (false, Some(_)) => Err(StoreError::Etcd(format!(
+                "{endpoint}: TLS files were given for a plain http etcd URL; use https://"
+            ))),
+            _ => Ok(Etcd { address, tls }),
+        }
     }
 
-    fn connect(&self) -> Result<TcpStream, StoreError> {
-        let stream = TcpStream::connect(&self.address)
-            .map_err(|e| StoreError::Etcd(format!("connecting to etcd at {}: {e}", self.address)))?;
+    fn connect(&self, read_timeout: Option<Duration>) -> Result<Conn, StoreError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            StoreError::Etcd(format!("connecting to etcd at {}: {e}", self.address))
+        };
+        let stream = TcpStream::connect(&self.address).map_err(|e| failed(&e))?;
         let _ = stream.set_nodelay(true);
-        Ok(stream)
+        let _ = stream.set_read_timeout(read_timeout);
+        let Some(tls) = &self.tls else {
+            return Ok(Box::new(stream));
+        };
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| failed(&e))?;
+        let conn = rustls::ClientConnection::new(Arc::clone(&tls.config), name).map_err(|e| failed(&e))?;
+        Ok(Box::new(rustls::StreamOwned::new(conn, stream)))
     }
 
-    fn send(&self, stream: &mut TcpStream, path: &str, body: &Value) -> Result<(), StoreError> {
+    fn send(&self, stream: &mut Conn, path: &str, body: &Value) -> Result<(), StoreError> {
         let body = body.to_string();
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -129,8 +206,7 @@ impl Etcd {
 
     /// One JSON request and its answer.
     pub fn call(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
-        let mut stream = self.connect()?;
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut stream = self.connect(Some(Duration::from_secs(30)))?;
         self.send(&mut stream, path, body)?;
         let mut reader = BufReader::new(stream);
         let (status, chunked, length) = read_head(&mut reader, path)?;
@@ -228,7 +304,7 @@ impl Etcd {
 
     /// Watches `prefix` from `start` (inclusive), with previous values.
     pub fn watch(&self, prefix: &str, start: u64) -> Result<WatchStream, StoreError> {
-        let mut stream = self.connect()?;
+        let mut stream = self.connect(None)?;
         let body = json!({"create_request": {
             "key": b64(prefix.as_bytes()),
             "range_end": b64(&range_end(prefix)),
@@ -299,10 +375,7 @@ impl WatchStream {
 }
 
 /// Reads a response head: (status, chunked, content length).
-fn read_head(
-    reader: &mut BufReader<TcpStream>,
-    path: &str,
-) -> Result<(u16, bool, Option<usize>), StoreError> {
+fn read_head(reader: &mut BufReader<Conn>, path: &str) -> Result<(u16, bool, Option<usize>), StoreError> {
     let io = |e: std::io::Error| StoreError::Etcd(format!("etcd {path}: {e}"));
     let mut line = String::new();
     reader.read_line(&mut line).map_err(io)?;
@@ -330,7 +403,7 @@ fn read_head(
 }
 
 /// Reads one chunk of a chunked body (`None` at the end).
-fn read_chunk(reader: &mut BufReader<TcpStream>, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+fn read_chunk(reader: &mut BufReader<Conn>, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
     let io = |e: std::io::Error| StoreError::Etcd(format!("etcd {path}: {e}"));
     let mut line = String::new();
     loop {
@@ -356,6 +429,17 @@ fn read_chunk(reader: &mut BufReader<TcpStream>, path: &str) -> Result<Option<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_and_tls_must_agree() {
+        assert!(Etcd::new("http://127.0.0.1:2379", None).is_ok());
+        assert!(Etcd::new("127.0.0.1:2379", None).is_ok());
+        let err = Etcd::new("https://127.0.0.1:2379", None).expect_err("no CA");
+        assert!(err.to_string().contains("--etcd-cafile"), "{err}");
+        assert!(Etcd::new("http://", None).is_err());
+        let missing = EtcdTls::load(Path::new("/nonexistent/ca.crt"), None).expect_err("no file");
+        assert!(missing.to_string().contains("/nonexistent/ca.crt"), "{missing}");
+    }
 
     #[test]
     fn prefix_range_ends() {

@@ -152,8 +152,8 @@ impl Store {
 
     /// Opens the store over etcd at `endpoint` (`http://host:port`): loads everything under
     /// `/registry/` and mirrors etcd's changes from then on (a thread that lives as long as the store).
-    pub fn open_etcd(endpoint: &str) -> Result<Arc<Store>, StoreError> {
-        let client = etcd::Etcd::new(endpoint)?;
+    pub fn open_etcd(endpoint: &str, tls: Option<etcd::EtcdTls>) -> Result<Arc<Store>, StoreError> {
+        let client = etcd::Etcd::new(endpoint, tls)?;
         let (items, revision) = client.range("/registry/", None)?;
         let (notify, _) = tokio::sync::watch::channel(revision);
         let store = Arc::new(Store {

@@ -180,17 +180,93 @@ pub struct Etcd {
     dir: PathBuf,
 }
 
+/// Certificates for an etcd served over TLS that checks its clients' certificates, written to a
+/// directory: `ca.crt`, `server.crt`/`server.key` (for 127.0.0.1), `client.crt`/`client.key`. The
+/// server certificate is also good for client authentication: etcd's HTTP gateway presents it to
+/// etcd's own gRPC server.
+fn write_etcd_certificates(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "etcd-ca");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca, ca_key);
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("ca.crt");
+    for (name, sans, usages) in [
+        (
+            "server",
+            vec!["127.0.0.1".to_string(), "localhost".to_string()],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        ),
+        ("client", Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth]),
+    ] {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(sans).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("etcd-{name}"));
+        params.extended_key_usages = usages;
+        let cert = params.signed_by(&key, &issuer).expect("signed");
+        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).expect("crt");
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("key");
+    }
+}
+
 impl Etcd {
+    /// etcd over TLS with client certificate authentication; returns it and the control plane's
+    /// arguments to reach it.
+    pub fn start_tls(dir: &Path, name: &str) -> (Etcd, Vec<String>) {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("etcd dir");
+        write_etcd_certificates(dir);
+        let file = |f: &str| dir.join(f).display().to_string();
+        let etcd = Etcd::launch(
+            dir,
+            name,
+            "https",
+            &[
+                "--cert-file".into(),
+                file("server.crt"),
+                "--key-file".into(),
+                file("server.key"),
+                "--client-cert-auth".into(),
+                "--trusted-ca-file".into(),
+                file("ca.crt"),
+            ],
+        );
+        let args = vec![
+            "--etcd-servers".into(),
+            etcd.url.clone(),
+            "--etcd-cafile".into(),
+            file("ca.crt"),
+            "--etcd-certfile".into(),
+            file("client.crt"),
+            "--etcd-keyfile".into(),
+            file("client.key"),
+        ];
+        (etcd, args)
+    }
+
     pub fn start(dir: &Path, name: &str) -> Etcd {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("etcd dir");
+        Etcd::launch(dir, name, "http", &[])
+    }
+
+    fn launch(dir: &Path, name: &str, scheme: &str, extra: &[String]) -> Etcd {
         // Ports from the process id and the name, so concurrent tests do not collide.
         let seed = name.bytes().fold(std::process::id() as u16, |a, b| {
             a.wrapping_mul(31).wrapping_add(u16::from(b))
         });
         let client = 20000 + seed % 20000;
         let peer = client + 1;
-        let url = format!("http://127.0.0.1:{client}");
+        let url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let child = Command::new("etcd")
             .arg("--data-dir")
@@ -210,6 +286,7 @@ impl Etcd {
                 &peer_url,
             ])
             .args(["--initial-cluster", &format!("t={peer_url}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(
                 std::fs::File::create(dir.join("etcd.log"))
