@@ -6,13 +6,16 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use anyhow::Context;
 use berth_control_plane::{
-    api::{Api, admission},
+    api::{Api, admission, apiservers},
     controllers, pki, server, sim,
     store::Store,
 };
@@ -59,7 +62,9 @@ struct Cli {
     /// This control plane's name in leader election (default: host name and process id).
     #[arg(long)]
     id: Option<String>,
-    /// Seconds the controllers' leader holds its Lease without renewing it (with --etcd-servers).
+    /// Seconds a Lease of this control plane holds without renewal: the controllers' leader Lease
+    /// (with --etcd-servers) and this API server's identity Lease, by which the `default/kubernetes`
+    /// Endpoints name every live API server.
     #[arg(long, default_value_t = 15)]
     leader_lease_seconds: u64,
     /// Also run this many hollow nodes (`hollow-<i>`: they register, renew leases and report the
@@ -136,17 +141,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     )?;
     admission::set_default_toleration_seconds(cli.default_toleration_seconds);
     let stop = Arc::new(AtomicBool::new(false));
+    let identity = cli.id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}_{}", host.trim(), std::process::id())
+    });
+    let lease_duration = Duration::from_secs(cli.leader_lease_seconds.max(1));
+    // The `default/kubernetes` Endpoints name every live API server: this one from the start.
+    let mut endpoints = apiservers::ApiServerEndpoints::new(&identity, listen, lease_duration);
+    endpoints.tick(api.store())?;
+    {
+        let (store, stop) = (Arc::clone(api.store()), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("apiserver-endpoints".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(endpoints.interval());
+                    if let Err(e) = endpoints.tick(&store) {
+                        tracing::warn!(error = %e.message, "renewing this API server's Lease and the kubernetes Endpoints");
+                    }
+                }
+            })
+            .context("starting the API server Lease")?;
+    }
     if !cli.no_controllers {
         let config = controllers::Config {
             node_monitor_grace: Duration::from_secs(cli.node_monitor_grace_seconds),
             ca_key_pem: Some(creds.ca_key_pem.clone()),
-            lease_duration: Duration::from_secs(cli.leader_lease_seconds.max(1)),
-            leader_identity: cli.etcd_servers.as_ref().map(|_| {
-                cli.id.clone().unwrap_or_else(|| {
-                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-                    format!("{}_{}", host.trim(), std::process::id())
-                })
-            }),
+            lease_duration,
+            leader_identity: cli.etcd_servers.as_ref().map(|_| identity.clone()),
             ..controllers::Config::default()
         };
         controllers::Manager::new(Arc::clone(api.store()), config)

@@ -115,6 +115,25 @@ fn a_second_control_plane_takes_over_when_the_leader_dies() {
         },
         "a to lead",
     );
+    // The kubernetes Endpoints name both API servers (one subset per port, both on 127.0.0.1).
+    let api_ports = |s: &Server| {
+        let mut ports: Vec<u16> = s
+            .ok(&[
+                "get",
+                "endpoints",
+                "kubernetes",
+                "-o",
+                "jsonpath={.subsets[*].ports[0].port}",
+            ])
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        ports.sort();
+        ports
+    };
+    let mut both = vec![a.port, b.port];
+    both.sort();
+    wait(|| api_ports(&a) == both, "the Endpoints to name both API servers");
     a.ok(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]);
     wait(
         || a.jsonpath("deployment", "web", "default", "{.status.availableReplicas}") == "2",
@@ -137,6 +156,10 @@ fn a_second_control_plane_takes_over_when_the_leader_dies() {
             "jsonpath={.spec.holderIdentity} {.spec.leaseTransitions}"
         ]),
         "b 1"
+    );
+    wait(
+        || api_ports(&b) == vec![b.port],
+        "the dead API server to leave the Endpoints",
     );
     drop(b);
     drop(etcd);

@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod apiservers;
 pub mod auth;
 pub mod discovery;
 pub mod fields;
@@ -291,28 +292,12 @@ impl Api {
                 }
             }),
         )?;
-        let endpoints = json!({
-            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-            "subsets": [{
-                "addresses": [{"ip": api_address.ip().to_string()}],
-                "ports": [{"name": "https", "port": api_address.port(), "protocol": "TCP"}]
-            }]
-        });
+        // Kept true from then on by every API server's `apiservers::ApiServerEndpoints`.
         let ep = resources::by_plural("endpoints")
             .ok_or_else(|| ApiError::new(500, "InternalError", "no resource endpoints"))?;
         match objects::get(&self.store, ep, Some("default"), "kubernetes") {
-            Ok(current) if current.get("subsets") == endpoints.get("subsets") => Ok(()),
-            Ok(_) => objects::replace(
-                &self.store,
-                ep,
-                Some("default"),
-                "kubernetes",
-                endpoints.to_string().as_bytes(),
-                typed::FieldValidation::Strict,
-                objects::Part::Main,
-            )
-            .map(|_| ()),
-            Err(_) => create("endpoints", Some("default"), endpoints),
+            Ok(_) => Ok(()),
+            Err(_) => apiservers::write_endpoints(&self.store, &[api_address]),
         }
     }
 
