@@ -3,7 +3,7 @@
 //! resumes with all state.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
     sync::{
@@ -35,6 +35,11 @@ struct Cli {
     /// Address to serve the API on (port 0: any free port, written into admin.kubeconfig).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// The address other machines reach this API server at (kubeconfig, `kube-public/cluster-info`,
+    /// the `default/kubernetes` Endpoints); default: the --listen address, or 127.0.0.1 when that is
+    /// 0.0.0.0 or `::`.
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
     /// Seconds a node may go without renewing its Lease before it is marked NotReady.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_seconds: u64,
@@ -99,6 +104,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// The address clients are told: the flag's IP, else the bound one unless it is "any address"; the
+/// bound port either way.
+fn advertised(bound: SocketAddr, flag: Option<IpAddr>) -> SocketAddr {
+    let ip = match flag {
+        Some(ip) => ip,
+        None if bound.ip().is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        None => bound.ip(),
+    };
+    SocketAddr::new(ip, bound.port())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.data_dir).with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let store = match &cli.etcd_servers {
@@ -117,16 +133,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     // Bound first: with port 0 the kubeconfig must name the port actually used.
     let listener = server::bind(cli.listen)?;
-    let listen = listener.local_addr().context("reading the bound address")?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    let listen = advertised(bound, cli.advertise_address);
+    if cli.advertise_address.is_none() && bound.ip().is_unspecified() {
+        tracing::warn!(%bound, advertised = %listen, "listening on every address without --advertise-address: other machines are told 127.0.0.1");
+    }
     let ip = listen.ip().to_string();
-    let names = vec![
+    let mut names: Vec<String> = Vec::new();
+    for name in [
         ip.clone(),
+        bound.ip().to_string(),
         "127.0.0.1".to_string(),
         "localhost".to_string(),
         "kubernetes".to_string(),
         "kubernetes.default".to_string(),
         "kubernetes.default.svc".to_string(),
-    ];
+    ] {
+        if !names.contains(&name) && name != "0.0.0.0" && name != "::" {
+            names.push(name);
+        }
+    }
     let creds = pki::ensure(&cli.data_dir, &names)?;
     let (token_id, token_secret) = pki::ensure_join_token(&cli.data_dir)?;
     let kubeconfig = pki::write_admin_kubeconfig(&cli.data_dir, &format!("https://{listen}"), &creds)?;
@@ -187,4 +213,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the runtime")?
         .block_on(server::serve(listener, &creds, api))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_advertised_address_is_never_any_address() {
+        let bound: SocketAddr = "0.0.0.0:6443".parse().expect("address");
+        assert_eq!(advertised(bound, None).to_string(), "127.0.0.1:6443");
+        let given = Some("10.0.0.5".parse().expect("ip"));
+        assert_eq!(advertised(bound, given).to_string(), "10.0.0.5:6443");
+        let bound: SocketAddr = "192.168.1.2:7000".parse().expect("address");
+        assert_eq!(advertised(bound, None), bound);
+    }
 }
