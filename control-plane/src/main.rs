@@ -40,6 +40,10 @@ struct Cli {
     /// 0.0.0.0 or `::`.
     #[arg(long)]
     advertise_address: Option<IpAddr>,
+    /// Every this many seconds, forget the history older than the previous interval's newest revision
+    /// (kube-apiserver's --etcd-compaction-interval, 5 minutes); 0: never.
+    #[arg(long, default_value_t = 300)]
+    compaction_interval_seconds: u64,
     /// Seconds a node may go without renewing its Lease before it is marked NotReady.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_seconds: u64,
@@ -115,6 +119,21 @@ fn advertised(bound: SocketAddr, flag: Option<IpAddr>) -> SocketAddr {
     SocketAddr::new(ip, bound.port())
 }
 
+/// Compacts the store every `interval` up to the newest revision of one interval before, so watchers
+/// always have at least an interval of history to resume from.
+fn compact_every(store: &Store, interval: Duration, stop: &AtomicBool) {
+    let mut previous = store.revision();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(interval);
+        let newest = store.revision();
+        match store.compact(previous) {
+            Ok(removed) => tracing::debug!(revision = previous, removed, "compacted the store"),
+            Err(e) => tracing::warn!(error = %e, revision = previous, "compacting the store"),
+        }
+        previous = newest;
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.data_dir).with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let store = match &cli.etcd_servers {
@@ -188,6 +207,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             })
             .context("starting the API server Lease")?;
+    }
+    if cli.compaction_interval_seconds > 0 {
+        let (store, stop) = (Arc::clone(api.store()), Arc::clone(&stop));
+        let interval = Duration::from_secs(cli.compaction_interval_seconds);
+        std::thread::Builder::new()
+            .name("compactor".into())
+            .spawn(move || compact_every(&store, interval, &stop))
+            .context("starting the compactor")?;
     }
     if !cli.no_controllers {
         let config = controllers::Config {
