@@ -193,7 +193,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let lease_duration = Duration::from_secs(cli.leader_lease_seconds.max(1));
     // The `default/kubernetes` Endpoints name every live API server: this one from the start.
     let mut endpoints = apiservers::ApiServerEndpoints::new(&identity, listen, lease_duration);
-    endpoints.tick(api.store())?;
+    if let Err(e) = endpoints.tick(api.store()) {
+        tracing::warn!(error = %e.message, "announcing this API server in the kubernetes Endpoints; retrying");
+    }
     {
         let (store, stop) = (Arc::clone(api.store()), Arc::clone(&stop));
         std::thread::Builder::new()

@@ -71,7 +71,7 @@ fn kubectl_runs_a_deployment_behind_a_service_through_its_life() {
 #[test]
 fn the_same_over_etcd() {
     let dir = temp_dir("workloads-etcd");
-    let (etcd, etcd_args) = Etcd::start_tls(&dir.join("etcd"), "workloads");
+    let (etcd, etcd_args) = Etcd::start_tls(&dir.join("etcd"));
     let mut args: Vec<&str> = vec!["--hollow-nodes", "2"];
     args.extend(etcd_args.iter().map(String::as_str));
     let server = Server::start_with(&dir, &args);
@@ -86,7 +86,7 @@ fn the_same_over_etcd() {
 #[test]
 fn a_second_control_plane_takes_over_when_the_leader_dies() {
     let dir = temp_dir("failover");
-    let etcd = Etcd::start(&dir.join("etcd"), "failover");
+    let etcd = Etcd::start(&dir.join("etcd"));
     let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
     std::fs::create_dir_all(&a_dir).expect("a");
     std::fs::create_dir_all(&b_dir).expect("b");

@@ -200,22 +200,37 @@ pub fn endpoints_for(addresses: &[SocketAddr]) -> Value {
     })
 }
 
-/// Writes the Endpoints if they say something else.
+/// Writes the Endpoints if they say something else. Several API servers may write at once: a
+/// conflict means another wrote meanwhile, so the comparison is made again.
 pub fn write_endpoints(store: &Store, addresses: &[SocketAddr]) -> Result<(), ApiError> {
-    let endpoints = endpoints_for(addresses);
+    let mut attempts = 0;
+    loop {
+        match write_endpoints_once(store, addresses) {
+            Err(e) if (e.code == 409) && attempts < 5 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+fn write_endpoints_once(store: &Store, addresses: &[SocketAddr]) -> Result<(), ApiError> {
+    let mut endpoints = endpoints_for(addresses);
     let ep = resource("endpoints")?;
     match objects::get(store, ep, Some("default"), "kubernetes") {
         Ok(current) if current.get("subsets") == endpoints.get("subsets") => Ok(()),
-        Ok(_) => objects::replace(
-            store,
-            ep,
-            Some("default"),
-            "kubernetes",
-            endpoints.to_string().as_bytes(),
-            FieldValidation::Strict,
-            objects::Part::Main,
-        )
-        .map(|_| ()),
+        Ok(current) => {
+            // Compare-and-swap on what was read.
+            endpoints["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+            objects::replace(
+                store,
+                ep,
+                Some("default"),
+                "kubernetes",
+                endpoints.to_string().as_bytes(),
+                FieldValidation::Strict,
+                objects::Part::Main,
+            )
+            .map(|_| ())
+        }
         Err(e) if e.code == 404 => objects::create(
             store,
             ep,

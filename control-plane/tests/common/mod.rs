@@ -172,7 +172,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// An etcd member of its own (Debian's `etcd`), on loopback ports derived from the test's name, with
+/// An etcd member of its own (Debian's `etcd`), on free loopback ports, with
 /// its data in `dir`; stopped and removed on drop.
 pub struct Etcd {
     child: Child,
@@ -221,14 +221,13 @@ fn write_etcd_certificates(dir: &Path) {
 impl Etcd {
     /// etcd over TLS with client certificate authentication; returns it and the control plane's
     /// arguments to reach it.
-    pub fn start_tls(dir: &Path, name: &str) -> (Etcd, Vec<String>) {
+    pub fn start_tls(dir: &Path) -> (Etcd, Vec<String>) {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("etcd dir");
         write_etcd_certificates(dir);
         let file = |f: &str| dir.join(f).display().to_string();
         let etcd = Etcd::launch(
             dir,
-            name,
             "https",
             &[
                 "--cert-file".into(),
@@ -253,19 +252,22 @@ impl Etcd {
         (etcd, args)
     }
 
-    pub fn start(dir: &Path, name: &str) -> Etcd {
+    pub fn start(dir: &Path) -> Etcd {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).expect("etcd dir");
-        Etcd::launch(dir, name, "http", &[])
+        Etcd::launch(dir, "http", &[])
     }
 
-    fn launch(dir: &Path, name: &str, scheme: &str, extra: &[String]) -> Etcd {
-        // Ports from the process id and the name, so concurrent tests do not collide.
-        let seed = name.bytes().fold(std::process::id() as u16, |a, b| {
-            a.wrapping_mul(31).wrapping_add(u16::from(b))
-        });
-        let client = 20000 + seed % 20000;
-        let peer = client + 1;
+    fn launch(dir: &Path, scheme: &str, extra: &[String]) -> Etcd {
+        // Ports the kernel just found free (etcd cannot be given port 0), so concurrent tests and
+        // whatever else runs here do not collide.
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let (client, peer) = (free_port(), free_port());
         let url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let child = Command::new("etcd")
@@ -295,9 +297,13 @@ impl Etcd {
             )
             .spawn()
             .expect("etcd (apt install etcd-server)");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(40);
         while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not come up: {}",
+                std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Etcd {
