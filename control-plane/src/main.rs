@@ -54,7 +54,8 @@ struct Cli {
     /// Serve the API only: no scheduler, no controllers.
     #[arg(long)]
     no_controllers: bool,
-    /// Keep the cluster state in etcd (`http://host:port`, as kube-apiserver's `--etcd-servers`)
+    /// Keep the cluster state in etcd (`http://host:port`, comma-separated members, as kube-apiserver's
+    /// `--etcd-servers`)
     /// instead of `DATA_DIR/state.db`; several control planes may share it, electing one to run the
     /// scheduler and controllers.
     #[arg(long)]
@@ -145,7 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            Store::open_etcd(endpoint.split(',').next().unwrap_or(endpoint), tls)
+            Store::open_etcd(endpoint, tls)
                 .with_context(|| format!("opening the store in etcd at {endpoint}"))?
         }
         None => Arc::new(Store::open(&cli.data_dir.join("state.db"))?),

@@ -115,13 +115,19 @@ trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
 type Conn = Box<dyn Stream>;
 
-/// A connection to one etcd member.
+/// The client of an etcd cluster: its members' client URLs, tried in turn from the last one that
+/// answered, so the control plane carries on when a member dies (etcd forwards writes to its leader).
 #[derive(Clone, Debug)]
 pub struct Etcd {
-    /// `host:port` of its client URL.
-    pub address: String,
+    /// `host:port` of each member's client URL.
+    members: Arc<Vec<String>>,
+    /// The member that answered last.
+    preferred: Arc<std::sync::atomic::AtomicUsize>,
     tls: Option<EtcdTls>,
 }
+
+/// How long connecting to one member may take before the next is tried.
+const MEMBER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One change the watch delivered.
 pub struct WatchedEvent {
@@ -147,44 +153,85 @@ pub struct WatchStream {
 }
 
 impl Etcd {
-    /// `endpoint` as `http://host:port`, `host:port`, or `https://host:port` with `tls`.
-    pub fn new(endpoint: &str, tls: Option<EtcdTls>) -> Result<Etcd, StoreError> {
-        let secure = endpoint.starts_with("https://");
-        let address = endpoint
-            .trim_start_matches("http://")
-            .trim_start_matches("https://")
-            .trim_end_matches('/')
-            .to_string();
-        if address.is_empty() {
-            return Err(StoreError::Etcd(format!(
-                "{endpoint}: give the etcd client URL as http(s)://host:port"
-            )));
+    /// `endpoints`: comma-separated client URLs, `http://host:port`, `host:port`, or
+    /// `https://host:port` with `tls` (as kube-apiserver's `--etcd-servers`).
+    pub fn new(endpoints: &str, tls: Option<EtcdTls>) -> Result<Etcd, StoreError> {
+        let mut members = Vec::new();
+        for endpoint in endpoints.split(',').map(str::trim) {
+            let secure = endpoint.starts_with("https://");
+            let address = endpoint
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+                .to_string();
+            if address.is_empty() {
+                return Err(StoreError::Etcd(format!(
+                    "{endpoint:?}: give each etcd client URL as http(s)://host:port"
+                )));
+            }
+            match (secure, &tls) {
+                (true, None) => {
+                    return Err(StoreError::Etcd(format!(
+                        "{endpoint}: an https etcd needs the CA that signed its certificate (--etcd-cafile)"
+                    )));
+                }
+                (false, Some(_)) => {
+                    return Err(StoreError::Etcd(format!(
+                        "{endpoint}: TLS files were given for a plain http etcd URL; use https://"
+                    )));
+                }
+                _ => members.push(address),
+            }
         }
-        match (secure, &tls) {
-            (true, None) => Err(StoreError::Etcd(format!(
-                "{endpoint}: an https etcd needs the CA that signed its certificate (--etcd-cafile)"
-            ))),
-            (false, Some(_)) => Err(StoreError::Etcd(format!(
-                "{endpoint}: TLS files were given for a plain http etcd URL; use https://"
-            ))),
-            _ => Ok(Etcd { address, tls }),
-        }
+        Ok(Etcd {
+            members: Arc::new(members),
+            preferred: Arc::default(),
+            tls,
+        })
     }
 
-    fn connect(&self, read_timeout: Option<Duration>) -> Result<Conn, StoreError> {
-        let failed = |e: &dyn std::fmt::Display| {
-            StoreError::Etcd(format!("connecting to etcd at {}: {e}", self.address))
-        };
-        let stream = TcpStream::connect(&self.address).map_err(|e| failed(&e))?;
+    /// A connection to the first member that accepts one (from the last that did) and its address.
+    fn connect(&self, read_timeout: Option<Duration>) -> Result<(Conn, String), StoreError> {
+        use std::sync::atomic::Ordering;
+        let start = self.preferred.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for i in 0..self.members.len() {
+            let index = (start + i) % self.members.len();
+            let address = &self.members[index];
+            match self.connect_to(address, read_timeout) {
+                Ok(conn) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok((conn, address.clone()));
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        Err(StoreError::Etcd(format!(
+            "no etcd member answered: {}",
+            failures
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )))
+    }
+
+    fn connect_to(&self, address: &str, read_timeout: Option<Duration>) -> Result<Conn, StoreError> {
+        let failed =
+            |e: &dyn std::fmt::Display| StoreError::Etcd(format!("connecting to etcd at {address}: {e}"));
+        let socket = std::net::ToSocketAddrs::to_socket_addrs(address)
+            .map_err(|e| failed(&e))?
+            .next()
+            .ok_or_else(|| failed(&"no address"))?;
+        let stream = TcpStream::connect_timeout(&socket, MEMBER_CONNECT_TIMEOUT).map_err(|e| failed(&e))?;
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(read_timeout);
         let Some(tls) = &self.tls else {
             return Ok(Box::new(stream));
         };
-        let host = self
-            .address
+        let host = address
             .rsplit_once(':')
-            .map_or(self.address.as_str(), |(h, _)| h)
+            .map_or(address, |(h, _)| h)
             .trim_start_matches('[')
             .trim_end_matches(']');
         let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| failed(&e))?;
@@ -192,11 +239,10 @@ impl Etcd {
         Ok(Box::new(rustls::StreamOwned::new(conn, stream)))
     }
 
-    fn send(&self, stream: &mut Conn, path: &str, body: &Value) -> Result<(), StoreError> {
+    fn send(stream: &mut Conn, host: &str, path: &str, body: &Value) -> Result<(), StoreError> {
         let body = body.to_string();
         let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.address,
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         stream
@@ -206,8 +252,8 @@ impl Etcd {
 
     /// One JSON request and its answer.
     pub fn call(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
-        let mut stream = self.connect(Some(Duration::from_secs(30)))?;
-        self.send(&mut stream, path, body)?;
+        let (mut stream, host) = self.connect(Some(Duration::from_secs(30)))?;
+        Etcd::send(&mut stream, &host, path, body)?;
         let mut reader = BufReader::new(stream);
         let (status, chunked, length) = read_head(&mut reader, path)?;
         let body = if chunked {
@@ -304,7 +350,7 @@ impl Etcd {
 
     /// Watches `prefix` from `start` (inclusive), with previous values.
     pub fn watch(&self, prefix: &str, start: u64) -> Result<WatchStream, StoreError> {
-        let mut stream = self.connect(None)?;
+        let (mut stream, host) = self.connect(None)?;
         let body = json!({"create_request": {
             "key": b64(prefix.as_bytes()),
             "range_end": b64(&range_end(prefix)),
@@ -312,7 +358,7 @@ impl Etcd {
             "prev_kv": true,
             "progress_notify": true,
         }});
-        self.send(&mut stream, "/v3/watch", &body)?;
+        Etcd::send(&mut stream, &host, "/v3/watch", &body)?;
         let mut reader = BufReader::new(stream);
         let (status, _, _) = read_head(&mut reader, "/v3/watch")?;
         if status != 200 {
@@ -429,6 +475,24 @@ fn read_chunk(reader: &mut BufReader<Conn>, path: &str) -> Result<Option<Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_are_tried_in_turn() {
+        // Port 1 on loopback refuses at once; the second member is the one that answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let live = listener.local_addr().expect("address");
+        let etcd = Etcd::new(&format!("http://127.0.0.1:1,http://{live}"), None).expect("members");
+        let (_, address) = etcd.connect(None).expect("the live member");
+        assert_eq!(address, live.to_string());
+        assert_eq!(etcd.preferred.load(std::sync::atomic::Ordering::Relaxed), 1);
+        drop(listener);
+        let err = Etcd::new("127.0.0.1:1", None)
+            .expect("one member")
+            .connect(None)
+            .err()
+            .expect("nothing listens");
+        assert!(err.to_string().contains("no etcd member answered"), "{err}");
+    }
 
     #[test]
     fn urls_and_tls_must_agree() {
