@@ -148,8 +148,8 @@ impl hyper::body::Body for EndOnError {
 /// A pod's log, from its node's agent, streamed back as the agent sends it (a followed log until
 /// either side leaves). The agent's own error answers pass through with their status, as
 /// kube-apiserver passes kubelet's.
-async fn pod_log(kubelet: Arc<rustls::ClientConfig>, plan: logs::LogPlan) -> Response<Body> {
-    let (address, path_and_query) = match plan.source {
+async fn pod_log(kubelet: Arc<rustls::ClientConfig>, source: logs::LogSource) -> Response<Body> {
+    let (address, path_and_query) = match source {
         logs::LogSource::Hollow => {
             return Response::builder()
                 .status(200)

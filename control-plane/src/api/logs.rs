@@ -21,14 +21,6 @@ pub enum LogSource {
     Hollow,
 }
 
-/// A log request, checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogPlan {
-    pub source: LogSource,
-    /// Whether the client follows the log (the answer streams until it leaves).
-    pub follow: bool,
-}
-
 /// The `PodLogOptions` kubelet understands, passed on after checking the numbers are numbers.
 const OPTIONS: &[(&str, bool)] = &[
     ("follow", false),
@@ -41,7 +33,7 @@ const OPTIONS: &[(&str, bool)] = &[
 ];
 
 /// Checks a log request for pod `name` as kube-apiserver does and says where to read it.
-pub fn plan(store: &Store, namespace: &str, name: &str, query: &str) -> Result<LogPlan, ApiError> {
+pub fn plan(store: &Store, namespace: &str, name: &str, query: &str) -> Result<LogSource, ApiError> {
     let pods = resources::by_plural("pods")
         .ok_or_else(|| ApiError::new(500, "InternalError", "no pods resource"))?;
     let pod = objects::get(store, pods, Some(namespace), name)?;
@@ -66,7 +58,6 @@ pub fn plan(store: &Store, namespace: &str, name: &str, query: &str) -> Result<L
         }
         passed.push(format!("{option}={}", encode(&v)));
     }
-    let follow = query_param(query, "follow").is_some_and(|v| v == "true" || v == "1");
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -84,10 +75,7 @@ pub fn plan(store: &Store, namespace: &str, name: &str, query: &str) -> Result<L
         .and_then(Value::as_str)
         == Some("true")
     {
-        return Ok(LogPlan {
-            source: LogSource::Hollow,
-            follow,
-        });
+        return Ok(LogSource::Hollow);
     }
     let address = node
         .pointer("/status/addresses")
@@ -115,12 +103,9 @@ pub fn plan(store: &Store, namespace: &str, name: &str, query: &str) -> Result<L
         path_and_query.push('?');
         path_and_query.push_str(&passed.join("&"));
     }
-    Ok(LogPlan {
-        source: LogSource::Node {
-            address,
-            path_and_query,
-        },
-        follow,
+    Ok(LogSource::Node {
+        address,
+        path_and_query,
     })
 }
 

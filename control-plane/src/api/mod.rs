@@ -373,7 +373,7 @@ impl Api {
 
     /// For `GET pods/<name>/log`: authenticates, authorizes and checks the request, and says where the
     /// log is read (`None`: not a log request).
-    pub fn log_plan(&self, req: &ApiRequest<'_>) -> Option<Result<logs::LogPlan, Reply>> {
+    pub fn log_plan(&self, req: &ApiRequest<'_>) -> Option<Result<logs::LogSource, Reply>> {
         let path = req.path.trim_end_matches('/');
         if req.method != "GET" || !path.ends_with("/log") {
             return None;
