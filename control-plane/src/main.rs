@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::Context;
 use berth_control_plane::{
-    api::{Api, admission, apiservers},
+    api::{Api, ApiError, admission, apiservers},
     controllers, pki, server, sim,
     store::Store,
 };
@@ -135,6 +135,23 @@ fn compact_every(store: &Store, interval: Duration, stop: &AtomicBool) {
     }
 }
 
+/// A start-up step over a store other control planes write too: a conflict or an unavailable store
+/// is retried for a few seconds before the process gives up, saying which step failed.
+fn at_start<T>(what: &str, mut step: impl FnMut() -> Result<T, ApiError>) -> anyhow::Result<T> {
+    let mut attempt = 0;
+    loop {
+        match step() {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 10 && (e.code == 409 || e.code >= 500) => {
+                attempt += 1;
+                tracing::warn!(error = %e.message, attempt, "{what}; retrying");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Err(e) => return Err(anyhow::anyhow!("{what}: {}", e.message)),
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.data_dir).with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let store = match &cli.etcd_servers {
@@ -178,13 +195,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let kubeconfig = pki::write_admin_kubeconfig(&cli.data_dir, &format!("https://{listen}"), &creds)?;
     tracing::info!(kubeconfig = %kubeconfig.display(), revision = store.revision(), "store open");
     let api = Arc::new(Api::new(store, creds.admin_token.clone()));
-    api.bootstrap(listen)?;
-    api.publish_join(
-        &format!("https://{listen}"),
-        &creds.ca_pem,
-        &token_id,
-        &token_secret,
-    )?;
+    at_start("creating the cluster's base objects", || api.bootstrap(listen))?;
+    at_start("publishing the join information", || {
+        api.publish_join(
+            &format!("https://{listen}"),
+            &creds.ca_pem,
+            &token_id,
+            &token_secret,
+        )
+    })?;
     admission::set_default_toleration_seconds(cli.default_toleration_seconds);
     let stop = Arc::new(AtomicBool::new(false));
     let identity = cli.id.clone().unwrap_or_else(|| {
@@ -232,9 +251,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .context("starting the controllers")?;
     }
     if cli.hollow_nodes > 0 {
-        sim::HollowNodes::register(Arc::clone(api.store()), "hollow", cli.hollow_nodes)?
-            .spawn(Arc::clone(&stop))
-            .context("starting the hollow nodes")?;
+        at_start("registering the hollow nodes", || {
+            sim::HollowNodes::register(Arc::clone(api.store()), "hollow", cli.hollow_nodes)
+        })?
+        .spawn(Arc::clone(&stop))
+        .context("starting the hollow nodes")?;
     }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

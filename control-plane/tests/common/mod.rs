@@ -31,10 +31,14 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("server.log"))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
             .spawn()
             .expect("berth-control-plane");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(40);
         let port = loop {
             let port = std::fs::read_to_string(&kubeconfig).ok().and_then(|k| {
                 k.lines()
@@ -46,7 +50,11 @@ impl Server {
             {
                 break port;
             }
-            assert!(Instant::now() < deadline, "the server did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "the server did not come up: {}",
+                std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         Server {
