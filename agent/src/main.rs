@@ -3,13 +3,12 @@
 use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, time::Duration};
 
 use berth_agent::{
-    agent::{self, AgentConfig},
-    datapath::{DEFAULT_BPFFS_ROOT, PinDir, conntrack::CtTimeouts, loader, maps::LbMaps},
-    inspect,
-    lb::LbAlgorithm,
-    masquerade, netns,
-    overlay::PodCidr,
-    podnet,
+    agent::{self, AgentConfig, Source},
+    api_client,
+};
+use berth_datapath::{
+    DEFAULT_BPFFS_ROOT, PinDir, conntrack::CtTimeouts, inspect, loader, maps::LbMaps, masquerade,
+    net::PodCidr, netns, podnet, service::LbAlgorithm,
 };
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -33,7 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent: keep the data plane in step with the manifests directory.
+    /// Run the agent: keep the data plane in step with the cluster (an API server, or a manifests
+    /// directory in standalone mode).
     Run(Box<RunArgs>),
     /// Inspect the load balancer from the pinned maps.
     Lb {
@@ -107,9 +107,13 @@ struct RunArgs {
     /// Node address (repeatable): NodePorts are served on each; the first is the SNAT source.
     #[arg(long = "node-ip")]
     node_ips: Vec<Ipv4Addr>,
-    /// Directory of Service and EndpointSlice manifests.
+    /// Standalone mode: a directory of Service, EndpointSlice and Node manifests instead of an API server.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    manifests: Option<PathBuf>,
+    /// Credentials and address of the API server (a kubeconfig file). Without it and without
+    /// --manifests, the pod's service-account credentials when running in a pod.
     #[arg(long)]
-    manifests: PathBuf,
+    kubeconfig: Option<PathBuf>,
     /// The node's uplink interface (NodePort traffic from outside).
     #[arg(long)]
     uplink: Option<String>,
@@ -125,7 +129,7 @@ struct RunArgs {
     /// SNAT source port range for NodePort with externalTrafficPolicy Cluster.
     #[arg(long, default_value = "61000-65535", value_parser = parse_range)]
     snat_ports: (u16, u16),
-    /// How often to check the manifests directory, in milliseconds.
+    /// How often to check the manifests directory, interfaces and pod allocations, in milliseconds.
     #[arg(long, default_value_t = 200)]
     poll_ms: u64,
     /// How often to garbage-collect conntrack, in seconds.
@@ -172,8 +176,7 @@ struct RunArgs {
 }
 
 fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
-    berth_agent::overlay::desired::parse_mac(s)
-        .ok_or_else(|| format!("{s:?} is not a MAC (aa:bb:cc:dd:ee:ff)"))
+    berth_datapath::net::parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC (aa:bb:cc:dd:ee:ff)"))
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -208,40 +211,46 @@ fn real_main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Run(a) => {
+            let source = match (&a.manifests, &a.kubeconfig) {
+                (Some(dir), _) => Source::Manifests(dir.clone()),
+                (None, kubeconfig) => Source::Api(Box::new(api_client::config(kubeconfig.as_deref())?)),
+            };
             let defaults = CtTimeouts::default();
-            agent::run(AgentConfig {
-                node_ips: a.node_ips,
-                manifests: a.manifests,
-                uplink: a.uplink,
-                pod_interfaces: a.pod_interfaces,
-                cgroup: a.cgroup,
-                bpffs_root: cli.bpffs_root,
-                algorithm: a.lb_algorithm,
-                snat_ports: a.snat_ports,
-                poll_interval: Duration::from_millis(a.poll_ms),
-                ct_gc_interval: Duration::from_secs(a.ct_gc_secs),
-                ct_timeouts: CtTimeouts {
-                    udp: Duration::from_secs(a.ct_udp_timeout_secs),
-                    ..defaults
+            agent::run(
+                AgentConfig {
+                    node_ips: a.node_ips,
+                    uplink: a.uplink,
+                    pod_interfaces: a.pod_interfaces,
+                    cgroup: a.cgroup,
+                    bpffs_root: cli.bpffs_root,
+                    algorithm: a.lb_algorithm,
+                    snat_ports: a.snat_ports,
+                    poll_interval: Duration::from_millis(a.poll_ms),
+                    ct_gc_interval: Duration::from_secs(a.ct_gc_secs),
+                    ct_timeouts: CtTimeouts {
+                        udp: Duration::from_secs(a.ct_udp_timeout_secs),
+                        ..defaults
+                    },
+                    capacities: loader::Capacities {
+                        service_slots: a.max_service_slots,
+                        conntrack: a.max_conntrack,
+                        ..Default::default()
+                    },
+                    slot_write_delay: Duration::from_micros(a.slot_write_delay_us),
+                    overlay_dev: a.overlay_dev,
+                    vtep_mac: a.vtep_mac,
+                    status_file: a.status_file,
+                    state_dir: a
+                        .state_dir
+                        .unwrap_or_else(|| PathBuf::from("/var/lib/berth").join(&a.node)),
+                    node_name: a.node,
+                    pod_cidr: a.pod_cidr,
+                    cluster_cidr: a.cluster_cidr,
+                    masquerade: a.masquerade,
+                    register_node: a.register_node,
                 },
-                capacities: loader::Capacities {
-                    service_slots: a.max_service_slots,
-                    conntrack: a.max_conntrack,
-                    ..Default::default()
-                },
-                slot_write_delay: Duration::from_micros(a.slot_write_delay_us),
-                overlay_dev: a.overlay_dev,
-                vtep_mac: a.vtep_mac,
-                status_file: a.status_file,
-                state_dir: a
-                    .state_dir
-                    .unwrap_or_else(|| PathBuf::from("/var/lib/berth").join(&a.node)),
-                node_name: a.node,
-                pod_cidr: a.pod_cidr,
-                cluster_cidr: a.cluster_cidr,
-                masquerade: a.masquerade,
-                register_node: a.register_node,
-            })?;
+                source,
+            )?;
         }
         Command::Lb { what } => {
             let (node, show): (String, fn(&LbMaps) -> anyhow::Result<String>) = match what {

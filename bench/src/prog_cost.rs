@@ -14,16 +14,14 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Instant};
 
 use anyhow::{Context, Result};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use berth_agent::{
-    datapath::{
-        PinDir,
-        loader::{self, Capacities},
-        maps::LbMaps,
-        programmer::ServiceProgrammer,
-    },
-    lb::{BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol},
-};
 use berth_common::{CtEntry, CtKey, PROTO_TCP, ipv4_to_be, port_to_be};
+use berth_datapath::{
+    PinDir,
+    loader::{self, Capacities},
+    maps::{LbMaps, ServiceMaps},
+    programmer::ServiceProgrammer,
+    service::{BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol},
+};
 use berth_tests::testbed::TestBed;
 
 use crate::{
@@ -122,7 +120,7 @@ fn measure(sizes: &[usize], k: usize, samples: usize, bed: &TestBed) -> Result<V
             conntrack: berth_common::capacity::CONNTRACK,
         };
         let mut ebpf = loader::load(&pins, &caps)?;
-        let mut programmer = ServiceProgrammer::restore(LbMaps::open(&pins)?)?;
+        let mut programmer = ServiceProgrammer::restore(ServiceMaps::open(&pins)?)?;
         let mut maps = LbMaps::open(&pins)?;
         let state = desired(n, k);
         let started = Instant::now();
@@ -241,7 +239,7 @@ pub fn run(sizes: &[usize], k: usize, samples: usize) -> Result<Table> {
     let rows = std::thread::scope(|s| {
         s.spawn(|| -> Result<Vec<ProgRow>> {
             // The test run uses the calling thread's network namespace (its loopback device and FIB).
-            berth_agent::netns::enter(&ns.name)?;
+            berth_datapath::netns::enter(&ns.name)?;
             measure(&sizes, k, samples, &bed)
         })
         .join()

@@ -278,8 +278,13 @@ fn restart_with_a_broken_manifest_keeps_its_services() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: web\n",
     );
     world.agent().restart().expect("restart");
-    // The file never parsed since this start: its Services must not be withdrawn.
-    world.agent().wait_frontends(2, 0, Duration::from_secs(10));
+    // The file never parsed since this start: the initial list is withheld, and the Services the pinned
+    // maps hold must not be withdrawn.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !world.agent().log().contains("initial list is withheld") {
+        assert!(Instant::now() < deadline, "{}", world.agent().log());
+        sleep(Duration::from_millis(50));
+    }
     let got = world.tcp_from_pod(1, web_target(), 5, false);
     assert_eq!(
         counts(&got).get("pod0"),
@@ -287,7 +292,7 @@ fn restart_with_a_broken_manifest_keeps_its_services() {
         "Service still served: {got:?}"
     );
     assert!(
-        world.agent().log().contains("removals are held back"),
+        world.agent().log().contains("Services wait for the initial list"),
         "{}",
         world.agent().log()
     );

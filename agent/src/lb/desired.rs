@@ -4,118 +4,23 @@
 //! address. Pure functions: no maps, no I/O, so every rule is unit-tested.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     net::Ipv4Addr,
 };
 
+use berth_datapath::service::{
+    BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol,
+};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Label of Services that another service proxy implements: kube-proxy and berth leave them alone.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 /// Per-Service annotation choosing the backend selection algorithm (`random` or `maglev`).
 pub const LB_ALGORITHM_ANNOTATION: &str = "berth.dev/lb-algorithm";
 /// Kubernetes' default sessionAffinity ClientIP timeout (3 hours).
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
-
-/// Transport protocol of a frontend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    /// IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => berth_common::PROTO_TCP,
-            Protocol::Udp => berth_common::PROTO_UDP,
-        }
-    }
-
-    /// From an IP protocol number.
-    pub fn from_number(n: u8) -> Option<Self> {
-        match n {
-            berth_common::PROTO_TCP => Some(Protocol::Tcp),
-            berth_common::PROTO_UDP => Some(Protocol::Udp),
-            _ => None,
-        }
-    }
-
-    fn parse(s: Option<&str>) -> Option<Self> {
-        match s.unwrap_or("TCP") {
-            "TCP" => Some(Protocol::Tcp),
-            "UDP" => Some(Protocol::Udp),
-            _ => None, // SCTP is not load-balanced by berth yet.
-        }
-    }
-}
-
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-        })
-    }
-}
-
-/// Backend selection for new flows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LbAlgorithm {
-    /// Uniformly random among ready backends (kube-proxy's behaviour).
-    #[default]
-    Random,
-    /// Maglev consistent hashing of the flow tuple: the same flow maps to the same backend on every
-    /// node, and a backend change moves few flows.
-    Maglev,
-}
-
-/// A frontend: where clients send (address, port, protocol).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Frontend {
-    pub addr: Ipv4Addr,
-    pub port: u16,
-    pub proto: Protocol,
-}
-
-/// A backend endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BackendAddr {
-    pub addr: Ipv4Addr,
-    pub port: u16,
-    pub proto: Protocol,
-    /// The endpoint runs on this node.
-    pub local: bool,
-}
-
-/// How a frontend is reached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FrontendKind {
-    /// The Service's ClusterIP.
-    ClusterIp,
-    /// A node address and the Service's nodePort (or an external IP), reached from outside the node.
-    NodePort,
-}
-
-/// What one frontend must do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FrontendSpec {
-    /// `namespace/name:port-name`, for logs and `lb list`.
-    pub service: String,
-    pub kind: FrontendKind,
-    /// Ready backends, in a stable order.
-    pub ready: Vec<BackendAddr>,
-    /// Serving-and-terminating backends, for new flows only when `ready` is empty.
-    pub terminating: Vec<BackendAddr>,
-    /// sessionAffinity ClientIP timeout in seconds.
-    pub affinity_timeout: Option<u32>,
-    /// Rewrite the client's source to the node (externalTrafficPolicy Cluster on NodePort).
-    pub snat: bool,
-    /// Traffic policy Local and no local endpoint: drop instead of rejecting, as kube-proxy does.
-    pub local_drop: bool,
-    pub algorithm: LbAlgorithm,
-}
 
 /// The node this agent serves.
 #[derive(Clone, Debug, Default)]
@@ -126,12 +31,6 @@ pub struct NodeInfo {
     pub addresses: Vec<Ipv4Addr>,
     /// Default backend selection.
     pub algorithm: LbAlgorithm,
-}
-
-/// Every frontend the maps must hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DesiredState {
-    pub frontends: BTreeMap<Frontend, FrontendSpec>,
 }
 
 /// A Service that cannot be programmed, and why (logged; the rest of the state still applies).
@@ -157,8 +56,8 @@ fn service_id(svc: &Service) -> String {
 }
 
 /// Groups endpoints by (namespace, service name, port name, protocol).
-fn index_endpoints(
-    slices: &[EndpointSlice],
+fn index_endpoints<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
     node: &str,
 ) -> HashMap<(String, String, String, Protocol), PortEndpoints> {
     let mut index: HashMap<(String, String, String, Protocol), PortEndpoints> = HashMap::new();
@@ -180,7 +79,8 @@ fn index_endpoints(
             .clone()
             .unwrap_or_else(|| "default".into());
         for port in slice.ports.iter().flatten() {
-            let (Some(number), Some(proto)) = (port.port, Protocol::parse(port.protocol.as_deref())) else {
+            let (Some(number), Some(proto)) = (port.port, Protocol::from_name(port.protocol.as_deref()))
+            else {
                 continue;
             };
             let Ok(number) = u16::try_from(number) else {
@@ -240,9 +140,9 @@ fn select(eps: Option<&PortEndpoints>, local_only: bool) -> (Vec<BackendAddr>, V
 }
 
 /// Computes the desired frontends. Services that cannot be programmed are returned in `Skipped`.
-pub fn compute(
-    services: &[Service],
-    slices: &[EndpointSlice],
+pub fn compute<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
     node: &NodeInfo,
 ) -> (DesiredState, Vec<Skipped>) {
     let endpoints = index_endpoints(slices, &node.name);
@@ -253,6 +153,15 @@ pub fn compute(
         let Some(spec) = svc.spec.as_ref() else { continue };
         let svc_type = spec.type_.as_deref().unwrap_or("ClusterIP");
         if svc_type == "ExternalName" {
+            continue;
+        }
+        // Another service proxy's Service (kube-proxy's convention; API watches exclude them already).
+        if svc
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL))
+        {
             continue;
         }
         let cluster_ip = match spec.cluster_ip.as_deref() {
@@ -312,7 +221,7 @@ pub fn compute(
         }
 
         for port in spec.ports.iter().flatten() {
-            let Some(proto) = Protocol::parse(port.protocol.as_deref()) else {
+            let Some(proto) = Protocol::from_name(port.protocol.as_deref()) else {
                 skipped.push(Skipped {
                     service: id.clone(),
                     reason: format!("protocol {:?} is not supported", port.protocol),

@@ -1,9 +1,10 @@
-//! Service load balancing, independent of how it is stored: what the maps must say
-//! ([`desired`], from Services and EndpointSlices), how Maglev tables are built ([`maglev`]).
+//! Service load balancing from Kubernetes objects: what the Service maps must hold ([`desired`], from
+//! Services and EndpointSlices, with kube-proxy's semantics), in the data plane's terms
+//! ([`berth_datapath::service`]).
 
 pub mod desired;
-pub mod maglev;
 
-pub use desired::{
-    BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, NodeInfo, Protocol,
+pub use berth_datapath::service::{
+    BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol,
 };
+pub use desired::NodeInfo;

@@ -5,4 +5,5 @@
 pub mod desired;
 pub mod publish;
 
-pub use desired::{Peer, PodCidr, peers};
+pub use berth_datapath::net::{Peer, PodCidr};
+pub use desired::peers;

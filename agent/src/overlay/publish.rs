@@ -14,7 +14,9 @@ use k8s_openapi::{
 };
 use thiserror::Error;
 
-use super::desired::{PodCidr, VNI, annotations};
+use berth_datapath::net::{PodCidr, VNI, format_mac};
+
+use super::desired::annotations;
 
 /// Errors of publishing the Node object.
 #[derive(Debug, Error)]
@@ -29,14 +31,6 @@ pub enum PublishError {
     /// The object could not be serialised (a bug).
     #[error("serialising the Node object: {0}")]
     Serialize(String),
-}
-
-/// Formats a MAC the way flannel writes it.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// The Node object of this node as the overlay needs it published.

@@ -1,16 +1,32 @@
-//! The eBPF side of the agent: loading the embedded object with its maps pinned under the node's pin
-//! directory ([`loader`]), attaching programs with pinned links ([`attach`]), typed access to the
-//! Service maps ([`maps`]), programming them from the desired state ([`programmer`]), conntrack
-//! garbage collection ([`conntrack`]), the overlay device and peers ([`overlay`]) and local pod
-//! delivery ([`endpoints`]).
+//! berth's data plane in userspace: everything between "what the maps must hold" and the kernel, with
+//! no Kubernetes types (the agent translates API objects into [`service`] and [`net`] terms).
+//!
+//! - [`service`], [`net`], [`maglev`]: the data plane's model (frontends and backends, pod CIDRs and
+//!   overlay peers) and the Maglev table construction.
+//! - [`loader`], [`attach`]: the embedded eBPF object with its maps pinned under the node's pin
+//!   directory, and programs attached with pinned links.
+//! - [`maps`]: typed handles on the pinned maps, one group per owner.
+//! - [`programmer`], [`overlay`], [`endpoints`], [`conntrack`]: the programmers that keep their maps
+//!   equal to a desired state (Services, overlay peers, local pods) and conntrack garbage collection.
+//! - [`podnet`], [`masquerade`], [`netns`], [`cmd`]: host networking: pod addressing and veth wiring,
+//!   pod egress masquerade, network namespaces, running `ip` and `nft`.
+//! - [`inspect`]: `berth-agent lb list` / `lb ct` / `lb pods` from the pins.
 
 pub mod attach;
+pub mod cmd;
 pub mod conntrack;
 pub mod endpoints;
+pub mod inspect;
 pub mod loader;
+pub mod maglev;
 pub mod maps;
+pub mod masquerade;
+pub mod net;
+pub mod netns;
 pub mod overlay;
+pub mod podnet;
 pub mod programmer;
+pub mod service;
 
 use std::path::{Path, PathBuf};
 

@@ -1,15 +1,17 @@
 //! The standalone source of cluster state: a directory of ordinary Kubernetes manifests (YAML or JSON,
 //! several documents per file, `kind: List` too), re-read when a file changes, the way kubelet reads
-//! static pod manifests.
+//! static pod manifests, and delivered as watcher events like an API server's ([`super`]).
 //!
 //! A file that fails to parse keeps its last good content (and the error is logged with the file and
-//! document), so a typo never withdraws Services that were working. Write files atomically (write a
-//! temporary file, then rename) to avoid reading one half-written.
+//! document), so a typo never withdraws Services that were working. While some file has never parsed
+//! since the agent started, the initial list is withheld (no `InitDone`): its objects are unknown, and
+//! the maps, which may still serve them from before a restart, must not lose them. Write files
+//! atomically (write a temporary file, then rename) to avoid reading one half-written.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     path::{Path, PathBuf},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use k8s_openapi::api::{
@@ -18,7 +20,9 @@ use k8s_openapi::api::{
 };
 use serde::Deserialize;
 use thiserror::Error;
-use tracing::{debug, warn};
+use tracing::{debug, error, info, warn};
+
+use super::{Event, FeedWriter, InputWriters, Inputs, Object, inputs};
 
 /// Errors of reading a manifest directory.
 #[derive(Debug, Error)]
@@ -117,13 +121,16 @@ fn parse_value(
         serde_norway::from_value(value.clone()).map_err(|e| err(format!("not a Kubernetes object: {e}")))?;
     match (meta.api_version.as_str(), meta.kind.as_str()) {
         ("v1", "Service") => {
-            let svc: Service =
+            let mut svc: Service =
                 serde_norway::from_value(value).map_err(|e| err(format!("invalid Service: {e}")))?;
+            // As `kubectl apply` would place it.
+            svc.metadata.namespace.get_or_insert_with(|| "default".into());
             out.services.push(svc);
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            let slice: EndpointSlice =
+            let mut slice: EndpointSlice =
                 serde_norway::from_value(value).map_err(|e| err(format!("invalid EndpointSlice: {e}")))?;
+            slice.metadata.namespace.get_or_insert_with(|| "default".into());
             out.endpoint_slices.push(slice);
         }
         ("v1", "Node") => {
@@ -179,7 +186,7 @@ impl ManifestDir {
             path: self.dir.clone(),
             source,
         })?;
-        let mut present = Vec::new();
+        let mut present = HashSet::new();
         let mut changed = false;
         let mut errors = Vec::new();
         for entry in entries.flatten() {
@@ -199,7 +206,7 @@ impl ManifestDir {
                 len: meta.len(),
                 inode: std::os::unix::fs::MetadataExt::ino(&meta),
             };
-            present.push(path.clone());
+            present.insert(path.clone());
             if self.files.get(&path).is_some_and(|f| f.stamp == stamp) {
                 continue;
             }
@@ -261,6 +268,126 @@ impl ManifestDir {
             all.extend(&f.objects);
         }
         all
+    }
+}
+
+/// Identity of an object within its kind: (namespace, name).
+type Key = (Option<String>, String);
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
+    (meta.namespace.clone(), meta.name.clone().unwrap_or_default())
+}
+
+/// What one kind's store was last told, to turn the directory's new content into events.
+struct Emitted<K: Object> {
+    objects: BTreeMap<Key, K>,
+    writer: FeedWriter<K>,
+}
+
+impl<K: Object + PartialEq> Emitted<K> {
+    fn new(writer: FeedWriter<K>) -> Self {
+        Emitted {
+            objects: BTreeMap::new(),
+            writer,
+        }
+    }
+
+    /// The initial list: `Init`, an `InitApply` per object, `InitDone`.
+    fn list(&mut self, objects: BTreeMap<Key, K>) {
+        self.writer.apply(&Event::Init);
+        for o in objects.values() {
+            self.writer.apply(&Event::InitApply(o.clone()));
+        }
+        self.writer.apply(&Event::InitDone);
+        self.objects = objects;
+    }
+
+    /// `Apply` for new and changed objects, `Delete` for those gone.
+    fn update(&mut self, objects: BTreeMap<Key, K>) {
+        for (k, o) in &objects {
+            if self.objects.get(k) != Some(o) {
+                self.writer.apply(&Event::Apply(o.clone()));
+            }
+        }
+        for (k, o) in &self.objects {
+            if !objects.contains_key(k) {
+                self.writer.apply(&Event::Delete(o.clone()));
+            }
+        }
+        self.objects = objects;
+    }
+}
+
+fn by_key<K: kube::Resource + Clone>(objects: &[K]) -> BTreeMap<Key, K> {
+    // A later file wins over an earlier one for the same object, as a later `kubectl apply` would.
+    objects.iter().map(|o| (key_of(o.meta()), o.clone())).collect()
+}
+
+/// The directory as a source: polled every `interval` on a thread of its own (reading and parsing
+/// thousands of files is blocking work), delivered as events into fresh stores.
+pub fn start(dir: PathBuf, interval: Duration) -> std::io::Result<Inputs> {
+    let (writers, inputs) = inputs();
+    std::thread::Builder::new()
+        .name("manifests".into())
+        .spawn(move || follow(ManifestDir::new(dir), interval, writers))?;
+    Ok(inputs)
+}
+
+fn follow(mut dir: ManifestDir, interval: Duration, writers: InputWriters) {
+    let mut services = Emitted::new(writers.services);
+    let mut slices = Emitted::new(writers.endpoint_slices);
+    let mut nodes = Emitted::new(writers.nodes);
+    let mut listed = false;
+    let mut withheld_logged = false;
+    let mut dir_error_logged = false;
+    loop {
+        match dir.poll() {
+            Ok((changed, errors)) => {
+                dir_error_logged = false;
+                for e in &errors {
+                    error!(error = %e, "manifest rejected");
+                }
+                if listed && !changed {
+                } else if !listed && dir.incomplete() {
+                    if !withheld_logged {
+                        warn!(
+                            "a manifest has never parsed since start: the initial list is withheld, and nothing is programmed or removed until it parses"
+                        );
+                        withheld_logged = true;
+                    }
+                } else {
+                    let all = dir.objects();
+                    let (s, e, n) = (
+                        by_key(&all.services),
+                        by_key(&all.endpoint_slices),
+                        by_key(&all.nodes),
+                    );
+                    if listed {
+                        services.update(s);
+                        slices.update(e);
+                        nodes.update(n);
+                    } else {
+                        info!(
+                            services = s.len(),
+                            endpoint_slices = e.len(),
+                            nodes = n.len(),
+                            "manifests listed"
+                        );
+                        services.list(s);
+                        slices.list(e);
+                        nodes.list(n);
+                        listed = true;
+                    }
+                }
+            }
+            Err(e) => {
+                if !dir_error_logged {
+                    warn!(error = %e, "manifest directory unreadable; keeping what was read");
+                    dir_error_logged = true;
+                }
+            }
+        }
+        std::thread::sleep(interval);
     }
 }
 

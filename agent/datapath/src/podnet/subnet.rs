@@ -6,7 +6,7 @@ use std::{net::Ipv4Addr, path::Path};
 
 use thiserror::Error;
 
-use crate::overlay::PodCidr;
+use crate::net::PodCidr;
 
 /// Errors of reading or writing `subnet.env`.
 #[derive(Debug, Error)]

@@ -19,7 +19,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::overlay::PodCidr;
+use crate::net::PodCidr;
 
 /// Errors of the allocation store.
 #[derive(Debug, Error)]

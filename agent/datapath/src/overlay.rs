@@ -8,10 +8,15 @@ use berth_common::{OverlayPeer, ipv4_to_be, names};
 use thiserror::Error;
 use tracing::info;
 
-use super::maps::{LbMaps, MapsError, op_err};
+use aya::maps::{LpmTrie, MapData};
+
+use super::{
+    PinDir,
+    maps::{MapsError, op_err, open_typed},
+};
 use crate::{
     cmd::{CmdError, ip, link_field},
-    overlay::{Peer, PodCidr, desired::parse_mac},
+    net::{Peer, PodCidr, parse_mac},
 };
 
 /// VXLAN UDP port (flannel's, the Linux kernel's historical default).
@@ -98,17 +103,18 @@ fn key(c: &PodCidr) -> Key<u32> {
     Key::new(c.prefix_len as u32, ipv4_to_be(c.network.octets()))
 }
 
-/// Keeps the overlay map in step with the peers.
-#[derive(Default)]
+/// Keeps the overlay map (which it alone opens) in step with the peers.
 pub struct OverlayProgrammer {
+    map: LpmTrie<MapData, u32, OverlayPeer>,
     applied: BTreeMap<PodCidr, OverlayPeer>,
 }
 
 impl OverlayProgrammer {
-    /// Reads back what the pinned map holds.
-    pub fn restore(maps: &LbMaps) -> Self {
+    /// Opens the pinned map and reads back what it holds.
+    pub fn restore(pins: &PinDir) -> Result<Self, MapsError> {
+        let map: LpmTrie<MapData, u32, OverlayPeer> = open_typed(pins, names::OVERLAY)?;
         let mut applied = BTreeMap::new();
-        for (k, v) in maps.overlay.iter().flatten() {
+        for (k, v) in map.iter().flatten() {
             let network = Ipv4Addr::from(berth_common::be_to_ipv4(k.data()));
             applied.insert(
                 PodCidr {
@@ -118,11 +124,11 @@ impl OverlayProgrammer {
                 v,
             );
         }
-        OverlayProgrammer { applied }
+        Ok(OverlayProgrammer { map, applied })
     }
 
     /// Writes new and changed peers, then removes those that left. Returns (written, removed).
-    pub fn apply(&mut self, maps: &mut LbMaps, peers: &[Peer]) -> Result<(usize, usize), MapsError> {
+    pub fn apply(&mut self, peers: &[Peer]) -> Result<(usize, usize), MapsError> {
         let mut desired = BTreeMap::new();
         for p in peers {
             let v = OverlayPeer {
@@ -135,7 +141,7 @@ impl OverlayProgrammer {
         let mut written = 0;
         for (cidr, v) in &desired {
             if self.applied.get(cidr) != Some(v) {
-                maps.overlay
+                self.map
                     .insert(&key(cidr), v, 0)
                     .map_err(op_err("update", names::OVERLAY))?;
                 written += 1;
@@ -148,7 +154,7 @@ impl OverlayProgrammer {
             .copied()
             .collect();
         for cidr in &gone {
-            let _ = maps.overlay.remove(&key(cidr));
+            let _ = self.map.remove(&key(cidr));
         }
         self.applied = desired;
         Ok((written, gone.len()))

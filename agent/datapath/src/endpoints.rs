@@ -7,8 +7,13 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use berth_common::{LocalEndpoint, ipv4_to_be, names};
 
-use super::maps::{LbMaps, MapsError, op_err};
-use crate::{overlay::desired::parse_mac, podnet::PodRecord};
+use aya::maps::{HashMap, MapData};
+
+use super::{
+    PinDir,
+    maps::{MapsError, op_err, open_typed},
+};
+use crate::{net::parse_mac, podnet::PodRecord};
 
 /// Reads an interface's ifindex and MAC in the current network namespace (ioctl, so it is right after
 /// setns, unlike sysfs, which shows the namespace it was mounted in).
@@ -69,34 +74,30 @@ pub fn desired(records: &[(Ipv4Addr, PodRecord)]) -> BTreeMap<Ipv4Addr, LocalEnd
     out
 }
 
-/// Writes the endpoints map.
-#[derive(Default)]
+/// Writes the endpoints map, which it alone opens.
 pub struct EndpointProgrammer {
+    map: HashMap<MapData, u32, LocalEndpoint>,
     applied: BTreeMap<Ipv4Addr, LocalEndpoint>,
 }
 
 impl EndpointProgrammer {
-    /// Reads back what the pinned map holds (so a restart rewrites nothing).
-    pub fn restore(maps: &LbMaps) -> Self {
-        let applied = maps
-            .endpoints
+    /// Opens the pinned map and reads back what it holds (so a restart rewrites nothing).
+    pub fn restore(pins: &PinDir) -> Result<Self, MapsError> {
+        let map: HashMap<MapData, u32, LocalEndpoint> = open_typed(pins, names::ENDPOINTS)?;
+        let applied = map
             .iter()
             .flatten()
             .map(|(k, v)| (Ipv4Addr::from(berth_common::be_to_ipv4(k)), v))
             .collect();
-        EndpointProgrammer { applied }
+        Ok(EndpointProgrammer { map, applied })
     }
 
     /// Writes new and changed endpoints, removes those that went. Returns (written, removed).
-    pub fn apply(
-        &mut self,
-        maps: &mut LbMaps,
-        desired: BTreeMap<Ipv4Addr, LocalEndpoint>,
-    ) -> Result<(usize, usize), MapsError> {
+    pub fn apply(&mut self, desired: BTreeMap<Ipv4Addr, LocalEndpoint>) -> Result<(usize, usize), MapsError> {
         let mut written = 0;
         for (addr, ep) in &desired {
             if self.applied.get(addr) != Some(ep) {
-                maps.endpoints
+                self.map
                     .insert(ipv4_to_be(addr.octets()), ep, 0)
                     .map_err(op_err("update", names::ENDPOINTS))?;
                 written += 1;
@@ -109,7 +110,7 @@ impl EndpointProgrammer {
             .copied()
             .collect();
         for addr in &gone {
-            let _ = maps.endpoints.remove(&ipv4_to_be(addr.octets()));
+            let _ = self.map.remove(&ipv4_to_be(addr.octets()));
         }
         self.applied = desired;
         Ok((written, gone.len()))

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use berth_common::{CT_F_CLOSING, CT_F_RST, CtEntry, CtKey, PROTO_TCP, names};
 
 use super::{
-    maps::{LbMaps, MapsError, op_err},
+    maps::{MapsError, ServiceMaps, op_err},
     monotonic_ns,
 };
 
@@ -52,7 +52,7 @@ fn flow_expired(k: &CtKey, a: &CtEntry, b: Option<&CtEntry>, now: u64, t: &CtTim
 
 /// Removes expired flows (both entries together); returns (entries seen, entries removed). An entry
 /// refreshed by a packet between the walk and the delete is kept.
-pub fn collect(maps: &mut LbMaps, timeouts: &CtTimeouts) -> Result<(usize, usize), MapsError> {
+pub fn collect(maps: &mut ServiceMaps, timeouts: &CtTimeouts) -> Result<(usize, usize), MapsError> {
     let now = monotonic_ns();
     let entries: HashMap<CtKey, CtEntry> = maps.conntrack.iter().flatten().collect();
     let mut stale = Vec::new();

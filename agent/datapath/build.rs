@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let object = manifest.join("../target/berth-ebpf/berth.bpf.o");
+    let object = manifest.join("../../target/berth-ebpf/berth.bpf.o");
     println!("cargo:rerun-if-changed={}", object.display());
     if !object.is_file() {
         eprintln!(

@@ -1,5 +1,10 @@
 //! Typed handles on the pinned maps, opened by path: the running agent and the `lb list` inspection
 //! command use the same code, and neither needs the other.
+//!
+//! Each programmer opens the maps it owns and no others: [`ServiceMaps`] for the Service load balancer
+//! (and its conntrack garbage collection), the overlay and local-endpoint programmers their one map
+//! each, [`write_node_config`] the node-wide settings once at start. [`LbMaps`] opens everything, for
+//! inspection only.
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
 use berth_common::{
@@ -32,22 +37,6 @@ pub enum MapsError {
     },
 }
 
-/// Every map of the data plane.
-pub struct LbMaps {
-    pub services: HashMap<MapData, ServiceKey, ServiceValue>,
-    pub backends: HashMap<MapData, u32, Backend>,
-    pub rev_nat: HashMap<MapData, u32, RevNat>,
-    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
-    pub affinity: HashMap<MapData, AffinityKey, AffinityValue>,
-    pub maglev: HashMap<MapData, u32, MaglevTable>,
-    pub sock_rev: HashMap<MapData, SockRevKey, RevNat>,
-    pub sock_fwd: HashMap<MapData, SockFwdKey, SockFwdValue>,
-    pub overlay: LpmTrie<MapData, u32, OverlayPeer>,
-    pub endpoints: HashMap<MapData, u32, LocalEndpoint>,
-    pub config: Array<MapData, NodeConfig>,
-    pub counters: PerCpuArray<MapData, u64>,
-}
-
 fn open(pins: &PinDir, name: &'static str) -> Result<Map, MapsError> {
     let path = pins.map(name);
     let data = MapData::from_pin(&path).map_err(|source| MapsError::Open {
@@ -67,6 +56,64 @@ macro_rules! typed {
             source,
         })?
     }};
+}
+
+/// The maps of the Service load balancer, owned by [`crate::programmer::ServiceProgrammer`].
+pub struct ServiceMaps {
+    pub services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub backends: HashMap<MapData, u32, Backend>,
+    pub rev_nat: HashMap<MapData, u32, RevNat>,
+    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
+    pub affinity: HashMap<MapData, AffinityKey, AffinityValue>,
+    pub maglev: HashMap<MapData, u32, MaglevTable>,
+    pub sock_rev: HashMap<MapData, SockRevKey, RevNat>,
+    pub sock_fwd: HashMap<MapData, SockFwdKey, SockFwdValue>,
+}
+
+impl ServiceMaps {
+    /// Opens the Service load balancer's maps pinned under `pins`.
+    pub fn open(pins: &PinDir) -> Result<Self, MapsError> {
+        Ok(ServiceMaps {
+            services: typed!(pins, names::SERVICES),
+            backends: typed!(pins, names::BACKENDS),
+            rev_nat: typed!(pins, names::REV_NAT),
+            conntrack: typed!(pins, names::CONNTRACK),
+            affinity: typed!(pins, names::AFFINITY),
+            maglev: typed!(pins, names::MAGLEV),
+            sock_rev: typed!(pins, names::SOCK_REV),
+            sock_fwd: typed!(pins, names::SOCK_FWD),
+        })
+    }
+}
+
+/// Opens one map pinned under `pins` with its key and value types.
+pub fn open_typed<T>(pins: &PinDir, name: &'static str) -> Result<T, MapsError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    Ok(typed!(pins, name))
+}
+
+/// Writes the node-wide settings (SNAT address and port range, VXLAN device, cluster network).
+pub fn write_node_config(pins: &PinDir, cfg: NodeConfig) -> Result<(), MapsError> {
+    let mut config: Array<MapData, NodeConfig> = open_typed(pins, names::CONFIG)?;
+    config.set(0, cfg, 0).map_err(op_err("update", names::CONFIG))
+}
+
+/// Every map of the data plane, for inspection.
+pub struct LbMaps {
+    pub services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub backends: HashMap<MapData, u32, Backend>,
+    pub rev_nat: HashMap<MapData, u32, RevNat>,
+    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
+    pub affinity: HashMap<MapData, AffinityKey, AffinityValue>,
+    pub maglev: HashMap<MapData, u32, MaglevTable>,
+    pub sock_rev: HashMap<MapData, SockRevKey, RevNat>,
+    pub sock_fwd: HashMap<MapData, SockFwdKey, SockFwdValue>,
+    pub overlay: LpmTrie<MapData, u32, OverlayPeer>,
+    pub endpoints: HashMap<MapData, u32, LocalEndpoint>,
+    pub config: Array<MapData, NodeConfig>,
+    pub counters: PerCpuArray<MapData, u64>,
 }
 
 impl LbMaps {

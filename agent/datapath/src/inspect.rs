@@ -10,11 +10,9 @@ use berth_common::{
 };
 
 use crate::{
-    datapath::{
-        maps::{LbMaps, MapsError},
-        monotonic_ns,
-    },
-    lb::Protocol,
+    maps::{LbMaps, MapsError},
+    monotonic_ns,
+    service::Protocol,
 };
 
 fn endpoint(addr: u32, port: u16) -> String {
@@ -54,10 +52,7 @@ pub fn services(maps: &LbMaps) -> Result<String, MapsError> {
     let mut headers = BTreeMap::new();
     let mut slots: BTreeMap<(u32, u16, u8), BTreeMap<u32, u32>> = BTreeMap::new();
     for item in maps.services.iter() {
-        let (k, v) = item.map_err(crate::datapath::maps::op_err(
-            "iterate",
-            berth_common::names::SERVICES,
-        ))?;
+        let (k, v) = item.map_err(crate::maps::op_err("iterate", berth_common::names::SERVICES))?;
         if k.slot == 0 {
             headers.insert((k.addr, k.port, k.proto), v);
         } else {
@@ -166,7 +161,7 @@ pub fn conntrack(maps: &LbMaps) -> String {
 /// This node's pods as the data plane delivers to them, and the overlay peers.
 pub fn pod_network(maps: &LbMaps) -> String {
     use std::fmt::Write;
-    let mac = crate::overlay::publish::format_mac;
+    let mac = crate::net::format_mac;
     let mut out = String::new();
     let mut pods: Vec<_> = maps.endpoints.iter().flatten().collect();
     pods.sort_by_key(|(k, _)| u32::from_be(*k));

@@ -17,15 +17,16 @@ use std::{
 };
 
 use berth_common::{
-    AffinityKey, BACKEND_F_LOCAL, Backend, CtKey, MAGLEV_TABLE_SIZE, MaglevTable, NodeConfig, PROTO_UDP,
-    RevNat, SVC_F_AFFINITY, SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey,
-    ServiceValue, SockFwdKey, be_to_ipv4, be_to_port, ipv4_to_be, names, port_to_be,
+    AffinityKey, BACKEND_F_LOCAL, Backend, CtKey, MAGLEV_TABLE_SIZE, MaglevTable, PROTO_UDP, RevNat,
+    SVC_F_AFFINITY, SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey, ServiceValue,
+    SockFwdKey, be_to_ipv4, be_to_port, ipv4_to_be, names, port_to_be,
 };
 use tracing::{debug, info, warn};
 
-use super::maps::{LbMaps, MapsError, op_err};
-use crate::lb::{
-    BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol, maglev,
+use super::maps::{MapsError, ServiceMaps, op_err};
+use crate::{
+    maglev,
+    service::{BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol},
 };
 
 /// Identity of a backend in `BERTH_BACKENDS`: one id per (address, port, protocol), shared by every
@@ -52,7 +53,7 @@ pub struct ApplyStats {
 
 /// Owns the Service maps and the bookkeeping of what they hold.
 pub struct ServiceProgrammer {
-    maps: LbMaps,
+    maps: ServiceMaps,
     frontends: HashMap<Frontend, Applied>,
     backend_ids: HashMap<BackendIdentity, (u32, bool)>,
     free_backend_ids: Vec<u32>,
@@ -131,7 +132,7 @@ fn identity(b: &BackendAddr) -> BackendIdentity {
 impl ServiceProgrammer {
     /// Takes over the maps and reads back what they hold, so the next [`apply`](Self::apply) writes only
     /// the differences.
-    pub fn restore(maps: LbMaps) -> Result<Self, MapsError> {
+    pub fn restore(maps: ServiceMaps) -> Result<Self, MapsError> {
         let mut backends: HashMap<u32, Backend> = HashMap::new();
         for item in maps.backends.iter() {
             let (id, b) = item.map_err(op_err("iterate", names::BACKENDS))?;
@@ -251,21 +252,13 @@ impl ServiceProgrammer {
         Ok(me)
     }
 
-    /// Writes node-wide settings (SNAT address and port range, VXLAN device).
-    pub fn set_node_config(&mut self, cfg: NodeConfig) -> Result<(), MapsError> {
-        self.maps
-            .config
-            .set(0, cfg, 0)
-            .map_err(op_err("update", names::CONFIG))
-    }
-
     /// Sets a pause after every backend-slot write (testing aid, see the field's doc).
     pub fn set_slot_write_delay(&mut self, delay: std::time::Duration) {
         self.slot_write_delay = delay;
     }
 
-    /// The maps, for garbage collection and inspection.
-    pub fn maps(&mut self) -> &mut LbMaps {
+    /// The maps, for conntrack garbage collection.
+    pub fn maps(&mut self) -> &mut ServiceMaps {
         &mut self.maps
     }
 

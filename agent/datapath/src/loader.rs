@@ -1,8 +1,9 @@
 //! Loads the eBPF object embedded in the agent binary, reusing maps already pinned for this node so
 //! that conntrack, affinity and Service state survive an agent restart or upgrade.
 
+pub use aya::Ebpf;
 use aya::{
-    Ebpf, EbpfLoader,
+    EbpfLoader,
     programs::{CgroupSockAddr, Program, SchedClassifier},
 };
 use berth_common::{capacity, names};

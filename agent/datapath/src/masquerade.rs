@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::{
     cmd::{CmdError, run_with_input},
-    overlay::PodCidr,
+    net::PodCidr,
 };
 
 /// Name of berth's nftables table (family `ip`).
@@ -30,7 +30,7 @@ pub enum MasqueradeError {
 /// node; the overlay's own VXLAN packets (UDP 8472, both directions) are exempt (`notrack`): tracking
 /// them buys nothing and costs a conntrack lookup per packet.
 pub fn ruleset(node: PodCidr, cluster: PodCidr) -> String {
-    let port = crate::datapath::overlay::VXLAN_PORT;
+    let port = crate::overlay::VXLAN_PORT;
     format!(
         "table ip {TABLE} {{}}
 delete table ip {TABLE}

@@ -1,0 +1,143 @@
+//! The Service load balancer's task: Services and EndpointSlices in, `BERTH_SVC`, `BERTH_BACKENDS`,
+//! reverse NAT, Maglev and affinity maps out (through [`ServiceProgrammer`], which owns them), conntrack
+//! garbage collection on a timer.
+//!
+//! Nothing is applied before both kinds are listed: the maps restored from the pins keep serving until
+//! the source has said what exists. After that every change recomputes the whole desired state (a pure
+//! function of the two stores) and the programmer writes only the difference; changes arriving while an
+//! apply runs are coalesced into the next one.
+
+use std::{path::PathBuf, time::Instant};
+
+use berth_datapath::{
+    conntrack::{self, CtTimeouts},
+    programmer::ServiceProgrammer,
+};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::RETRY_INTERVAL;
+use crate::{
+    lb::{self, NodeInfo},
+    source::Inputs,
+};
+
+/// The outcome of one attempt to apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    /// The maps hold the desired state.
+    Applied,
+    /// Some write failed: retried after [`RETRY_INTERVAL`].
+    Failed,
+    /// An input has not delivered its initial list: nothing was changed.
+    NotListed,
+}
+
+/// What the Service task needs besides its inputs.
+pub struct ServiceLb {
+    pub programmer: ServiceProgrammer,
+    pub node: NodeInfo,
+    pub ct_gc_interval: std::time::Duration,
+    pub ct_timeouts: CtTimeouts,
+    /// Written after every apply (`generation frontends`), once interfaces have been scanned.
+    pub status_file: Option<PathBuf>,
+    /// Set by the interface task after its first scan.
+    pub interfaces_scanned: watch::Receiver<bool>,
+}
+
+impl ServiceLb {
+    /// Runs forever.
+    pub async fn run(mut self, mut inputs: Inputs) {
+        let mut generation = 0u64;
+        let mut dirty = true;
+        let mut waiting_logged = false;
+        let mut gc = tokio::time::interval(self.ct_gc_interval);
+        gc.tick().await;
+        loop {
+            if dirty {
+                match self.sync(&mut inputs) {
+                    Sync::Applied => {
+                        dirty = false;
+                        generation += 1;
+                        self.write_status(generation).await;
+                    }
+                    Sync::Failed => {}
+                    Sync::NotListed => {
+                        if !waiting_logged {
+                            info!(
+                                "Services wait for the initial list; the pinned maps keep serving meanwhile"
+                            );
+                            waiting_logged = true;
+                        }
+                        dirty = false;
+                    }
+                }
+            }
+            let retry = tokio::time::sleep(RETRY_INTERVAL);
+            tokio::select! {
+                _ = inputs.services.changed() => dirty = true,
+                _ = inputs.endpoint_slices.changed() => dirty = true,
+                _ = retry, if dirty => {}
+                _ = gc.tick() => self.collect_conntrack(),
+            }
+        }
+    }
+
+    /// One apply of the whole desired state.
+    fn sync(&mut self, inputs: &mut Inputs) -> Sync {
+        let (Some(services), Some(slices)) = (inputs.services.snapshot(), inputs.endpoint_slices.snapshot())
+        else {
+            return Sync::NotListed;
+        };
+        let (desired, skipped) = lb::desired::compute(
+            services.iter().map(AsRef::as_ref),
+            slices.iter().map(AsRef::as_ref),
+            &self.node,
+        );
+        for s in skipped {
+            warn!(service = %s.service, reason = %s.reason, "Service not programmed");
+        }
+        let started = Instant::now();
+        match self.programmer.apply(&desired, true) {
+            Ok(stats) => {
+                info!(
+                    frontends = desired.frontends.len(),
+                    written = stats.frontends_written,
+                    removed = stats.frontends_removed,
+                    backends_added = stats.backends_added,
+                    backends_removed = stats.backends_removed,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "Services synced"
+                );
+                Sync::Applied
+            }
+            Err(e) => {
+                error!(error = %e, "Service maps not fully written; retrying");
+                Sync::Failed
+            }
+        }
+    }
+
+    fn collect_conntrack(&mut self) {
+        match conntrack::collect(self.programmer.maps(), &self.ct_timeouts) {
+            Ok((seen, removed)) if removed > 0 => info!(seen, removed, "conntrack GC"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "conntrack GC failed"),
+        }
+    }
+
+    /// The status tells tests (and operators) that the state is live: written after attachments.
+    async fn write_status(&mut self, generation: u64) {
+        let Some(path) = &self.status_file else {
+            return;
+        };
+        if self.interfaces_scanned.wait_for(|s| *s).await.is_err() {
+            return;
+        }
+        let tmp = path.with_extension("tmp");
+        let body = format!("{generation} {}\n", self.programmer.frontend_count());
+        if let Err(e) = std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, path)) {
+            warn!(path = %path.display(), error = %e, "cannot write status file");
+        }
+    }
+}
