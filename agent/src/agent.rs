@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::{
     api_client,
     lb::{LbAlgorithm, NodeInfo},
+    node::{self, Health, NodeIdentity},
     overlay::publish,
     source::{self, Inputs},
     subsystems::{
@@ -104,6 +105,8 @@ pub struct AgentConfig {
     pub cluster_cidr: PodCidr,
     /// Masquerade pod egress to outside the cluster's pod network.
     pub masquerade: bool,
+    /// The port kubelet's API is served on (advertised in the Node's daemonEndpoints).
+    pub kubelet_port: i32,
     /// Standalone mode: publish this node's Node object (pod CIDR, flannel annotations) into the
     /// manifests directory.
     pub register_node: bool,
@@ -184,18 +187,33 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
         attach::attach_sock_lb(&mut ebpf, &pins, cgroup)?;
     }
 
+    let (synced_tx, synced_rx) = watch::channel(false);
+    let (pod_cidr_tx, pod_cidr_rx) = watch::channel(None);
     let inputs: Inputs = match source {
         Source::Manifests(dir) => source::manifests::start(dir.clone(), cfg.poll_interval)
             .map_err(|e| AgentError::Source(format!("manifests directory {}: {e}", dir.display())))?,
         Source::Api(config) => {
             let client = api_client::client(*config).map_err(|e| AgentError::Source(e.to_string()))?;
+            tokio::spawn(node::run(
+                client.clone(),
+                NodeIdentity {
+                    name: cfg.node_name.clone(),
+                    addresses: cfg.node_ips.clone(),
+                    vtep_mac: vtep.map(|v| v.mac),
+                    kubelet_port: cfg.kubelet_port,
+                },
+                cfg.state_dir.clone(),
+                Health {
+                    services_synced: synced_rx,
+                    pod_cidr: pod_cidr_rx.clone(),
+                },
+            ));
             source::api::start(client)
         }
     };
 
     let (scanned_tx, scanned_rx) = watch::channel(false);
     let (iface_changes_tx, iface_changes_rx) = watch::channel(0u64);
-    let (pod_cidr_tx, pod_cidr_rx) = watch::channel(None);
     tokio::spawn(
         Interfaces {
             ebpf,
@@ -220,6 +238,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             ct_timeouts: cfg.ct_timeouts,
             status_file: cfg.status_file.clone(),
             interfaces_scanned: scanned_rx,
+            synced: synced_tx,
         }
         .run(inputs.clone()),
     );

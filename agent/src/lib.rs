@@ -10,7 +10,9 @@
 
 pub mod agent;
 pub mod api_client;
+pub mod join;
 pub mod lb;
+pub mod node;
 pub mod overlay;
 pub mod source;
 pub mod subsystems;

@@ -4,7 +4,7 @@ use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, time::Duration};
 
 use berth_agent::{
     agent::{self, AgentConfig, Source},
-    api_client,
+    api_client, join,
 };
 use berth_datapath::{
     DEFAULT_BPFFS_ROOT, PinDir, conntrack::CtTimeouts, inspect, loader, maps::LbMaps, masquerade,
@@ -101,8 +101,9 @@ enum LbCommand {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// This node's name (matches endpoints' nodeName).
-    #[arg(long)]
+    /// This node's name (matches endpoints' nodeName); the host name, lowercased, by default (as
+    /// kubelet's).
+    #[arg(long, default_value_t = default_node_name())]
     node: String,
     /// Node address (repeatable): NodePorts are served on each; the first is the SNAT source.
     #[arg(long = "node-ip")]
@@ -110,10 +111,22 @@ struct RunArgs {
     /// Standalone mode: a directory of Service, EndpointSlice and Node manifests instead of an API server.
     #[arg(long, conflicts_with = "kubeconfig")]
     manifests: Option<PathBuf>,
-    /// Credentials and address of the API server (a kubeconfig file). Without it and without
-    /// --manifests, the pod's service-account credentials when running in a pod.
-    #[arg(long)]
+    /// Credentials and address of the API server (a kubeconfig file). Without it, the join flags and
+    /// --manifests: the pod's service-account credentials when running in a pod.
+    #[arg(long, conflicts_with_all = ["token", "manifests"])]
     kubeconfig: Option<PathBuf>,
+    /// Join: the API server's address (https://HOST:PORT), as `kubeadm join` takes it. Also overrides
+    /// the address of in-cluster credentials (never reach the API through the ClusterIP berth serves).
+    #[arg(long, conflicts_with = "manifests")]
+    server: Option<String>,
+    /// Join: a bootstrap token (ID.SECRET), as `kubeadm join --token`. Used once: the node's own
+    /// certificate is kept in STATE_DIR/kubeconfig and reused on restart.
+    #[arg(long, requires_all = ["server", "ca_cert_hash"])]
+    token: Option<String>,
+    /// Join: the pin of the cluster's CA (sha256:HEX of its public key), as `kubeadm join
+    /// --discovery-token-ca-cert-hash`; repeatable (any may match).
+    #[arg(long = "ca-cert-hash", requires = "token")]
+    ca_cert_hash: Vec<String>,
     /// The node's uplink interface (NodePort traffic from outside).
     #[arg(long)]
     uplink: Option<String>,
@@ -173,6 +186,15 @@ struct RunArgs {
     /// into the manifests directory, where the other nodes' agents read it.
     #[arg(long)]
     register_node: bool,
+    /// The port of kubelet's API the node advertises (daemonEndpoints).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: i32,
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_default()
 }
 
 fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
@@ -211,9 +233,33 @@ fn real_main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Run(a) => {
-            let source = match (&a.manifests, &a.kubeconfig) {
-                (Some(dir), _) => Source::Manifests(dir.clone()),
-                (None, kubeconfig) => Source::Api(Box::new(api_client::config(kubeconfig.as_deref())?)),
+            let state_dir = a
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/berth").join(&a.node));
+            let source = if let Some(dir) = &a.manifests {
+                Source::Manifests(dir.clone())
+            } else if let (Some(token), Some(server)) = (&a.token, &a.server) {
+                let params = join::JoinParams {
+                    server: server.clone(),
+                    token: token.clone(),
+                    ca_cert_hashes: a.ca_cert_hash.clone(),
+                    node: a.node.clone(),
+                    state_dir: state_dir.clone(),
+                };
+                let kubeconfig = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(join::ensure_kubeconfig(&params))?;
+                Source::Api(Box::new(api_client::config(Some(&kubeconfig))?))
+            } else {
+                let mut config = api_client::config(a.kubeconfig.as_deref())?;
+                if a.kubeconfig.is_none()
+                    && let Some(server) = &a.server
+                {
+                    config.cluster_url = server.parse()?;
+                }
+                Source::Api(Box::new(config))
             };
             let defaults = CtTimeouts::default();
             agent::run(
@@ -240,14 +286,13 @@ fn real_main() -> anyhow::Result<()> {
                     overlay_dev: a.overlay_dev,
                     vtep_mac: a.vtep_mac,
                     status_file: a.status_file,
-                    state_dir: a
-                        .state_dir
-                        .unwrap_or_else(|| PathBuf::from("/var/lib/berth").join(&a.node)),
+                    state_dir,
                     node_name: a.node,
                     pod_cidr: a.pod_cidr,
                     cluster_cidr: a.cluster_cidr,
                     masquerade: a.masquerade,
                     register_node: a.register_node,
+                    kubelet_port: a.kubelet_port,
                 },
                 source,
             )?;

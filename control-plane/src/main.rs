@@ -204,6 +204,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &token_secret,
         )
     })?;
+    // As `kubeadm init` ends: the command a node runs to join, printed and kept in DATA_DIR/join-command.
+    let join = format!(
+        "berth-agent run --server https://{listen} --token {token_id}.{token_secret} --ca-cert-hash {}",
+        pki::ca_cert_hash(&creds.ca_pem)?
+    );
+    pki::write_join_command(&cli.data_dir, &join)?;
+    println!("To join a node, run on it (add --node NAME and the node's network flags):\n\n  {join}\n");
     admission::set_default_toleration_seconds(cli.default_toleration_seconds);
     let stop = Arc::new(AtomicBool::new(false));
     let identity = cli.id.clone().unwrap_or_else(|| {

@@ -190,6 +190,11 @@ pub fn join_token_path(dir: &Path) -> PathBuf {
     dir.join("join-token")
 }
 
+/// Writes `DATA_DIR/join-command` (0600: it holds the token).
+pub fn write_join_command(dir: &Path, command: &str) -> Result<(), PkiError> {
+    write_file(&dir.join("join-command"), &format!("{command}\n"), 0o600)
+}
+
 /// Loads or creates the node join token: 6 and 16 characters of `[a-z0-9]`, as bootstrap tokens are.
 pub fn ensure_join_token(dir: &Path) -> Result<(String, String), PkiError> {
     let path = join_token_path(dir);
@@ -249,4 +254,29 @@ pub fn sign_client_csr(ca_key_pem: &str, csr_pem: &str) -> Result<String, PkiErr
     csr.params.subject_alt_names.clear();
     let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(ca_key_pem)?);
     Ok(csr.signed_by(&issuer)?.pem())
+}
+
+/// The pin of the CA that `kubeadm join --discovery-token-ca-cert-hash` takes: `sha256:` and the hex
+/// SHA-256 of the CA certificate's DER SubjectPublicKeyInfo.
+pub fn ca_cert_hash(ca_pem: &str) -> Result<String, PkiError> {
+    let refused = |m: String| PkiError::Refused(m);
+    let (_, pem) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes())
+        .map_err(|e| refused(format!("CA certificate PEM: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents)
+        .map_err(|e| refused(format!("CA certificate: {e}")))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.tbs_certificate.subject_pki.raw);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("sha256:{hex}"))
+}
+
+/// The detached JWS (HS256, keyed with the token's secret, `kid` its id) that kube-controller-manager's
+/// bootstrap signer writes into cluster-info as `jws-kubeconfig-<id>`: `header..signature`, the payload
+/// (the kubeconfig) left out. A joining node recomputes it to know the server holds its token.
+pub fn jws_detached(token_id: &str, token_secret: &str, payload: &str) -> String {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let header = b64(format!(r#"{{"alg":"HS256","kid":"{token_id}"}}"#).as_bytes());
+    let signing_input = format!("{header}.{}", b64(payload.as_bytes()));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token_secret.as_bytes());
+    let signature = ring::hmac::sign(&key, signing_input.as_bytes());
+    format!("{header}..{}", b64(signature.as_ref()))
 }

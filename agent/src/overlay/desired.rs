@@ -14,6 +14,8 @@ pub mod annotations {
     pub const BACKEND_TYPE: &str = "flannel.alpha.coreos.com/backend-type";
     pub const BACKEND_DATA: &str = "flannel.alpha.coreos.com/backend-data";
     pub const PUBLIC_IP: &str = "flannel.alpha.coreos.com/public-ip";
+    /// Real flanneld ignores Nodes without it.
+    pub const KUBE_SUBNET_MANAGER: &str = "flannel.alpha.coreos.com/kube-subnet-manager";
 }
 
 /// A node left out of the overlay, and why (logged).

@@ -40,6 +40,7 @@ pub fn node_object(name: &str, pod_cidr: PodCidr, node_ip: Ipv4Addr, vtep_mac: &
         (annotations::BACKEND_TYPE.to_string(), "vxlan".to_string()),
         (annotations::BACKEND_DATA.to_string(), backend_data),
         (annotations::PUBLIC_IP.to_string(), node_ip.to_string()),
+        (annotations::KUBE_SUBNET_MANAGER.to_string(), "true".to_string()),
     ]);
     Node {
         metadata: ObjectMeta {

@@ -43,6 +43,8 @@ pub struct ServiceLb {
     pub status_file: Option<PathBuf>,
     /// Set by the interface task after its first scan.
     pub interfaces_scanned: watch::Receiver<bool>,
+    /// Set once a complete list has been programmed (the node's Ready condition).
+    pub synced: watch::Sender<bool>,
 }
 
 impl ServiceLb {
@@ -59,6 +61,7 @@ impl ServiceLb {
                     Sync::Applied => {
                         dirty = false;
                         generation += 1;
+                        self.synced.send_replace(true);
                         self.write_status(generation).await;
                     }
                     Sync::Failed => {}

@@ -224,6 +224,15 @@ impl Api {
     }
 
     fn authenticate(&self, req: &ApiRequest<'_>) -> Result<auth::User, ApiError> {
+        // Node discovery (`kubeadm join`, `berth-agent run --token`) reads cluster-info before it
+        // trusts the server, without credentials: the one request served to anonymous users.
+        if req.token.is_none()
+            && req.client_cert.is_none()
+            && req.method == "GET"
+            && req.path == "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+        {
+            return Ok(auth::User::anonymous());
+        }
         auth::authenticate(&self.store, &self.admin_token, req.token, req.client_cert)
     }
 
@@ -330,7 +339,10 @@ impl Api {
         );
         let cluster_info = json!({
             "metadata": {"name": "cluster-info", "namespace": "kube-public"},
-            "data": {"kubeconfig": kubeconfig}
+            "data": {
+                format!("jws-kubeconfig-{token_id}"): crate::pki::jws_detached(token_id, token_secret, &kubeconfig),
+                "kubeconfig": kubeconfig,
+            }
         });
         for (plural, ns, name, body) in [
             (
