@@ -173,8 +173,9 @@ struct RunArgs {
     /// Node-local state (pod address allocations, subnet.env); default /var/lib/berth/NODE.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// This node's pod CIDR, when no Node object in the manifests gives one (spec.podCIDR wins).
-    #[arg(long)]
+    /// Standalone mode: this node's pod CIDR, when no Node object in the manifests gives one
+    /// (spec.podCIDR wins). Joined to an API server, the control plane allocates it.
+    #[arg(long, requires = "manifests")]
     pod_cidr: Option<PodCidr>,
     /// The cluster's pod network.
     #[arg(long, default_value = "10.244.0.0/16")]
@@ -184,7 +185,7 @@ struct RunArgs {
     masquerade: bool,
     /// Publish this node's Node object (pod CIDR, InternalIP, flannel annotations with the VTEP MAC)
     /// into the manifests directory, where the other nodes' agents read it.
-    #[arg(long)]
+    #[arg(long, requires = "manifests")]
     register_node: bool,
     /// The port of kubelet's API the node advertises (daemonEndpoints).
     #[arg(long, default_value_t = 10250)]

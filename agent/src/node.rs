@@ -118,15 +118,24 @@ fn capacity(state_dir: &std::path::Path) -> BTreeMap<String, Quantity> {
     out
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: &str, good_is_true: bool) -> NodeCondition {
-    let status = if ok == good_is_true { "True" } else { "False" };
+/// A condition as it stands now; its transition time is carried over by [`carry_transitions`].
+fn condition(type_: &str, status: bool, reason: &str, message: &str) -> NodeCondition {
     NodeCondition {
         type_: type_.into(),
-        status: status.into(),
+        status: if status { "True" } else { "False" }.into(),
         reason: Some(reason.into()),
         message: Some(message.into()),
         last_heartbeat_time: Some(now()),
         last_transition_time: Some(now()),
+    }
+}
+
+/// Keeps each condition's `lastTransitionTime` from `before` unless its status changed.
+fn carry_transitions(now: &mut [NodeCondition], before: &[NodeCondition]) {
+    for c in now {
+        if let Some(prev) = before.iter().find(|p| p.type_ == c.type_ && p.status == c.status) {
+            c.last_transition_time = prev.last_transition_time.clone();
+        }
     }
 }
 
@@ -222,7 +231,7 @@ pub async fn run(client: Client, id: NodeIdentity, state_dir: std::path::PathBuf
         }
     }
     info!(node = %id.name, "Node registered");
-    let mut last_conditions: Option<Vec<(String, String, String)>> = None;
+    let mut written: Option<Vec<NodeCondition>> = None;
     let mut last_status = tokio::time::Instant::now();
     let mut renew = tokio::time::interval(LEASE_RENEW);
     loop {
@@ -235,34 +244,36 @@ pub async fn run(client: Client, id: NodeIdentity, state_dir: std::path::PathBuf
             _ = health.services_synced.changed() => {}
             _ = health.pod_cidr.changed() => {}
         }
-        let conditions = conditions(&health);
-        let summary: Vec<(String, String, String)> = conditions
-            .iter()
-            .map(|c| {
-                (
-                    c.type_.clone(),
-                    c.status.clone(),
-                    c.reason.clone().unwrap_or_default(),
-                )
-            })
-            .collect();
-        if last_conditions.as_ref() != Some(&summary) || last_status.elapsed() >= STATUS_REFRESH {
-            let mut status = node.status.clone().unwrap_or_default();
-            status.conditions = Some(conditions);
-            let patch = json!({"status": status});
-            match nodes
-                .patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    if last_conditions.as_ref() != Some(&summary) {
-                        info!(conditions = ?summary, "node status written");
-                    }
-                    last_conditions = Some(summary);
-                    last_status = tokio::time::Instant::now();
+        let mut conditions = conditions(&health);
+        let before = written.as_deref().unwrap_or_default();
+        carry_transitions(&mut conditions, before);
+        let same = |a: &NodeCondition, b: &NodeCondition| {
+            (&a.type_, &a.status, &a.reason) == (&b.type_, &b.status, &b.reason)
+        };
+        let changed =
+            before.len() != conditions.len() || before.iter().zip(&conditions).any(|(a, b)| !same(a, b));
+        if !changed && last_status.elapsed() < STATUS_REFRESH {
+            continue;
+        }
+        let mut status = node.status.clone().unwrap_or_default();
+        status.conditions = Some(conditions.clone());
+        let patch = json!({"status": status});
+        match nodes
+            .patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                if changed {
+                    let summary: Vec<String> = conditions
+                        .iter()
+                        .map(|c| format!("{}={}", c.type_, c.status))
+                        .collect();
+                    info!(conditions = %summary.join(","), "node status written");
                 }
-                Err(e) => warn!(error = %e, "writing the node's status"),
+                written = Some(conditions);
+                last_status = tokio::time::Instant::now();
             }
+            Err(e) => warn!(error = %e, "writing the node's status"),
         }
     }
 }
@@ -273,39 +284,34 @@ fn conditions(health: &Health) -> Vec<NodeCondition> {
     vec![
         condition(
             "MemoryPressure",
-            true,
+            false,
             "KubeletHasSufficientMemory",
             "berth does not evict on memory pressure yet",
-            false,
         ),
         condition(
             "DiskPressure",
-            true,
+            false,
             "KubeletHasNoDiskPressure",
             "berth does not evict on disk pressure yet",
-            false,
         ),
         condition(
             "PIDPressure",
-            true,
+            false,
             "KubeletHasSufficientPID",
             "berth does not evict on PID pressure yet",
-            false,
         ),
         match cidr {
             Some(c) => condition(
                 "NetworkUnavailable",
-                true,
+                false,
                 "BerthPodNetworkReady",
                 &format!("pod network {c} configured"),
-                false,
             ),
             None => condition(
                 "NetworkUnavailable",
-                false,
+                true,
                 "NoPodCIDR",
                 "no podCIDR allocated to this node yet (spec.podCIDR is empty)",
-                false,
             ),
         },
         if synced {
@@ -314,7 +320,6 @@ fn conditions(health: &Health) -> Vec<NodeCondition> {
                 true,
                 "KubeletReady",
                 "berth agent is ready: eBPF data plane loaded and attached, Services programmed",
-                true,
             )
         } else {
             condition(
@@ -322,7 +327,6 @@ fn conditions(health: &Health) -> Vec<NodeCondition> {
                 false,
                 "DataPlaneNotSynced",
                 "the eBPF data plane has not programmed a complete list of Services yet",
-                true,
             )
         },
     ]

@@ -18,7 +18,7 @@ use berth_common::{CtEntry, CtKey, PROTO_TCP, ipv4_to_be, port_to_be};
 use berth_datapath::{
     PinDir,
     loader::{self, Capacities},
-    maps::{LbMaps, ServiceMaps},
+    maps::ServiceMaps,
     programmer::ServiceProgrammer,
     service::{BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol},
 };
@@ -121,7 +121,7 @@ fn measure(sizes: &[usize], k: usize, samples: usize, bed: &TestBed) -> Result<V
         };
         let mut ebpf = loader::load(&pins, &caps)?;
         let mut programmer = ServiceProgrammer::restore(ServiceMaps::open(&pins)?)?;
-        let mut maps = LbMaps::open(&pins)?;
+        let mut maps = ServiceMaps::open(&pins)?;
         let state = desired(n, k);
         let started = Instant::now();
         programmer.apply(&state, true)?;

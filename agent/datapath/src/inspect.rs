@@ -51,7 +51,7 @@ fn service_flags(v: &ServiceValue) -> String {
 pub fn services(maps: &LbMaps) -> Result<String, MapsError> {
     let mut headers = BTreeMap::new();
     let mut slots: BTreeMap<(u32, u16, u8), BTreeMap<u32, u32>> = BTreeMap::new();
-    for item in maps.services.iter() {
+    for item in maps.lb.services.iter() {
         let (k, v) = item.map_err(crate::maps::op_err("iterate", berth_common::names::SERVICES))?;
         if k.slot == 0 {
             headers.insert((k.addr, k.port, k.proto), v);
@@ -74,7 +74,7 @@ pub fn services(maps: &LbMaps) -> Result<String, MapsError> {
             } else {
                 "stale"
             };
-            let text = match maps.backends.get(id, 0) {
+            let text = match maps.lb.backends.get(id, 0) {
                 Ok(b) => format!(
                     "{} ({state}{}) #{id}",
                     endpoint(b.addr, b.port),
@@ -107,7 +107,7 @@ pub fn services(maps: &LbMaps) -> Result<String, MapsError> {
 pub fn conntrack(maps: &LbMaps) -> String {
     let now = monotonic_ns();
     let mut rows: Vec<(u64, String)> = Vec::new();
-    for (k, v) in maps.conntrack.iter().flatten() {
+    for (k, v) in maps.lb.conntrack.iter().flatten() {
         let mut flags = Vec::new();
         for (bit, name) in [
             (CT_F_REPLY, "reply"),

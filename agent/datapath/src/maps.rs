@@ -100,16 +100,9 @@ pub fn write_node_config(pins: &PinDir, cfg: NodeConfig) -> Result<(), MapsError
     config.set(0, cfg, 0).map_err(op_err("update", names::CONFIG))
 }
 
-/// Every map of the data plane, for inspection.
+/// Every map of the data plane, for inspection: the Service load balancer's and the rest.
 pub struct LbMaps {
-    pub services: HashMap<MapData, ServiceKey, ServiceValue>,
-    pub backends: HashMap<MapData, u32, Backend>,
-    pub rev_nat: HashMap<MapData, u32, RevNat>,
-    pub conntrack: HashMap<MapData, CtKey, CtEntry>,
-    pub affinity: HashMap<MapData, AffinityKey, AffinityValue>,
-    pub maglev: HashMap<MapData, u32, MaglevTable>,
-    pub sock_rev: HashMap<MapData, SockRevKey, RevNat>,
-    pub sock_fwd: HashMap<MapData, SockFwdKey, SockFwdValue>,
+    pub lb: ServiceMaps,
     pub overlay: LpmTrie<MapData, u32, OverlayPeer>,
     pub endpoints: HashMap<MapData, u32, LocalEndpoint>,
     pub config: Array<MapData, NodeConfig>,
@@ -120,14 +113,7 @@ impl LbMaps {
     /// Opens the maps pinned under `pins`.
     pub fn open(pins: &PinDir) -> Result<Self, MapsError> {
         Ok(LbMaps {
-            services: typed!(pins, names::SERVICES),
-            backends: typed!(pins, names::BACKENDS),
-            rev_nat: typed!(pins, names::REV_NAT),
-            conntrack: typed!(pins, names::CONNTRACK),
-            affinity: typed!(pins, names::AFFINITY),
-            maglev: typed!(pins, names::MAGLEV),
-            sock_rev: typed!(pins, names::SOCK_REV),
-            sock_fwd: typed!(pins, names::SOCK_FWD),
+            lb: ServiceMaps::open(pins)?,
             overlay: typed!(pins, names::OVERLAY),
             endpoints: typed!(pins, names::ENDPOINTS),
             config: typed!(pins, names::CONFIG),

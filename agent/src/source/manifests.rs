@@ -20,7 +20,7 @@ use k8s_openapi::api::{
 };
 use serde::Deserialize;
 use thiserror::Error;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Event, FeedWriter, InputWriters, Inputs, Object, inputs};
 
@@ -318,9 +318,9 @@ impl<K: Object + PartialEq> Emitted<K> {
     }
 }
 
-fn by_key<K: kube::Resource + Clone>(objects: &[K]) -> BTreeMap<Key, K> {
+fn by_key<K: kube::Resource>(objects: Vec<K>) -> BTreeMap<Key, K> {
     // A later file wins over an earlier one for the same object, as a later `kubectl apply` would.
-    objects.iter().map(|o| (key_of(o.meta()), o.clone())).collect()
+    objects.into_iter().map(|o| (key_of(o.meta()), o)).collect()
 }
 
 /// The directory as a source: polled every `interval` on a thread of its own (reading and parsing
@@ -334,50 +334,21 @@ pub fn start(dir: PathBuf, interval: Duration) -> std::io::Result<Inputs> {
 }
 
 fn follow(mut dir: ManifestDir, interval: Duration, writers: InputWriters) {
-    let mut services = Emitted::new(writers.services);
-    let mut slices = Emitted::new(writers.endpoint_slices);
-    let mut nodes = Emitted::new(writers.nodes);
-    let mut listed = false;
-    let mut withheld_logged = false;
+    let mut stores = Stores {
+        services: Emitted::new(writers.services),
+        slices: Emitted::new(writers.endpoint_slices),
+        nodes: Emitted::new(writers.nodes),
+        listed: false,
+        withheld_logged: false,
+    };
     let mut dir_error_logged = false;
     loop {
+        // Rejected files are logged by `poll` itself, once per content.
         match dir.poll() {
-            Ok((changed, errors)) => {
+            Ok((changed, _rejected)) => {
                 dir_error_logged = false;
-                for e in &errors {
-                    error!(error = %e, "manifest rejected");
-                }
-                if listed && !changed {
-                } else if !listed && dir.incomplete() {
-                    if !withheld_logged {
-                        warn!(
-                            "a manifest has never parsed since start: the initial list is withheld, and nothing is programmed or removed until it parses"
-                        );
-                        withheld_logged = true;
-                    }
-                } else {
-                    let all = dir.objects();
-                    let (s, e, n) = (
-                        by_key(&all.services),
-                        by_key(&all.endpoint_slices),
-                        by_key(&all.nodes),
-                    );
-                    if listed {
-                        services.update(s);
-                        slices.update(e);
-                        nodes.update(n);
-                    } else {
-                        info!(
-                            services = s.len(),
-                            endpoint_slices = e.len(),
-                            nodes = n.len(),
-                            "manifests listed"
-                        );
-                        services.list(s);
-                        slices.list(e);
-                        nodes.list(n);
-                        listed = true;
-                    }
+                if changed || !stores.listed {
+                    stores.deliver(&dir);
                 }
             }
             Err(e) => {
@@ -388,6 +359,52 @@ fn follow(mut dir: ManifestDir, interval: Duration, writers: InputWriters) {
             }
         }
         std::thread::sleep(interval);
+    }
+}
+
+/// The three stores the directory feeds, and whether their initial list was delivered.
+struct Stores {
+    services: Emitted<Service>,
+    slices: Emitted<EndpointSlice>,
+    nodes: Emitted<Node>,
+    listed: bool,
+    withheld_logged: bool,
+}
+
+impl Stores {
+    /// Delivers the directory's content: the initial list once every file has parsed, changes after.
+    fn deliver(&mut self, dir: &ManifestDir) {
+        if !self.listed && dir.incomplete() {
+            if !self.withheld_logged {
+                warn!(
+                    "a manifest has never parsed since start: the initial list is withheld, and nothing is programmed or removed until it parses"
+                );
+                self.withheld_logged = true;
+            }
+            return;
+        }
+        let all = dir.objects();
+        let (services, slices, nodes) = (
+            by_key(all.services),
+            by_key(all.endpoint_slices),
+            by_key(all.nodes),
+        );
+        if self.listed {
+            self.services.update(services);
+            self.slices.update(slices);
+            self.nodes.update(nodes);
+            return;
+        }
+        info!(
+            services = services.len(),
+            endpoint_slices = slices.len(),
+            nodes = nodes.len(),
+            "manifests listed"
+        );
+        self.services.list(services);
+        self.slices.list(slices);
+        self.nodes.list(nodes);
+        self.listed = true;
     }
 }
 
