@@ -107,8 +107,8 @@ pub struct AgentConfig {
     pub masquerade: bool,
     /// The port kubelet's API is served on (advertised in the Node's daemonEndpoints).
     pub kubelet_port: i32,
-    /// Standalone mode: publish this node's Node object (pod CIDR, flannel annotations) into the
-    /// manifests directory.
+    /// Register the node: with an API server its Node, Lease and status ([`node`]); in standalone mode
+    /// its Node object (pod CIDR, flannel annotations) written into the manifests directory.
     pub register_node: bool,
 }
 
@@ -194,20 +194,24 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             .map_err(|e| AgentError::Source(format!("manifests directory {}: {e}", dir.display())))?,
         Source::Api(config) => {
             let client = api_client::client(*config).map_err(|e| AgentError::Source(e.to_string()))?;
-            tokio::spawn(node::run(
-                client.clone(),
-                NodeIdentity {
-                    name: cfg.node_name.clone(),
-                    addresses: cfg.node_ips.clone(),
-                    vtep_mac: vtep.map(|v| v.mac),
-                    kubelet_port: cfg.kubelet_port,
-                },
-                cfg.state_dir.clone(),
-                Health {
-                    services_synced: synced_rx,
-                    pod_cidr: pod_cidr_rx.clone(),
-                },
-            ));
+            if cfg.register_node {
+                tokio::spawn(node::run(
+                    client.clone(),
+                    NodeIdentity {
+                        name: cfg.node_name.clone(),
+                        addresses: cfg.node_ips.clone(),
+                        vtep_mac: vtep.map(|v| v.mac),
+                        kubelet_port: cfg.kubelet_port,
+                    },
+                    cfg.state_dir.clone(),
+                    Health {
+                        services_synced: synced_rx,
+                        pod_cidr: pod_cidr_rx.clone(),
+                    },
+                ));
+            } else {
+                info!("not registering the node (kube-proxy replacement: kubelet owns the Node)");
+            }
             source::api::start(client)
         }
     };

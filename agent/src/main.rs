@@ -183,9 +183,11 @@ struct RunArgs {
     /// Masquerade pod egress to outside the cluster's pod network (as flannel's --ip-masq).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     masquerade: bool,
-    /// Publish this node's Node object (pod CIDR, InternalIP, flannel annotations with the VTEP MAC)
-    /// into the manifests directory, where the other nodes' agents read it.
-    #[arg(long, requires = "manifests")]
+    /// Register this node: with an API server, its Node (flannel annotations, addresses, capacity), its
+    /// Lease and status; in standalone mode, its Node object written into the manifests directory.
+    /// Implied when joining with --token. Without it, with --kubeconfig, the agent is a kube-proxy
+    /// replacement beside kubelet, which owns the Node.
+    #[arg(long)]
     register_node: bool,
     /// The port of kubelet's API the node advertises (daemonEndpoints).
     #[arg(long, default_value_t = 10250)]
@@ -238,6 +240,7 @@ fn real_main() -> anyhow::Result<()> {
                 .state_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/var/lib/berth").join(&a.node));
+            let mut register_node = a.register_node;
             let source = if let Some(dir) = &a.manifests {
                 Source::Manifests(dir.clone())
             } else if let (Some(token), Some(server)) = (&a.token, &a.server) {
@@ -252,6 +255,7 @@ fn real_main() -> anyhow::Result<()> {
                     .enable_all()
                     .build()?
                     .block_on(join::ensure_kubeconfig(&params))?;
+                register_node = true;
                 Source::Api(Box::new(api_client::config(Some(&kubeconfig))?))
             } else {
                 let mut config = api_client::config(a.kubeconfig.as_deref())?;
@@ -292,7 +296,7 @@ fn real_main() -> anyhow::Result<()> {
                     pod_cidr: a.pod_cidr,
                     cluster_cidr: a.cluster_cidr,
                     masquerade: a.masquerade,
-                    register_node: a.register_node,
+                    register_node,
                     kubelet_port: a.kubelet_port,
                 },
                 source,

@@ -91,6 +91,13 @@ impl AgentProc {
         self.spawn()
     }
 
+    /// Whether the process has exited (or was killed).
+    pub fn exited(&mut self) -> bool {
+        self.proc
+            .as_mut()
+            .is_none_or(|p| p.child.try_wait().ok().flatten().is_some())
+    }
+
     /// The agent's log so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -60,6 +60,32 @@ impl Drop for Held {
     }
 }
 
+/// Opens one TCP connection from namespace `ns` (in `cgroup`, for the socket LB) to `target` and keeps
+/// it (a `berth-probe hold`).
+pub fn hold_from(ns: &Netns, cgroup: Option<&std::path::Path>, target: &str) -> Held {
+    let mut cmd = Command::new(workspace_bin("berth-probe"));
+    cmd.args(["--netns", &ns.name]);
+    if let Some(cg) = cgroup {
+        cmd.arg("--cgroup").arg(cg);
+    }
+    let mut child = cmd
+        .args(["hold", target])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("berth-probe hold");
+    let out = BufReader::new(child.stdout.take().expect("stdout"));
+    let stdin = child.stdin.take().expect("stdin");
+    let mut held = Held {
+        child,
+        stdin,
+        out,
+        greeting: String::new(),
+    };
+    held.out.read_line(&mut held.greeting).expect("greeting");
+    held
+}
+
 /// A pod: its namespace, address and the node-side interface.
 #[derive(Clone, Debug)]
 pub struct Pod {
@@ -238,27 +264,8 @@ impl LbWorld {
 
     /// Opens one TCP connection from pod `from` to `target` and keeps it (a `berth-probe hold`).
     pub fn hold(&self, from: usize, target: &str, socket_lb: bool) -> Held {
-        let mut cmd = Command::new(workspace_bin("berth-probe"));
-        cmd.args(["--netns", &self.pods[from].ns.name]);
-        if socket_lb {
-            cmd.arg("--cgroup").arg(self.node_cgroup());
-        }
-        let mut child = cmd
-            .args(["hold", target])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("berth-probe hold");
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        let stdin = child.stdin.take().expect("stdin");
-        let mut held = Held {
-            child,
-            stdin,
-            out,
-            greeting: String::new(),
-        };
-        held.out.read_line(&mut held.greeting).expect("greeting");
-        held
+        let cgroup = socket_lb.then(|| self.node_cgroup());
+        hold_from(&self.pods[from].ns, cgroup.as_deref(), target)
     }
 
     /// `n` TCP attempts from pod `from` to `target`, via the socket LB (`socket_lb`) or the TC path.

@@ -5,10 +5,12 @@
 //! - [`probe`]: the wire protocol of `berth-probe`, the TCP/UDP server and client run in namespaces.
 //! - [`agent`]: starting, stopping and waiting for `berth-agent` processes.
 //! - [`lbworld`]: the standard single-node load-balancer world (pods, uplink, external client).
+//! - [`clusterworld`]: the control plane and nodes joined to it by token, driven with the real kubectl.
 //! - [`overlayworld`]: nodes with pods on one underlay bridge, run as berth, flannel-configured or
 //!   plainly routed nodes (the overlay tests and benchmark).
 
 pub mod agent;
+pub mod clusterworld;
 pub mod lbworld;
 pub mod overlayworld;
 pub mod probe;

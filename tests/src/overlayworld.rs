@@ -464,7 +464,6 @@ pub fn state_dir(bed: &TestBed, i: u8) -> PathBuf {
 /// berth node delivers into it directly; the baselines route to the same veth. The node's
 /// `subnet.env` is written first, as the agent would write it.
 fn add_pod(bed: &mut TestBed, node: &Netns, i: u8, j: usize) -> Result<OverlayPod, BedError> {
-    let ns = bed.netns(&format!("n{i}pod{j}"))?;
     let state = state_dir(bed, i);
     let io = |path: &PathBuf| {
         let path = path.clone();
@@ -478,10 +477,23 @@ fn add_pod(bed: &mut TestBed, node: &Netns, i: u8, j: usize) -> Result<OverlayPo
         );
         std::fs::write(&subnet, text).map_err(io(&subnet))?;
     }
+    wire_pod(bed, node, &state, i, j)
+}
+
+/// Pod `j` of node `i` wired by `berth-agent pod-net add` with the node's `state` directory (which
+/// must hold the node's `subnet.env`), serving TCP and UDP as `pod-n<i>-<j>`.
+pub fn wire_pod(
+    bed: &mut TestBed,
+    node: &Netns,
+    state: &Path,
+    i: u8,
+    j: usize,
+) -> Result<OverlayPod, BedError> {
+    let ns = bed.netns(&format!("n{i}pod{j}"))?;
     let pod = format!("default/pod-n{i}-{j}");
     let out = Command::new(workspace_bin("berth-agent"))
         .args(["--netns", &node.name, "pod-net", "add", "--state-dir"])
-        .arg(&state)
+        .arg(state)
         .args(["--pod", &pod, "--pod-netns", &ns.name])
         .output()
         .map_err(|source| BedError::Spawn {

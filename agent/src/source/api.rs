@@ -1,13 +1,14 @@
 //! Services, EndpointSlices and Nodes from an API server through kube-rs watchers: an initial list,
 //! then a watch resumed from the last resourceVersion; a `410 Gone` relists; errors back off
-//! (kube-runtime's default: exponential from 800 ms to 30 s, with jitter). While the server is
-//! unreachable the stores keep their content and the data plane keeps forwarding.
+//! exponentially from 200 ms to 5 s ([`WatchBackoff`]; kube-runtime's default grows to 30 s, which
+//! would leave a node's data plane up to half a minute behind an API server that came back). While the
+//! server is unreachable the stores keep their content and the data plane keeps forwarding.
 //!
 //! kube-proxy's conventions: Services labelled `service.kubernetes.io/service-proxy-name` belong to
 //! another proxy and are not watched (the same selector kube-proxy uses); headless and ExternalName
 //! Services are left out by the Service translation ([`crate::lb::desired`]), for every source.
 
-use std::fmt::Debug;
+use std::{fmt::Debug, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::{
@@ -19,7 +20,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    runtime::{WatchStreamExt, watcher},
+    runtime::{WatchStreamExt, utils::Backoff, watcher},
 };
 use tracing::{info, warn};
 
@@ -61,7 +62,7 @@ where
     let kind = K::kind(&()).into_owned();
     // managedFields are large and never read here: dropped before they reach the store.
     let mut events = watcher(api, config)
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .boxed();
     let mut failing = false;
@@ -85,5 +86,56 @@ where
                 failing = true;
             }
         }
+    }
+}
+
+/// Retry delays of a failing watch: doubling from [`WatchBackoff::FIRST`] to [`WatchBackoff::MAX`], each
+/// with up to 25 % jitter so a fleet of nodes does not reconnect in step; back to the first delay once
+/// the watch delivers again.
+#[derive(Debug, Default)]
+pub struct WatchBackoff {
+    failures: u32,
+}
+
+impl WatchBackoff {
+    pub const FIRST: Duration = Duration::from_millis(200);
+    pub const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let base = Self::FIRST
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let jitter = base.mul_f64(f64::from(nanos % 1000) / 4000.0);
+        Some(base + jitter)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets() {
+        let mut b = WatchBackoff::default();
+        let delays: Vec<Duration> = (0..10).filter_map(|_| b.next()).collect();
+        assert!(delays[0] >= WatchBackoff::FIRST && delays[0] < WatchBackoff::FIRST * 2);
+        assert!(delays[3] >= WatchBackoff::FIRST * 8);
+        assert!(delays.iter().all(|d| *d <= WatchBackoff::MAX.mul_f64(1.25)));
+        b.reset();
+        assert!(b.next().is_some_and(|d| d < WatchBackoff::FIRST * 2));
     }
 }

@@ -200,32 +200,64 @@ pub fn endpoints_for(addresses: &[SocketAddr]) -> Value {
     })
 }
 
-/// Writes the Endpoints if they say something else. Several API servers may write at once: a
-/// conflict means another wrote meanwhile, so the comparison is made again.
-pub fn write_endpoints(store: &Store, addresses: &[SocketAddr]) -> Result<(), ApiError> {
-    let mut attempts = 0;
-    loop {
-        match write_endpoints_once(store, addresses) {
-            Err(e) if (e.code == 409) && attempts < 5 => attempts += 1,
-            other => return other,
-        }
-    }
+/// The EndpointSlice `default/kubernetes` kube-apiserver's reconciler writes beside the Endpoints: what
+/// service proxies (kube-proxy, berth) read to serve the `kubernetes` ClusterIP.
+pub fn endpoint_slice_for(addresses: &[SocketAddr]) -> Value {
+    let port = addresses.first().map_or(443, SocketAddr::port);
+    let ips: Vec<Value> = addresses
+        .iter()
+        .filter(|a| a.port() == port && a.is_ipv4())
+        .map(|a| json!({"addresses": [a.ip().to_string()], "conditions": {"ready": true}}))
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {
+            "kubernetes.io/service-name": "kubernetes",
+            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"
+        }},
+        "addressType": "IPv4",
+        "endpoints": ips,
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]
+    })
 }
 
-fn write_endpoints_once(store: &Store, addresses: &[SocketAddr]) -> Result<(), ApiError> {
-    let mut endpoints = endpoints_for(addresses);
-    let ep = resource("endpoints")?;
-    match objects::get(store, ep, Some("default"), "kubernetes") {
-        Ok(current) if current.get("subsets") == endpoints.get("subsets") => Ok(()),
+/// Writes the Endpoints and the EndpointSlice if they say something else. Several API servers may write
+/// at once: a conflict means another wrote meanwhile, so the comparison is made again.
+pub fn write_endpoints(store: &Store, addresses: &[SocketAddr]) -> Result<(), ApiError> {
+    for (plural, body, fields) in [
+        ("endpoints", endpoints_for(addresses), &["subsets"][..]),
+        (
+            "endpointslices",
+            endpoint_slice_for(addresses),
+            &["endpoints", "ports"][..],
+        ),
+    ] {
+        let mut attempts = 0;
+        loop {
+            match put_if_changed(store, plural, body.clone(), fields) {
+                Err(e) if (e.code == 409) && attempts < 5 => attempts += 1,
+                other => break other?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates `default/kubernetes` of `plural`, or replaces it (compare-and-swap on what was read) when one
+/// of `fields` differs.
+fn put_if_changed(store: &Store, plural: &str, mut body: Value, fields: &[&str]) -> Result<(), ApiError> {
+    let r = resource(plural)?;
+    match objects::get(store, r, Some("default"), "kubernetes") {
+        Ok(current) if fields.iter().all(|f| current.get(f) == body.get(f)) => Ok(()),
         Ok(current) => {
-            // Compare-and-swap on what was read.
-            endpoints["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
             objects::replace(
                 store,
-                ep,
+                r,
                 Some("default"),
                 "kubernetes",
-                endpoints.to_string().as_bytes(),
+                body.to_string().as_bytes(),
                 FieldValidation::Strict,
                 objects::Part::Main,
             )
@@ -233,9 +265,9 @@ fn write_endpoints_once(store: &Store, addresses: &[SocketAddr]) -> Result<(), A
         }
         Err(e) if e.code == 404 => objects::create(
             store,
-            ep,
+            r,
             Some("default"),
-            endpoints.to_string().as_bytes(),
+            body.to_string().as_bytes(),
             FieldValidation::Strict,
         )
         .map(|_| ()),

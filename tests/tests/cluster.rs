@@ -1,0 +1,340 @@
+//! berth as a cluster: the real `berth-control-plane`, agents joined to it with the bootstrap token it
+//! printed (`berth-agent run --server --token --ca-cert-hash`), Services and EndpointSlices applied
+//! with the real `kubectl`, traffic between pods in network namespaces. One world carries the whole
+//! story (joining, following changes, agent restarts, a control-plane outage, a dead node), as building
+//! a cluster is the expensive part.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use berth_tests::{
+    clusterworld::{ClusterWorld, service_with_endpoints},
+    lbworld::hold_from,
+    overlayworld::probe,
+    probe::Attempt,
+    testbed::Netns,
+};
+
+const WEB_IP: &str = "10.96.100.10";
+/// The control plane's node-monitor grace period in these tests (kube-controller-manager: 40 s).
+const GRACE_SECONDS: u64 = 20;
+
+fn served_by(from: &Netns, n: u32) -> BTreeMap<String, u32> {
+    let target = format!("{WEB_IP}:80");
+    let got = probe(
+        from,
+        &["tcp", &target, "--count", &n.to_string(), "--timeout-ms", "500"],
+    )
+    .expect("probe");
+    let mut counts = BTreeMap::new();
+    for a in &got {
+        *counts
+            .entry(a.id().unwrap_or("(failed)").to_string())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Waits until every one of `n` attempts from `from` is answered by a backend in `ids`, and each of
+/// `ids` answered at least once.
+fn wait_served_by(from: &Netns, ids: &[&str], timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let counts = served_by(from, 20);
+        let only_wanted = counts.keys().all(|k| ids.contains(&k.as_str()));
+        let all_seen = ids.iter().all(|id| counts.contains_key(*id));
+        if only_wanted && all_seen {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: from {} the Service answered {counts:?}, wanted exactly {ids:?}",
+            from.name
+        );
+        sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_ready(world: &ClusterWorld, node: &str, want: bool, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready = world.cp.node_ready(node);
+        if (ready.as_deref() == Some("True")) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} Ready={ready:?}, wanted {want}; nodes:\n{}",
+            world.cp.kubectl(&["get", "nodes"]).unwrap_or_default()
+        );
+        sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn nodes_joined_by_token_follow_the_api() {
+    let grace = GRACE_SECONDS.to_string();
+    let mut world =
+        ClusterWorld::new("cluster", 2, 1, &["--node-monitor-grace-seconds", &grace]).expect("cluster");
+
+    // Joined: each node registered with a podCIDR from the control plane, flannel's annotations, a
+    // Lease, Ready; the certificate kept in the state directory with mode 0600.
+    for i in 1..=2u8 {
+        let name = format!("node{i}");
+        wait_ready(&world, &name, true, Duration::from_secs(15));
+        let node = world
+            .cp
+            .kubectl(&["get", "node", &name, "-o", "json"])
+            .expect("get node");
+        let node: serde_json::Value = serde_json::from_str(&node).expect("node json");
+        let cidr = node["spec"]["podCIDR"].as_str().unwrap_or_default();
+        assert!(cidr.starts_with("10.244."), "podCIDR allocated: {node}");
+        let ann = &node["metadata"]["annotations"];
+        assert_eq!(
+            ann["flannel.alpha.coreos.com/kube-subnet-manager"], "true",
+            "{ann}"
+        );
+        assert_eq!(ann["flannel.alpha.coreos.com/backend-type"], "vxlan", "{ann}");
+        assert_eq!(
+            ann["flannel.alpha.coreos.com/public-ip"],
+            format!("192.168.70.{i}"),
+            "{ann}"
+        );
+        assert_eq!(
+            node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250,
+            "{node}"
+        );
+        let subnet = std::fs::read_to_string(world.node(i).state.join("subnet.env")).expect("subnet.env");
+        assert!(
+            subnet.contains(&format!("FLANNEL_SUBNET={}", cidr.replace(".0/24", ".1/24"))),
+            "{subnet}"
+        );
+        world
+            .cp
+            .kubectl(&["get", "lease", "-n", "kube-node-lease", &name])
+            .expect("the node's Lease");
+        let kubeconfig = world.node(i).state.join("kubeconfig");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&kubeconfig).expect("kubeconfig").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", kubeconfig.display());
+    }
+    let csrs = world.cp.kubectl(&["get", "csr"]).expect("csr");
+    assert!(csrs.contains("Approved,Issued"), "{csrs}");
+
+    // A Service applied with kubectl reaches every node's maps: from a pod on each node, both
+    // backends answer (one across the overlay).
+    let (p1, p2) = (world.pod(1, 0).clone(), world.pod(2, 0).clone());
+    world
+        .cp
+        .apply(&service_with_endpoints(
+            "web",
+            WEB_IP,
+            &[(p1.ip, "node1"), (p2.ip, "node2")],
+        ))
+        .expect("apply");
+    for p in [&p1, &p2] {
+        wait_served_by(
+            &p.ns,
+            &[&p1.id, &p2.id],
+            Duration::from_secs(10),
+            "both endpoints",
+        );
+    }
+
+    // A change of endpoints reaches the maps.
+    world
+        .cp
+        .apply(&service_with_endpoints("web", WEB_IP, &[(p2.ip, "node2")]))
+        .expect("apply");
+    for p in [&p1, &p2] {
+        wait_served_by(&p.ns, &[&p2.id], Duration::from_secs(5), "endpoint removed");
+    }
+
+    // An agent killed and restarted: the established flow keeps working throughout, and the restarted
+    // agent (reusing its certificate, no new CSR) converges on a change made while it was down.
+    let mut held = hold_from(&p1.ns, None, &format!("{WEB_IP}:80"));
+    assert!(held.greeting.contains(&p2.id), "{}", held.greeting);
+    world.node(1).agent().kill();
+    assert_eq!(held.echo("while-dead"), "echo while-dead");
+    world
+        .cp
+        .apply(&service_with_endpoints(
+            "web",
+            WEB_IP,
+            &[(p1.ip, "node1"), (p2.ip, "node2")],
+        ))
+        .expect("apply");
+    world.node(1).agent().restart().expect("restart");
+    world.wait_joined(1).expect("rejoined");
+    assert!(
+        world
+            .node(1)
+            .agent()
+            .log()
+            .contains("using the node's credentials"),
+        "{}",
+        world.node(1).agent().log()
+    );
+    assert_eq!(held.echo("after-restart"), "echo after-restart");
+    wait_served_by(
+        &p1.ns,
+        &[&p1.id, &p2.id],
+        Duration::from_secs(10),
+        "converged after restart",
+    );
+    drop(held);
+
+    // The control plane stopped for 30 s: traffic never stops; once it is back, a change made through
+    // it reaches the maps of both nodes.
+    world.cp.kill();
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(30) {
+        for p in [&p1, &p2] {
+            let got = probe(&p.ns, &["tcp", &format!("{WEB_IP}:80"), "--timeout-ms", "1000"]).expect("probe");
+            assert!(
+                got.first().and_then(Attempt::id).is_some(),
+                "traffic stopped {:?} into the control plane's outage: {got:?}\n{}",
+                outage.elapsed(),
+                world.node(1).agent().log()
+            );
+        }
+        sleep(Duration::from_millis(500));
+    }
+    world.cp.start().expect("control plane back");
+    world
+        .cp
+        .apply(&service_with_endpoints("web", WEB_IP, &[(p1.ip, "node1")]))
+        .expect("apply after the outage");
+    for p in [&p1, &p2] {
+        wait_served_by(
+            &p.ns,
+            &[&p1.id],
+            Duration::from_secs(15),
+            "change after the outage",
+        );
+    }
+    assert!(
+        world.node(2).agent().log().contains("watch resumed"),
+        "{}",
+        world.node(2).agent().log()
+    );
+
+    // A node whose agent dies goes NotReady within the grace period (its Lease is no longer
+    // renewed), and comes back Ready once the agent runs again.
+    world.node(2).agent().kill();
+    let killed = Instant::now();
+    wait_ready(&world, "node2", false, Duration::from_secs(GRACE_SECONDS + 15));
+    assert!(
+        killed.elapsed() <= Duration::from_secs(GRACE_SECONDS + 15),
+        "NotReady after {:?}",
+        killed.elapsed()
+    );
+    world.node(2).agent().restart().expect("restart");
+    wait_ready(&world, "node2", true, Duration::from_secs(20));
+}
+
+#[test]
+fn a_join_with_a_wrong_token_or_ca_fails_clearly_and_writes_nothing() {
+    let mut world = ClusterWorld::new("joinbad", 0, 0, &[]).expect("cluster");
+    world.add_node(1).expect("node");
+    let good = world.join_args(1).expect("join args");
+    let flag = |args: &[String], name: &str| {
+        let at = args.iter().position(|a| a == name).expect("flag");
+        args[at + 1].clone()
+    };
+    let (token, hash) = (flag(&good, "--token"), flag(&good, "--ca-cert-hash"));
+    let wrong_secret = format!("{}.0123456789abcdef", &token[..6]);
+    let wrong_hash = format!("sha256:{}", "0".repeat(64));
+    for (from, to, expect) in [
+        (token.as_str(), wrong_secret.as_str(), "signature does not match"),
+        (
+            hash.as_str(),
+            wrong_hash.as_str(),
+            "does not match --ca-cert-hash",
+        ),
+        ("192.168.70.100", "192.168.70.99", "cannot reach the API server"),
+    ] {
+        let args: Vec<String> = good.iter().map(|a| a.replace(from, to)).collect();
+        let n = world.node(1);
+        // Bounded: an agent that did join would run until stopped.
+        let out = std::process::Command::new("timeout")
+            .args(["60", "ip", "netns", "exec", &n.ns.name])
+            .arg(berth_tests::workspace_bin("berth-agent"))
+            .arg("run")
+            .args(&args)
+            .output()
+            .expect("berth-agent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(expect),
+            "wanted {expect:?} in the last line:\n{stderr}"
+        );
+        assert!(
+            !n.state.join("kubeconfig").exists(),
+            "nothing written after a failed join"
+        );
+    }
+}
+
+#[test]
+fn kube_proxy_replacement_with_a_kubeconfig_only() {
+    // The agent as kube-proxy beside an existing cluster's kubelet: a kubeconfig, no overlay, no pods
+    // of its own to wire; it registers nothing (kubelet owns the Node).
+    let mut world = ClusterWorld::new("kpr", 0, 0, &[]).expect("cluster");
+    world.add_node(1).expect("node");
+    let state = world.node(1).state.clone();
+    std::fs::create_dir_all(&state).expect("state");
+    std::fs::write(
+        state.join("subnet.env"),
+        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+    )
+    .expect("subnet.env");
+    world.wire_pods(1, 2).expect("pods");
+    let kubeconfig = world.cp.dir.join("admin.kubeconfig");
+    let args: Vec<String> = [
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--node",
+        "node1",
+        "--node-ip",
+        "192.168.70.1",
+        "--pod-interfaces",
+        "vp*",
+        "--state-dir",
+        &state.display().to_string(),
+        "--masquerade",
+        "false",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    world.start_agent(1, &args).expect("agent");
+    let (a, b) = (world.pod(1, 0).clone(), world.pod(1, 1).clone());
+    let local: &[(Ipv4Addr, &str)] = &[(a.ip, "node1"), (b.ip, "node1")];
+    world
+        .cp
+        .apply(&service_with_endpoints("web", WEB_IP, local))
+        .expect("apply");
+    wait_served_by(
+        &a.ns,
+        &[&a.id, &b.id],
+        Duration::from_secs(10),
+        "kube-proxy replacement",
+    );
+    // The `kubernetes` Service is served too, from its EndpointSlice (the API server's address).
+    let list = world.lb_list(1);
+    assert!(
+        list.contains("10.96.0.1:443/TCP") && list.contains("192.168.70.100:6443"),
+        "{list}"
+    );
+    assert!(
+        world.cp.kubectl(&["get", "node", "node1"]).is_err(),
+        "a kube-proxy replacement registers no Node"
+    );
+}
