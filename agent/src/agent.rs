@@ -91,6 +91,8 @@ pub struct AgentConfig {
     pub overlay_dev: Option<String>,
     /// MAC of that device (its VTEP MAC, published in the flannel annotations); kernel-chosen if absent.
     pub vtep_mac: Option<[u8; 6]>,
+    /// UDP port of the overlay (flannel's `--vxlan-port`; every node of a cluster must use the same).
+    pub vxlan_port: u16,
     /// Map sizes.
     pub capacities: loader::Capacities,
     /// Testing aid: pause after each backend-slot write (see `ServiceProgrammer::set_slot_write_delay`).
@@ -134,7 +136,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
         );
     }
     let vtep = match (&cfg.overlay_dev, &cfg.uplink) {
-        (Some(dev), Some(uplink)) => Some(overlay::ensure_vxlan(dev, uplink, cfg.vtep_mac)?),
+        (Some(dev), Some(uplink)) => Some(overlay::ensure_vxlan(dev, uplink, cfg.vtep_mac, cfg.vxlan_port)?),
         (Some(dev), None) => {
             warn!(device = %dev, "the overlay needs --uplink (the underlay device); overlay disabled");
             None
@@ -149,7 +151,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             snat_port_max: cfg.snat_ports.1,
             vtep_ifindex: vtep.map_or(0, |v| v.ifindex),
             vtep_mac: vtep.map_or([0; 6], |v| v.mac),
-            pad: [0; 2],
+            vxlan_port: cfg.vxlan_port.to_be(),
             cluster_net: ipv4_to_be(cfg.cluster_cidr.network.octets()),
             cluster_mask: ipv4_to_be(cfg.cluster_cidr.mask().octets()),
         },
@@ -263,6 +265,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             state_dir: cfg.state_dir.clone(),
             pod_mtu,
             masquerade: cfg.masquerade,
+            vxlan_port: cfg.vxlan_port,
             overlay_dev: vtep.and(cfg.overlay_dev.clone()),
             applied: pod_cidr_tx,
         }

@@ -155,6 +155,10 @@ struct RunArgs {
     /// over VXLAN, encapsulated by the eBPF programs.
     #[arg(long)]
     overlay_dev: Option<String>,
+    /// UDP port of the VXLAN overlay, as flannel's --vxlan-port. flannel's Node annotations do not
+    /// carry it: every node of a cluster, berth or flannel, must be given the same.
+    #[arg(long, default_value_t = berth_common::DEFAULT_VXLAN_PORT)]
+    vxlan_port: u16,
     /// MAC of the VXLAN device (its VTEP MAC); kernel-chosen when absent.
     #[arg(long, value_parser = parse_mac_arg)]
     vtep_mac: Option<[u8; 6]>,
@@ -290,6 +294,7 @@ fn real_main() -> anyhow::Result<()> {
                     slot_write_delay: Duration::from_micros(a.slot_write_delay_us),
                     overlay_dev: a.overlay_dev,
                     vtep_mac: a.vtep_mac,
+                    vxlan_port: a.vxlan_port,
                     status_file: a.status_file,
                     state_dir,
                     node_name: a.node,

@@ -188,18 +188,42 @@ pub struct ClusterWorld {
     pub cp: ControlPlane,
     pub underlay: Netns,
     pub bed: TestBed,
+    /// The underlay links' MTU.
+    pub mtu: u32,
+}
+
+/// Sets the MTU of both ends of a veth pair.
+fn set_mtu(a: &Netns, a_if: &str, b: &Netns, b_if: &str, mtu: u32) -> Result<(), BedError> {
+    let mtu = mtu.to_string();
+    a.ip(&["link", "set", a_if, "mtu", &mtu])?;
+    b.ip(&["link", "set", b_if, "mtu", &mtu])?;
+    Ok(())
 }
 
 impl ClusterWorld {
     /// The control plane (with `cp_args`) and `nodes` nodes joined to it, `pods` pods each, every pod
     /// answering.
     pub fn new(test_name: &str, nodes: u8, pods: usize, cp_args: &[&str]) -> Result<Self, BedError> {
+        Self::with_options(test_name, nodes, pods, cp_args, 1500, &[])
+    }
+
+    /// [`new`](Self::new) on an underlay whose links have MTU `mtu` (1450 as on OpenStack, 9000 for
+    /// jumbo frames), every agent joined with `agent_args` besides the usual ones.
+    pub fn with_options(
+        test_name: &str,
+        nodes: u8,
+        pods: usize,
+        cp_args: &[&str],
+        mtu: u32,
+        agent_args: &[&str],
+    ) -> Result<Self, BedError> {
         let mut bed = TestBed::new(test_name);
         let underlay = bed.netns("underlay")?;
-        underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
+        underlay.ip(&["link", "add", "br0", "mtu", &mtu.to_string(), "type", "bridge"])?;
         underlay.ip(&["link", "set", "br0", "up"])?;
         let cp_ns = bed.netns("cp")?;
         bed.veth(&cp_ns, "eth0", &underlay, "cp0")?;
+        set_mtu(&cp_ns, "eth0", &underlay, "cp0", mtu)?;
         underlay.ip(&["link", "set", "cp0", "master", "br0"])?;
         cp_ns.ip(&["addr", "add", &format!("{CP_IP}/24"), "dev", "eth0"])?;
         let mut cp = ControlPlane {
@@ -215,12 +239,13 @@ impl ClusterWorld {
             cp,
             underlay,
             bed,
+            mtu,
         };
         for i in 1..=nodes {
             world.add_node(i)?;
         }
         for i in 1..=nodes {
-            world.join(i, &[])?;
+            world.join(i, agent_args)?;
         }
         for i in 1..=nodes {
             world.wire_pods(i, pods)?;
@@ -247,6 +272,7 @@ impl ClusterWorld {
         let underlay = Ipv4Addr::new(192, 168, 70, i);
         let port = format!("p{i}");
         self.bed.veth(&ns, "eth0", &self.underlay, &port)?;
+        set_mtu(&ns, "eth0", &self.underlay, &port, self.mtu)?;
         self.underlay.ip(&["link", "set", &port, "master", "br0"])?;
         ns.ip(&["addr", "add", &format!("{underlay}/24"), "dev", "eth0"])?;
         self.nodes.push(ClusterNode {

@@ -338,3 +338,66 @@ fn kube_proxy_replacement_with_a_kubeconfig_only() {
         "a kube-proxy replacement registers no Node"
     );
 }
+
+/// The pod network follows the underlay's MTU as flannel's does (pods get the uplink's MTU less VXLAN's
+/// 50 bytes), and carries small and full-size packets across nodes at 1450 (OpenStack, GCP-like) and
+/// 9000 (jumbo frames).
+#[test]
+fn the_overlay_follows_the_underlay_mtu() {
+    for mtu in [1450u32, 9000] {
+        let world = ClusterWorld::with_options(&format!("mtu{mtu}"), 2, 1, &[], mtu, &[]).expect("cluster");
+        let (a, b) = (world.pod(1, 0).clone(), world.pod(2, 0).clone());
+        let link = a.ns.ip(&["-o", "link", "show", "dev", "eth0"]).expect("pod link");
+        let link = String::from_utf8_lossy(&link.stdout).to_string();
+        assert!(
+            link.contains(&format!(" mtu {} ", mtu - 50)),
+            "pod MTU at underlay {mtu}: {link}"
+        );
+        for (from, to) in [(&a, &b), (&b, &a)] {
+            let got = probe(&from.ns, &["tcp", &to.tcp().to_string(), "--count", "2"]).expect("tcp");
+            assert!(
+                got.len() == 2 && got.iter().all(|g| g.id() == Some(to.id.as_str())),
+                "TCP across nodes at MTU {mtu}: {got:?}"
+            );
+            let got = probe(
+                &from.ns,
+                &[
+                    "bulk",
+                    &to.tcp().to_string(),
+                    "--bytes",
+                    "4194304",
+                    "--count",
+                    "1",
+                ],
+            )
+            .expect("bulk");
+            assert!(
+                got.len() == 1 && got[0].id() == Some(to.id.as_str()),
+                "full-size segments across nodes at MTU {mtu}: {got:?}"
+            );
+        }
+    }
+}
+
+/// `--vxlan-port` (flannel's flag of the same name: its Node annotations do not carry the port, so
+/// every node is told): the VXLAN device listens there and the programs encapsulate to it.
+#[test]
+fn the_overlay_runs_on_the_vxlan_port_given() {
+    let mut world =
+        ClusterWorld::with_options("vxport", 2, 1, &[], 1500, &["--vxlan-port", "4789"]).expect("cluster");
+    let dev = world
+        .node(1)
+        .ns
+        .ip(&["-d", "link", "show", "dev", "berth.1"])
+        .expect("device");
+    let dev = String::from_utf8_lossy(&dev.stdout).to_string();
+    assert!(dev.contains("dstport 4789 "), "{dev}");
+    let (a, b) = (world.pod(1, 0).clone(), world.pod(2, 0).clone());
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        let got = probe(&from.ns, &["tcp", &to.tcp().to_string(), "--count", "2"]).expect("tcp");
+        assert!(
+            got.len() == 2 && got.iter().all(|g| g.id() == Some(to.id.as_str())),
+            "TCP across nodes on port 4789: {got:?}"
+        );
+    }
+}

@@ -27,10 +27,10 @@ pub enum MasqueradeError {
 
 /// The ruleset: from this node's pods to anything outside the cluster's pod network (and not
 /// multicast), masquerade with random ports. A NAT rule makes netfilter track every flow through the
-/// node; the overlay's own VXLAN packets (UDP 8472, both directions) are exempt (`notrack`): tracking
+/// node; the overlay's own VXLAN packets (the VXLAN port, both directions) are exempt (`notrack`): tracking
 /// them buys nothing and costs a conntrack lookup per packet.
-pub fn ruleset(node: PodCidr, cluster: PodCidr) -> String {
-    let port = crate::overlay::VXLAN_PORT;
+pub fn ruleset(node: PodCidr, cluster: PodCidr, vxlan_port: u16) -> String {
+    let port = vxlan_port;
     format!(
         "table ip {TABLE} {{}}
 delete table ip {TABLE}
@@ -53,8 +53,8 @@ table ip {TABLE} {{
 }
 
 /// Installs (or replaces) the rule, in one atomic `nft -f` transaction.
-pub fn install(node: PodCidr, cluster: PodCidr) -> Result<(), MasqueradeError> {
-    run_with_input("nft", &["-f", "-"], Some(&ruleset(node, cluster)))?;
+pub fn install(node: PodCidr, cluster: PodCidr, vxlan_port: u16) -> Result<(), MasqueradeError> {
+    run_with_input("nft", &["-f", "-"], Some(&ruleset(node, cluster, vxlan_port)))?;
     Ok(())
 }
 

@@ -19,8 +19,6 @@ use crate::{
     net::{Peer, PodCidr, parse_mac},
 };
 
-/// VXLAN UDP port (flannel's, the Linux kernel's historical default).
-pub const VXLAN_PORT: u16 = 8472;
 /// VXLAN + outer UDP/IPv4/Ethernet headers.
 pub const VXLAN_OVERHEAD: u32 = 50;
 
@@ -44,23 +42,30 @@ pub struct Vtep {
     pub mtu: u32,
 }
 
-/// Creates (if missing) the node's VXLAN device `name` on `underlay`: VNI 1, UDP 8472, no learning,
-/// MTU sized for the underlay, with `mac` when given; brings it up. It has no per-peer entries and
-/// only ever receives (the eBPF programs encapsulate and send themselves, see
-/// `ebpf/berth-ebpf/src/overlay.rs`): it is the socket on UDP 8472 that decapsulates GSO aggregates.
-/// A collect-metadata device left by an older berth is replaced.
-pub fn ensure_vxlan(name: &str, underlay: &str, mac: Option<[u8; 6]>) -> Result<Vtep, VxlanError> {
-    if ip(&["-d", "link", "show", "dev", name]).is_ok_and(|t| t.contains("vxlan external")) {
-        ip(&["link", "del", name])?;
-        info!(device = name, "replacing a collect-metadata VXLAN device");
+/// Creates (if missing) the node's VXLAN device `name` on `underlay`: VNI 1, UDP `port` (8472 unless
+/// `--vxlan-port`), no learning, MTU the underlay's less 50 (set again on every start), with `mac` when
+/// given; brings it up. It has no per-peer entries and only ever receives (the eBPF programs
+/// encapsulate and send themselves, see `ebpf/berth-ebpf/src/overlay.rs`): it is the socket on that
+/// port that decapsulates GSO aggregates. A device of another port, or a collect-metadata device left by
+/// an older berth, is replaced.
+pub fn ensure_vxlan(name: &str, underlay: &str, mac: Option<[u8; 6]>, port: u16) -> Result<Vtep, VxlanError> {
+    let details = ip(&["-d", "link", "show", "dev", name]).ok();
+    if let Some(d) = &details {
+        let stale = d.contains("vxlan external") || !d.contains(&format!("dstport {port} "));
+        if stale {
+            ip(&["link", "del", name])?;
+            info!(device = name, "replacing a VXLAN device of another configuration");
+        }
     }
+    // The pod network's MTU follows the underlay's, as flannel's: its MTU less VXLAN's overhead, also
+    // when the underlay's changed since the device was made.
+    let mtu_text = ip(&["-o", "link", "show", "dev", underlay])?;
+    let underlay_mtu: u32 = link_field(&mtu_text, "mtu")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1500);
+    let mtu = underlay_mtu.saturating_sub(VXLAN_OVERHEAD).max(576).to_string();
     if ip(&["link", "show", "dev", name]).is_err() {
-        let mtu_text = ip(&["-o", "link", "show", "dev", underlay])?;
-        let underlay_mtu: u32 = link_field(&mtu_text, "mtu")
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(1500);
-        let mtu = (underlay_mtu - VXLAN_OVERHEAD).to_string();
-        let port = VXLAN_PORT.to_string();
+        let port = port.to_string();
         let mac_text = mac.map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"));
         let mut args = vec!["link", "add", name];
         if let Some(m) = &mac_text {
@@ -81,6 +86,8 @@ pub fn ensure_vxlan(name: &str, underlay: &str, mac: Option<[u8; 6]>) -> Result<
         ]);
         ip(&args)?;
         info!(device = name, underlay, mtu = %mtu, "created the VXLAN device");
+    } else {
+        ip(&["link", "set", name, "mtu", &mtu])?;
     }
     ip(&["link", "set", name, "up"])?;
     let text = ip(&["-o", "link", "show", "dev", name])?;

@@ -21,6 +21,8 @@ pub struct PodNetwork {
     /// MTU of pod interfaces (the overlay device's, else the uplink's).
     pub pod_mtu: u32,
     pub masquerade: bool,
+    /// The overlay's UDP port (exempt from connection tracking).
+    pub vxlan_port: u16,
     /// The VXLAN device, when the overlay is on.
     pub overlay_dev: Option<String>,
     /// The pod CIDR as applied, for the other subsystems.
@@ -75,7 +77,7 @@ impl PodNetwork {
             return false;
         }
         let rule = if self.masquerade {
-            masquerade::install(cidr, self.cluster_cidr)
+            masquerade::install(cidr, self.cluster_cidr, self.vxlan_port)
         } else {
             masquerade::remove()
         };

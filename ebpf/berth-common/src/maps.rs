@@ -323,8 +323,9 @@ pub struct NodeConfig {
     pub vtep_ifindex: u32,
     /// MAC of that device: the source of inner frames.
     pub vtep_mac: [u8; 6],
-    /// Always zero.
-    pub pad: [u8; 2],
+    /// UDP port of the overlay's VXLAN, network order; 0 means flannel's default 8472 (what an agent
+    /// from before `--vxlan-port` left in this formerly padding field).
+    pub vxlan_port: u16,
     /// The cluster's pod network (10.244.0.0/16), network order; with `cluster_mask`. Packets from it
     /// are delivered to local pods straight from eBPF; packets from elsewhere (node addresses, outside)
     /// go through the host stack, so netfilter sees both directions of flows it may masquerade.
@@ -419,3 +420,16 @@ const _: () = assert!(core::mem::size_of::<LocalEndpoint>() == 16);
 const _: () = assert!(core::mem::size_of::<OverlayPeer>() == 12);
 const _: () = assert!(core::mem::size_of::<SockFwdKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SockFwdValue>() == 16);
+
+/// The VXLAN port a [`NodeConfig`] names, network order (`vxlan_port`, or 8472 when unset).
+#[inline(always)]
+pub fn vxlan_port_be(cfg: &NodeConfig) -> u16 {
+    if cfg.vxlan_port == 0 {
+        DEFAULT_VXLAN_PORT.to_be()
+    } else {
+        cfg.vxlan_port
+    }
+}
+
+/// flannel's VXLAN port, the default of `--vxlan-port`.
+pub const DEFAULT_VXLAN_PORT: u16 = 8472;

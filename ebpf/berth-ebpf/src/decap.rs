@@ -13,7 +13,7 @@
 //! skb's checksum state, so the inner packet's own checksums are verified by the pod's stack.
 
 use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContext};
-use berth_common::{OVERLAY_VNI, counter};
+use berth_common::{OVERLAY_VNI, counter, vxlan_port_be};
 
 use crate::{
     local,
@@ -21,8 +21,6 @@ use crate::{
     packet::ETH_HLEN,
 };
 
-/// VXLAN's UDP port (flannel's), network order.
-const VXLAN_PORT_BE: u16 = 8472u16.to_be();
 /// Outer IPv4 (no options) + UDP + VXLAN headers, and the inner Ethernet header.
 const ENCAP_LEN: usize = 20 + 8 + 8 + ETH_HLEN;
 /// VXLAN flags byte: a valid VNI follows.
@@ -64,7 +62,7 @@ pub fn vxlan_to_local_pod(ctx: &TcContext) -> Arrival {
             return Arrival::Other;
         }
         let udp = outer + 20;
-        if ((udp + 2) as *const u16).read_unaligned() != VXLAN_PORT_BE {
+        if ((udp + 2) as *const u16).read_unaligned() != vxlan_port_be(cfg) {
             return Arrival::Other;
         }
         let vxlan = udp + 8;

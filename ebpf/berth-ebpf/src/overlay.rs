@@ -24,7 +24,7 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::TcContext,
 };
-use berth_common::{NodeConfig, OVERLAY_VNI, counter};
+use berth_common::{NodeConfig, OVERLAY_VNI, counter, vxlan_port_be};
 
 use crate::{
     forward::rewrite_l2,
@@ -32,8 +32,6 @@ use crate::{
     packet::ETH_HLEN,
 };
 
-/// VXLAN's UDP port (flannel's).
-const VXLAN_PORT: u16 = 8472;
 /// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 const ENCAP_LEN: usize = 50;
 /// Outer TTL.
@@ -69,14 +67,22 @@ pub fn to_remote_pod(ctx: &TcContext, cfg: &NodeConfig, daddr: u32) -> Option<i3
         return None;
     }
     let peer = *OVERLAY.get(Key::new(32, daddr))?;
-    // The underlay's next hop towards the peer, as if this node forwarded a packet to it.
+    // The underlay's next hop towards the peer, as if this node forwarded a packet to it. The MTU check
+    // is made with the packet's size once encapsulated: a packet too large for the underlay is left to
+    // the stack, which routes it to the VXLAN device (MTU underlay - 50) and so answers "fragmentation
+    // needed" with the right MTU (path MTU discovery). A GSO aggregate is checked by the kernel as
+    // segments (`tot_len` 0: the skb itself against the device).
     // SAFETY: zeroed plain-data struct; helper on the program's own skb.
     let (rc, fib) = unsafe {
         let mut p: FibParams = core::mem::zeroed();
         p.family = AF_INET;
         p.l4_protocol = 17;
         p.ifindex = (*ctx.skb.skb).ifindex;
-        p.__bindgen_anon_1.tot_len = 1500;
+        p.__bindgen_anon_1.tot_len = if (*ctx.skb.skb).gso_size != 0 {
+            0
+        } else {
+            ((ctx.len() as usize).saturating_sub(ETH_HLEN) + ENCAP_LEN).min(0xffff) as u16
+        };
         p.__bindgen_anon_3.ipv4_src = cfg.snat_addr;
         p.__bindgen_anon_4.ipv4_dst = peer.underlay;
         let rc = bpf_fib_lookup(ctx.as_ptr(), &mut p, core::mem::size_of::<FibParams>() as i32, 0);
@@ -126,7 +132,7 @@ pub fn to_remote_pod(ctx: &TcContext, cfg: &NodeConfig, daddr: u32) -> Option<i3
     // UDP: zero checksum (allowed over IPv4; flannel's devices and Cilium send none).
     let sport = (SPORT_MIN + hash % SPORT_RANGE) as u16;
     hdr[20..22].copy_from_slice(&sport.to_be_bytes());
-    hdr[22..24].copy_from_slice(&VXLAN_PORT.to_be_bytes());
+    hdr[22..24].copy_from_slice(&vxlan_port_be(cfg).to_ne_bytes());
     hdr[24..26].copy_from_slice(&outer_len.saturating_sub(20).to_be_bytes());
     // VXLAN: flags (valid VNI), VNI.
     hdr[28] = 0x08;
