@@ -6,9 +6,12 @@
 //!   servers: new-connection rate, request latency, time to program all Services.
 //! - [`overlay`]: berth's eBPF overlay against flannel-style kernel VXLAN and plain routing between two
 //!   nodes, and berth on one node against veth + host routing: throughput, round trips, connection rate.
+//! - [`agent_sync`]: the agent following the API at 10,000 Services x 10 endpoints: initial sync, time
+//!   from an EndpointSlice update to the map, resident memory.
 //! - [`control_plane`]: scheduling throughput with 100 and 1,000 hollow nodes, API latency (p50/p99)
 //!   and resident memory of the control plane holding 10,000 pods.
 
+pub mod agent_sync;
 pub mod compare;
 pub mod control_plane;
 pub mod kube_proxy;

@@ -91,6 +91,11 @@ impl AgentProc {
         self.spawn()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
+    }
+
     /// Whether the process has exited (or was killed).
     pub fn exited(&mut self) -> bool {
         self.proc

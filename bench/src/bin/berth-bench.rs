@@ -3,7 +3,7 @@
 use anyhow::Result;
 use std::time::Duration;
 
-use berth_bench::{compare, control_plane, overlay, prog_cost, report};
+use berth_bench::{agent_sync, compare, control_plane, overlay, prog_cost, report};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -11,7 +11,7 @@ struct Cli {
     /// Short pass with small sizes (CI); results go to target/bench-smoke/.
     #[arg(long)]
     smoke: bool,
-    /// Only these benchmarks (prog, compare, overlay, controlplane); default all.
+    /// Only these benchmarks (prog, compare, overlay, controlplane, agent); default all.
     #[arg(long)]
     only: Vec<String>,
     /// Override the Service counts of the comparison.
@@ -124,6 +124,30 @@ fn main() -> Result<()> {
             cli.smoke,
             "control-plane.md",
             "## berth control plane: scheduling throughput, API latency and memory\n\nCommand: `cargo xtask bench` (controlplane).",
+            &tables,
+        )?;
+    }
+    if want("agent") {
+        let cfg = if cli.smoke {
+            agent_sync::AgentSyncConfig {
+                services: 300,
+                endpoints: 10,
+                changes: 20,
+                writers: 4,
+            }
+        } else {
+            agent_sync::AgentSyncConfig {
+                services: 10_000,
+                endpoints: 10,
+                changes: 200,
+                writers: 8,
+            }
+        };
+        let tables = agent_sync::run(&cfg)?;
+        report::write(
+            cli.smoke,
+            "agent-sync.md",
+            "## berth agent following the API: initial sync, change latency, memory\n\nCommand: `cargo xtask bench` (agent).",
             &tables,
         )?;
     }
