@@ -240,6 +240,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
                 addresses: cfg.node_ips.clone(),
                 algorithm: cfg.algorithm,
             },
+            state: Default::default(),
             ct_gc_interval: cfg.ct_gc_interval,
             ct_timeouts: cfg.ct_timeouts,
             status_file: cfg.status_file.clone(),

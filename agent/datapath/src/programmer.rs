@@ -56,6 +56,12 @@ pub struct ServiceProgrammer {
     maps: ServiceMaps,
     frontends: HashMap<Frontend, Applied>,
     backend_ids: HashMap<BackendIdentity, (u32, bool)>,
+    /// How many recorded frontend slots use each backend: a backend whose count drops to zero (or
+    /// that was never used) becomes a candidate for removal, so an apply that changes one frontend
+    /// looks at its backends only, not at every backend of every frontend.
+    backend_refs: HashMap<BackendIdentity, u32>,
+    /// Backends that may have no user left, checked at the end of the next apply with removals.
+    maybe_unused: HashSet<BackendIdentity>,
     free_backend_ids: Vec<u32>,
     next_backend_id: u32,
     free_rev_nat_ids: Vec<u32>,
@@ -155,6 +161,8 @@ impl ServiceProgrammer {
             maps,
             frontends: HashMap::new(),
             backend_ids: HashMap::new(),
+            backend_refs: HashMap::new(),
+            maybe_unused: HashSet::new(),
             free_backend_ids: Vec::new(),
             next_backend_id: backends.keys().max().map_or(1, |m| m + 1),
             free_rev_nat_ids: Vec::new(),
@@ -215,6 +223,7 @@ impl ServiceProgrammer {
                 },
             };
             let slot_count = written.keys().max().copied().unwrap_or(0);
+            me.reference(&spec, true);
             me.frontends.insert(
                 fe,
                 Applied {
@@ -224,6 +233,8 @@ impl ServiceProgrammer {
                 },
             );
         }
+        // A backend no restored frontend uses (a crash between writes) goes at the next apply.
+        me.maybe_unused = me.backend_ids.keys().copied().collect();
         // Slots without a header (a crash between writes): delete them on the next apply.
         for ((addr, port, proto), orphan) in slots {
             for slot in orphan.keys() {
@@ -286,8 +297,26 @@ impl ServiceProgrammer {
         };
         self.write_backend(id, b)?;
         self.backend_ids.insert(identity(b), (id, b.local));
+        // Unused until a frontend that refers to it is recorded (its write may yet fail).
+        self.maybe_unused.insert(identity(b));
         *added += 1;
         Ok(id)
+    }
+
+    /// Counts the backends of `spec` as used (`add`) or no longer used by one more frontend.
+    fn reference(&mut self, spec: &FrontendSpec, add: bool) {
+        for b in spec.ready.iter().chain(&spec.terminating) {
+            let k = identity(b);
+            if add {
+                *self.backend_refs.entry(k).or_default() += 1;
+            } else if let Some(n) = self.backend_refs.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.backend_refs.remove(&k);
+                    self.maybe_unused.insert(k);
+                }
+            }
+        }
     }
 
     fn write_backend(&mut self, id: u32, b: &BackendAddr) -> Result<(), MapsError> {
@@ -379,14 +408,17 @@ impl ServiceProgrammer {
                 let _ = self.maps.maglev.remove(&rev_nat_id);
             }
         }
-        self.frontends.insert(
+        self.reference(spec, true);
+        if let Some(old) = self.frontends.insert(
             *fe,
             Applied {
                 rev_nat_id,
                 spec: spec.clone(),
                 slots: new_slots,
             },
-        );
+        ) {
+            self.reference(&old.spec, false);
+        }
         stats.frontends_written += 1;
         Ok(())
     }
@@ -395,6 +427,7 @@ impl ServiceProgrammer {
     /// reused only after the affinity entries keyed by it are gone.
     fn remove_frontend(&mut self, fe: &Frontend) -> Option<u32> {
         let applied = self.frontends.remove(fe)?;
+        self.reference(&applied.spec, false);
         let _ = self.maps.services.remove(&service_key(fe, 0));
         for slot in 1..=applied.slots {
             let _ = self.maps.services.remove(&service_key(fe, slot));
@@ -466,23 +499,15 @@ impl ServiceProgrammer {
         // 3. Backends no longer referenced by any frontend.
         let mut removed_backends = HashSet::new();
         if removals {
-            let used: HashSet<BackendIdentity> = self
-                .frontends
-                .values()
-                .flat_map(|a| a.spec.ready.iter().chain(&a.spec.terminating))
-                .map(identity)
-                .collect();
-            let unused: Vec<(BackendIdentity, u32)> = self
-                .backend_ids
-                .iter()
-                .filter(|(k, _)| !used.contains(*k))
-                .map(|(k, (id, _))| (*k, *id))
-                .collect();
-            for (k, id) in unused {
-                let _ = self.maps.backends.remove(&id);
-                self.backend_ids.remove(&k);
-                removed_backends.insert(id);
-                stats.backends_removed += 1;
+            for k in std::mem::take(&mut self.maybe_unused) {
+                if self.backend_refs.contains_key(&k) {
+                    continue;
+                }
+                if let Some((id, _)) = self.backend_ids.remove(&k) {
+                    let _ = self.maps.backends.remove(&id);
+                    removed_backends.insert(id);
+                    stats.backends_removed += 1;
+                }
             }
         }
         // 4. State that points at what went away, then the ids become reusable.

@@ -145,162 +145,225 @@ pub fn compute<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     node: &NodeInfo,
 ) -> (DesiredState, Vec<Skipped>) {
-    let endpoints = index_endpoints(slices, &node.name);
+    let mut by_service: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
+    for slice in slices {
+        if let Some(key) = slice_service(slice) {
+            by_service.entry(key).or_default().push(slice);
+        }
+    }
     let mut state = DesiredState::default();
     let mut skipped = Vec::new();
     for svc in services {
-        let id = service_id(svc);
-        let Some(spec) = svc.spec.as_ref() else { continue };
-        let svc_type = spec.type_.as_deref().unwrap_or("ClusterIP");
-        if svc_type == "ExternalName" {
+        let slices = by_service
+            .get(&service_key(svc))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let frontends = service_frontends(svc, slices.iter().copied(), node, &mut skipped);
+        merge(&mut state, frontends, &mut skipped);
+    }
+    (state, skipped)
+}
+
+/// (namespace, name) of a Service.
+pub fn service_key(svc: &Service) -> (String, String) {
+    (
+        svc.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        svc.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// (namespace, Service name) an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
+pub fn slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
+    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((
+        slice
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name.clone(),
+    ))
+}
+
+/// Adds one Service's frontends to `state`. Without an API server nothing allocates addresses, so
+/// two Services may claim one frontend: the first claim wins and the other is skipped.
+pub fn merge(state: &mut DesiredState, frontends: Vec<(Frontend, FrontendSpec)>, skipped: &mut Vec<Skipped>) {
+    for (frontend, spec) in frontends {
+        if let Some(owner) = state.frontends.get(&frontend)
+            && owner.service != spec.service
+        {
+            skipped.push(Skipped {
+                reason: format!(
+                    "{}:{}/{} is already served for {}",
+                    frontend.addr, frontend.port, frontend.proto, owner.service
+                ),
+                service: spec.service,
+            });
             continue;
         }
-        // Another service proxy's Service (kube-proxy's convention; API watches exclude them already).
-        if svc
-            .metadata
-            .labels
+        state.frontends.insert(frontend, spec);
+    }
+}
+
+/// The frontends of one Service, from its EndpointSlices; what cannot be programmed goes to `skipped`.
+pub fn service_frontends<'a>(
+    svc: &Service,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node: &NodeInfo,
+    skipped: &mut Vec<Skipped>,
+) -> Vec<(Frontend, FrontendSpec)> {
+    let mut out = Vec::new();
+    collect_frontends(svc, &index_endpoints(slices, &node.name), node, &mut out, skipped);
+    out
+}
+
+fn collect_frontends(
+    svc: &Service,
+    endpoints: &HashMap<(String, String, String, Protocol), PortEndpoints>,
+    node: &NodeInfo,
+    out: &mut Vec<(Frontend, FrontendSpec)>,
+    skipped: &mut Vec<Skipped>,
+) {
+    let id = service_id(svc);
+    let Some(spec) = svc.spec.as_ref() else { return };
+    let svc_type = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if svc_type == "ExternalName" {
+        return;
+    }
+    // Another service proxy's Service (kube-proxy's convention; API watches exclude them already).
+    if svc
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL))
+    {
+        return;
+    }
+    let cluster_ip = match spec.cluster_ip.as_deref() {
+        None | Some("") | Some("None") => None, // headless: DNS only, nothing to balance
+        Some(ip) => match ip.parse::<Ipv4Addr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                skipped.push(Skipped {
+                    service: id.clone(),
+                    reason: format!("clusterIP {ip:?} is not IPv4"),
+                });
+                None
+            }
+        },
+    };
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
             .as_ref()
-            .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL))
-        {
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+    });
+    let algorithm = match svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LB_ALGORITHM_ANNOTATION))
+        .map(String::as_str)
+    {
+        Some("maglev") => LbAlgorithm::Maglev,
+        Some("random") => LbAlgorithm::Random,
+        _ => node.algorithm,
+    };
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let namespace = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let mut external_addrs: Vec<Ipv4Addr> = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    if svc_type == "LoadBalancer" {
+        let ingress = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref());
+        external_addrs.extend(
+            ingress
+                .iter()
+                .flat_map(|i| i.iter())
+                .filter_map(|i| i.ip.as_ref()?.parse::<Ipv4Addr>().ok()),
+        );
+    }
+
+    for port in spec.ports.iter().flatten() {
+        let Some(proto) = Protocol::from_name(port.protocol.as_deref()) else {
+            skipped.push(Skipped {
+                service: id.clone(),
+                reason: format!("protocol {:?} is not supported", port.protocol),
+            });
             continue;
+        };
+        let Ok(svc_port) = u16::try_from(port.port) else {
+            skipped.push(Skipped {
+                service: id.clone(),
+                reason: format!("port {} out of range", port.port),
+            });
+            continue;
+        };
+        let port_name = port.name.clone().unwrap_or_default();
+        let service = if port_name.is_empty() {
+            id.clone()
+        } else {
+            format!("{id}:{port_name}")
+        };
+        let eps = endpoints.get(&(namespace.clone(), name.clone(), port_name, proto));
+        let mut add = |addr: Ipv4Addr, port: u16, kind: FrontendKind, local_only: bool, snat: bool| {
+            let (ready, terminating) = select(eps, local_only);
+            let local_drop = local_only && ready.is_empty() && terminating.is_empty();
+            let frontend = Frontend { addr, port, proto };
+            out.push((
+                frontend,
+                FrontendSpec {
+                    service: service.clone(),
+                    kind,
+                    ready,
+                    terminating,
+                    affinity_timeout,
+                    snat,
+                    local_drop,
+                    algorithm,
+                },
+            ));
+        };
+        if let Some(ip) = cluster_ip {
+            add(ip, svc_port, FrontendKind::ClusterIp, internal_local, false);
         }
-        let cluster_ip = match spec.cluster_ip.as_deref() {
-            None | Some("") | Some("None") => None, // headless: DNS only, nothing to balance
-            Some(ip) => match ip.parse::<Ipv4Addr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    skipped.push(Skipped {
-                        service: id.clone(),
-                        reason: format!("clusterIP {ip:?} is not IPv4"),
-                    });
-                    None
-                }
-            },
-        };
-        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            spec.session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .and_then(|t| u32::try_from(t).ok())
-                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
-        });
-        let algorithm = match svc
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(LB_ALGORITHM_ANNOTATION))
-            .map(String::as_str)
-        {
-            Some("maglev") => LbAlgorithm::Maglev,
-            Some("random") => LbAlgorithm::Random,
-            _ => node.algorithm,
-        };
-        let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-        let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
-        let namespace = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let mut external_addrs: Vec<Ipv4Addr> = spec
-            .external_ips
-            .iter()
-            .flatten()
-            .filter_map(|ip| ip.parse().ok())
-            .collect();
-        if svc_type == "LoadBalancer" {
-            let ingress = svc
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|l| l.ingress.as_ref());
-            external_addrs.extend(
-                ingress
-                    .iter()
-                    .flat_map(|i| i.iter())
-                    .filter_map(|i| i.ip.as_ref()?.parse::<Ipv4Addr>().ok()),
+        for ip in &external_addrs {
+            add(
+                *ip,
+                svc_port,
+                FrontendKind::NodePort,
+                external_local,
+                !external_local,
             );
         }
-
-        for port in spec.ports.iter().flatten() {
-            let Some(proto) = Protocol::from_name(port.protocol.as_deref()) else {
-                skipped.push(Skipped {
-                    service: id.clone(),
-                    reason: format!("protocol {:?} is not supported", port.protocol),
-                });
-                continue;
-            };
-            let Ok(svc_port) = u16::try_from(port.port) else {
-                skipped.push(Skipped {
-                    service: id.clone(),
-                    reason: format!("port {} out of range", port.port),
-                });
-                continue;
-            };
-            let port_name = port.name.clone().unwrap_or_default();
-            let service = if port_name.is_empty() {
-                id.clone()
-            } else {
-                format!("{id}:{port_name}")
-            };
-            let eps = endpoints.get(&(namespace.clone(), name.clone(), port_name, proto));
-            let mut add = |addr: Ipv4Addr, port: u16, kind: FrontendKind, local_only: bool, snat: bool| {
-                let (ready, terminating) = select(eps, local_only);
-                let local_drop = local_only && ready.is_empty() && terminating.is_empty();
-                let frontend = Frontend { addr, port, proto };
-                if let Some(owner) = state.frontends.get(&frontend)
-                    && owner.service != service
-                {
-                    // Without an API server nothing allocates addresses: the first claim wins.
-                    skipped.push(Skipped {
-                        service: service.clone(),
-                        reason: format!("{addr}:{port}/{proto} is already served for {}", owner.service),
-                    });
-                    return;
-                }
-                state.frontends.insert(
-                    frontend,
-                    FrontendSpec {
-                        service: service.clone(),
-                        kind,
-                        ready,
-                        terminating,
-                        affinity_timeout,
-                        snat,
-                        local_drop,
-                        algorithm,
-                    },
-                );
-            };
-            if let Some(ip) = cluster_ip {
-                add(ip, svc_port, FrontendKind::ClusterIp, internal_local, false);
-            }
-            for ip in &external_addrs {
+        if matches!(svc_type, "NodePort" | "LoadBalancer")
+            && let Some(node_port) = port
+                .node_port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+        {
+            for ip in &node.addresses {
                 add(
                     *ip,
-                    svc_port,
+                    node_port,
                     FrontendKind::NodePort,
                     external_local,
                     !external_local,
                 );
             }
-            if matches!(svc_type, "NodePort" | "LoadBalancer")
-                && let Some(node_port) = port
-                    .node_port
-                    .and_then(|p| u16::try_from(p).ok())
-                    .filter(|p| *p != 0)
-            {
-                for ip in &node.addresses {
-                    add(
-                        *ip,
-                        node_port,
-                        FrontendKind::NodePort,
-                        external_local,
-                        !external_local,
-                    );
-                }
-            }
         }
     }
-    (state, skipped)
 }
 
 #[cfg(test)]

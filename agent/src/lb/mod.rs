@@ -3,6 +3,7 @@
 //! ([`berth_datapath::service`]).
 
 pub mod desired;
+pub mod incremental;
 
 pub use berth_datapath::service::{
     BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol,

@@ -3,9 +3,9 @@
 //! garbage collection on a timer.
 //!
 //! Nothing is applied before both kinds are listed: the maps restored from the pins keep serving until
-//! the source has said what exists. After that every change recomputes the whole desired state (a pure
-//! function of the two stores) and the programmer writes only the difference; changes arriving while an
-//! apply runs are coalesced into the next one.
+//! the source has said what exists. After that every change recomputes the frontends of the Services
+//! it touched ([`IncrementalState`]) and the programmer writes only the difference; changes arriving
+//! while an apply runs are coalesced into the next one.
 
 use std::{path::PathBuf, time::Instant};
 
@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use super::RETRY_INTERVAL;
 use crate::{
-    lb::{self, NodeInfo},
+    lb::{NodeInfo, incremental::IncrementalState},
     source::Inputs,
 };
 
@@ -37,6 +37,8 @@ pub enum Sync {
 pub struct ServiceLb {
     pub programmer: ServiceProgrammer,
     pub node: NodeInfo,
+    /// The desired frontends, recomputed per changed Service.
+    pub state: IncrementalState,
     pub ct_gc_interval: std::time::Duration,
     pub ct_timeouts: CtTimeouts,
     /// Written after every apply (`generation frontends`), once interfaces have been scanned.
@@ -92,16 +94,15 @@ impl ServiceLb {
         else {
             return Sync::NotListed;
         };
-        let (desired, skipped) = lb::desired::compute(
-            services.iter().map(AsRef::as_ref),
-            slices.iter().map(AsRef::as_ref),
-            &self.node,
-        );
+        let computing = Instant::now();
+        let (recomputed, skipped) = self.state.update(services, slices, &self.node);
+        let desired = self.state.desired();
         for s in skipped {
             warn!(service = %s.service, reason = %s.reason, "Service not programmed");
         }
+        let compute_ms = computing.elapsed().as_millis() as u64;
         let started = Instant::now();
-        match self.programmer.apply(&desired, true) {
+        match self.programmer.apply(desired, true) {
             Ok(stats) => {
                 info!(
                     frontends = desired.frontends.len(),
@@ -109,9 +110,17 @@ impl ServiceLb {
                     removed = stats.frontends_removed,
                     backends_added = stats.backends_added,
                     backends_removed = stats.backends_removed,
+                    recomputed,
+                    compute_ms,
                     took_ms = started.elapsed().as_millis() as u64,
                     "Services synced"
                 );
+                if stats.frontends_written + stats.frontends_removed > 1000 {
+                    // A large apply (the initial list, a relist) leaves freed parsing and
+                    // computation buffers behind: hand them back to the system.
+                    // SAFETY: malloc_trim only releases free memory of the allocator.
+                    unsafe { libc::malloc_trim(0) };
+                }
                 Sync::Applied
             }
             Err(e) => {

@@ -132,7 +132,7 @@ fn main() -> Result<()> {
             agent_sync::AgentSyncConfig {
                 services: 300,
                 endpoints: 10,
-                changes: 20,
+                changes: 200,
                 writers: 4,
             }
         } else {
