@@ -191,6 +191,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
 
     let (synced_tx, synced_rx) = watch::channel(false);
     let (pod_cidr_tx, pod_cidr_rx) = watch::channel(None);
+    let mut events = None;
     let inputs: Inputs = match source {
         Source::Manifests(dir) => source::manifests::start(dir.clone(), cfg.poll_interval)
             .map_err(|e| AgentError::Source(format!("manifests directory {}: {e}", dir.display())))?,
@@ -214,6 +215,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             } else {
                 info!("not registering the node (kube-proxy replacement: kubelet owns the Node)");
             }
+            events = Some(crate::events::start(client.clone(), cfg.node_name.clone()));
             source::api::start(client)
         }
     };
@@ -241,6 +243,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
                 algorithm: cfg.algorithm,
             },
             state: Default::default(),
+            events,
             ct_gc_interval: cfg.ct_gc_interval,
             ct_timeouts: cfg.ct_timeouts,
             status_file: cfg.status_file.clone(),

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod api_client;
+pub mod events;
 pub mod join;
 pub mod lb;
 pub mod node;

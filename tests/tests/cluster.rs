@@ -337,6 +337,38 @@ fn kube_proxy_replacement_with_a_kubeconfig_only() {
         world.cp.kubectl(&["get", "node", "node1"]).is_err(),
         "a kube-proxy replacement registers no Node"
     );
+    // A Service the data plane cannot express gets a Warning Event naming why; the others stay.
+    world
+        .cp
+        .apply("apiVersion: v1\nkind: Service\nmetadata: {name: sctp, namespace: default}\nspec:\n  clusterIP: 10.96.100.20\n  ports: [{port: 9000, protocol: SCTP}]\n")
+        .expect("apply");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = world
+            .cp
+            .kubectl(&["get", "events", "-n", "default", "-o", "json"])
+            .unwrap_or_default();
+        let events: serde_json::Value = serde_json::from_str(&events).unwrap_or_default();
+        let found = events["items"].as_array().into_iter().flatten().any(|e| {
+            e["involvedObject"]["name"] == "sctp"
+                && e["type"] == "Warning"
+                && e["message"].as_str().unwrap_or_default().contains("SCTP")
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Warning Event for the SCTP Service: {events}"
+        );
+        sleep(Duration::from_millis(200));
+    }
+    wait_served_by(
+        &a.ns,
+        &[&a.id, &b.id],
+        Duration::from_secs(5),
+        "other Services stay programmed",
+    );
 }
 
 /// The pod network follows the underlay's MTU as flannel's does (pods get the uplink's MTU less VXLAN's

@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use super::RETRY_INTERVAL;
 use crate::{
+    events::{EventSink, ServiceWarning},
     lb::{NodeInfo, incremental::IncrementalState},
     source::Inputs,
 };
@@ -39,6 +40,8 @@ pub struct ServiceLb {
     pub node: NodeInfo,
     /// The desired frontends, recomputed per changed Service.
     pub state: IncrementalState,
+    /// Where Warning Events about Services not programmed go (with an API server).
+    pub events: Option<EventSink>,
     pub ct_gc_interval: std::time::Duration,
     pub ct_timeouts: CtTimeouts,
     /// Written after every apply (`generation frontends`), once interfaces have been scanned.
@@ -99,6 +102,12 @@ impl ServiceLb {
         let desired = self.state.desired();
         for s in skipped {
             warn!(service = %s.service, reason = %s.reason, "Service not programmed");
+            if let Some(events) = &self.events {
+                events.warn_service(ServiceWarning {
+                    service: s.service,
+                    message: s.reason,
+                });
+            }
         }
         let compute_ms = computing.elapsed().as_millis() as u64;
         let started = Instant::now();
