@@ -13,6 +13,7 @@ pub mod api_client;
 pub mod events;
 pub mod join;
 pub mod lb;
+pub mod model;
 pub mod node;
 pub mod overlay;
 pub mod source;

@@ -8,10 +8,10 @@ use std::{
     net::Ipv4Addr,
 };
 
+use crate::model::{EndpointSlice, Service};
 use berth_datapath::service::{
     BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol,
 };
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

@@ -13,7 +13,7 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use crate::model::{EndpointSlice, Service};
 
 use super::desired::{Skipped, merge, service_frontends, service_key, slice_service};
 use crate::lb::{DesiredState, Frontend, FrontendSpec, NodeInfo};

@@ -11,13 +11,7 @@
 use std::{fmt::Debug, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::{
-    api::{
-        core::v1::{Node, Service},
-        discovery::v1::EndpointSlice,
-    },
-    serde::de::DeserializeOwned,
-};
+use k8s_openapi::{api::core::v1::Node, serde::de::DeserializeOwned};
 use kube::{
     Api, Client, ResourceExt,
     runtime::{WatchStreamExt, utils::Backoff, watcher},
@@ -25,7 +19,10 @@ use kube::{
 use tracing::{info, warn};
 
 use super::{FeedWriter, InputWriters, Inputs, Object, inputs};
-use crate::lb::desired::SERVICE_PROXY_NAME_LABEL;
+use crate::{
+    lb::desired::SERVICE_PROXY_NAME_LABEL,
+    model::{EndpointSlice, Service},
+};
 
 /// Starts one watcher per kind on the current tokio runtime; the returned inputs fill as they list.
 pub fn start(client: Client) -> Inputs {

@@ -14,13 +14,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use k8s_openapi::api::{
-    core::v1::{Node, Service},
-    discovery::v1::EndpointSlice,
-};
+use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
 use thiserror::Error;
 use tracing::{debug, info, warn};
+
+use crate::model::{EndpointSlice, Service};
 
 use super::{Event, FeedWriter, InputWriters, Inputs, Object, inputs};
 

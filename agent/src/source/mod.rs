@@ -18,12 +18,11 @@
 pub mod api;
 pub mod manifests;
 
-use k8s_openapi::api::{
-    core::v1::{Node, Service},
-    discovery::v1::EndpointSlice,
-};
+use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::{self, store::Writer};
 pub use kube::runtime::{reflector::Store, watcher::Event};
+
+use crate::model::{EndpointSlice, Service};
 use std::sync::Arc;
 use tokio::sync::watch;
 
