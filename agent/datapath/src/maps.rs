@@ -131,3 +131,110 @@ impl LbMaps {
 pub fn op_err(op: &'static str, name: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Op { op, name, source }
 }
+
+/// What the Service programmer does to its maps, and nothing else: the pinned maps ([`ServiceMaps`]) in
+/// production, an in-memory recording in tests, where the update-ordering invariant (ARCHITECTURE.md)
+/// is checked after every single write without root.
+pub trait ServiceMapOps {
+    /// Every entry of `BERTH_SVC`.
+    fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError>;
+    /// Every entry of `BERTH_BACKENDS`.
+    fn backends(&self) -> Result<Vec<(u32, Backend)>, MapsError>;
+    fn put_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), MapsError>;
+    /// Deletes a `BERTH_SVC` entry (absent is fine).
+    fn del_service(&mut self, key: &ServiceKey);
+    fn put_backend(&mut self, id: u32, value: Backend) -> Result<(), MapsError>;
+    fn del_backend(&mut self, id: u32);
+    fn put_rev_nat(&mut self, id: u32, value: RevNat) -> Result<(), MapsError>;
+    fn del_rev_nat(&mut self, id: u32);
+    fn put_maglev(&mut self, id: u32, table: &MaglevTable) -> Result<(), MapsError>;
+    fn del_maglev(&mut self, id: u32);
+    /// Deletes the affinity entries `stale` picks (entries may vanish meanwhile: LRU).
+    fn del_affinity_where(&mut self, stale: &dyn Fn(&AffinityKey, &AffinityValue) -> bool);
+    /// Deletes the remembered socket-LB choices `stale` picks.
+    fn del_sock_fwd_where(&mut self, stale: &dyn Fn(&SockFwdKey, &SockFwdValue) -> bool);
+    /// Deletes the conntrack entries `stale` picks.
+    fn del_conntrack_where(&mut self, stale: &dyn Fn(&CtKey, &CtEntry) -> bool);
+}
+
+/// Collects the keys of `map` that `stale` picks, then deletes them (an entry refreshed or gone meanwhile
+/// is simply skipped).
+fn delete_where<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>, stale: &dyn Fn(&K, &V) -> bool) {
+    let keys: Vec<K> = map
+        .iter()
+        .flatten()
+        .filter(|(k, v)| stale(k, v))
+        .map(|(k, _)| k)
+        .collect();
+    for k in keys {
+        let _ = map.remove(&k);
+    }
+}
+
+impl ServiceMapOps for ServiceMaps {
+    fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError> {
+        self.services
+            .iter()
+            .map(|r| r.map_err(op_err("iterate", names::SERVICES)))
+            .collect()
+    }
+
+    fn backends(&self) -> Result<Vec<(u32, Backend)>, MapsError> {
+        self.backends
+            .iter()
+            .map(|r| r.map_err(op_err("iterate", names::BACKENDS)))
+            .collect()
+    }
+
+    fn put_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), MapsError> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(op_err("update", names::SERVICES))
+    }
+
+    fn del_service(&mut self, key: &ServiceKey) {
+        let _ = self.services.remove(key);
+    }
+
+    fn put_backend(&mut self, id: u32, value: Backend) -> Result<(), MapsError> {
+        self.backends
+            .insert(id, value, 0)
+            .map_err(op_err("update", names::BACKENDS))
+    }
+
+    fn del_backend(&mut self, id: u32) {
+        let _ = self.backends.remove(&id);
+    }
+
+    fn put_rev_nat(&mut self, id: u32, value: RevNat) -> Result<(), MapsError> {
+        self.rev_nat
+            .insert(id, value, 0)
+            .map_err(op_err("update", names::REV_NAT))
+    }
+
+    fn del_rev_nat(&mut self, id: u32) {
+        let _ = self.rev_nat.remove(&id);
+    }
+
+    fn put_maglev(&mut self, id: u32, table: &MaglevTable) -> Result<(), MapsError> {
+        self.maglev
+            .insert(id, table, 0)
+            .map_err(op_err("update", names::MAGLEV))
+    }
+
+    fn del_maglev(&mut self, id: u32) {
+        let _ = self.maglev.remove(&id);
+    }
+
+    fn del_affinity_where(&mut self, stale: &dyn Fn(&AffinityKey, &AffinityValue) -> bool) {
+        delete_where(&mut self.affinity, stale);
+    }
+
+    fn del_sock_fwd_where(&mut self, stale: &dyn Fn(&SockFwdKey, &SockFwdValue) -> bool) {
+        delete_where(&mut self.sock_fwd, stale);
+    }
+
+    fn del_conntrack_where(&mut self, stale: &dyn Fn(&CtKey, &CtEntry) -> bool) {
+        delete_where(&mut self.conntrack, stale);
+    }
+}

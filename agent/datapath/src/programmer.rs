@@ -17,13 +17,13 @@ use std::{
 };
 
 use berth_common::{
-    AffinityKey, BACKEND_F_LOCAL, Backend, CtKey, MAGLEV_TABLE_SIZE, MaglevTable, PROTO_UDP, RevNat,
-    SVC_F_AFFINITY, SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey, ServiceValue,
-    SockFwdKey, be_to_ipv4, be_to_port, ipv4_to_be, names, port_to_be,
+    BACKEND_F_LOCAL, Backend, MAGLEV_TABLE_SIZE, MaglevTable, PROTO_UDP, RevNat, SVC_F_AFFINITY,
+    SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey, ServiceValue, be_to_ipv4,
+    be_to_port, ipv4_to_be, port_to_be,
 };
 use tracing::{debug, info, warn};
 
-use super::maps::{MapsError, ServiceMaps, op_err};
+use super::maps::{MapsError, ServiceMapOps, ServiceMaps};
 use crate::{
     maglev,
     service::{BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol},
@@ -51,9 +51,10 @@ pub struct ApplyStats {
     pub backends_removed: usize,
 }
 
-/// Owns the Service maps and the bookkeeping of what they hold.
-pub struct ServiceProgrammer {
-    maps: ServiceMaps,
+/// Owns the Service maps and the bookkeeping of what they hold. Generic over the map operations so that
+/// tests can check the update ordering on a recording; production uses the pinned maps.
+pub struct ServiceProgrammer<M: ServiceMapOps = ServiceMaps> {
+    maps: M,
     frontends: HashMap<Frontend, Applied>,
     backend_ids: HashMap<BackendIdentity, (u32, bool)>,
     /// How many recorded frontend slots use each backend: a backend whose count drops to zero (or
@@ -135,19 +136,14 @@ fn identity(b: &BackendAddr) -> BackendIdentity {
     (b.addr, b.port, b.proto)
 }
 
-impl ServiceProgrammer {
+impl<M: ServiceMapOps> ServiceProgrammer<M> {
     /// Takes over the maps and reads back what they hold, so the next [`apply`](Self::apply) writes only
     /// the differences.
-    pub fn restore(maps: ServiceMaps) -> Result<Self, MapsError> {
-        let mut backends: HashMap<u32, Backend> = HashMap::new();
-        for item in maps.backends.iter() {
-            let (id, b) = item.map_err(op_err("iterate", names::BACKENDS))?;
-            backends.insert(id, b);
-        }
+    pub fn restore(maps: M) -> Result<Self, MapsError> {
+        let backends: HashMap<u32, Backend> = maps.backends()?.into_iter().collect();
         let mut headers = Vec::new();
         let mut slots: HashMap<(u32, u16, u8), BTreeMap<u32, u32>> = HashMap::new();
-        for item in maps.services.iter() {
-            let (k, v) = item.map_err(op_err("iterate", names::SERVICES))?;
+        for (k, v) in maps.services()? {
             if k.slot == 0 {
                 headers.push((k, v));
             } else {
@@ -245,7 +241,7 @@ impl ServiceProgrammer {
                     pad: 0,
                     slot: *slot,
                 };
-                let _ = me.maps.services.remove(&key);
+                me.maps.del_service(&key);
             }
         }
         let used: HashSet<u32> = me.frontends.values().map(|a| a.rev_nat_id).collect();
@@ -269,7 +265,7 @@ impl ServiceProgrammer {
     }
 
     /// The maps, for conntrack garbage collection.
-    pub fn maps(&mut self) -> &mut ServiceMaps {
+    pub fn maps(&mut self) -> &mut M {
         &mut self.maps
     }
 
@@ -321,10 +317,7 @@ impl ServiceProgrammer {
 
     fn write_backend(&mut self, id: u32, b: &BackendAddr) -> Result<(), MapsError> {
         let value = backend_value(b);
-        self.maps
-            .backends
-            .insert(id, value, 0)
-            .map_err(op_err("update", names::BACKENDS))
+        self.maps.put_backend(id, value)
     }
 
     fn write_frontend(
@@ -357,10 +350,7 @@ impl ServiceProgrammer {
                 rev_nat_id,
                 ..Default::default()
             };
-            self.maps
-                .services
-                .insert(service_key(fe, i as u32 + 1), value, 0)
-                .map_err(op_err("update", names::SERVICES))?;
+            self.maps.put_service(service_key(fe, i as u32 + 1), value)?;
             if !self.slot_write_delay.is_zero() {
                 std::thread::sleep(self.slot_write_delay);
             }
@@ -371,10 +361,7 @@ impl ServiceProgrammer {
             port: port_to_be(fe.port),
             pad: 0,
         };
-        self.maps
-            .rev_nat
-            .insert(rev_nat_id, rev, 0)
-            .map_err(op_err("update", names::REV_NAT))?;
+        self.maps.put_rev_nat(rev_nat_id, rev)?;
         let hdr = header(spec, rev_nat_id);
         if hdr.flags & SVC_F_MAGLEV != 0 {
             let names_: Vec<String> = spec
@@ -387,25 +374,19 @@ impl ServiceProgrammer {
                     backends: [0; MAGLEV_TABLE_SIZE],
                 };
                 table.backends.copy_from_slice(&entries);
-                self.maps
-                    .maglev
-                    .insert(rev_nat_id, table, 0)
-                    .map_err(op_err("update", names::MAGLEV))?;
+                self.maps.put_maglev(rev_nat_id, &table)?;
             }
         }
         // 3. header last: from here on packets see the new count.
-        self.maps
-            .services
-            .insert(service_key(fe, 0), hdr, 0)
-            .map_err(op_err("update", names::SERVICES))?;
+        self.maps.put_service(service_key(fe, 0), hdr)?;
         // 4. stale slots after.
         let new_slots = ids.len() as u32;
         if let Some(p) = &previous {
             for slot in new_slots + 1..=p.slots {
-                let _ = self.maps.services.remove(&service_key(fe, slot));
+                self.maps.del_service(&service_key(fe, slot));
             }
             if hdr.flags & SVC_F_MAGLEV == 0 && p.spec.algorithm == LbAlgorithm::Maglev {
-                let _ = self.maps.maglev.remove(&rev_nat_id);
+                self.maps.del_maglev(rev_nat_id);
             }
         }
         self.reference(spec, true);
@@ -428,12 +409,12 @@ impl ServiceProgrammer {
     fn remove_frontend(&mut self, fe: &Frontend) -> Option<u32> {
         let applied = self.frontends.remove(fe)?;
         self.reference(&applied.spec, false);
-        let _ = self.maps.services.remove(&service_key(fe, 0));
+        self.maps.del_service(&service_key(fe, 0));
         for slot in 1..=applied.slots {
-            let _ = self.maps.services.remove(&service_key(fe, slot));
+            self.maps.del_service(&service_key(fe, slot));
         }
-        let _ = self.maps.rev_nat.remove(&applied.rev_nat_id);
-        let _ = self.maps.maglev.remove(&applied.rev_nat_id);
+        self.maps.del_rev_nat(applied.rev_nat_id);
+        self.maps.del_maglev(applied.rev_nat_id);
         Some(applied.rev_nat_id)
     }
 
@@ -504,7 +485,7 @@ impl ServiceProgrammer {
                     continue;
                 }
                 if let Some((id, _)) = self.backend_ids.remove(&k) {
-                    let _ = self.maps.backends.remove(&id);
+                    self.maps.del_backend(id);
                     removed_backends.insert(id);
                     stats.backends_removed += 1;
                 }
@@ -528,49 +509,266 @@ impl ServiceProgrammer {
     /// so open connections finish, as with kube-proxy). LRU entries may vanish mid-walk: skipped.
     fn forget(&mut self, frontends: &HashSet<u32>, left: &HashSet<(u32, u32)>, backends: &HashSet<u32>) {
         if !frontends.is_empty() || !left.is_empty() || !backends.is_empty() {
-            let stale: Vec<AffinityKey> = self
-                .maps
-                .affinity
-                .iter()
-                .flatten()
-                .filter(|(k, v)| {
-                    frontends.contains(&k.rev_nat_id)
-                        || backends.contains(&v.backend_id)
-                        || left.contains(&(k.rev_nat_id, v.backend_id))
-                })
-                .map(|(k, _)| k)
-                .collect();
-            for k in stale {
-                let _ = self.maps.affinity.remove(&k);
-            }
-            let stale: Vec<SockFwdKey> = self
-                .maps
-                .sock_fwd
-                .iter()
-                .flatten()
-                .filter(|(_, v)| {
-                    frontends.contains(&v.rev_nat_id)
-                        || backends.contains(&v.backend_id)
-                        || left.contains(&(v.rev_nat_id, v.backend_id))
-                })
-                .map(|(k, _)| k)
-                .collect();
-            for k in stale {
-                let _ = self.maps.sock_fwd.remove(&k);
-            }
+            self.maps.del_affinity_where(&|k, v| {
+                frontends.contains(&k.rev_nat_id)
+                    || backends.contains(&v.backend_id)
+                    || left.contains(&(k.rev_nat_id, v.backend_id))
+            });
+            self.maps.del_sock_fwd_where(&|_, v| {
+                frontends.contains(&v.rev_nat_id)
+                    || backends.contains(&v.backend_id)
+                    || left.contains(&(v.rev_nat_id, v.backend_id))
+            });
         }
         if !backends.is_empty() {
-            let stale: Vec<CtKey> = self
-                .maps
-                .conntrack
-                .iter()
-                .flatten()
-                .filter(|(k, v)| k.proto == PROTO_UDP && backends.contains(&v.backend_id))
-                .map(|(k, _)| k)
-                .collect();
-            for k in stale {
-                let _ = self.maps.conntrack.remove(&k);
+            self.maps
+                .del_conntrack_where(&|k, v| k.proto == PROTO_UDP && backends.contains(&v.backend_id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The update-ordering invariant, checked without root over an in-memory recording of the maps (as
+    //! Cilium's LB tests use a mock map): after every single write the recording checks what a packet
+    //! could see at that instant.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use berth_common::{AffinityKey, AffinityValue, CtEntry, CtKey, SockFwdKey, SockFwdValue};
+
+    use super::*;
+
+    type Key = (u32, u16, u8, u32);
+
+    fn key(k: &ServiceKey) -> Key {
+        (k.addr, k.port, k.proto, k.slot)
+    }
+
+    /// The maps in memory, every operation logged, the invariant checked after each.
+    #[derive(Default)]
+    struct Recording {
+        services: BTreeMap<Key, ServiceValue>,
+        backends: BTreeMap<u32, Backend>,
+        rev_nat: BTreeMap<u32, RevNat>,
+        maglev: BTreeSet<u32>,
+        ops: Vec<String>,
+        violations: Vec<String>,
+    }
+
+    impl Recording {
+        fn record(&mut self, op: String) {
+            self.ops.push(op);
+            // What a packet could see now: a header's count and terminating slots all written, each
+            // pointing at a written backend, its reverse NAT and (with Maglev) its table present.
+            for (k, v) in self.services.iter().filter(|(k, _)| k.3 == 0) {
+                let n = u32::from(v.count) + u32::from(v.terminating);
+                for slot in 1..=n {
+                    match self.services.get(&(k.0, k.1, k.2, slot)) {
+                        None => self.violations.push(format!(
+                            "after {:?}: slot {slot} of {k:?} missing",
+                            self.ops.last()
+                        )),
+                        Some(s) if !self.backends.contains_key(&s.backend_id) => {
+                            self.violations.push(format!(
+                                "after {:?}: slot {slot} of {k:?} points at missing backend {}",
+                                self.ops.last(),
+                                s.backend_id
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                if n > 0 && !self.rev_nat.contains_key(&v.rev_nat_id) {
+                    self.violations
+                        .push(format!("after {:?}: no reverse NAT for {k:?}", self.ops.last()));
+                }
+                if v.flags & SVC_F_MAGLEV != 0 && !self.maglev.contains(&v.rev_nat_id) {
+                    self.violations
+                        .push(format!("after {:?}: no Maglev table for {k:?}", self.ops.last()));
+                }
             }
         }
+    }
+
+    impl ServiceMapOps for Recording {
+        fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError> {
+            Ok(self
+                .services
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        ServiceKey {
+                            addr: k.0,
+                            port: k.1,
+                            proto: k.2,
+                            pad: 0,
+                            slot: k.3,
+                        },
+                        *v,
+                    )
+                })
+                .collect())
+        }
+        fn backends(&self) -> Result<Vec<(u32, Backend)>, MapsError> {
+            Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn put_service(&mut self, k: ServiceKey, v: ServiceValue) -> Result<(), MapsError> {
+            self.services.insert(key(&k), v);
+            self.record(format!("put svc {}", k.slot));
+            Ok(())
+        }
+        fn del_service(&mut self, k: &ServiceKey) {
+            self.services.remove(&key(k));
+            self.record(format!("del svc {}", k.slot));
+        }
+        fn put_backend(&mut self, id: u32, v: Backend) -> Result<(), MapsError> {
+            self.backends.insert(id, v);
+            self.record(format!("put backend {id}"));
+            Ok(())
+        }
+        fn del_backend(&mut self, id: u32) {
+            self.backends.remove(&id);
+            self.record(format!("del backend {id}"));
+        }
+        fn put_rev_nat(&mut self, id: u32, v: RevNat) -> Result<(), MapsError> {
+            self.rev_nat.insert(id, v);
+            self.record(format!("put revnat {id}"));
+            Ok(())
+        }
+        fn del_rev_nat(&mut self, id: u32) {
+            self.rev_nat.remove(&id);
+            self.record(format!("del revnat {id}"));
+        }
+        fn put_maglev(&mut self, id: u32, _: &MaglevTable) -> Result<(), MapsError> {
+            self.maglev.insert(id);
+            self.record(format!("put maglev {id}"));
+            Ok(())
+        }
+        fn del_maglev(&mut self, id: u32) {
+            self.maglev.remove(&id);
+            self.record(format!("del maglev {id}"));
+        }
+        fn del_affinity_where(&mut self, _: &dyn Fn(&AffinityKey, &AffinityValue) -> bool) {}
+        fn del_sock_fwd_where(&mut self, _: &dyn Fn(&SockFwdKey, &SockFwdValue) -> bool) {}
+        fn del_conntrack_where(&mut self, _: &dyn Fn(&CtKey, &CtEntry) -> bool) {}
+    }
+
+    fn frontend(last: u8) -> Frontend {
+        Frontend {
+            addr: Ipv4Addr::new(10, 96, 0, last),
+            port: 80,
+            proto: Protocol::Tcp,
+        }
+    }
+
+    fn spec(backends: &[u8], terminating: &[u8], algorithm: LbAlgorithm) -> FrontendSpec {
+        let b = |last: &u8| BackendAddr {
+            addr: Ipv4Addr::new(10, 244, 0, *last),
+            port: 8080,
+            proto: Protocol::Tcp,
+            local: false,
+        };
+        FrontendSpec {
+            service: "default/web".into(),
+            kind: FrontendKind::ClusterIp,
+            ready: backends.iter().map(b).collect(),
+            terminating: terminating.iter().map(b).collect(),
+            affinity_timeout: None,
+            snat: false,
+            local_drop: false,
+            algorithm,
+        }
+    }
+
+    fn state(entries: &[(u8, FrontendSpec)]) -> DesiredState {
+        DesiredState {
+            frontends: entries.iter().map(|(f, s)| (frontend(*f), s.clone())).collect(),
+        }
+    }
+
+    #[test]
+    fn no_write_ever_exposes_a_half_updated_frontend() {
+        let mut p = ServiceProgrammer::restore(Recording::default()).expect("restore");
+        let steps = [
+            state(&[
+                (1, spec(&[1, 2, 3], &[], LbAlgorithm::Random)),
+                (2, spec(&[4, 5], &[], LbAlgorithm::Maglev)),
+            ]),
+            // Shrink, grow, replace every backend, add terminating ones.
+            state(&[
+                (1, spec(&[2], &[3], LbAlgorithm::Random)),
+                (2, spec(&[4, 5, 6, 7, 8], &[], LbAlgorithm::Maglev)),
+            ]),
+            state(&[
+                (1, spec(&[9, 10], &[], LbAlgorithm::Maglev)),
+                (2, spec(&[11], &[], LbAlgorithm::Random)),
+            ]),
+            // A frontend removed, one with no backends at all.
+            state(&[(2, spec(&[], &[], LbAlgorithm::Random))]),
+            state(&[]),
+        ];
+        for desired in &steps {
+            p.apply(desired, true).expect("apply");
+        }
+        let rec = p.maps();
+        assert!(
+            rec.violations.is_empty(),
+            "{:#?}\nops: {:#?}",
+            rec.violations,
+            rec.ops
+        );
+        assert!(
+            rec.services.is_empty()
+                && rec.backends.is_empty()
+                && rec.rev_nat.is_empty()
+                && rec.maglev.is_empty()
+        );
+    }
+
+    #[test]
+    fn the_header_is_written_last_and_removed_first() {
+        let mut p = ServiceProgrammer::restore(Recording::default()).expect("restore");
+        p.apply(&state(&[(1, spec(&[1, 2], &[], LbAlgorithm::Random))]), true)
+            .expect("apply");
+        let ops = std::mem::take(&mut p.maps().ops);
+        let header = ops.iter().position(|o| o == "put svc 0").expect("header written");
+        assert_eq!(header, ops.len() - 1, "header last: {ops:?}");
+        assert!(
+            ops[..2].iter().all(|o| o.starts_with("put backend")),
+            "backends first: {ops:?}"
+        );
+        p.apply(&state(&[]), true).expect("apply");
+        let ops = std::mem::take(&mut p.maps().ops);
+        assert_eq!(
+            ops.first().map(String::as_str),
+            Some("del svc 0"),
+            "header first: {ops:?}"
+        );
+        let last_slot = ops.iter().rposition(|o| o.starts_with("del svc")).expect("slots");
+        let first_backend = ops
+            .iter()
+            .position(|o| o.starts_with("del backend"))
+            .expect("backends");
+        assert!(
+            last_slot < first_backend,
+            "backends deleted after the slots: {ops:?}"
+        );
+    }
+
+    #[test]
+    fn a_restart_rewrites_nothing_that_is_already_right() {
+        let desired = state(&[
+            (1, spec(&[1, 2], &[3], LbAlgorithm::Maglev)),
+            (2, spec(&[4], &[], LbAlgorithm::Random)),
+        ]);
+        let mut p = ServiceProgrammer::restore(Recording::default()).expect("restore");
+        p.apply(&desired, true).expect("apply");
+        let mut maps = std::mem::take(p.maps());
+        maps.ops.clear();
+        let mut restarted = ServiceProgrammer::restore(maps).expect("restore");
+        let stats = restarted.apply(&desired, true).expect("apply");
+        assert_eq!(stats, ApplyStats::default());
+        assert!(restarted.maps().ops.is_empty(), "{:?}", restarted.maps().ops);
     }
 }
