@@ -1,5 +1,6 @@
-//! Running the system tools the agent configures the node with (`ip`, `nft`): one place that turns a
-//! failed run into an error carrying the command line and the tool's own message.
+//! Running the system tool the agent still configures the node with (`nft`, for the masquerade rule;
+//! links, addresses and routes go through [`crate::netlink`]): one place that turns a failed run into
+//! an error carrying the command line and the tool's own message.
 
 use std::process::{Command, Stdio};
 
@@ -41,17 +42,4 @@ pub fn run_with_input(program: &str, args: &[&str], stdin: Option<&str>) -> Resu
         return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Runs `ip args`; returns stdout.
-pub fn ip(args: &[&str]) -> Result<String, CmdError> {
-    run_with_input("ip", args, None)
-}
-
-/// The value after `key` in `ip -o link show` output (`mtu`, `link/ether`).
-pub fn link_field(text: &str, key: &str) -> Option<String> {
-    text.split_whitespace()
-        .skip_while(|w| *w != key)
-        .nth(1)
-        .map(str::to_owned)
 }

@@ -22,6 +22,7 @@ pub mod maglev;
 pub mod maps;
 pub mod masquerade;
 pub mod net;
+pub mod netlink;
 pub mod netns;
 pub mod overlay;
 pub mod podnet;

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use aya::maps::lpm_trie::Key;
-use berth_common::{OverlayPeer, ipv4_to_be, names};
+use berth_common::{OVERLAY_VNI, OverlayPeer, ipv4_to_be, names};
 use thiserror::Error;
 use tracing::info;
 
@@ -15,8 +15,8 @@ use super::{
     maps::{MapsError, op_err, open_typed},
 };
 use crate::{
-    cmd::{CmdError, ip, link_field},
-    net::{Peer, PodCidr, parse_mac},
+    net::{Peer, PodCidr},
+    netlink::{self, NetlinkError},
 };
 
 /// VXLAN + outer UDP/IPv4/Ethernet headers.
@@ -25,12 +25,9 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 /// Errors of setting up the VXLAN device.
 #[derive(Debug, Error)]
 pub enum VxlanError {
-    /// `ip` failed (or is missing).
+    /// A netlink request failed (the underlay missing, the device refused).
     #[error(transparent)]
-    Ip(#[from] CmdError),
-    /// The device exists but its MAC, ifindex or MTU could not be read.
-    #[error("cannot read the MAC of {0}")]
-    Mac(String),
+    Netlink(#[from] NetlinkError),
 }
 
 /// The node's VXLAN device: its ifindex and MAC (the VTEP MAC other nodes address inner frames to).
@@ -49,61 +46,37 @@ pub struct Vtep {
 /// port that decapsulates GSO aggregates. A device of another port, or a collect-metadata device left by
 /// an older berth, is replaced.
 pub fn ensure_vxlan(name: &str, underlay: &str, mac: Option<[u8; 6]>, port: u16) -> Result<Vtep, VxlanError> {
-    let details = ip(&["-d", "link", "show", "dev", name]).ok();
-    if let Some(d) = &details {
-        let stale = d.contains("vxlan external") || !d.contains(&format!("dstport {port} "));
-        if stale {
-            ip(&["link", "del", name])?;
+    let vtep = netlink::run(None, |nl| async move {
+        let under = nl.require(underlay).await?;
+        // The pod network's MTU follows the underlay's, as flannel's: its MTU less VXLAN's overhead, also
+        // when the underlay's changed since the device was made.
+        let mtu = under.mtu.saturating_sub(VXLAN_OVERHEAD).max(576);
+        if let Some(existing) = nl.link(name).await?
+            && existing.vxlan != Some((port, false))
+        {
+            nl.del_link(existing.index).await?;
             info!(device = name, "replacing a VXLAN device of another configuration");
         }
-    }
-    // The pod network's MTU follows the underlay's, as flannel's: its MTU less VXLAN's overhead, also
-    // when the underlay's changed since the device was made.
-    let mtu_text = ip(&["-o", "link", "show", "dev", underlay])?;
-    let underlay_mtu: u32 = link_field(&mtu_text, "mtu")
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(1500);
-    let mtu = underlay_mtu.saturating_sub(VXLAN_OVERHEAD).max(576).to_string();
-    if ip(&["link", "show", "dev", name]).is_err() {
-        let port = port.to_string();
-        let mac_text = mac.map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"));
-        let mut args = vec!["link", "add", name];
-        if let Some(m) = &mac_text {
-            args.extend(["address", m.as_str()]);
-        }
-        args.extend([
-            "mtu",
-            mtu.as_str(),
-            "type",
-            "vxlan",
-            "id",
-            "1",
-            "dstport",
-            port.as_str(),
-            "dev",
-            underlay,
-            "nolearning",
-        ]);
-        ip(&args)?;
-        info!(device = name, underlay, mtu = %mtu, "created the VXLAN device");
-    } else {
-        ip(&["link", "set", name, "mtu", &mtu])?;
-    }
-    ip(&["link", "set", name, "up"])?;
-    let text = ip(&["-o", "link", "show", "dev", name])?;
-    let mac = link_field(&text, "link/ether")
-        .as_deref()
-        .and_then(parse_mac)
-        .ok_or_else(|| VxlanError::Mac(name.into()))?;
-    let ifindex = text
-        .split(':')
-        .next()
-        .and_then(|i| i.trim().parse().ok())
-        .ok_or_else(|| VxlanError::Mac(name.into()))?;
-    let mtu = link_field(&text, "mtu")
-        .and_then(|m| m.parse().ok())
-        .ok_or_else(|| VxlanError::Mac(name.into()))?;
-    Ok(Vtep { ifindex, mac, mtu })
+        let dev = match nl.link(name).await? {
+            Some(dev) => dev,
+            None => {
+                nl.add_vxlan(name, OVERLAY_VNI, port, under.index, mtu, mac)
+                    .await?;
+                info!(device = name, underlay, mtu, port, "created the VXLAN device");
+                nl.require(name).await?
+            }
+        };
+        nl.set_link(dev.index, true, Some(mtu), None).await?;
+        let mac = dev
+            .mac
+            .ok_or_else(|| NetlinkError::NoLink(format!("{name} (no MAC)")))?;
+        Ok(Vtep {
+            ifindex: dev.index,
+            mac,
+            mtu,
+        })
+    })?;
+    Ok(vtep)
 }
 
 fn key(c: &PodCidr) -> Key<u32> {
@@ -174,17 +147,19 @@ impl OverlayProgrammer {
 /// The device resolves no neighbours (`arp off`): the egress program on it encapsulates every packet
 /// and addresses the inner frame itself. The node's own pods keep their more specific /32 routes.
 pub fn route_host_traffic(dev: &str, node: PodCidr, cluster: PodCidr) -> Result<(), VxlanError> {
-    let vtep_addr = node.network.to_string();
-    ip(&["link", "set", dev, "arp", "off"])?;
-    ip(&["addr", "replace", &format!("{vtep_addr}/32"), "dev", dev])?;
-    ip(&[
-        "route",
-        "replace",
-        &cluster.to_string(),
-        "dev",
-        dev,
-        "src",
-        &vtep_addr,
-    ])?;
+    let vtep_addr = node.network;
+    netlink::run(None, |nl| async move {
+        let link = nl.require(dev).await?;
+        nl.set_link(link.index, true, None, Some(false)).await?;
+        nl.add_addr(link.index, vtep_addr, 32).await?;
+        nl.replace_route(
+            cluster.network,
+            cluster.prefix_len,
+            link.index,
+            Some(vtep_addr),
+            None,
+        )
+        .await
+    })?;
     Ok(())
 }

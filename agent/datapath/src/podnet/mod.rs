@@ -18,7 +18,10 @@ use std::{net::Ipv4Addr, path::Path};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::cmd::{CmdError, ip, link_field};
+use crate::{
+    net::format_mac,
+    netlink::{self, NetlinkError},
+};
 pub use ipam::{Ipam, IpamError, PodRecord};
 pub use subnet::{Subnet, SubnetError};
 
@@ -33,7 +36,7 @@ pub enum PodNetError {
     Ipam(#[from] IpamError),
     /// Creating or configuring the veth pair failed (the address is released again).
     #[error(transparent)]
-    Link(#[from] CmdError),
+    Link(#[from] NetlinkError),
     /// The pod's network namespace does not exist.
     #[error("network namespace {0:?} does not exist (create it first, e.g. `ip netns add`)")]
     NoNetns(String),
@@ -88,7 +91,7 @@ pub fn add(state_dir: &Path, pod: &str, netns: &str, ifname: &str) -> Result<Pod
         }
         Err(e) => {
             // Leave nothing half-made: the pair (if any) and the address go.
-            let _ = ip(&["link", "del", &host_if_name(pod)]);
+            let _ = remove_pair(&host_if_name(pod));
             let _ = ipam.release(pod);
             Err(e)
         }
@@ -104,46 +107,39 @@ fn wire(
 ) -> Result<PodAddress, PodNetError> {
     let host_if = host_if_name(pod);
     let gateway = subnet.gateway();
-    let mtu = subnet.mtu.to_string();
-    // A retried add finds the pair of the first attempt: start over.
-    if ip(&["link", "show", "dev", &host_if]).is_ok() {
-        ip(&["link", "del", &host_if])?;
-    }
-    ip(&[
-        "link", "add", &host_if, "mtu", &mtu, "type", "veth", "peer", "name", ifname, "mtu", &mtu, "netns",
-        netns,
-    ])?;
-    ip(&["link", "set", &host_if, "up"])?;
-    ip(&["addr", "add", &format!("{gateway}/32"), "dev", &host_if])?;
-    ip(&[
-        "route",
-        "replace",
-        &format!("{addr}/32"),
-        "dev",
-        &host_if,
-        "src",
-        &gateway.to_string(),
-    ])?;
-    let in_pod = |args: &[&str]| {
-        let mut full = vec!["-n", netns];
-        full.extend_from_slice(args);
-        ip(&full)
-    };
-    in_pod(&["link", "set", "lo", "up"])?;
-    in_pod(&["addr", "add", &format!("{addr}/32"), "dev", ifname])?;
-    in_pod(&["link", "set", ifname, "up"])?;
-    in_pod(&[
-        "route",
-        "replace",
-        "default",
-        "via",
-        &gateway.to_string(),
-        "dev",
-        ifname,
-        "onlink",
-    ])?;
-    let text = in_pod(&["-o", "link", "show", "dev", ifname])?;
-    let pod_mac = link_field(&text, "link/ether").ok_or_else(|| PodNetError::Mac(ifname.into()))?;
+    let mtu = subnet.mtu;
+    let ns_path = Path::new("/var/run/netns").join(netns);
+    let ns_file = std::fs::File::open(&ns_path).map_err(|_| PodNetError::NoNetns(netns.to_string()))?;
+    let ns_fd = std::os::fd::AsRawFd::as_raw_fd(&ns_file);
+    // The node's side: the pair (a retried add finds the first attempt's and starts over), the gateway
+    // address on the host end, the pod's /32 routed to it.
+    netlink::run(None, |nl| {
+        let host_if = host_if.clone();
+        async move {
+            if let Some(old) = nl.link(&host_if).await? {
+                nl.del_link(old.index).await?;
+            }
+            nl.add_veth(&host_if, ifname, ns_fd, mtu).await?;
+            let host = nl.require(&host_if).await?;
+            nl.set_link(host.index, true, None, None).await?;
+            nl.add_addr(host.index, gateway, 32).await?;
+            nl.replace_route(addr, 32, host.index, Some(gateway), None).await
+        }
+    })?;
+    // The pod's side: its /32, a default route via the gateway on-link, loopback up.
+    let pod_mac = netlink::run(Some(netns), |nl| async move {
+        let lo = nl.require("lo").await?;
+        nl.set_link(lo.index, true, None, None).await?;
+        let dev = nl.require(ifname).await?;
+        nl.add_addr(dev.index, addr, 32).await?;
+        nl.set_link(dev.index, true, None, None).await?;
+        nl.replace_route(Ipv4Addr::UNSPECIFIED, 0, dev.index, None, Some(gateway))
+            .await?;
+        Ok(dev.mac)
+    })?
+    .map(|m| format_mac(&m))
+    .ok_or_else(|| PodNetError::Mac(ifname.into()))?;
+    drop(ns_file);
     tracing::info!(pod, %addr, host_if, "pod wired");
     Ok(PodAddress {
         ip: addr,
@@ -154,15 +150,23 @@ fn wire(
     })
 }
 
+/// Deletes the host end of a pod's veth pair (the pod end goes with it), if it exists.
+fn remove_pair(host_if: &str) -> Result<(), PodNetError> {
+    netlink::run(None, |nl| async move {
+        if let Some(link) = nl.link(host_if).await? {
+            nl.del_link(link.index).await?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
 /// Removes the veth pair of `pod` and releases its address; returns the address it had. Deleting a pod
 /// that has nothing is not an error (the runtime may retry).
 pub fn del(state_dir: &Path, pod: &str) -> Result<Option<Ipv4Addr>, PodNetError> {
     let subnet = Subnet::read(state_dir)?;
     let ipam = Ipam::open(state_dir, subnet.node)?;
-    let host_if = host_if_name(pod);
-    if ip(&["link", "show", "dev", &host_if]).is_ok() {
-        ip(&["link", "del", &host_if])?;
-    }
+    remove_pair(&host_if_name(pod))?;
     Ok(ipam.release(pod)?.map(|(addr, _)| addr))
 }
 
