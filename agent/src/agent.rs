@@ -67,6 +67,13 @@ pub enum Source {
     Api(Box<kube::Config>),
 }
 
+/// Where the node's certificate lives and when to renew it.
+pub struct Certificate {
+    pub kubeconfig: PathBuf,
+    /// Testing aid: renew this long after issue instead of at 70 % of the lifetime.
+    pub renew_after: Option<Duration>,
+}
+
 /// Everything the agent needs to know about its node; all of it is configuration, never a guess.
 pub struct AgentConfig {
     pub node_name: String,
@@ -107,6 +114,8 @@ pub struct AgentConfig {
     pub cluster_cidr: PodCidr,
     /// Masquerade pod egress to outside the cluster's pod network.
     pub masquerade: bool,
+    /// The node's own certificate, kept renewed while running (joined by token).
+    pub certificate: Option<Certificate>,
     /// The port kubelet's API is served on (advertised in the Node's daemonEndpoints).
     pub kubelet_port: i32,
     /// Register the node: with an API server its Node, Lease and status ([`node`]); in standalone mode
@@ -216,6 +225,14 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
                 info!("not registering the node (kube-proxy replacement: kubelet owns the Node)");
             }
             events = Some(crate::events::start(client.clone(), cfg.node_name.clone()));
+            if let Some(c) = &cfg.certificate {
+                tokio::spawn(crate::join::keep_renewed(
+                    c.kubeconfig.clone(),
+                    cfg.node_name.clone(),
+                    c.renew_after,
+                    client.clone(),
+                ));
+            }
             source::api::start(client)
         }
     };

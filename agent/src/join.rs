@@ -94,6 +94,8 @@ pub struct JoinParams {
     pub ca_cert_hashes: Vec<String>,
     pub node: String,
     pub state_dir: PathBuf,
+    /// Testing aid: renew this long after the certificate's start instead of at 70 % of its lifetime.
+    pub renew_after: Option<Duration>,
 }
 
 /// Where the node's credentials live.
@@ -105,7 +107,7 @@ pub fn kubeconfig_path(state_dir: &Path) -> PathBuf {
 /// renewal.
 pub async fn ensure_kubeconfig(p: &JoinParams) -> Result<PathBuf, JoinError> {
     let path = kubeconfig_path(&p.state_dir);
-    if let Some(left) = certificate_still_fresh(&path) {
+    if let Some(left) = certificate_still_fresh(&path, p.renew_after) {
         info!(path = %path.display(), days_left = left.as_secs() / 86_400, "using the node's credentials");
         return Ok(path);
     }
@@ -274,6 +276,17 @@ async fn bootstrap(
     config.auth_info.token = Some(token.to_string().into());
     config.connect_timeout = Some(Duration::from_secs(10));
     let client = Client::try_from(config).map_err(|e| unreachable_or(server_text, e))?;
+    request_certificate(client, server_text, node).await
+}
+
+/// Submits a CertificateSigningRequest for `system:node:NODE` with a key made here, through `client`
+/// (the bootstrap token's, or the node's own when renewing), and waits for the certificate. Returns
+/// (certificate PEM, key PEM).
+async fn request_certificate(
+    client: Client,
+    server_text: &str,
+    node: &str,
+) -> Result<(String, String), JoinError> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -389,9 +402,10 @@ fn write_kubeconfig(
     Ok(())
 }
 
-/// Time left before the kubeconfig's client certificate is due for renewal (70 % of its lifetime),
-/// or `None` when there is no usable kubeconfig.
-fn certificate_still_fresh(path: &Path) -> Option<Duration> {
+/// Time left before the kubeconfig's client certificate is due for renewal (70 % of its lifetime, or
+/// `renew_after` past its start when given: a testing aid), or `None` when there is no usable
+/// kubeconfig or it is due.
+fn certificate_still_fresh(path: &Path, renew_after: Option<Duration>) -> Option<Duration> {
     let config = kube::config::Kubeconfig::read_from(path).ok()?;
     let user = config.auth_infos.first()?.auth_info.as_ref()?;
     let data = user.client_certificate_data.as_ref()?;
@@ -402,12 +416,70 @@ fn certificate_still_fresh(path: &Path) -> Option<Duration> {
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
     let from = cert.validity().not_before.timestamp();
     let until = cert.validity().not_after.timestamp();
-    let renew_at = from + (until - from) * 7 / 10;
+    let renew_at = match renew_after {
+        Some(d) => from + d.as_secs() as i64,
+        None => from + (until - from) * 7 / 10,
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_secs() as i64;
     (renew_at > now).then(|| Duration::from_secs((renew_at - now) as u64))
+}
+
+/// Keeps the node's certificate renewed while the agent runs, as kubelet rotates its client
+/// certificate: when it is due, a new key and CSR signed with the current certificate (the node's own
+/// identity; the control plane approves renewals of `system:node:NAME` by that node), the kubeconfig
+/// replaced atomically, then the agent re-executes itself to use it: programs and maps are pinned, so
+/// traffic never notices, and the new process reuses the fresh certificate.
+pub async fn keep_renewed(path: PathBuf, node: String, renew_after: Option<Duration>, client: Client) {
+    loop {
+        if let Some(left) = certificate_still_fresh(&path, renew_after) {
+            tokio::time::sleep(left.min(Duration::from_secs(3600)) + Duration::from_secs(1)).await;
+            continue;
+        }
+        match renew(&path, &node, client.clone()).await {
+            Ok(()) => {
+                info!(node = %node, path = %path.display(), "node certificate renewed; restarting the agent to use it (the data plane keeps running)");
+                reexec();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing the node certificate; retrying in a minute");
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        }
+    }
+}
+
+async fn renew(path: &Path, node: &str, client: Client) -> Result<(), JoinError> {
+    let bad = |m: &str| JoinError::ClusterInfo(format!("{}: {m}", path.display()));
+    let current = kube::config::Kubeconfig::read_from(path).map_err(|e| bad(&e.to_string()))?;
+    let cluster = current
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .ok_or_else(|| bad("no cluster"))?;
+    let server = cluster.server.clone().ok_or_else(|| bad("no server"))?;
+    let ca_pem = base64::engine::general_purpose::STANDARD
+        .decode(
+            cluster
+                .certificate_authority_data
+                .clone()
+                .unwrap_or_default()
+                .trim(),
+        )
+        .map_err(|e| bad(&e.to_string()))?;
+    let (cert, key) = request_certificate(client, &server, node).await?;
+    write_kubeconfig(path, &server, &ca_pem, &cert, &key)
+}
+
+/// Replaces this process with a new run of the same command line.
+fn reexec() {
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new("/proc/self/exe")
+        .args(std::env::args_os().skip(1))
+        .exec();
+    tracing::error!(error = %err, "cannot restart the agent; the renewed certificate is used at the next start");
 }
 
 #[cfg(test)]

@@ -193,6 +193,10 @@ struct RunArgs {
     /// replacement beside kubelet, which owns the Node.
     #[arg(long)]
     register_node: bool,
+    /// Testing aid: renew the node certificate this many seconds after it was issued (default: at 70 %
+    /// of its lifetime).
+    #[arg(long, hide = true)]
+    renew_certificate_after_secs: Option<u64>,
     /// The port of kubelet's API the node advertises (daemonEndpoints).
     #[arg(long, default_value_t = 10250)]
     kubelet_port: i32,
@@ -258,6 +262,7 @@ fn real_main() -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/var/lib/berth").join(&a.node));
             let mut register_node = a.register_node;
+            let mut certificate = None;
             let source = if let Some(dir) = &a.manifests {
                 Source::Manifests(dir.clone())
             } else if let (Some(token), Some(server)) = (&a.token, &a.server) {
@@ -267,12 +272,17 @@ fn real_main() -> anyhow::Result<()> {
                     ca_cert_hashes: a.ca_cert_hash.clone(),
                     node: a.node.clone(),
                     state_dir: state_dir.clone(),
+                    renew_after: a.renew_certificate_after_secs.map(Duration::from_secs),
                 };
                 let kubeconfig = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?
                     .block_on(join::ensure_kubeconfig(&params))?;
                 register_node = true;
+                certificate = Some(agent::Certificate {
+                    kubeconfig: kubeconfig.clone(),
+                    renew_after: params.renew_after,
+                });
                 Source::Api(Box::new(api_client::config(Some(&kubeconfig))?))
             } else {
                 let mut config = api_client::config(a.kubeconfig.as_deref())?;
@@ -315,6 +325,7 @@ fn real_main() -> anyhow::Result<()> {
                     cluster_cidr: a.cluster_cidr,
                     masquerade: a.masquerade,
                     register_node,
+                    certificate,
                     kubelet_port: a.kubelet_port,
                 },
                 source,

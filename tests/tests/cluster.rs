@@ -433,3 +433,57 @@ fn the_overlay_runs_on_the_vxlan_port_given() {
         );
     }
 }
+
+/// The node's certificate is renewed while the agent runs (as kubelet rotates it): a new CSR signed
+/// with the node's own identity, the kubeconfig replaced, the agent restarted in place to use it, the
+/// node Ready throughout. Renewal is forced early with a testing flag (normally at 70 % of a year).
+#[test]
+fn the_node_certificate_is_renewed_while_running() {
+    let mut world = ClusterWorld::with_options(
+        "certrot",
+        1,
+        0,
+        &[],
+        1500,
+        // The control plane backdates certificates by 5 minutes (clock skew): 6 s after issue.
+        &["--renew-certificate-after-secs", "306"],
+    )
+    .expect("cluster");
+    let kubeconfig = world.node(1).state.join("kubeconfig");
+    let first = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !world.node(1).agent().log().contains("node certificate renewed") {
+        assert!(
+            Instant::now() < deadline,
+            "no renewal:\n{}",
+            world.node(1).agent().log()
+        );
+        sleep(Duration::from_millis(200));
+    }
+    // The restarted process reuses the renewed certificate (no token join again) and keeps serving.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while world
+        .node(1)
+        .agent()
+        .log()
+        .matches("using the node's credentials")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "{}", world.node(1).agent().log());
+        sleep(Duration::from_millis(200));
+    }
+    let renewed = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    assert_ne!(first, renewed, "a new certificate");
+    assert!(!world.node(1).agent().exited(), "{}", world.node(1).agent().log());
+    let csrs = world.cp.kubectl(&["get", "csr", "-o", "json"]).expect("csr");
+    let csrs: serde_json::Value = serde_json::from_str(&csrs).expect("json");
+    let renewals = csrs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["spec"]["username"] == "system:node:node1")
+        .count();
+    assert!(renewals >= 1, "a CSR made with the node's own identity: {csrs}");
+    wait_ready(&world, "node1", true, Duration::from_secs(15));
+}
