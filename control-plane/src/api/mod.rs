@@ -288,7 +288,7 @@ impl Api {
             create("namespaces", None, json!({"metadata": {"name": name}}))?;
         }
         admission::repair(&self.store);
-        create(
+        let kubernetes_service = create(
             "services",
             Some("default"),
             json!({
@@ -300,7 +300,20 @@ impl Api {
                     "type": "ClusterIP"
                 }
             }),
-        )?;
+        );
+        if let Err(e) = kubernetes_service {
+            // Another API server starting at the same time (shared etcd) may hold 10.96.0.1 for the
+            // Service it is creating: fine once the Service exists; until then, a conflict to retry.
+            let services = resources::by_plural("services")
+                .ok_or_else(|| ApiError::new(500, "InternalError", "no resource services"))?;
+            if objects::get(&self.store, services, Some("default"), "kubernetes").is_err() {
+                return Err(if e.code == 422 {
+                    ApiError::new(409, "Conflict", e.message)
+                } else {
+                    e
+                });
+            }
+        }
         // Kept true from then on by every API server's `apiservers::ApiServerEndpoints`.
         let ep = resources::by_plural("endpoints")
             .ok_or_else(|| ApiError::new(500, "InternalError", "no resource endpoints"))?;
