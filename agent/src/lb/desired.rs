@@ -8,13 +8,12 @@ use std::{
     net::Ipv4Addr,
 };
 
-use crate::model::{EndpointSlice, Service};
+use crate::model::{EndpointAddress, EndpointSlice, Service};
 use berth_datapath::service::{
     BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol,
 };
 
-/// Label that ties an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use crate::model::SERVICE_NAME_LABEL;
 /// Label of Services that another service proxy implements: kube-proxy and berth leave them alone.
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 /// Per-Service annotation choosing the backend selection algorithm (`random` or `maglev`).
@@ -65,12 +64,7 @@ fn index_endpoints<'a>(
         if slice.address_type != "IPv4" {
             continue;
         }
-        let Some(service) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
+        let Some(service) = slice.service_name() else {
             continue;
         };
         let namespace = slice
@@ -88,7 +82,7 @@ fn index_endpoints<'a>(
             };
             let key = (
                 namespace.clone(),
-                service.clone(),
+                service.to_string(),
                 port.name.clone().unwrap_or_default(),
                 proto,
             );
@@ -101,21 +95,19 @@ fn index_endpoints<'a>(
                 let serving = cond.and_then(|c| c.serving).unwrap_or(true);
                 let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
                 let local = ep.node_name.as_deref() == Some(node);
-                for addr in &ep.addresses {
-                    let Ok(addr) = addr.parse::<Ipv4Addr>() else {
-                        continue;
-                    };
-                    let backend = BackendAddr {
-                        addr,
-                        port: number,
-                        proto,
-                        local,
-                    };
-                    if ready && !terminating {
-                        entry.ready.insert(backend);
-                    } else if serving && terminating {
-                        entry.terminating.insert(backend);
-                    }
+                let Some(EndpointAddress::V4(addr)) = ep.address else {
+                    continue;
+                };
+                let backend = BackendAddr {
+                    addr,
+                    port: number,
+                    proto,
+                    local,
+                };
+                if ready && !terminating {
+                    entry.ready.insert(backend);
+                } else if serving && terminating {
+                    entry.terminating.insert(backend);
                 }
             }
         }
@@ -174,14 +166,14 @@ pub fn service_key(svc: &Service) -> (String, String) {
 
 /// (namespace, Service name) an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
 pub fn slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
-    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    let name = slice.service_name()?;
     Some((
         slice
             .metadata
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into()),
-        name.clone(),
+        name.to_string(),
     ))
 }
 

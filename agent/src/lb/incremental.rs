@@ -25,13 +25,6 @@ fn ptr<K>(a: &Arc<K>) -> usize {
     Arc::as_ptr(a) as usize
 }
 
-fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
-    (
-        meta.namespace.clone().unwrap_or_else(|| "default".into()),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
 /// What changed between two snapshots: objects new or changed, and objects gone.
 fn diff<K>(previous: &mut HashMap<usize, Arc<K>>, snapshot: Vec<Arc<K>>) -> (Vec<Arc<K>>, Vec<Arc<K>>) {
     let current: HashMap<usize, Arc<K>> = snapshot.into_iter().map(|a| (ptr(&a), a)).collect();
@@ -49,18 +42,25 @@ fn diff<K>(previous: &mut HashMap<usize, Arc<K>>, snapshot: Vec<Arc<K>>) -> (Vec
     (changed, gone)
 }
 
+/// One Service's share of the state: the Service (if it exists), its EndpointSlices, and the frontends
+/// it holds in the desired state. One entry per Service rather than an index per relation: with 10,000
+/// Services each index cost about a megabyte of keys.
+#[derive(Default)]
+struct ServiceEntry {
+    service: Option<Arc<Service>>,
+    slices: Vec<Arc<EndpointSlice>>,
+    /// The frontends as last computed and held, to withdraw them when the Service changes.
+    frontends: Vec<Frontend>,
+}
+
 /// The Services' desired frontends, kept in step with snapshots of the two stores.
 #[derive(Default)]
 pub struct IncrementalState {
     seen_services: HashMap<usize, Arc<Service>>,
     seen_slices: HashMap<usize, Arc<EndpointSlice>>,
-    services: HashMap<Key, Arc<Service>>,
-    /// EndpointSlices by their Service, then by their own key.
-    slices: HashMap<Key, HashMap<Key, Arc<EndpointSlice>>>,
-    /// The Service each EndpointSlice was filed under (its label may change).
-    slice_owner: HashMap<Key, Key>,
-    /// Each Service's frontends as last computed, to withdraw them when it changes.
-    frontends: HashMap<Key, Vec<Frontend>>,
+    /// By Service (namespace, name). An EndpointSlice is filed under the Service its label names; the
+    /// label may change, so a slice that goes is looked for under the owner of its old version.
+    entries: HashMap<Key, ServiceEntry>,
     desired: DesiredState,
 }
 
@@ -80,52 +80,47 @@ impl IncrementalState {
     ) -> (usize, Vec<Skipped>) {
         let mut dirty: HashSet<Key> = HashSet::new();
         let (changed, gone) = diff(&mut self.seen_services, services);
-        for svc in changed {
-            let key = service_key(&svc);
-            self.services.insert(key.clone(), svc);
-            dirty.insert(key);
-        }
         for svc in gone {
             let key = service_key(&svc);
-            // Gone unless a newer version of it was filed above.
-            if self.services.get(&key).is_some_and(|s| Arc::ptr_eq(s, &svc)) {
-                self.services.remove(&key);
+            // Gone unless a newer version of it is filed below.
+            if let Some(entry) = self.entries.get_mut(&key)
+                && entry.service.as_ref().is_some_and(|s| Arc::ptr_eq(s, &svc))
+            {
+                entry.service = None;
                 dirty.insert(key);
             }
         }
+        for svc in changed {
+            let key = service_key(&svc);
+            self.entries.entry(key.clone()).or_default().service = Some(svc);
+            dirty.insert(key);
+        }
         let (changed, gone) = diff(&mut self.seen_slices, slices);
         for slice in gone {
-            let key = object_key(&slice.metadata);
-            if let Some(owner) = self.slice_owner.get(&key).cloned()
-                && let Some(group) = self.slices.get_mut(&owner)
-                && group.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slice))
+            if let Some(owner) = slice_service(&slice)
+                && let Some(entry) = self.entries.get_mut(&owner)
             {
-                group.remove(&key);
-                self.slice_owner.remove(&key);
-                dirty.insert(owner);
+                let before = entry.slices.len();
+                entry.slices.retain(|s| !Arc::ptr_eq(s, &slice));
+                if entry.slices.len() != before {
+                    dirty.insert(owner);
+                }
             }
         }
         for slice in changed {
-            let key = object_key(&slice.metadata);
-            if let Some(old_owner) = self.slice_owner.remove(&key) {
-                if let Some(group) = self.slices.get_mut(&old_owner) {
-                    group.remove(&key);
-                }
-                dirty.insert(old_owner);
-            }
             if let Some(owner) = slice_service(&slice) {
-                self.slices
-                    .entry(owner.clone())
-                    .or_default()
-                    .insert(key.clone(), slice);
-                self.slice_owner.insert(key, owner.clone());
+                let entry = self.entries.entry(owner.clone()).or_default();
+                entry.slices.retain(|s| s.metadata.name != slice.metadata.name);
+                entry.slices.push(slice);
                 dirty.insert(owner);
             }
         }
-        self.slices.retain(|_, group| !group.is_empty());
         let mut skipped = Vec::new();
         for key in &dirty {
-            for fe in self.frontends.remove(key).unwrap_or_default() {
+            let Some(entry) = self.entries.get_mut(key) else {
+                continue;
+            };
+            for fe in std::mem::take(&mut entry.frontends) {
                 let owned = self
                     .desired
                     .frontends
@@ -135,24 +130,21 @@ impl IncrementalState {
                     self.desired.frontends.remove(&fe);
                 }
             }
-            let Some(svc) = self.services.get(key) else {
+            let Some(svc) = &entry.service else {
+                if entry.slices.is_empty() {
+                    self.entries.remove(key);
+                }
                 continue;
             };
-            let group = self.slices.get(key);
-            let computed = service_frontends(
-                svc,
-                group.into_iter().flat_map(|g| g.values().map(AsRef::as_ref)),
-                node,
-                &mut skipped,
-            );
+            let computed = service_frontends(svc, entry.slices.iter().map(AsRef::as_ref), node, &mut skipped);
             let before = skipped.len();
             let names: Vec<Frontend> = computed.iter().map(|(fe, _)| *fe).collect();
             merge(&mut self.desired, computed, &mut skipped);
-            if skipped.len() == before {
-                self.frontends.insert(key.clone(), names);
+            entry.frontends = if skipped.len() == before {
+                names
             } else {
                 // Keep only the frontends this Service actually holds.
-                let held = names
+                names
                     .into_iter()
                     .filter(|fe| {
                         self.desired
@@ -160,9 +152,8 @@ impl IncrementalState {
                             .get(fe)
                             .is_some_and(|spec| spec_owner(spec) == *key)
                     })
-                    .collect();
-                self.frontends.insert(key.clone(), held);
-            }
+                    .collect()
+            };
         }
         (dirty.len(), skipped)
     }

@@ -13,7 +13,7 @@ use std::{fmt::Debug, time::Duration};
 use futures::StreamExt;
 use k8s_openapi::{api::core::v1::Node, serde::de::DeserializeOwned};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client,
     runtime::{WatchStreamExt, utils::Backoff, watcher},
 };
 use tracing::{info, warn};
@@ -57,10 +57,10 @@ where
     K: Object + DeserializeOwned + Debug,
 {
     let kind = K::kind(&()).into_owned();
-    // managedFields are large and never read here: dropped before they reach the store.
+    // What the agent never reads is dropped before it reaches the store (see `Trim`).
     let mut events = watcher(api, config)
         .backoff(WatchBackoff::default())
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .modify(K::trim)
         .boxed();
     let mut failing = false;
     while let Some(event) = events.next().await {

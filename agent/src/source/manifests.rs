@@ -19,7 +19,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::model::{EndpointSlice, Service};
+use crate::model::{EndpointSlice, Service, Trim};
 
 use super::{Event, FeedWriter, InputWriters, Inputs, Object, inputs};
 
@@ -124,17 +124,20 @@ fn parse_value(
                 serde_norway::from_value(value).map_err(|e| err(format!("invalid Service: {e}")))?;
             // As `kubectl apply` would place it.
             svc.metadata.namespace.get_or_insert_with(|| "default".into());
+            svc.trim();
             out.services.push(svc);
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             let mut slice: EndpointSlice =
                 serde_norway::from_value(value).map_err(|e| err(format!("invalid EndpointSlice: {e}")))?;
             slice.metadata.namespace.get_or_insert_with(|| "default".into());
+            slice.trim();
             out.endpoint_slices.push(slice);
         }
         ("v1", "Node") => {
-            let node: Node =
+            let mut node: Node =
                 serde_norway::from_value(value).map_err(|e| err(format!("invalid Node: {e}")))?;
+            node.trim();
             out.nodes.push(node);
         }
         ("v1", "List") => {

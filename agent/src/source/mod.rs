@@ -22,13 +22,13 @@ use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::{self, store::Writer};
 pub use kube::runtime::{reflector::Store, watcher::Event};
 
-use crate::model::{EndpointSlice, Service};
+use crate::model::{EndpointSlice, Service, Trim};
 use std::sync::Arc;
 use tokio::sync::watch;
 
 /// A kind the agent follows: any built-in Kubernetes type.
-pub trait Object: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static {}
-impl<K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Object for K {}
+pub trait Object: kube::Resource<DynamicType = ()> + Trim + Clone + Send + Sync + 'static {}
+impl<K: kube::Resource<DynamicType = ()> + Trim + Clone + Send + Sync + 'static> Object for K {}
 
 /// Versions of a feed: bumped on every change a reader can see.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
