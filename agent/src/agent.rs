@@ -286,6 +286,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             state_dir: cfg.state_dir.clone(),
             pod_mtu,
             masquerade: cfg.masquerade,
+            nft: Box::new(berth_datapath::masquerade::NftCommand),
             vxlan_port: cfg.vxlan_port,
             overlay_dev: vtep.and(cfg.overlay_dev.clone()),
             applied: pod_cidr_tx,

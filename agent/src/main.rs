@@ -357,7 +357,7 @@ fn real_main() -> anyhow::Result<()> {
             }
         },
         Command::Cleanup { node } => {
-            if let Err(e) = masquerade::remove() {
+            if let Err(e) = masquerade::remove(&masquerade::NftCommand) {
                 tracing::warn!(error = %e, "masquerade table not removed");
             }
             let pins = PinDir::new(&cli.bpffs_root, &node);

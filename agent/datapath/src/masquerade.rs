@@ -52,18 +52,35 @@ table ip {TABLE} {{
     )
 }
 
-/// Installs (or replaces) the rule, in one atomic `nft -f` transaction.
-pub fn install(node: PodCidr, cluster: PodCidr, vxlan_port: u16) -> Result<(), MasqueradeError> {
-    run_with_input("nft", &["-f", "-"], Some(&ruleset(node, cluster, vxlan_port)))?;
+/// Applies an nftables ruleset in one transaction. The agent's one remaining system tool sits behind
+/// this trait so that the code deciding what to apply is tested without root or `nft`.
+pub trait Nft: Send + Sync {
+    fn apply(&self, ruleset: &str) -> Result<(), CmdError>;
+}
+
+/// The real thing: `nft -f -` in the calling thread's network namespace.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NftCommand;
+
+impl Nft for NftCommand {
+    fn apply(&self, ruleset: &str) -> Result<(), CmdError> {
+        run_with_input("nft", &["-f", "-"], Some(ruleset)).map(drop)
+    }
+}
+
+/// Installs (or replaces) the rule, atomically.
+pub fn install(
+    nft: &dyn Nft,
+    node: PodCidr,
+    cluster: PodCidr,
+    vxlan_port: u16,
+) -> Result<(), MasqueradeError> {
+    nft.apply(&ruleset(node, cluster, vxlan_port))?;
     Ok(())
 }
 
 /// Removes berth's table, if present.
-pub fn remove() -> Result<(), MasqueradeError> {
-    run_with_input(
-        "nft",
-        &["-f", "-"],
-        Some(&format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\n")),
-    )?;
+pub fn remove(nft: &dyn Nft) -> Result<(), MasqueradeError> {
+    nft.apply(&format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\n"))?;
     Ok(())
 }

@@ -3,7 +3,12 @@
 //! The CIDR is the own Node's `spec.podCIDR` (allocated by the control plane at registration), else
 //! `--pod-cidr` (standalone mode). It is published to the other subsystems through a `watch` channel.
 
-use berth_datapath::{masquerade, net::PodCidr, overlay, podnet::Subnet};
+use berth_datapath::{
+    masquerade::{self, Nft},
+    net::PodCidr,
+    overlay,
+    podnet::Subnet,
+};
 use k8s_openapi::api::core::v1::Node;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -21,6 +26,8 @@ pub struct PodNetwork {
     /// MTU of pod interfaces (the overlay device's, else the uplink's).
     pub pod_mtu: u32,
     pub masquerade: bool,
+    /// Applies the masquerade ruleset (`nft`; a recording in tests).
+    pub nft: Box<dyn Nft>,
     /// The overlay's UDP port (exempt from connection tracking).
     pub vxlan_port: u16,
     /// The VXLAN device, when the overlay is on.
@@ -77,9 +84,9 @@ impl PodNetwork {
             return false;
         }
         let rule = if self.masquerade {
-            masquerade::install(cidr, self.cluster_cidr, self.vxlan_port)
+            masquerade::install(self.nft.as_ref(), cidr, self.cluster_cidr, self.vxlan_port)
         } else {
-            masquerade::remove()
+            masquerade::remove(self.nft.as_ref())
         };
         if let Err(e) = rule {
             error!(error = %e, "pod egress masquerade not applied");
@@ -94,5 +101,114 @@ impl PodNetwork {
         info!(pod_cidr = %cidr, masquerade = self.masquerade, "pod network configured");
         self.applied.send_replace(Some(cidr));
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use berth_datapath::cmd::CmdError;
+
+    use super::*;
+
+    /// Records the rulesets applied; fails while `fail` is set.
+    #[derive(Clone, Default)]
+    struct RecordingNft {
+        applied: Arc<Mutex<Vec<String>>>,
+        fail: Arc<Mutex<bool>>,
+    }
+
+    impl Nft for RecordingNft {
+        fn apply(&self, ruleset: &str) -> Result<(), CmdError> {
+            if *self.fail.lock().expect("lock") {
+                return Err(CmdError {
+                    command: "nft -f -".into(),
+                    message: "Operation not permitted".into(),
+                });
+            }
+            self.applied.lock().expect("lock").push(ruleset.to_string());
+            Ok(())
+        }
+    }
+
+    fn pod_network(nft: &RecordingNft, masquerade: bool, dir: &std::path::Path) -> PodNetwork {
+        PodNetwork {
+            node_name: "n1".into(),
+            configured: None,
+            cluster_cidr: "10.244.0.0/16".parse().expect("cidr"),
+            state_dir: dir.to_path_buf(),
+            pod_mtu: 1450,
+            masquerade,
+            nft: Box::new(nft.clone()),
+            vxlan_port: 4789,
+            overlay_dev: None,
+            applied: watch::channel(None).0,
+        }
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("berth-podnet-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn a_new_pod_cidr_replaces_the_masquerade_rule_for_it() {
+        let dir = scratch("masq");
+        let nft = RecordingNft::default();
+        let net = pod_network(&nft, true, &dir);
+        assert!(net.apply("10.244.3.0/24".parse().expect("cidr")));
+        assert!(net.apply("10.244.7.0/24".parse().expect("cidr")));
+        let applied = nft.applied.lock().expect("lock").clone();
+        assert_eq!(applied.len(), 2);
+        for (ruleset, cidr) in applied.iter().zip(["10.244.3.0/24", "10.244.7.0/24"]) {
+            // Replaced in one transaction: the old table goes in the same ruleset.
+            assert!(ruleset.contains("delete table ip berth"), "{ruleset}");
+            assert!(
+                ruleset.contains(&format!("ip saddr {cidr} ip daddr != 10.244.0.0/16")),
+                "{ruleset}"
+            );
+            assert!(ruleset.contains("udp dport 4789 notrack"), "{ruleset}");
+        }
+        assert_eq!(
+            *net.applied.borrow(),
+            Some("10.244.7.0/24".parse().expect("cidr"))
+        );
+        let env = std::fs::read_to_string(dir.join("subnet.env")).expect("subnet.env");
+        assert!(env.contains("FLANNEL_SUBNET=10.244.7.1/24"), "{env}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn without_masquerade_the_table_is_removed() {
+        let dir = scratch("nomasq");
+        let nft = RecordingNft::default();
+        let net = pod_network(&nft, false, &dir);
+        assert!(net.apply("10.244.3.0/24".parse().expect("cidr")));
+        let applied = nft.applied.lock().expect("lock").clone();
+        assert_eq!(
+            applied,
+            vec!["table ip berth {}\ndelete table ip berth\n".to_string()]
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_failed_rule_is_not_reported_applied_so_it_is_retried() {
+        let dir = scratch("fail");
+        let nft = RecordingNft::default();
+        *nft.fail.lock().expect("lock") = true;
+        let net = pod_network(&nft, true, &dir);
+        assert!(!net.apply("10.244.3.0/24".parse().expect("cidr")));
+        assert_eq!(
+            *net.applied.borrow(),
+            None,
+            "other subsystems must not see it yet"
+        );
+        *nft.fail.lock().expect("lock") = false;
+        assert!(net.apply("10.244.3.0/24".parse().expect("cidr")));
+        assert_eq!(nft.applied.lock().expect("lock").len(), 1);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
