@@ -14,7 +14,10 @@ use crate::{
 /// A running agent; killed (SIGKILL) on drop, leaving its pins for the bed to remove.
 pub struct AgentProc {
     proc: Option<Proc>,
+    /// `berth-agent`, or the wrapper that ends by executing it.
+    program: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     status_file: PathBuf,
     log: PathBuf,
 }
@@ -42,7 +45,72 @@ impl AgentProc {
         args.extend(run_args.iter().cloned());
         let mut me = AgentProc {
             proc: None,
+            program: workspace_bin("berth-agent"),
             args,
+            env: Vec::new(),
+            status_file,
+            log,
+        };
+        me.spawn()?;
+        Ok(me)
+    }
+
+    /// Starts the agent as it runs in a pod of a DaemonSet: in namespace `ns` (entered by `ip netns
+    /// exec`, not by the agent), in a mount namespace of its own where the service-account files of
+    /// `service_account` (`token`, `ca.crt`, `namespace`) appear at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/`, with `KUBERNETES_SERVICE_HOST` and
+    /// `KUBERNETES_SERVICE_PORT` set to `api` — what kubelet gives a pod. `run_args` name no
+    /// credentials: the agent finds these.
+    pub fn start_in_pod(
+        ns: &Netns,
+        bpffs_root: &Path,
+        scratch: &Path,
+        run_args: &[String],
+        service_account: &Path,
+        api: std::net::SocketAddr,
+    ) -> Result<Self, BedError> {
+        let status_file = scratch.join(format!("agent-{}.status", ns.name));
+        let log = scratch.join(format!("agent-{}.log", ns.name));
+        let _ = std::fs::remove_file(&status_file);
+        // A tmpfs over /run in the private mount namespace: the files appear only to this agent, and
+        // nothing is created on the machine's own /run. (`ip netns exec` has entered the namespace
+        // already, so /run/netns is no longer needed.)
+        let script = "set -e; mount -t tmpfs -o mode=0755 berth-pod-run /run; \
+            d=/var/run/secrets/kubernetes.io/serviceaccount; mkdir -p \"$d\"; \
+            cp \"$BERTH_SA\"/token \"$BERTH_SA\"/ca.crt \"$BERTH_SA\"/namespace \"$d\"/; exec \"$@\"";
+        let mut args: Vec<String> = [
+            "netns",
+            "exec",
+            &ns.name,
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        args.push(workspace_bin("berth-agent").display().to_string());
+        args.extend([
+            "--bpffs-root".to_string(),
+            bpffs_root.display().to_string(),
+            "run".to_string(),
+            "--status-file".to_string(),
+            status_file.display().to_string(),
+        ]);
+        args.extend(run_args.iter().cloned());
+        let mut me = AgentProc {
+            proc: None,
+            program: PathBuf::from("ip"),
+            args,
+            env: vec![
+                ("BERTH_SA".into(), service_account.display().to_string()),
+                ("KUBERNETES_SERVICE_HOST".into(), api.ip().to_string()),
+                ("KUBERNETES_SERVICE_PORT".into(), api.port().to_string()),
+            ],
             status_file,
             log,
         };
@@ -59,8 +127,9 @@ impl AgentProc {
                 path: self.log.clone(),
                 source,
             })?;
-        let child = Command::new(workspace_bin("berth-agent"))
+        let child = Command::new(&self.program)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

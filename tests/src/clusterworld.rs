@@ -332,8 +332,31 @@ impl ClusterWorld {
     pub fn start_agent(&mut self, i: u8, args: &[String]) -> Result<(), BedError> {
         let bpffs = self.bed.bpffs_root();
         let scratch = self.bed.scratch().to_path_buf();
+        let agent = AgentProc::start(&self.node(i).ns, &bpffs, &scratch, args)?;
+        self.wait_first_sync(i, agent)
+    }
+
+    /// Starts node `i`'s agent as a DaemonSet's pod would run it (see [`AgentProc::start_in_pod`]):
+    /// service-account files from `service_account`, the API server's address from the environment.
+    pub fn start_agent_in_pod(
+        &mut self,
+        i: u8,
+        args: &[String],
+        service_account: &Path,
+    ) -> Result<(), BedError> {
+        let bpffs = self.bed.bpffs_root();
+        let scratch = self.bed.scratch().to_path_buf();
+        let ip: Ipv4Addr = CP_IP.parse().map_err(|e| BedError::Command {
+            cmd: "control plane address".into(),
+            stderr: format!("{e}"),
+        })?;
+        let api = std::net::SocketAddr::from((ip, CP_PORT));
+        let agent = AgentProc::start_in_pod(&self.node(i).ns, &bpffs, &scratch, args, service_account, api)?;
+        self.wait_first_sync(i, agent)
+    }
+
+    fn wait_first_sync(&mut self, i: u8, mut agent: AgentProc) -> Result<(), BedError> {
         let n = self.node(i);
-        let mut agent = AgentProc::start(&n.ns, &bpffs, &scratch, args)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while agent.status().is_none() {
             if Instant::now() > deadline || agent.exited() {

@@ -283,11 +283,9 @@ fn a_join_with_a_wrong_token_or_ca_fails_clearly_and_writes_nothing() {
     }
 }
 
-#[test]
-fn kube_proxy_replacement_with_a_kubeconfig_only() {
-    // The agent as kube-proxy beside an existing cluster's kubelet: a kubeconfig, no overlay, no pods
-    // of its own to wire; it registers nothing (kubelet owns the Node).
-    let mut world = ClusterWorld::new("kpr", 0, 0, &[]).expect("cluster");
+/// A node for the agent as kube-proxy: its pods wired beforehand (as flannel and kubelet would have).
+fn kube_proxy_node(name: &str) -> ClusterWorld {
+    let mut world = ClusterWorld::new(name, 0, 0, &[]).expect("cluster");
     world.add_node(1).expect("node");
     let state = world.node(1).state.clone();
     std::fs::create_dir_all(&state).expect("state");
@@ -297,10 +295,13 @@ fn kube_proxy_replacement_with_a_kubeconfig_only() {
     )
     .expect("subnet.env");
     world.wire_pods(1, 2).expect("pods");
-    let kubeconfig = world.cp.dir.join("admin.kubeconfig");
-    let args: Vec<String> = [
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
+    world
+}
+
+/// The agent's arguments as kube-proxy, credentials aside.
+fn kube_proxy_args(world: &mut ClusterWorld) -> Vec<String> {
+    let state = world.node(1).state.clone();
+    [
         "--node",
         "node1",
         "--node-ip",
@@ -313,7 +314,60 @@ fn kube_proxy_replacement_with_a_kubeconfig_only() {
         "false",
     ]
     .map(str::to_string)
-    .to_vec();
+    .to_vec()
+}
+
+#[test]
+fn kube_proxy_replacement_with_in_cluster_credentials() {
+    // As a DaemonSet's pod runs it: no --kubeconfig and no join flags; the service-account token, CA
+    // and namespace under /var/run/secrets/kubernetes.io/serviceaccount/ and KUBERNETES_SERVICE_HOST
+    // and _PORT, as kubelet gives a pod (the token here is the admin's: berth's control plane has no
+    // service-account tokens yet).
+    let mut world = kube_proxy_node("kprpod");
+    let sa = world.bed.scratch().join("serviceaccount");
+    std::fs::create_dir_all(&sa).expect("sa dir");
+    let token = std::fs::read_to_string(world.cp.dir.join("admin.token")).expect("admin token");
+    std::fs::write(sa.join("token"), token.trim()).expect("token");
+    std::fs::copy(world.cp.dir.join("ca.crt"), sa.join("ca.crt")).expect("ca");
+    std::fs::write(sa.join("namespace"), "kube-system").expect("namespace");
+    let args = kube_proxy_args(&mut world);
+    world.start_agent_in_pod(1, &args, &sa).expect("agent in a pod");
+    let (a, b) = (world.pod(1, 0).clone(), world.pod(1, 1).clone());
+    let local: &[(Ipv4Addr, &str)] = &[(a.ip, "node1"), (b.ip, "node1")];
+    world
+        .cp
+        .apply(&service_with_endpoints("web", WEB_IP, local))
+        .expect("apply");
+    wait_served_by(
+        &a.ns,
+        &[&a.id, &b.id],
+        Duration::from_secs(10),
+        "kube-proxy replacement with in-cluster credentials",
+    );
+    // Without those files and variables the agent says what it needs.
+    let out = world
+        .node(1)
+        .ns
+        .command(&berth_tests::workspace_bin("berth-agent"))
+        .args(["run", "--node", "node1"])
+        .output()
+        .expect("agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no API server: give --kubeconfig, the join flags"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn kube_proxy_replacement_with_a_kubeconfig_only() {
+    // The agent as kube-proxy beside an existing cluster's kubelet: a kubeconfig, no overlay, no pods
+    // of its own to wire; it registers nothing (kubelet owns the Node).
+    let mut world = kube_proxy_node("kpr");
+    let kubeconfig = world.cp.dir.join("admin.kubeconfig");
+    let mut args = kube_proxy_args(&mut world);
+    args.extend(["--kubeconfig".to_string(), kubeconfig.display().to_string()]);
     world.start_agent(1, &args).expect("agent");
     let (a, b) = (world.pod(1, 0).clone(), world.pod(1, 1).clone());
     let local: &[(Ipv4Addr, &str)] = &[(a.ip, "node1"), (b.ip, "node1")];

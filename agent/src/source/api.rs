@@ -66,7 +66,9 @@ where
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
-                if failing {
+                // A retry starts with `Init` before its list is even sent: only what follows it
+                // shows the API answering again.
+                if failing && !matches!(event, watcher::Event::Init) {
                     info!(%kind, "watch resumed");
                     failing = false;
                 }
