@@ -6,6 +6,7 @@
 //! - [`agent`]: starting, stopping and waiting for `berth-agent` processes.
 //! - [`lbworld`]: the standard single-node load-balancer world (pods, uplink, external client).
 //! - [`clusterworld`]: the control plane and nodes joined to it by token, driven with the real kubectl.
+//! - [`registry`]: a real registry (`docker-registry`) and images built offline with `umoci`.
 //! - [`overlayworld`]: nodes with pods on one underlay bridge, run as berth, flannel-configured or
 //!   plainly routed nodes (the overlay tests and benchmark).
 
@@ -14,6 +15,7 @@ pub mod clusterworld;
 pub mod lbworld;
 pub mod overlayworld;
 pub mod probe;
+pub mod registry;
 pub mod testbed;
 
 /// Directory of the workspace's build outputs for this profile (where `berth-agent` and

@@ -22,6 +22,14 @@ const APT_PACKAGES: &[&str] = &[
     "etcd-server",
     "openssl",
     "curl",
+    // The pod runtime: runc runs containers; tests and the local cluster build images offline from
+    // Debian's busybox-static with umoci, push them with skopeo into Debian's docker-registry (the
+    // distribution v2 server).
+    "runc",
+    "umoci",
+    "skopeo",
+    "docker-registry",
+    "busybox-static",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -1,0 +1,5 @@
+//! berth's pod runtime, kubelet's lower half without Kubernetes types: images pulled from OCI
+//! registries into a content-addressed store, container root filesystems as overlay mounts over the
+//! unpacked layers, OCI runtime specs run by runc, cgroups. The agent's pod workers drive it.
+
+pub mod image;
