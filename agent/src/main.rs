@@ -235,6 +235,18 @@ fn limit_allocator_arenas() {
 }
 
 fn main() -> ExitCode {
+    // A container's shim (started by this agent for each container it runs) is this same binary,
+    // dispatched before anything else starts: it must stay small and single-threaded.
+    let mut argv = std::env::args().skip(1);
+    if argv.next().as_deref() == Some("container-shim") {
+        return match berth_runtime::shim::args_from(argv) {
+            Ok(args) => ExitCode::from(berth_runtime::shim::run(&args, std::io::stdout()) as u8),
+            Err(e) => {
+                eprintln!("berth-agent container-shim: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     limit_allocator_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))

@@ -147,6 +147,26 @@ fn list_netns() -> Vec<String> {
 }
 
 /// Kills every process attached to a cgroup (and its children) then removes the directories.
+/// Unmounts everything mounted at or below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
+            // SAFETY: valid NUL-terminated path of a mount this bed made.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
 fn remove_cgroup_tree(dir: &Path) {
     if !dir.is_dir() {
         return;
@@ -219,7 +239,22 @@ impl TestBed {
         let _ = std::fs::remove_dir_all(self.bpffs_root());
         let _ = std::fs::remove_dir(TEST_BPFFS_ROOT); // only if no other bed or agent uses it
         remove_cgroup_tree(&Path::new(CGROUP2_ROOT).join(&self.prefix));
+        // Containers run by runc live in the bed's cgroups of every v1 hierarchy: their processes
+        // are killed with the cgroups.
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                remove_cgroup_tree(&h.path().join(&self.prefix));
+            }
+        }
+        // Overlay roots and pinned namespaces of pods under the scratch directory.
+        unmount_below(&self.scratch);
         let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+
+    /// The bed's cgroup parent for runc's cgroupfs driver (`cgroupsPath` below it, in every
+    /// hierarchy), removed with the bed.
+    pub fn cgroup_parent(&self) -> String {
+        format!("/{}", self.prefix)
     }
 
     /// Creates namespace `<prefix>-<role>` with loopback up.

@@ -3,3 +3,8 @@
 //! unpacked layers, OCI runtime specs run by runc, cgroups. The agent's pod workers drive it.
 
 pub mod image;
+pub mod rootfs;
+pub mod runc;
+pub mod sandbox;
+pub mod shim;
+pub mod spec;
