@@ -3,7 +3,7 @@
 //! task per subsystem ([`crate::subsystems`]) until SIGTERM or SIGINT. Everything attached stays
 //! attached afterwards (pinned), so traffic keeps flowing while the agent is stopped or upgraded.
 
-use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf, sync::Arc, time::Duration};
 
 use berth_common::{NodeConfig, ipv4_to_be};
 use berth_datapath::{
@@ -17,6 +17,7 @@ use berth_datapath::{
     overlay::{self, OverlayProgrammer},
     programmer::ServiceProgrammer,
 };
+use berth_runtime::{container::Engine, image::ImageStore, image::Puller, runc::Runc};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -26,6 +27,7 @@ use crate::{
     lb::{LbAlgorithm, NodeInfo},
     node::{self, Health, NodeIdentity},
     overlay::publish,
+    pods::{PodEnv, PodManager},
     source::{self, Inputs},
     subsystems::{
         endpoints::LocalEndpoints, interfaces::Interfaces, peers::OverlayPeers, pod_network::PodNetwork,
@@ -121,6 +123,46 @@ pub struct AgentConfig {
     /// Register the node: with an API server its Node, Lease and status ([`node`]); in standalone mode
     /// its Node object (pod CIDR, flannel annotations) written into the manifests directory.
     pub register_node: bool,
+    /// Run the pods bound to this node (with an API server and a registered node).
+    pub pods: Option<PodsConfig>,
+}
+
+/// The pod runtime's settings.
+#[derive(Clone, Debug)]
+pub struct PodsConfig {
+    /// Container logs (`/var/log/pods`).
+    pub log_dir: PathBuf,
+    /// cgroup parent of all pods (`/`).
+    pub cgroup_root: String,
+    /// Registries reached over plain HTTP (`host:port`).
+    pub insecure_registries: Vec<String>,
+    /// Nameservers of `ClusterFirst` pods (kubelet's `--cluster-dns`); the node's resolver if none.
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+}
+
+/// What the pod workers share, from the configuration.
+fn pod_env(cfg: &AgentConfig, p: &PodsConfig, client: kube::Client) -> Result<PodEnv, AgentError> {
+    let store =
+        ImageStore::open(&cfg.state_dir.join("images")).map_err(|e| AgentError::Source(e.to_string()))?;
+    let shim_exe = std::env::current_exe().map_err(|e| AgentError::Source(format!("own executable: {e}")))?;
+    Ok(PodEnv {
+        node_name: cfg.node_name.clone(),
+        node_ip: cfg.node_ips.first().map(ToString::to_string).unwrap_or_default(),
+        state_dir: cfg.state_dir.clone(),
+        pods_dir: cfg.state_dir.join("pods"),
+        log_dir: p.log_dir.clone(),
+        cgroup_root: p.cgroup_root.clone(),
+        cluster_dns: p.cluster_dns.clone(),
+        cluster_domain: p.cluster_domain.clone(),
+        engine: Engine {
+            runc: Runc::new(&cfg.state_dir.join("runc")),
+            shim_exe,
+        },
+        puller: Puller::new(Arc::new(store), &p.insecure_registries),
+        client,
+        pull_lock: tokio::sync::Mutex::new(()),
+    })
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -223,6 +265,13 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
                 ));
             } else {
                 info!("not registering the node (kube-proxy replacement: kubelet owns the Node)");
+            }
+            if cfg.register_node
+                && let Some(p) = &cfg.pods
+            {
+                let env = pod_env(&cfg, p, client.clone())?;
+                let pods = source::api::pods(client.clone(), &cfg.node_name);
+                tokio::spawn(PodManager { env: Arc::new(env) }.run(pods));
             }
             events = Some(crate::events::start(client.clone(), cfg.node_name.clone()));
             if let Some(c) = &cfg.certificate {

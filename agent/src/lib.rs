@@ -16,5 +16,6 @@ pub mod lb;
 pub mod model;
 pub mod node;
 pub mod overlay;
+pub mod pods;
 pub mod source;
 pub mod subsystems;

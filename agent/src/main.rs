@@ -200,6 +200,25 @@ struct RunArgs {
     /// The port of kubelet's API the node advertises (daemonEndpoints).
     #[arg(long, default_value_t = 10250)]
     kubelet_port: i32,
+    /// Run the pods the scheduler binds to this node (with an API server and a registered node).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    run_pods: bool,
+    /// Where container logs are written (`NAMESPACE_NAME_UID/CONTAINER/N.log`, as kubelet).
+    #[arg(long, default_value = "/var/log/pods")]
+    pod_log_dir: PathBuf,
+    /// cgroup parent of every pod (kubelet's --cgroup-root), in each cgroup hierarchy.
+    #[arg(long, default_value = "/")]
+    cgroup_root: String,
+    /// A registry (HOST:PORT) reached over plain HTTP instead of HTTPS; repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// Nameserver of ClusterFirst pods (kubelet's --cluster-dns); repeatable. Without it pods get the
+    /// node's /etc/resolv.conf.
+    #[arg(long = "cluster-dns")]
+    cluster_dns: Vec<String>,
+    /// The cluster's DNS domain (search paths of pods).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
 }
 
 fn default_node_name() -> String {
@@ -339,6 +358,13 @@ fn real_main() -> anyhow::Result<()> {
                     register_node,
                     certificate,
                     kubelet_port: a.kubelet_port,
+                    pods: a.run_pods.then(|| agent::PodsConfig {
+                        log_dir: a.pod_log_dir.clone(),
+                        cgroup_root: a.cgroup_root.clone(),
+                        insecure_registries: a.insecure_registries.clone(),
+                        cluster_dns: a.cluster_dns.clone(),
+                        cluster_domain: a.cluster_domain.clone(),
+                    }),
                 },
                 source,
             )?;

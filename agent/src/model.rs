@@ -272,6 +272,13 @@ impl Trim for EndpointSlice {
     }
 }
 
+/// Pods bound to this node: few, read whole by their workers; only managedFields go.
+impl Trim for k8s_openapi::api::core::v1::Pod {
+    fn trim(&mut self) {
+        self.metadata.managed_fields = None;
+    }
+}
+
 /// Nodes are few and their annotations carry flannel's overlay data: only managedFields go.
 impl Trim for k8s_openapi::api::core::v1::Node {
     fn trim(&mut self) {

@@ -20,6 +20,7 @@ use std::{
 use crate::{
     agent::AgentProc,
     overlayworld::{BERTH_DEV, OverlayPod, wait_reachable, wire_pod},
+    registry::{Format, ImageSpec, Registry, build_image, push},
     testbed::{BedError, Netns, Proc, TestBed},
     workspace_bin,
 };
@@ -28,6 +29,9 @@ use crate::{
 pub const CP_IP: &str = "192.168.70.100";
 /// Its API port.
 pub const CP_PORT: u16 = 6443;
+/// Port of the cluster's registry, when a test starts one beside the control plane
+/// ([`ClusterWorld::start_registry`]).
+pub const REGISTRY_PORT: u16 = 5000;
 
 /// The control plane process and its data directory (kept across restarts).
 pub struct ControlPlane {
@@ -290,6 +294,7 @@ impl ClusterWorld {
     /// The `run` arguments of node `i`'s agent, joining with the printed command's flags.
     pub fn join_args(&mut self, i: u8) -> Result<Vec<String>, BedError> {
         let join = self.cp.join_command()?;
+        let cgroup_root = format!("{}/node{i}", self.bed.cgroup_parent());
         let n = self.node(i);
         let mut args: Vec<String> = join
             .split_whitespace()
@@ -313,6 +318,13 @@ impl ClusterWorld {
                 &n.state.display().to_string(),
                 "--poll-ms",
                 "50",
+                // Pods' logs and cgroups inside the test bed.
+                "--pod-log-dir",
+                &n.state.join("logs").display().to_string(),
+                "--cgroup-root",
+                &cgroup_root,
+                "--insecure-registry",
+                &format!("{CP_IP}:{REGISTRY_PORT}"),
             ]
             .map(str::to_string),
         );
@@ -401,6 +413,29 @@ impl ClusterWorld {
             self.nodes[idx].pods.push(pod);
         }
         Ok(())
+    }
+
+    /// Starts the cluster's image registry in the control plane's namespace (`CP_IP:5000`, which every
+    /// node reaches over the underlay), with busybox pushed as `busybox:1.36`; returns the image
+    /// prefix (`192.168.70.100:5000`).
+    pub fn start_registry(&mut self) -> Result<(Registry, String), BedError> {
+        let ip: Ipv4Addr = CP_IP.parse().map_err(|e| BedError::Command {
+            cmd: "registry address".into(),
+            stderr: format!("{e}"),
+        })?;
+        let addr = std::net::SocketAddr::from((ip, REGISTRY_PORT));
+        let registry = Registry::in_netns(&self.cp.ns, addr, &self.bed.scratch().join("registry"))?;
+        let layout = self.bed.scratch().join("oci");
+        build_image(&layout, &ImageSpec::busybox("1.36"))?;
+        let prefix = format!("{CP_IP}:{REGISTRY_PORT}");
+        push(
+            &layout,
+            "1.36",
+            &format!("{prefix}/busybox:1.36"),
+            Format::Oci,
+            Some(&self.cp.ns),
+        )?;
+        Ok((registry, prefix))
     }
 
     /// `berth-agent lb list` of node `i` (what its maps hold).

@@ -27,10 +27,20 @@ pub enum NetnsError {
     },
 }
 
-/// Moves the calling thread into the named network namespace. Call before starting other threads:
-/// threads inherit the namespace of the thread that creates them.
+/// The file of a network namespace: `name` is an `ip netns` name, or a path (holding a `/`) to a
+/// namespace pinned elsewhere (a pod sandbox's).
+pub fn path(name: &str) -> PathBuf {
+    if name.contains('/') {
+        PathBuf::from(name)
+    } else {
+        PathBuf::from("/var/run/netns").join(name)
+    }
+}
+
+/// Moves the calling thread into the network namespace `name` (see [`path`]). Call before starting
+/// other threads: threads inherit the namespace of the thread that creates them.
 pub fn enter(name: &str) -> Result<(), NetnsError> {
-    let path = PathBuf::from("/var/run/netns").join(name);
+    let path = path(name);
     let file = File::open(&path).map_err(|source| NetnsError::Open {
         path: path.clone(),
         source,

@@ -109,8 +109,8 @@ pub fn mount(container_dir: &Path, lower: &[PathBuf]) -> Result<PathBuf, RootfsE
     Ok(root)
 }
 
-/// Unmounts the container's root (if mounted) and removes the container's directory with its writes.
-pub fn remove(container_dir: &Path) -> Result<(), RootfsError> {
+/// Unmounts the container's root, if mounted.
+pub fn unmount(container_dir: &Path) -> Result<(), RootfsError> {
     let root = rootfs_path(container_dir);
     if is_mounted(container_dir) {
         let c = c_path(&root)?;
@@ -119,6 +119,12 @@ pub fn remove(container_dir: &Path) -> Result<(), RootfsError> {
             return Err(sys(&root, "umount", std::io::Error::last_os_error()));
         }
     }
+    Ok(())
+}
+
+/// Unmounts the container's root (if mounted) and removes the container's directory with its writes.
+pub fn remove(container_dir: &Path) -> Result<(), RootfsError> {
+    unmount(container_dir)?;
     match std::fs::remove_dir_all(container_dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -51,6 +51,17 @@ pub fn start(client: Client) -> Inputs {
     inputs
 }
 
+/// The pods bound to node `node` (field selector `spec.nodeName`, as kubelet watches them).
+pub fn pods(client: Client, node: &str) -> super::Feed<k8s_openapi::api::core::v1::Pod> {
+    let (writer, feed) = super::feed();
+    tokio::spawn(follow(
+        Api::all(client),
+        watcher::Config::default().fields(&format!("spec.nodeName={node}")),
+        writer,
+    ));
+    feed
+}
+
 /// Feeds one kind's watcher into its store, forever.
 async fn follow<K>(api: Api<K>, config: watcher::Config, mut writer: FeedWriter<K>)
 where

@@ -67,10 +67,11 @@ pub fn host_if_name(pod: &str) -> String {
     format!("vp{:010x}", h & 0xff_ffff_ffff)
 }
 
-/// Gives `pod` an address and a veth pair into the network namespace `netns` (an `ip netns` name),
+/// Gives `pod` an address and a veth pair into the network namespace `netns` (an `ip netns` name or
+/// the path of a pinned namespace),
 /// with `ifname` inside. Run in the node's network namespace.
 pub fn add(state_dir: &Path, pod: &str, netns: &str, ifname: &str) -> Result<PodAddress, PodNetError> {
-    if !Path::new("/var/run/netns").join(netns).exists() {
+    if !crate::netns::path(netns).exists() {
         return Err(PodNetError::NoNetns(netns.to_string()));
     }
     let subnet = Subnet::read(state_dir)?;
@@ -108,7 +109,7 @@ fn wire(
     let host_if = host_if_name(pod);
     let gateway = subnet.gateway();
     let mtu = subnet.mtu;
-    let ns_path = Path::new("/var/run/netns").join(netns);
+    let ns_path = crate::netns::path(netns);
     let ns_file = std::fs::File::open(&ns_path).map_err(|_| PodNetError::NoNetns(netns.to_string()))?;
     let ns_fd = std::os::fd::AsRawFd::as_raw_fd(&ns_file);
     // The node's side: the pair (a retried add finds the first attempt's and starts over), the gateway

@@ -1,0 +1,114 @@
+//! Pods: kubelet's job. The pods bound to this node (from the API) each get a [`worker::Worker`]
+//! task; this module keeps one worker per pod uid, hands each the latest version of its pod, and
+//! finds what earlier agents left on disk for pods that no longer exist.
+//!
+//! - [`translate`]: a Kubernetes container in runtime terms (pure).
+//! - [`status`]: the pod status kubelet would report (pure).
+//! - [`worker`]: one pod's lifecycle.
+
+pub mod status;
+pub mod translate;
+pub mod worker;
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::Arc,
+};
+
+use berth_runtime::{container::Engine, image::Puller};
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::{Mutex, watch};
+use tracing::info;
+
+use crate::source::Feed;
+
+/// What every pod worker of the node shares.
+pub struct PodEnv {
+    pub node_name: String,
+    /// The node's address (`status.hostIP`).
+    pub node_ip: String,
+    /// Node state: `subnet.env` and the address allocations.
+    pub state_dir: PathBuf,
+    /// Per-pod directories (`UID/`: sandbox, files, volumes, container instances).
+    pub pods_dir: PathBuf,
+    /// Container logs (`/var/log/pods` by default).
+    pub log_dir: PathBuf,
+    /// cgroup parent of all pods (kubelet's `--cgroup-root`).
+    pub cgroup_root: String,
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    pub engine: Engine,
+    pub puller: Puller,
+    pub client: kube::Client,
+    /// One pull at a time, as kubelet's default `serializeImagePulls`.
+    pub pull_lock: Mutex<()>,
+}
+
+/// Keeps one worker per pod bound to this node.
+pub struct PodManager {
+    pub env: Arc<PodEnv>,
+}
+
+impl PodManager {
+    /// Runs forever.
+    pub async fn run(self, mut pods: Feed<Pod>) {
+        let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
+        let mut swept = false;
+        loop {
+            if let Some(all) = pods.snapshot() {
+                let mut seen = HashSet::new();
+                for pod in all {
+                    let bound_here = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                        == Some(self.env.node_name.as_str());
+                    let Some(uid) = pod.metadata.uid.clone().filter(|_| bound_here) else {
+                        continue;
+                    };
+                    seen.insert(uid.clone());
+                    match workers.get(&uid) {
+                        Some(tx) => {
+                            tx.send_if_modified(|cur| {
+                                let changed = cur.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &pod));
+                                *cur = Some(Arc::clone(&pod));
+                                changed
+                            });
+                        }
+                        None => {
+                            let (tx, rx) = watch::channel(Some(pod));
+                            tokio::spawn(worker::Worker::new(Arc::clone(&self.env), uid.clone(), rx).run());
+                            workers.insert(uid, tx);
+                        }
+                    }
+                }
+                // Pods gone from the API: their workers tear down and end.
+                workers.retain(|uid, tx| {
+                    if seen.contains(uid) {
+                        return true;
+                    }
+                    tx.send_replace(None);
+                    false
+                });
+                // Once, after the first complete list: pods earlier agents ran that no longer exist.
+                if !swept {
+                    swept = true;
+                    for uid in self.leftover_pods(&seen) {
+                        info!(pod = %uid, "removing a pod that no longer exists");
+                        let (_tx, rx) = watch::channel(None);
+                        tokio::spawn(worker::Worker::new(Arc::clone(&self.env), uid, rx).run());
+                    }
+                }
+            }
+            pods.changed().await;
+        }
+    }
+
+    fn leftover_pods(&self, live: &HashSet<String>) -> Vec<String> {
+        std::fs::read_dir(&self.env.pods_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|uid| !live.contains(uid))
+            .collect()
+    }
+}

@@ -1,0 +1,896 @@
+//! One task per pod, as kubelet has one pod worker per pod: it brings the pod's sandbox, network and
+//! containers to what the pod asks, restarts containers by its restart policy with kubelet's backoff,
+//! reports the status through the pod's status subresource, and on deletion stops the containers
+//! within the grace period, removes everything the pod had and confirms the deletion.
+//!
+//! Level-triggered: every pass looks at what exists (runc, the shims' exit records, the sandbox, the
+//! address allocations) and acts on the difference, so a restarted agent adopts running pods rather
+//! than restarting them.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use berth_datapath::podnet::{self, Ipam, Subnet};
+use berth_runtime::{
+    container::{Instance, InstanceState},
+    image::{ImageRecord, RegistryAuth, normalise},
+    sandbox::Sandbox,
+    spec::SharedNamespaces,
+};
+use k8s_openapi::{
+    api::core::v1::{Container, Pod},
+    jiff::Timestamp,
+};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{
+    PodEnv,
+    status::{ContainerRun, Current, PodRun, Terminated, pod_status},
+    translate::{EnvSources, PodContext, container_spec},
+};
+
+/// How often a running pod is looked at when nothing else happens (exits are noticed this fast).
+const POLL: Duration = Duration::from_millis(500);
+/// kubelet's restart backoff: 10 s doubling to 5 min, forgotten after 10 min of running.
+const BACKOFF_FIRST: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+/// What the worker keeps about one container between passes.
+#[derive(Default)]
+struct Slot {
+    /// The number of the current (or next) instance; restarts = this number.
+    attempt: u32,
+    instance: Option<Instance>,
+    started: Option<(Instant, Timestamp)>,
+    image: Option<ImageRecord>,
+    /// Delay before the next restart (None: the next restart is immediate).
+    backoff: Option<Duration>,
+    /// Not before this instant (backoff after an exit, or after a failed pull).
+    not_before: Option<Instant>,
+    pull_backoff: Option<Duration>,
+    /// The instance ended and is not to be restarted (restart policy).
+    done: bool,
+}
+
+/// The pod's worker.
+pub struct Worker {
+    env: Arc<PodEnv>,
+    uid: String,
+    pod: watch::Receiver<Option<Arc<Pod>>>,
+    sandbox: Option<Sandbox>,
+    pod_ip: Option<String>,
+    slots: HashMap<String, Slot>,
+    run: PodRun,
+    last_reported: Option<serde_json::Value>,
+}
+
+impl Worker {
+    pub fn new(env: Arc<PodEnv>, uid: String, pod: watch::Receiver<Option<Arc<Pod>>>) -> Self {
+        Worker {
+            env,
+            uid,
+            pod,
+            sandbox: None,
+            pod_ip: None,
+            slots: HashMap::new(),
+            run: PodRun::default(),
+            last_reported: None,
+        }
+    }
+
+    fn pod_dir(&self) -> PathBuf {
+        self.env.pods_dir.join(&self.uid)
+    }
+
+    /// Runs until the pod is gone and cleaned up.
+    pub async fn run(mut self) {
+        loop {
+            let pod = self.pod.borrow_and_update().clone();
+            match pod {
+                None => {
+                    self.stop_all(Duration::ZERO).await;
+                    self.teardown().await;
+                    return;
+                }
+                Some(p) if p.metadata.deletion_timestamp.is_some() => {
+                    let grace = p
+                        .metadata
+                        .deletion_grace_period_seconds
+                        .or_else(|| p.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                        .unwrap_or(30)
+                        .max(0) as u64;
+                    self.stop_all(Duration::from_secs(grace)).await;
+                    self.report(&p).await;
+                    self.teardown().await;
+                    self.confirm_deletion(&p).await;
+                    return;
+                }
+                Some(p) => {
+                    self.sync(&p).await;
+                    self.report(&p).await;
+                }
+            }
+            tokio::select! {
+                _ = self.pod.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// One pass towards the pod's spec.
+    async fn sync(&mut self, pod: &Pod) {
+        let Some(spec) = pod.spec.as_ref() else {
+            return;
+        };
+        if self.run.start_time.is_none() {
+            self.run.start_time = Some(
+                pod.status
+                    .as_ref()
+                    .and_then(|s| s.start_time.as_ref())
+                    .map_or_else(Timestamp::now, |t| t.0),
+            );
+        }
+        self.run.host_ip = Some(self.env.node_ip.clone());
+        if !self.ensure_sandbox(pod).await {
+            return;
+        }
+        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let inits: Vec<Container> = spec.init_containers.clone().unwrap_or_default();
+        let apps: Vec<Container> = spec.containers.clone();
+        let mut init_runs = Vec::new();
+        let mut initialized = true;
+        for c in &inits {
+            // Init containers: in order, each to success; on failure restarted unless the policy is Never.
+            let init_policy = if policy == "Never" { "Never" } else { "OnFailure" };
+            let run = self.sync_container(pod, c, init_policy, initialized).await;
+            let succeeded = matches!(&run.current, Current::Terminated(t) if t.exit_code == 0);
+            initialized &= succeeded;
+            init_runs.push(run);
+        }
+        let mut app_runs = Vec::new();
+        for c in &apps {
+            app_runs.push(self.sync_container(pod, c, &policy, initialized).await);
+        }
+        self.run.init = init_runs;
+        self.run.containers = app_runs;
+    }
+
+    /// The sandbox (pinned namespaces) and the pod's address, made once or adopted.
+    async fn ensure_sandbox(&mut self, pod: &Pod) -> bool {
+        if self.sandbox.is_some() && self.pod_ip.is_some() {
+            return true;
+        }
+        let dir = self.pod_dir();
+        let hostname = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .or_else(|| pod.metadata.name.clone())
+            .unwrap_or_default();
+        let uid = self.uid.clone();
+        let state_dir = self.env.state_dir.clone();
+        let made = tokio::task::spawn_blocking(move || -> Result<(Sandbox, String), String> {
+            let sandbox = Sandbox::create(&dir.join("sandbox"), &hostname).map_err(|e| e.to_string())?;
+            // Adopt the address the pod already has (an agent restart): re-wiring would cut its flows.
+            let subnet = Subnet::read(&state_dir).map_err(|e| e.to_string())?;
+            let ipam = Ipam::open(&state_dir, subnet.node).map_err(|e| e.to_string())?;
+            let existing = ipam
+                .allocations()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|(_, r)| r.pod == uid && !r.host_if.is_empty());
+            let ip = match existing {
+                Some((ip, _)) => ip,
+                None => {
+                    let net = sandbox.net().display().to_string();
+                    podnet::add(&state_dir, &uid, &net, "eth0")
+                        .map_err(|e| e.to_string())?
+                        .ip
+                }
+            };
+            Ok((sandbox, ip.to_string()))
+        })
+        .await;
+        match made {
+            Ok(Ok((sandbox, ip))) => {
+                if let Err(e) = self.write_pod_files(pod, &ip) {
+                    warn!(pod = %name(pod), error = %e, "pod files not written");
+                    return false;
+                }
+                info!(pod = %name(pod), %ip, "pod sandbox ready");
+                self.sandbox = Some(sandbox);
+                self.pod_ip = Some(ip.clone());
+                self.run.pod_ip = Some(ip);
+                self.run.sandbox_ready = true;
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(pod = %name(pod), error = %e, "pod sandbox failed; retrying");
+                false
+            }
+            Err(e) => {
+                warn!(pod = %name(pod), error = %e, "pod sandbox task failed");
+                false
+            }
+        }
+    }
+
+    /// `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` as kubelet writes them for the pod.
+    fn write_pod_files(&self, pod: &Pod, ip: &str) -> std::io::Result<()> {
+        let etc = self.pod_dir().join("etc");
+        std::fs::create_dir_all(&etc)?;
+        std::fs::create_dir_all(self.pod_dir().join("volumes"))?;
+        let spec = pod.spec.as_ref();
+        let hostname = spec
+            .and_then(|s| s.hostname.clone())
+            .or_else(|| pod.metadata.name.clone())
+            .unwrap_or_default();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let domain = &self.env.cluster_domain;
+        let fqdn = spec
+            .and_then(|s| s.subdomain.clone())
+            .map(|sub| format!("{hostname}.{sub}.{namespace}.svc.{domain}\t"))
+            .unwrap_or_default();
+        let mut hosts = format!(
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{fqdn}{hostname}\n"
+        );
+        for alias in spec.and_then(|s| s.host_aliases.as_ref()).into_iter().flatten() {
+            hosts.push_str(&format!(
+                "\n# Entries added by HostAliases.\n{}\t{}\n",
+                alias.ip,
+                alias.hostnames.clone().unwrap_or_default().join("\t")
+            ));
+        }
+        std::fs::write(etc.join("hosts"), hosts)?;
+        std::fs::write(etc.join("hostname"), format!("{hostname}\n"))?;
+        let policy = spec
+            .and_then(|s| s.dns_policy.as_deref())
+            .unwrap_or("ClusterFirst");
+        let resolv = if policy == "Default" || self.env.cluster_dns.is_empty() {
+            // No cluster DNS configured (kubelet's --cluster-dns): the node's resolver, as kubelet does.
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        } else {
+            let servers: String = self
+                .env
+                .cluster_dns
+                .iter()
+                .map(|s| format!("nameserver {s}\n"))
+                .collect();
+            format!("search {namespace}.svc.{domain} svc.{domain} {domain}\n{servers}options ndots:5\n")
+        };
+        std::fs::write(etc.join("resolv.conf"), resolv)
+    }
+
+    /// One container: its state, a start or restart when due, its status.
+    async fn sync_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        policy: &str,
+        may_start: bool,
+    ) -> ContainerRun {
+        let mut run = ContainerRun::new(&c.name, c.image.as_deref().unwrap_or_default());
+        let env = Arc::clone(&self.env);
+        if !self.slots.contains_key(&c.name) {
+            let adopted = self.adopt(pod, c);
+            self.slots.insert(c.name.clone(), adopted);
+        }
+        let Some(slot) = self.slots.get_mut(&c.name) else {
+            return run;
+        };
+        run.restart_count = slot.attempt as i32;
+        run.image_id = slot.image.as_ref().map(|i| i.repo_digest.clone());
+        // What the current instance is doing.
+        if let Some(instance) = slot.instance.clone() {
+            let engine = env.engine.clone();
+            let state = tokio::task::spawn_blocking(move || engine.state(&instance))
+                .await
+                .unwrap_or(InstanceState::Lost);
+            let id = format!(
+                "berth://{}",
+                slot.instance.as_ref().map(|i| i.id.as_str()).unwrap_or_default()
+            );
+            match state {
+                InstanceState::Running { .. } => {
+                    let started_at = slot.started.map_or_else(Timestamp::now, |s| s.1);
+                    run.current = Current::Running {
+                        container_id: id,
+                        started_at,
+                    };
+                    run.ready = true;
+                    return run;
+                }
+                InstanceState::Exited(exit) => {
+                    let term = Terminated {
+                        container_id: id,
+                        exit_code: exit.exit_code,
+                        signal: exit.signal,
+                        reason: if exit.exit_code == 0 { "Completed" } else { "Error" }.into(),
+                        started_at: slot.started.map(|s| s.1),
+                        finished_at: exit.finished_at.parse().ok(),
+                    };
+                    self.after_exit(pod, c, policy, term, &mut run);
+                    return run;
+                }
+                InstanceState::Lost => {
+                    let term = Terminated {
+                        container_id: id,
+                        exit_code: 137,
+                        signal: None,
+                        reason: "ContainerStatusUnknown".into(),
+                        started_at: slot.started.map(|s| s.1),
+                        finished_at: Some(Timestamp::now()),
+                    };
+                    self.after_exit(pod, c, policy, term, &mut run);
+                    return run;
+                }
+            }
+        }
+        if !may_start {
+            run.current = Current::Waiting {
+                reason: "PodInitializing".into(),
+                message: None,
+            };
+            return run;
+        }
+        self.start(pod, c, &mut run).await;
+        run
+    }
+
+    /// The current instance ended: record it, and restart it when the policy says so and its backoff
+    /// has passed.
+    fn after_exit(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        policy: &str,
+        term: Terminated,
+        run: &mut ContainerRun,
+    ) {
+        let Some(slot) = self.slots.get_mut(&c.name) else {
+            return;
+        };
+        let restart = match policy {
+            "Always" => true,
+            "OnFailure" => term.exit_code != 0,
+            _ => false,
+        };
+        if !restart {
+            slot.done = true;
+            run.current = Current::Terminated(term);
+            return;
+        }
+        // Decide the delay once per exit: the first restart is immediate, later ones back off.
+        if slot.not_before.is_none() {
+            let ran_long = slot.started.is_some_and(|s| s.0.elapsed() >= BACKOFF_RESET);
+            if ran_long {
+                slot.backoff = None;
+            }
+            let delay = slot.backoff.unwrap_or(Duration::ZERO);
+            slot.not_before = Some(Instant::now() + delay);
+            slot.backoff = Some(match slot.backoff {
+                None => BACKOFF_FIRST,
+                Some(d) => (d * 2).min(BACKOFF_MAX),
+            });
+            info!(pod = %name(pod), container = %c.name, exit_code = term.exit_code, delay_s = delay.as_secs(), "container exited; restarting");
+        }
+        run.last = Some(term.clone());
+        let due = slot.not_before.is_some_and(|t| Instant::now() >= t);
+        if !due {
+            run.current = Current::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: Some(format!(
+                    "back-off {}s restarting failed container={} pod={}",
+                    slot.backoff.map_or(10, |d| d.as_secs() / 2).max(10),
+                    c.name,
+                    name(pod)
+                )),
+            };
+            return;
+        }
+        // Release the ended instance; the next one gets the next number.
+        if let Some(old) = slot.instance.take() {
+            let engine = self.env.engine.clone();
+            if let Err(e) = engine.release(&old) {
+                warn!(pod = %name(pod), container = %c.name, error = %e, "ended instance not released");
+            }
+        }
+        slot.attempt += 1;
+        slot.not_before = None;
+        slot.started = None;
+        run.restart_count = slot.attempt as i32;
+        run.current = Current::Waiting {
+            reason: "ContainerCreating".into(),
+            message: None,
+        };
+    }
+
+    /// Instance number `attempt` of container `name`: its runc id, directory and log file
+    /// (`LOG_DIR/NAMESPACE_NAME_UID/CONTAINER/N.log`, as kubelet lays them out).
+    fn instance(&self, pod: &Pod, name: &str, attempt: u32) -> Instance {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        Instance {
+            id: instance_id(&self.uid, name, attempt),
+            dir: self
+                .pod_dir()
+                .join("containers")
+                .join(name)
+                .join(attempt.to_string()),
+            log: self
+                .env
+                .log_dir
+                .join(format!(
+                    "{namespace}_{}_{}",
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    self.uid
+                ))
+                .join(name)
+                .join(format!("{attempt}.log")),
+        }
+    }
+
+    /// A container's slot as an earlier agent left it: its latest instance on disk, if any.
+    fn adopt(&self, pod: &Pod, c: &Container) -> Slot {
+        let dir = self.pod_dir().join("containers").join(&c.name);
+        let latest = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .max();
+        let Some(attempt) = latest else {
+            return Slot::default();
+        };
+        let instance = self.instance(pod, &c.name, attempt);
+        let started_at = std::fs::metadata(instance.dir.join("config.json"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| Timestamp::try_from(t).ok())
+            .unwrap_or_else(Timestamp::now);
+        info!(pod = %name(pod), container = %c.name, attempt, "adopted a container instance");
+        Slot {
+            attempt,
+            instance: Some(instance),
+            started: Some((Instant::now(), started_at)),
+            ..Slot::default()
+        }
+    }
+
+    /// Pulls the image if the policy asks, translates the container and starts it.
+    async fn start(&mut self, pod: &Pod, c: &Container, run: &mut ContainerRun) {
+        let env = Arc::clone(&self.env);
+        let pod_dir = self.pod_dir();
+        let attempt = self.slots.get(&c.name).map_or(0, |s| s.attempt);
+        let instance = self.instance(pod, &c.name, attempt);
+        let sandbox = self.sandbox.clone();
+        let pod_ip = self.pod_ip.clone();
+        let slot = self.slots.entry(c.name.clone()).or_default();
+        if slot.done {
+            return;
+        }
+        if slot.not_before.is_some_and(|t| Instant::now() < t) {
+            run.current = Current::Waiting {
+                reason: "ImagePullBackOff".into(),
+                message: Some(format!(
+                    "Back-off pulling image {:?}",
+                    c.image.as_deref().unwrap_or_default()
+                )),
+            };
+            return;
+        }
+        let image_name = c.image.clone().unwrap_or_default();
+        let image = match ensure_image(&env, &image_name, c.image_pull_policy.as_deref()).await {
+            Ok(i) => i,
+            Err((reason, message)) => {
+                let delay = slot
+                    .pull_backoff
+                    .map_or(BACKOFF_FIRST, |d| (d * 2).min(BACKOFF_MAX));
+                slot.pull_backoff = Some(delay);
+                slot.not_before = Some(Instant::now() + delay);
+                warn!(pod = %name(pod), container = %c.name, image = %image_name, %message, "image not available");
+                run.current = Current::Waiting {
+                    reason,
+                    message: Some(message),
+                };
+                return;
+            }
+        };
+        slot.pull_backoff = None;
+        slot.not_before = None;
+        run.image_id = Some(image.repo_digest.clone());
+        slot.image = Some(image.clone());
+        let Some(sandbox) = sandbox else {
+            return;
+        };
+        let id = instance.id.clone();
+        let ctx = PodContext {
+            namespaces: SharedNamespaces {
+                network: Some(sandbox.net()),
+                ipc: Some(sandbox.ipc()),
+                uts: Some(sandbox.uts()),
+                pid: None,
+            },
+            pod_ip: pod_ip.unwrap_or_default(),
+            host_ip: env.node_ip.clone(),
+            hosts_file: pod_dir.join("etc/hosts"),
+            resolv_file: pod_dir.join("etc/resolv.conf"),
+            hostname_file: pod_dir.join("etc/hostname"),
+            volumes_dir: pod_dir.join("volumes"),
+            cgroups_path: format!(
+                "{}/kubepods/pod{}/{id}",
+                env.cgroup_root.trim_end_matches('/'),
+                self.uid
+            ),
+        };
+        let sources = match env_sources(&env, pod, c).await {
+            Ok(s) => s,
+            Err(message) => {
+                run.current = Current::Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: Some(message),
+                };
+                return;
+            }
+        };
+        let container = match container_spec(pod, c, &image.config, &ctx, &sources) {
+            Ok(s) => s,
+            Err(e) => {
+                run.current = Current::Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: Some(e.to_string()),
+                };
+                return;
+            }
+        };
+        if let Err(e) = create_volume_dirs(pod, &ctx.volumes_dir) {
+            run.current = Current::Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: Some(e.to_string()),
+            };
+            return;
+        }
+        let engine = env.engine.clone();
+        let store = Arc::clone(env.puller.store());
+        let inst = instance.clone();
+        let started =
+            tokio::task::spawn_blocking(move || engine.start(&inst, &store, &image, container)).await;
+        slot.instance = Some(instance);
+        match started {
+            Ok(Ok((pid, clamped))) => {
+                if !clamped.capabilities.is_empty() {
+                    warn!(pod = %name(pod), container = %c.name, capabilities = ?clamped.capabilities, "capabilities the host lacks were left out");
+                }
+                info!(pod = %name(pod), container = %c.name, pid, attempt = slot.attempt, "container started");
+                let now = Timestamp::now();
+                slot.started = Some((Instant::now(), now));
+                run.current = Current::Running {
+                    container_id: format!("berth://{id}"),
+                    started_at: now,
+                };
+                run.ready = true;
+            }
+            Ok(Err(e)) => {
+                warn!(pod = %name(pod), container = %c.name, error = %e, "container did not start");
+                // As kubelet: the attempt counts, the pod backs off as after a crash.
+                let now = Timestamp::now();
+                let term = Terminated {
+                    container_id: format!("berth://{id}"),
+                    exit_code: 128,
+                    signal: None,
+                    reason: "StartError".into(),
+                    started_at: Some(now),
+                    finished_at: Some(now),
+                };
+                let policy = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.restart_policy.clone())
+                    .unwrap_or_else(|| "Always".into());
+                slot.started = Some((Instant::now(), now));
+                self.after_exit(pod, c, &policy, term, run);
+                if let Current::Waiting { message, .. } = &mut run.current {
+                    *message = Some(e.to_string());
+                }
+                if matches!(run.current, Current::Waiting { .. }) {
+                    run.current = Current::Waiting {
+                        reason: "RunContainerError".into(),
+                        message: Some(e.to_string()),
+                    };
+                }
+            }
+            Err(e) => warn!(pod = %name(pod), error = %e, "start task failed"),
+        }
+    }
+
+    /// Stops every running instance: SIGTERM, then SIGKILL once `grace` has passed.
+    async fn stop_all(&mut self, grace: Duration) {
+        let instances: Vec<Instance> = self.slots.values().filter_map(|s| s.instance.clone()).collect();
+        if instances.is_empty() {
+            return;
+        }
+        let engine = self.env.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let running = |i: &Instance| matches!(engine.state(i), InstanceState::Running { .. });
+            for i in instances.iter().filter(|i| running(i)) {
+                let _ = engine.signal(i, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline && instances.iter().any(running) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            for i in instances.iter().filter(|i| running(i)) {
+                let _ = engine.signal(i, libc::SIGKILL);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && instances.iter().any(running) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await;
+        for slot in self.slots.values_mut() {
+            slot.done = true;
+        }
+        // The final statuses (terminated) for the report that follows.
+        let mut runs = std::mem::take(&mut self.run.containers);
+        for r in &mut runs {
+            if let Some(slot) = self.slots.get(&r.name)
+                && let Some(i) = &slot.instance
+                && let InstanceState::Exited(exit) = self.env.engine.state(i)
+            {
+                r.ready = false;
+                r.current = Current::Terminated(Terminated {
+                    container_id: format!("berth://{}", i.id),
+                    exit_code: exit.exit_code,
+                    signal: exit.signal,
+                    reason: if exit.exit_code == 0 { "Completed" } else { "Error" }.into(),
+                    started_at: slot.started.map(|s| s.1),
+                    finished_at: exit.finished_at.parse().ok(),
+                });
+            }
+        }
+        self.run.containers = runs;
+    }
+
+    /// Removes everything of the pod from the node: instances, address, sandbox, files, logs.
+    async fn teardown(&mut self) {
+        let env = Arc::clone(&self.env);
+        let uid = self.uid.clone();
+        let dir = self.pod_dir();
+        let instances: Vec<Instance> = self.slots.values().filter_map(|s| s.instance.clone()).collect();
+        let done = tokio::task::spawn_blocking(move || {
+            for i in &instances {
+                if let Err(e) = env.engine.release(i) {
+                    warn!(pod = %uid, error = %e, "container not released");
+                }
+            }
+            // Instances of earlier agents' attempts, found on disk.
+            release_found(&env, &dir);
+            if let Err(e) = podnet::del(&env.state_dir, &uid) {
+                warn!(pod = %uid, error = %e, "pod address not released");
+            }
+            if let Err(e) = Sandbox::at(&dir.join("sandbox")).remove() {
+                warn!(pod = %uid, error = %e, "pod sandbox not removed");
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Ok(entries) = std::fs::read_dir(&env.log_dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().ends_with(&format!("_{uid}")) {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        })
+        .await;
+        if done.is_ok() {
+            info!(pod = %self.uid, "pod removed from the node");
+        }
+    }
+
+    /// The pod's status through the status subresource, when it changed.
+    async fn report(&mut self, pod: &Pod) {
+        let status = pod_status(pod, &self.run, Timestamp::now());
+        let Ok(value) = serde_json::to_value(&status) else {
+            return;
+        };
+        let mut comparable = value.clone();
+        strip_times(&mut comparable);
+        if self.last_reported.as_ref() == Some(&comparable) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.env.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let patch = serde_json::json!({ "status": value });
+        match api
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => self.last_reported = Some(comparable),
+            Err(e) => warn!(pod = %name(pod), error = %e, "pod status not written; retrying"),
+        }
+    }
+
+    /// The last step of a graceful deletion: the node says the pod is gone (grace 0, this uid only).
+    async fn confirm_deletion(&self, pod: &Pod) {
+        let api: Api<Pod> = Api::namespaced(
+            self.env.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api
+            .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
+            .await
+        {
+            Ok(_) => info!(pod = %name(pod), "pod deletion confirmed"),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => warn!(pod = %name(pod), error = %e, "pod deletion not confirmed"),
+        }
+    }
+}
+
+/// Releases instances left on disk by an earlier agent (their runc ids are in their config).
+fn release_found(env: &PodEnv, pod_dir: &std::path::Path) {
+    let Ok(names) = std::fs::read_dir(pod_dir.join("containers")) else {
+        return;
+    };
+    for name in names.flatten() {
+        let Ok(attempts) = std::fs::read_dir(name.path()) else {
+            continue;
+        };
+        for attempt in attempts.flatten() {
+            let uid = pod_dir
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let n: u32 = attempt.file_name().to_string_lossy().parse().unwrap_or(0);
+            let instance = Instance {
+                id: instance_id(&uid, &name.file_name().to_string_lossy(), n),
+                dir: attempt.path(),
+                log: PathBuf::new(),
+            };
+            let _ = env.engine.signal(&instance, libc::SIGKILL);
+            let _ = env.engine.release(&instance);
+        }
+    }
+}
+
+/// Timestamps make every status look new; compared without them.
+fn strip_times(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("lastTransitionTime");
+            m.values_mut().for_each(strip_times);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_times),
+        _ => {}
+    }
+}
+
+fn name(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// runc's id of one instance: stable, so a restarted agent finds it again.
+pub fn instance_id(uid: &str, container: &str, attempt: u32) -> String {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{uid}/{container}/{attempt}").as_bytes(),
+    );
+    d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The image, pulled or found as `imagePullPolicy` says (`Always` for `:latest` or no tag, else
+/// `IfNotPresent`). On failure: (waiting reason, message).
+async fn ensure_image(
+    env: &PodEnv,
+    image: &str,
+    policy: Option<&str>,
+) -> Result<ImageRecord, (String, String)> {
+    let reference = normalise(image).map_err(|e| ("InvalidImageName".to_string(), e.to_string()))?;
+    let whole = reference.whole();
+    let latest = reference.digest().is_none() && reference.tag().is_none_or(|t| t == "latest");
+    let policy = policy.unwrap_or(if latest { "Always" } else { "IfNotPresent" });
+    let stored = env.puller.store().lookup(&whole).ok().flatten();
+    match (policy, stored) {
+        ("IfNotPresent", Some(record)) | ("Never", Some(record)) => return Ok(record),
+        ("Never", None) => {
+            return Err((
+                "ErrImageNeverPull".into(),
+                format!("Container image {image:?} is not present with pull policy of Never"),
+            ));
+        }
+        _ => {}
+    }
+    let _serial = env.pull_lock.lock().await;
+    env.puller
+        .pull(image, &RegistryAuth::Anonymous)
+        .await
+        .map(|p| p.image)
+        .map_err(|e| ("ErrImagePull".into(), e.to_string()))
+}
+
+/// The ConfigMaps and Secrets the container's environment names, fetched from the pod's namespace
+/// (missing ones are left out: the translation decides, by `optional`, whether that is an error).
+async fn env_sources(env: &PodEnv, pod: &Pod, c: &Container) -> Result<EnvSources, String> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut config_maps: Vec<String> = Vec::new();
+    let mut secrets: Vec<String> = Vec::new();
+    for from in c.env_from.iter().flatten() {
+        config_maps.extend(from.config_map_ref.as_ref().map(|r| r.name.clone()));
+        secrets.extend(from.secret_ref.as_ref().map(|r| r.name.clone()));
+    }
+    for var in c.env.iter().flatten() {
+        if let Some(from) = &var.value_from {
+            config_maps.extend(from.config_map_key_ref.as_ref().map(|r| r.name.clone()));
+            secrets.extend(from.secret_key_ref.as_ref().map(|r| r.name.clone()));
+        }
+    }
+    let mut out = EnvSources::default();
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), namespace);
+    for n in config_maps {
+        match cms.get_opt(&n).await {
+            Ok(Some(cm)) => {
+                out.config_maps.insert(n, cm.data.unwrap_or_default());
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("configmap {n:?}: {e}")),
+        }
+    }
+    let ss: Api<Secret> = Api::namespaced(env.client.clone(), namespace);
+    for n in secrets {
+        match ss.get_opt(&n).await {
+            Ok(Some(s)) => {
+                let data = s
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                    .collect();
+                out.secrets.insert(n, data);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("secret {n:?}: {e}")),
+        }
+    }
+    Ok(out)
+}
+
+/// The pod's emptyDir volumes as directories (memory-backed ones are mounted by runc).
+fn create_volume_dirs(pod: &Pod, dir: &std::path::Path) -> std::io::Result<()> {
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if v.empty_dir.is_some() {
+            std::fs::create_dir_all(dir.join(&v.name))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! Pods for real, through the whole cluster: kubectl applies a Deployment and a Service to berth's
+//! control plane, the scheduler binds the pods to nodes whose agents joined by token, the agents pull
+//! the image from the cluster's registry and run it with runc, report the pods Running with their
+//! addresses, and the Service reaches them through the eBPF load balancer.
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
+
+use berth_tests::clusterworld::ClusterWorld;
+use serde_json::Value;
+
+const WEB_IP: &str = "10.96.50.10";
+
+fn deployment(image: &str, replicas: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: httpd
+        image: {image}
+        command: [sh, -c, "mkdir -p /www && hostname > /www/index.html && echo serving && exec httpd -f -vv -p 8080 -h /www"]
+        ports: [{{containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  clusterIP: {WEB_IP}
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+    )
+}
+
+/// The pods of the Deployment: (name, phase, podIP, node, ready).
+fn web_pods(world: &ClusterWorld) -> Vec<(String, String, String, String, bool)> {
+    let Ok(out) = world.cp.kubectl(&["get", "pods", "-l", "app=web", "-o", "json"]) else {
+        return Vec::new();
+    };
+    let list: Value = serde_json::from_str(&out).unwrap_or_default();
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            let ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (
+                s(&p["metadata"]["name"]),
+                s(&p["status"]["phase"]),
+                s(&p["status"]["podIP"]),
+                s(&p["spec"]["nodeName"]),
+                ready,
+            )
+        })
+        .collect()
+}
+
+fn wait_running(
+    world: &ClusterWorld,
+    n: usize,
+    timeout: Duration,
+) -> Vec<(String, String, String, String, bool)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pods = web_pods(world);
+        if pods.len() == n && pods.iter().all(|p| p.1 == "Running" && p.4 && !p.2.is_empty()) {
+            return pods;
+        }
+        if Instant::now() > deadline {
+            let describe = world
+                .cp
+                .kubectl(&["get", "pods", "-o", "yaml"])
+                .unwrap_or_default();
+            panic!("pods not running: {pods:?}\n{describe}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_deployment_runs_on_the_nodes_and_is_reached_through_its_service() {
+    let mut world = ClusterWorld::new("pods", 2, 1, &[]).expect("cluster");
+    let (_registry, prefix) = world.start_registry().expect("registry");
+    world
+        .cp
+        .apply(&deployment(&format!("{prefix}/busybox:1.36"), 2))
+        .expect("apply");
+    let pods = wait_running(&world, 2, Duration::from_secs(60));
+    let nodes: BTreeSet<&str> = pods.iter().map(|p| p.3.as_str()).collect();
+    assert_eq!(nodes.len(), 2, "spread over both nodes: {pods:?}");
+
+    // Through the ClusterIP from a pod-network client on node 1: both pods answer with their names.
+    let client = world.pod(1, 0).ns.clone();
+    let names: BTreeSet<String> = pods.iter().map(|p| p.0.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = BTreeSet::new();
+    while seen != names {
+        let out = client
+            .command(std::path::Path::new("curl"))
+            .args(["-s", "-m", "2", &format!("http://{WEB_IP}/")])
+            .output()
+            .expect("curl");
+        let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !body.is_empty() {
+            assert!(
+                names.contains(&body),
+                "answered by {body:?}, not one of {names:?}"
+            );
+            seen.insert(body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every pod answered: {seen:?} of {names:?}"
+        );
+    }
+
+    // A deleted pod terminates gracefully and is replaced; the Service keeps answering.
+    let victim = pods[0].0.clone();
+    world
+        .cp
+        .kubectl(&["delete", "pod", &victim, "--wait=true", "--timeout=30s"])
+        .expect("delete pod");
+    let after = wait_running(&world, 2, Duration::from_secs(60));
+    assert!(after.iter().all(|p| p.0 != victim), "{after:?}");
+
+    // Everything goes: pods, sandboxes, addresses, containers.
+    world
+        .cp
+        .kubectl(&["delete", "deployment", "web"])
+        .expect("delete deployment");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !web_pods(&world).is_empty() || pods_left(&mut world) {
+        assert!(
+            Instant::now() < deadline,
+            "pods not cleaned up: {:?}",
+            web_pods(&world)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether any node still holds a pod directory.
+fn pods_left(world: &mut ClusterWorld) -> bool {
+    (1..=2).any(|i| {
+        let dir = world.node(i).state.join("pods");
+        std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some())
+    })
+}
