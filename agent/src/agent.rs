@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::{
     api_client,
+    kubelet_api::KubeletApi,
     lb::{LbAlgorithm, NodeInfo},
     node::{self, Health, NodeIdentity},
     overlay::publish,
@@ -247,6 +248,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
         Source::Manifests(dir) => source::manifests::start(dir.clone(), cfg.poll_interval)
             .map_err(|e| AgentError::Source(format!("manifests directory {}: {e}", dir.display())))?,
         Source::Api(config) => {
+            let client_ca = config.root_cert.clone().unwrap_or_default();
             let client = api_client::client(*config).map_err(|e| AgentError::Source(e.to_string()))?;
             if cfg.register_node {
                 tokio::spawn(node::run(
@@ -271,6 +273,20 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             {
                 let env = pod_env(&cfg, p, client.clone())?;
                 let pods = source::api::pods(client.clone(), &cfg.node_name);
+                let kubelet = KubeletApi {
+                    node_name: cfg.node_name.clone(),
+                    node_ips: cfg.node_ips.clone(),
+                    port: u16::try_from(cfg.kubelet_port).unwrap_or(10250),
+                    client_ca,
+                    log_dir: env.log_dir.clone(),
+                    pods_dir: env.pods_dir.clone(),
+                    pods: pods.store().clone(),
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = kubelet.serve().await {
+                        warn!(error = %e, "kubelet API not served: kubectl logs will fail for this node");
+                    }
+                });
                 tokio::spawn(PodManager { env: Arc::new(env) }.run(pods));
             }
             events = Some(crate::events::start(client.clone(), cfg.node_name.clone()));

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod api_client;
 pub mod events;
 pub mod join;
+pub mod kubelet_api;
 pub mod lb;
 pub mod model;
 pub mod node;

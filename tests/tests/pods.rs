@@ -131,6 +131,17 @@ fn a_deployment_runs_on_the_nodes_and_is_reached_through_its_service() {
         );
     }
 
+    // kubectl logs, through the API server to the node's agent: the container's own output.
+    let logs = world.cp.kubectl(&["logs", &pods[0].0]).expect("kubectl logs");
+    assert!(logs.starts_with("serving\n"), "{logs}");
+    let tail = world
+        .cp
+        .kubectl(&["logs", &pods[0].0, "--tail=1"])
+        .expect("kubectl logs --tail");
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    let previous = world.cp.kubectl(&["logs", &pods[0].0, "--previous"]);
+    assert!(previous.is_err(), "no previous instance: {previous:?}");
+
     // A deleted pod terminates gracefully and is replaced; the Service keeps answering.
     let victim = pods[0].0.clone();
     world

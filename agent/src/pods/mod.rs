@@ -6,6 +6,7 @@
 //! - [`status`]: the pod status kubelet would report (pure).
 //! - [`worker`]: one pod's lifecycle.
 
+pub mod logs;
 pub mod status;
 pub mod translate;
 pub mod worker;

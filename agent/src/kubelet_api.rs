@@ -1,0 +1,248 @@
+//! kubelet's HTTPS API, the part the API server uses: `GET /containerLogs/NAMESPACE/POD/CONTAINER`
+//! (what `kubectl logs` becomes) and `/healthz`, on the port the Node advertises.
+//!
+//! Only the API server may ask: clients must present a certificate of the cluster CA whose subject is
+//! the API server's kubelet client (`CN=kube-apiserver-kubelet-client`) or in `system:masters`, as
+//! kubelet with client-certificate authentication and its authorizer admits it. The serving
+//! certificate is self-signed at start (kube-apiserver does not verify it without
+//! `--kubelet-certificate-authority`; a kubelet-serving CSR is the next step).
+
+use std::{
+    convert::Infallible,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+};
+
+use futures::StreamExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
+use kube::runtime::reflector::Store;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::pods::logs::{self, LogOptions};
+
+/// Errors of starting the server.
+#[derive(Debug, Error)]
+pub enum KubeletApiError {
+    /// The serving certificate could not be made or the TLS configuration built.
+    #[error("kubelet API TLS: {0}")]
+    Tls(String),
+    /// The port could not be bound.
+    #[error("kubelet API on port {port}: {source}")]
+    Bind {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the server reads.
+pub struct KubeletApi {
+    pub node_name: String,
+    pub node_ips: Vec<Ipv4Addr>,
+    pub port: u16,
+    /// The cluster CA (DER) that client certificates must chain to.
+    pub client_ca: Vec<Vec<u8>>,
+    pub log_dir: PathBuf,
+    pub pods_dir: PathBuf,
+    pub pods: Store<Pod>,
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.into())).boxed_unsync());
+    *r.status_mut() = status;
+    r
+}
+
+impl KubeletApi {
+    fn tls(&self) -> Result<TlsAcceptor, KubeletApiError> {
+        let tls = |e: &dyn std::fmt::Display| KubeletApiError::Tls(e.to_string());
+        let mut names = vec![self.node_name.clone()];
+        names.extend(self.node_ips.iter().map(ToString::to_string));
+        let serving = rcgen::generate_simple_self_signed(names).map_err(|e| tls(&e))?;
+        let cert = serving.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(serving.signing_key.serialize_der()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in &self.client_ca {
+            roots.add(CertificateDer::from(ca.clone())).map_err(|e| tls(&e))?;
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .map_err(|e| tls(&e))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls(&e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert], key)
+            .map_err(|e| tls(&e))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// Binds and serves until the agent ends.
+    pub async fn serve(self) -> Result<(), KubeletApiError> {
+        let acceptor = self.tls()?;
+        let port = self.port;
+        let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+            .await
+            .map_err(|source| KubeletApiError::Bind { port, source })?;
+        info!(port, "serving kubelet's API (containerLogs)");
+        let api = Arc::new(self);
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                // Out of descriptors or similar: do not spin.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            let (acceptor, api) = (acceptor.clone(), Arc::clone(&api));
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(t)) => t,
+                    _ => {
+                        debug!(%peer, "kubelet API: TLS handshake failed");
+                        return;
+                    }
+                };
+                let allowed = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .is_some_and(|c| api_server_client(c.as_ref()));
+                let service = hyper::service::service_fn(move |req| {
+                    let api = Arc::clone(&api);
+                    async move { Ok::<_, Infallible>(api.handle(req, allowed).await) }
+                });
+                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await
+                {
+                    debug!(%peer, error = %e, "kubelet API connection ended");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, allowed: bool) -> Response<Body> {
+        if !allowed {
+            return text(
+                StatusCode::FORBIDDEN,
+                "Forbidden: only the API server's kubelet client may ask\n",
+            );
+        }
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        if path == "/healthz" {
+            return text(StatusCode::OK, "ok");
+        }
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["containerLogs", namespace, pod, container] => {
+                self.container_logs(namespace, pod, container, &query)
+            }
+            _ => text(StatusCode::NOT_FOUND, format!("404 page not found: {path}\n")),
+        }
+    }
+
+    fn container_logs(&self, namespace: &str, pod: &str, container: &str, query: &str) -> Response<Body> {
+        let options = match LogOptions::parse(query, Timestamp::now()) {
+            Ok(o) => o,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let uid = self
+            .pods
+            .state()
+            .iter()
+            .find(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace) && p.metadata.name.as_deref() == Some(pod)
+            })
+            .and_then(|p| p.metadata.uid.clone());
+        let found = logs::find(&self.log_dir, namespace, pod, uid.as_deref(), container)
+            .and_then(|l| l.file(&options, pod, container).map(|f| (l, f)));
+        let (found, file) = match found {
+            Ok(f) => f,
+            Err(e) => return text(StatusCode::NOT_FOUND, e.to_string()),
+        };
+        let (head, offset) = match logs::read(&file, &options) {
+            Ok(r) => r,
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        };
+        if !options.follow || options.previous {
+            return text(StatusCode::OK, head);
+        }
+        // Following: what there is, then what comes, until the instance has ended and said all.
+        let exit_file = found
+            .dir
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit('_').next())
+            .map(|uid| {
+                self.pods_dir
+                    .join(uid)
+                    .join("containers")
+                    .join(container)
+                    .join(found.current.to_string())
+                    .join("exit.json")
+            });
+        let state = (Some(head), offset, file, exit_file, options);
+        let stream = futures::stream::unfold(state, |(head, offset, file, exit_file, options)| async move {
+            if let Some(h) = head {
+                return Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(h))),
+                    (None, offset, file, exit_file, options),
+                ));
+            }
+            loop {
+                let ended = exit_file.as_ref().is_none_or(|f| f.exists()) || !file.exists();
+                match logs::read_from(&file, offset, &options) {
+                    Ok((more, next)) if !more.is_empty() => {
+                        return Some((
+                            Ok(Frame::data(Bytes::from(more))),
+                            (None, next, file, exit_file, options),
+                        ));
+                    }
+                    Ok(_) if ended => return None,
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(error = %e, "following a log");
+                        return None;
+                    }
+                }
+                tokio::time::sleep(logs::FOLLOW_POLL).await;
+            }
+        });
+        Response::new(BodyExt::boxed_unsync(StreamBody::new(stream.boxed())))
+    }
+}
+
+/// Whether a verified client certificate is the API server's (kubelet client, or system:masters).
+fn api_server_client(der: &[u8]) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return false;
+    };
+    let subject = cert.subject();
+    let cn_ok = subject
+        .iter_common_name()
+        .any(|c| c.as_str() == Ok("kube-apiserver-kubelet-client"));
+    let masters = subject
+        .iter_organization()
+        .any(|o| o.as_str() == Ok("system:masters"));
+    cn_ok || masters
+}
