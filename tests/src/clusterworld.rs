@@ -108,6 +108,11 @@ impl ControlPlane {
             .map_err(|source| BedError::Io { path, source })
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
+    }
+
     /// Runs `kubectl ARGS` as the admin, inside the control plane's namespace (the API's address is
     /// only reachable there and from the nodes).
     pub fn kubectl(&self, args: &[&str]) -> Result<String, BedError> {
@@ -221,7 +226,18 @@ impl ClusterWorld {
         mtu: u32,
         agent_args: &[&str],
     ) -> Result<Self, BedError> {
-        let mut bed = TestBed::new(test_name);
+        Self::in_bed(TestBed::new(test_name), nodes, pods, cp_args, mtu, agent_args)
+    }
+
+    /// The world built in `bed`.
+    pub fn in_bed(
+        mut bed: TestBed,
+        nodes: u8,
+        pods: usize,
+        cp_args: &[&str],
+        mtu: u32,
+        agent_args: &[&str],
+    ) -> Result<Self, BedError> {
         let underlay = bed.netns("underlay")?;
         underlay.ip(&["link", "add", "br0", "mtu", &mtu.to_string(), "type", "bridge"])?;
         underlay.ip(&["link", "set", "br0", "up"])?;

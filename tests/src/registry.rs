@@ -91,6 +91,7 @@ impl Registry {
                 Some(ns) => ns
                     .command(Path::new("curl"))
                     .args(["-fsS", "-o", "/dev/null", &url])
+                    .stderr(Stdio::null())
                     .status()
                     .is_ok_and(|s| s.success()),
             };
@@ -105,6 +106,11 @@ impl Registry {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
     }
 
     /// Stops the registry now.

@@ -196,9 +196,16 @@ impl TestBed {
     /// A new bed for test `name` (short: interface-free, but namespace names carry it). Removes what a
     /// crashed earlier run with the same prefix left behind.
     pub fn new(name: &str) -> Self {
+        let scratch = std::env::temp_dir().join(format!("bt{name}-scratch"));
+        Self::with_scratch(name, scratch)
+    }
+
+    /// [`new`](Self::new) with its scratch directory at `scratch` (the local cluster keeps its state
+    /// under `target/berth-cluster/`).
+    pub fn with_scratch(name: &str, scratch: PathBuf) -> Self {
         let prefix = format!("bt{name}");
         let bed = TestBed {
-            scratch: std::env::temp_dir().join(format!("{prefix}-scratch")),
+            scratch,
             prefix,
             namespaces: Vec::new(),
             procs: Vec::new(),

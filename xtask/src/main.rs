@@ -3,7 +3,10 @@
 //! - `setup`: installs what builds and tests need (Debian packages, the nightly's `rust-src`,
 //!   `bpf-linker` built against the nightly's own LLVM). Idempotent and quick when already done.
 //! - `build-ebpf`: builds the eBPF object the agent embeds.
-//! - `demo`: berth's main job as far as it exists (see README).
+//! - `up` / `down`: a local cluster left running (control plane, registry, N nodes as namespaces with
+//!   joined agents), its files in `target/berth-cluster/`; and its removal.
+//! - `demo`: berth's main job: the local cluster (started if needed) running a demo Deployment
+//!   behind a NodePort Service.
 //! - `test`: setup, build-ebpf, then every test.
 //! - `bench`: the benchmarks (`--smoke` for the short pass CI runs).
 
@@ -27,7 +30,16 @@ enum Task {
     Setup,
     /// Build the eBPF programs into target/berth-ebpf/berth.bpf.o.
     BuildEbpf,
-    /// Run the demo: a three-node cluster of namespaces, a Service spread over it, traffic through it.
+    /// Start a local cluster (control plane, registry, nodes as namespaces with joined agents) and
+    /// leave it running; its kubeconfig and env file go to target/berth-cluster/.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: u8,
+    },
+    /// Stop the local cluster and remove everything it made.
+    Down,
+    /// Run the demo on the local cluster (started first if none is up): a Deployment from the local
+    /// registry behind a NodePort Service, requests from outside, a pod replaced, its logs.
     Demo,
     /// Run every test (setup and build-ebpf first).
     Test {
@@ -43,16 +55,50 @@ enum Task {
     },
 }
 
+/// Everything the cluster runs: dependencies, the eBPF object, every binary.
+fn build_all() -> Result<()> {
+    setup::run()?;
+    ebpf::build()?;
+    run::cargo(&["build", "--release", "--workspace", "--bins"])
+}
+
+/// `berth-cluster ARGS` with its files in target/berth-cluster/.
+fn cluster(args: &[&str]) -> Result<()> {
+    let root = run::workspace_root();
+    let mut full = vec!["--dir", "target/berth-cluster"];
+    full.extend_from_slice(args);
+    run::status(
+        std::process::Command::new(root.join("target/release/berth-cluster"))
+            .current_dir(&root)
+            .args(&full),
+    )
+}
+
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::BuildEbpf => ebpf::build(),
+        Task::Up { nodes } => {
+            build_all()?;
+            cluster(&["up", "--nodes", &nodes.to_string()])
+        }
+        Task::Down => {
+            run::cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "berth-tests",
+                "--bin",
+                "berth-cluster",
+            ])?;
+            cluster(&["down"])
+        }
         Task::Demo => {
-            setup::run()?;
-            ebpf::build()?;
-            // The demo runs berth-agent and berth-probe as processes: build every binary first.
-            run::cargo(&["build", "--release", "--workspace", "--bins"])?;
-            run::cargo(&["run", "--release", "-p", "berth-tests", "--bin", "berth-demo"])
+            build_all()?;
+            if !run::workspace_root().join("target/berth-cluster/pids").exists() {
+                cluster(&["up"])?;
+            }
+            cluster(&["demo"])
         }
         Task::Test { args } => {
             setup::run()?;
