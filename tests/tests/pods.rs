@@ -174,3 +174,90 @@ fn pods_left(world: &mut ClusterWorld) -> bool {
         std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some())
     })
 }
+
+fn pod_json(world: &ClusterWorld, name: &str) -> Value {
+    world
+        .cp
+        .kubectl(&["get", "pod", name, "-o", "json"])
+        .ok()
+        .and_then(|o| serde_json::from_str(&o).ok())
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn pods_keep_running_across_an_agent_restart_and_crashing_containers_back_off() {
+    let mut world = ClusterWorld::new("podrst", 1, 0, &[]).expect("cluster");
+    let (_registry, prefix) = world.start_registry().expect("registry");
+    let image = format!("{prefix}/busybox:1.36");
+    world
+        .cp
+        .apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: steady, namespace: default}}
+spec:
+  containers: [{{name: c, image: "{image}", command: [sleep, "3600"]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: crashy, namespace: default}}
+spec:
+  containers: [{{name: c, image: "{image}", command: [sh, -c, "echo boom; exit 3"]}}]
+"#
+        ))
+        .expect("apply");
+    wait_for("steady running", Duration::from_secs(30), || {
+        pod_json(&world, "steady")["status"]["phase"] == "Running"
+    });
+    let container_id = |w: &ClusterWorld| {
+        pod_json(w, "steady")["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before = container_id(&world);
+    assert!(before.starts_with("berth://"), "{before}");
+
+    // The agent dies and comes back: the container is adopted, not restarted.
+    world.node(1).agent().kill();
+    world.node(1).agent().restart().expect("restart");
+    std::thread::sleep(Duration::from_secs(3));
+    let steady = pod_json(&world, "steady");
+    assert_eq!(steady["status"]["phase"], "Running", "{steady}");
+    assert_eq!(
+        steady["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{steady}"
+    );
+    assert_eq!(container_id(&world), before, "the same container");
+    let log = world.node(1).agent().log();
+    assert!(log.contains("adopted a container instance"), "{log}");
+
+    // A container that exits is restarted at once, then with backoff: CrashLoopBackOff, lastState,
+    // restart count, exit code 3; its previous instance's log stays readable.
+    wait_for("crashy backing off", Duration::from_secs(40), || {
+        let p = pod_json(&world, "crashy");
+        let cs = &p["status"]["containerStatuses"][0];
+        cs["restartCount"].as_i64().unwrap_or(0) >= 1
+            && cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            && cs["lastState"]["terminated"]["exitCode"] == 3
+    });
+    let p = pod_json(&world, "crashy");
+    assert_eq!(
+        p["status"]["phase"], "Running",
+        "restartPolicy Always keeps it Running: {p}"
+    );
+    let previous = world
+        .cp
+        .kubectl(&["logs", "crashy", "--previous"])
+        .expect("logs --previous");
+    assert_eq!(previous, "boom\n");
+}
