@@ -159,6 +159,7 @@ fn pod_env(cfg: &AgentConfig, p: &PodsConfig, client: kube::Client) -> Result<Po
         engine: Engine {
             runc: Runc::new(&cfg.state_dir.join("runc")),
             shim_exe,
+            cgroups: Arc::from(berth_runtime::cgroups::detect()),
         },
         puller: Puller::new(Arc::new(store), &p.insecure_registries),
         client,

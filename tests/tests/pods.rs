@@ -193,7 +193,7 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 #[test]
-fn pods_keep_running_across_an_agent_restart_and_crashing_containers_back_off() {
+fn pods_survive_agent_restarts_crashes_back_off_and_oom_kills_are_reported() {
     let mut world = ClusterWorld::new("podrst", 1, 0, &[]).expect("cluster");
     let (_registry, prefix) = world.start_registry().expect("registry");
     let image = format!("{prefix}/busybox:1.36");
@@ -206,6 +206,17 @@ kind: Pod
 metadata: {{name: steady, namespace: default}}
 spec:
   containers: [{{name: c, image: "{image}", command: [sleep, "3600"]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hungry, namespace: default}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: "{image}"
+    command: [dd, if=/dev/zero, of=/dev/null, bs=64M, count=1]
+    resources: {{limits: {{memory: 16Mi}}}}
 ---
 apiVersion: v1
 kind: Pod
@@ -260,4 +271,15 @@ spec:
         .kubectl(&["logs", "crashy", "--previous"])
         .expect("logs --previous");
     assert_eq!(previous, "boom\n");
+
+    // Over its memory limit: killed by the kernel, reported as OOMKilled with 137; restartPolicy Never
+    // leaves the pod Failed.
+    wait_for("hungry OOMKilled", Duration::from_secs(30), || {
+        pod_json(&world, "hungry")["status"]["phase"] == "Failed"
+    });
+    let hungry = pod_json(&world, "hungry");
+    let term = &hungry["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["reason"], "OOMKilled", "{hungry}");
+    assert_eq!(term["exitCode"], 137, "{hungry}");
+    assert_eq!(hungry["status"]["qosClass"], "Burstable", "{hungry}");
 }

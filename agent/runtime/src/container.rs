@@ -13,6 +13,7 @@ use std::{
 use thiserror::Error;
 
 use crate::{
+    cgroups::CgroupBackend,
     image::{ImageRecord, ImageStore},
     rootfs::{self, RootfsError},
     runc::{OciRuntime, Runc, RuncError},
@@ -67,11 +68,13 @@ pub enum InstanceState {
 }
 
 /// Runs container instances with runc through the shim.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Engine {
     pub runc: Runc,
     /// The agent's own binary (its `container-shim` mode).
     pub shim_exe: PathBuf,
+    /// Where exits are explained (OOM kills).
+    pub cgroups: std::sync::Arc<dyn CgroupBackend>,
 }
 
 impl Engine {
@@ -119,7 +122,7 @@ impl Engine {
 
     /// The instance's state now.
     pub fn state(&self, instance: &Instance) -> InstanceState {
-        if let Some(exit) = read_exit(&instance.dir) {
+        if let Some(exit) = self.exit(instance) {
             return InstanceState::Exited(exit);
         }
         match self.runc.state(&instance.id) {
@@ -127,15 +130,31 @@ impl Engine {
                 InstanceState::Running { pid: s.pid }
             }
             // Stopped but the shim has not written the record yet: look again shortly.
-            Ok(Some(s)) if s.status == "stopped" => match read_exit(&instance.dir) {
+            Ok(Some(s)) if s.status == "stopped" => match self.exit(instance) {
                 Some(exit) => InstanceState::Exited(exit),
                 None => InstanceState::Running { pid: 0 },
             },
-            _ => match read_exit(&instance.dir) {
+            _ => match self.exit(instance) {
                 Some(exit) => InstanceState::Exited(exit),
                 None => InstanceState::Lost,
             },
         }
+    }
+
+    /// The shim's exit record, with whether the kernel's OOM killer ended it (a SIGKILL and an OOM kill
+    /// counted in the container's cgroup, which runc keeps until the instance is released).
+    fn exit(&self, instance: &Instance) -> Option<ExitRecord> {
+        let mut exit = read_exit(&instance.dir)?;
+        if exit.signal == Some(libc::SIGKILL) {
+            let cgroup = std::fs::read(instance.dir.join("config.json"))
+                .ok()
+                .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string));
+            exit.oom_killed = cgroup
+                .and_then(|p| self.cgroups.oom_kills(&p))
+                .is_some_and(|n| n > 0);
+        }
+        Some(exit)
     }
 
     /// Sends `signal` to the instance's processes.

@@ -2,6 +2,7 @@
 //! registries into a content-addressed store, container root filesystems as overlay mounts over the
 //! unpacked layers, OCI runtime specs run by runc, cgroups. The agent's pod workers drive it.
 
+pub mod cgroups;
 pub mod container;
 pub mod image;
 pub mod rootfs;

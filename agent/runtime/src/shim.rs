@@ -52,6 +52,9 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
     /// RFC 3339 with nanoseconds.
     pub finished_at: String,
+    /// Killed by the kernel's OOM killer (found by the agent in the container's cgroup, not by the shim).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// Longest line kept whole in the log; longer output is split into `P` parts, as kubelet does.
@@ -276,6 +279,7 @@ fn exit_record(status: i32) -> ExitRecord {
         exit_code,
         signal,
         finished_at: rfc3339_nanos(SystemTime::now()),
+        oom_killed: false,
     }
 }
 

@@ -277,7 +277,9 @@ pub fn pod_status(pod: &Pod, run: &PodRun, now: Timestamp) -> PodStatus {
         init_container_statuses: (!run.init.is_empty())
             .then(|| run.init.iter().map(container_status).collect()),
         container_statuses: Some(run.containers.iter().map(container_status).collect()),
-        qos_class: previous.and_then(|s| s.qos_class.clone()),
+        qos_class: previous
+            .and_then(|s| s.qos_class.clone())
+            .or_else(|| Some(super::resources::qos_class(pod).into())),
         ..Default::default()
     }
 }

@@ -125,7 +125,7 @@ pub fn container_spec(
         mounts,
         namespaces: ctx.namespaces.clone(),
         cgroups_path: ctx.cgroups_path.clone(),
-        resources: Default::default(),
+        resources: super::resources::container_resources(container),
         oom_score_adj: None,
     })
 }

@@ -312,7 +312,7 @@ impl Worker {
                         container_id: id,
                         exit_code: exit.exit_code,
                         signal: exit.signal,
-                        reason: if exit.exit_code == 0 { "Completed" } else { "Error" }.into(),
+                        reason: exit_reason(&exit).into(),
                         started_at: slot.started.map(|s| s.1),
                         finished_at: exit.finished_at.parse().ok(),
                     };
@@ -524,9 +524,9 @@ impl Worker {
             hostname_file: pod_dir.join("etc/hostname"),
             volumes_dir: pod_dir.join("volumes"),
             cgroups_path: format!(
-                "{}/kubepods/pod{}/{id}",
+                "{}/{}/{id}",
                 env.cgroup_root.trim_end_matches('/'),
-                self.uid
+                super::resources::pod_cgroup(pod, &self.uid)
             ),
         };
         let sources = match env_sources(&env, pod, c).await {
@@ -649,7 +649,7 @@ impl Worker {
                     container_id: format!("berth://{}", i.id),
                     exit_code: exit.exit_code,
                     signal: exit.signal,
-                    reason: if exit.exit_code == 0 { "Completed" } else { "Error" }.into(),
+                    reason: exit_reason(&exit).into(),
                     started_at: slot.started.map(|s| s.1),
                     finished_at: exit.finished_at.parse().ok(),
                 });
@@ -770,6 +770,17 @@ fn release_found(env: &PodEnv, pod_dir: &std::path::Path) {
             let _ = env.engine.signal(&instance, libc::SIGKILL);
             let _ = env.engine.release(&instance);
         }
+    }
+}
+
+/// kubelet's reason for a terminated container.
+fn exit_reason(exit: &berth_runtime::shim::ExitRecord) -> &'static str {
+    if exit.oom_killed {
+        "OOMKilled"
+    } else if exit.exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
     }
 }
 
