@@ -283,3 +283,98 @@ spec:
     assert_eq!(term["exitCode"], 137, "{hungry}");
     assert_eq!(hungry["status"]["qosClass"], "Burstable", "{hungry}");
 }
+
+/// The Ready condition of pod `name`.
+fn ready(world: &ClusterWorld, name: &str) -> bool {
+    pod_json(world, name)["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// Whether Service `svc`'s EndpointSlices list a ready endpoint.
+fn ready_endpoint(world: &ClusterWorld, svc: &str) -> bool {
+    let out = world
+        .cp
+        .kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            &format!("kubernetes.io/service-name={svc}"),
+            "-o",
+            "json",
+        ])
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(&out).unwrap_or_default();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .any(|e| e["conditions"]["ready"] == true)
+}
+
+#[test]
+fn readiness_drives_the_endpoints_and_liveness_restarts() {
+    let mut world = ClusterWorld::new("probes", 1, 0, &[]).expect("cluster");
+    let (_registry, prefix) = world.start_registry().expect("registry");
+    let image = format!("{prefix}/busybox:1.36");
+    world
+        .cp
+        .apply(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: probed, namespace: default, labels: {{app: probed}}}}
+spec:
+  containers:
+  - name: c
+    image: "{image}"
+    command: [sh, -c, "mkdir -p /www; echo ok > /www/ready; httpd -p 8080 -h /www; sleep 8; rm /www/ready; sleep 8; echo ok > /www/ready; exec sleep 3600"]
+    readinessProbe: {{httpGet: {{path: /ready, port: 8080}}, periodSeconds: 1, failureThreshold: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: probed, namespace: default}}
+spec:
+  selector: {{app: probed}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: undead, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: "{image}"
+    command: [sh, -c, "touch /tmp/alive; sleep 3; rm /tmp/alive; exec sleep 3600"]
+    livenessProbe: {{exec: {{command: [cat, /tmp/alive]}}, periodSeconds: 1, failureThreshold: 2}}
+"#
+        ))
+        .expect("apply");
+    wait_for("probed ready", Duration::from_secs(30), || {
+        ready(&world, "probed") && ready_endpoint(&world, "probed")
+    });
+    wait_for(
+        "probed not ready, out of the endpoints",
+        Duration::from_secs(20),
+        || !ready(&world, "probed") && !ready_endpoint(&world, "probed"),
+    );
+    wait_for("probed ready again", Duration::from_secs(20), || {
+        ready(&world, "probed") && ready_endpoint(&world, "probed")
+    });
+    let undead = pod_json(&world, "undead");
+    wait_for(
+        "undead restarted by its liveness probe",
+        Duration::from_secs(30),
+        || {
+            pod_json(&world, "undead")["status"]["containerStatuses"][0]["restartCount"]
+                .as_i64()
+                .unwrap_or(0)
+                >= 1
+        },
+    );
+    assert_eq!(undead["status"]["phase"], "Running");
+}

@@ -157,6 +157,45 @@ impl Engine {
         Some(exit)
     }
 
+    /// Runs `argv` inside the instance (`runc exec`, with the container's user, environment and working
+    /// directory) and returns its exit code; killed after `timeout`.
+    pub fn exec(
+        &self,
+        instance: &Instance,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<i32, ContainerError> {
+        let mut child = std::process::Command::new(&self.runc.binary)
+            .arg("--root")
+            .arg(&self.runc.root)
+            .arg("exec")
+            .arg(&instance.id)
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| ContainerError::Start(format!("runc exec: {e}")))?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| ContainerError::Start(format!("runc exec: {e}")))?
+            {
+                return Ok(status.code().unwrap_or(128));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ContainerError::Start(format!(
+                    "command timed out after {}s",
+                    timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends `signal` to the instance's processes.
     pub fn signal(&self, instance: &Instance, signal: i32) -> Result<(), ContainerError> {
         Ok(self.runc.kill(&instance.id, signal, true)?)

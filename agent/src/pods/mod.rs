@@ -7,6 +7,7 @@
 //! - [`worker`]: one pod's lifecycle.
 
 pub mod logs;
+pub mod probes;
 pub mod resources;
 pub mod status;
 pub mod translate;

@@ -31,6 +31,7 @@ use tracing::{info, warn};
 
 use super::{
     PodEnv,
+    probes::{ProbeState, Verdict},
     status::{ContainerRun, Current, PodRun, Terminated, pod_status},
     translate::{EnvSources, PodContext, container_spec},
 };
@@ -57,6 +58,10 @@ struct Slot {
     pull_backoff: Option<Duration>,
     /// The instance ended and is not to be restarted (restart policy).
     done: bool,
+    /// The current instance's probes.
+    probes: ProbeState,
+    /// A failed liveness or startup probe asked for a kill: SIGKILL once this passes.
+    kill_after: Option<Instant>,
 }
 
 /// The pod's worker.
@@ -278,6 +283,13 @@ impl Worker {
     ) -> ContainerRun {
         let mut run = ContainerRun::new(&c.name, c.image.as_deref().unwrap_or_default());
         let env = Arc::clone(&self.env);
+        let pod_ip = self.pod_ip.clone().unwrap_or_default();
+        let grace = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u64;
         if !self.slots.contains_key(&c.name) {
             let adopted = self.adopt(pod, c);
             self.slots.insert(c.name.clone(), adopted);
@@ -304,7 +316,25 @@ impl Worker {
                         container_id: id,
                         started_at,
                     };
-                    run.ready = true;
+                    let Some(instance) = slot.instance.clone() else {
+                        return run;
+                    };
+                    if let Some(deadline) = slot.kill_after {
+                        // Being killed after a failed probe: not ready; SIGKILL once the grace ends.
+                        if Instant::now() >= deadline {
+                            let _ = env.engine.signal(&instance, libc::SIGKILL);
+                        }
+                        return run;
+                    }
+                    let since = slot.started.map_or_else(Instant::now, |s| s.0);
+                    match slot.probes.run(c, since, &pod_ip, &env.engine, &instance).await {
+                        Verdict::Continue { ready } => run.ready = ready,
+                        Verdict::Kill(message) => {
+                            warn!(pod = %name(pod), container = %c.name, %message, "killing the container: it will be restarted");
+                            let _ = env.engine.signal(&instance, libc::SIGTERM);
+                            slot.kill_after = Some(Instant::now() + Duration::from_secs(grace));
+                        }
+                    }
                     return run;
                 }
                 InstanceState::Exited(exit) => {
@@ -405,6 +435,8 @@ impl Worker {
         slot.attempt += 1;
         slot.not_before = None;
         slot.started = None;
+        slot.probes = ProbeState::default();
+        slot.kill_after = None;
         run.restart_count = slot.attempt as i32;
         run.current = Current::Waiting {
             reason: "ContainerCreating".into(),
@@ -574,7 +606,8 @@ impl Worker {
                     container_id: format!("berth://{id}"),
                     started_at: now,
                 };
-                run.ready = true;
+                // Ready at once only without readiness or startup probes; else after they succeed.
+                run.ready = c.readiness_probe.is_none() && c.startup_probe.is_none();
             }
             Ok(Err(e)) => {
                 warn!(pod = %name(pod), container = %c.name, error = %e, "container did not start");
