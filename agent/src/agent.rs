@@ -164,6 +164,7 @@ fn pod_env(cfg: &AgentConfig, p: &PodsConfig, client: kube::Client) -> Result<Po
         puller: Puller::new(Arc::new(store), &p.insecure_registries),
         client,
         pull_lock: tokio::sync::Mutex::new(()),
+        events: None,
     })
 }
 
@@ -269,10 +270,12 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             } else {
                 info!("not registering the node (kube-proxy replacement: kubelet owns the Node)");
             }
+            events = Some(crate::events::start(client.clone(), cfg.node_name.clone()));
             if cfg.register_node
                 && let Some(p) = &cfg.pods
             {
-                let env = pod_env(&cfg, p, client.clone())?;
+                let mut env = pod_env(&cfg, p, client.clone())?;
+                env.events = events.clone();
                 let pods = source::api::pods(client.clone(), &cfg.node_name);
                 let kubelet = KubeletApi {
                     node_name: cfg.node_name.clone(),
@@ -290,7 +293,6 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
                 });
                 tokio::spawn(PodManager { env: Arc::new(env) }.run(pods));
             }
-            events = Some(crate::events::start(client.clone(), cfg.node_name.clone()));
             if let Some(c) = &cfg.certificate {
                 tokio::spawn(crate::join::keep_renewed(
                     c.kubeconfig.clone(),

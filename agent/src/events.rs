@@ -1,8 +1,9 @@
-//! Warning Events about Services the data plane cannot express (more ports or backends than a map
-//! value holds, an IPv6-only Service, an SCTP port), written to the API as kube-proxy and kubelet write
-//! theirs: on the Service, from component `berth-agent` on this node. Sent from a task of their own
-//! through a channel, so a slow API server never holds up a map apply; each (Service, reason) is
-//! reported once per agent run (the log has it every time).
+//! Events, written to the API as kube-proxy and kubelet write theirs, from component `berth-agent` on
+//! this node: Warnings about Services the data plane cannot express (more ports or backends than a map
+//! value holds, an IPv6-only Service, an SCTP port), each (Service, reason) once per agent run; and
+//! what happens to pods (`Pulling`, `Pulled`, `Created`, `Started`, `Killing`, `BackOff`, `Failed`,
+//! `Unhealthy`, with kubelet's reasons and messages). Sent from a task of their own through a channel,
+//! so a slow API server never holds up a map apply or a pod.
 
 use std::collections::HashSet;
 
@@ -25,27 +26,96 @@ pub struct ServiceWarning {
     pub message: String,
 }
 
+/// An Event about a pod (or one of its containers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEvent {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// `spec.containers{NAME}` when about a container.
+    pub field_path: Option<String>,
+    /// `Normal` or `Warning`.
+    pub type_: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+enum Queued {
+    Service(ServiceWarning),
+    Pod(PodEvent),
+}
+
 /// The sending side, held by the subsystems.
 #[derive(Clone)]
 pub struct EventSink {
-    tx: mpsc::Sender<ServiceWarning>,
+    tx: mpsc::Sender<Queued>,
 }
 
 impl EventSink {
     /// Queues a Warning; dropped (with a log line) if the writer is far behind.
     pub fn warn_service(&self, warning: ServiceWarning) {
-        if self.tx.try_send(warning).is_err() {
+        if self.tx.try_send(Queued::Service(warning)).is_err() {
             warn!("Event queue full; a Warning Event is dropped (the log has it)");
         }
+    }
+
+    /// Queues an Event about a pod.
+    pub fn pod(&self, event: PodEvent) {
+        if self.tx.try_send(Queued::Pod(event)).is_err() {
+            warn!("Event queue full; a pod Event is dropped");
+        }
+    }
+}
+
+fn pod_event(e: &PodEvent, node: &str) -> Event {
+    let now = Time(Timestamp::now());
+    Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", e.name)),
+            namespace: Some(e.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(e.namespace.clone()),
+            name: Some(e.name.clone()),
+            uid: Some(e.uid.clone()),
+            field_path: e.field_path.clone(),
+            ..ObjectReference::default()
+        },
+        type_: Some(e.type_.into()),
+        reason: Some(e.reason.into()),
+        message: Some(e.message.clone()),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(node.into()),
+        }),
+        reporting_component: Some("berth-agent".into()),
+        reporting_instance: Some(node.into()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Event::default()
     }
 }
 
 /// Starts the writer task; its sink.
 pub fn start(client: Client, node: String) -> EventSink {
-    let (tx, mut rx) = mpsc::channel::<ServiceWarning>(1024);
+    let (tx, mut rx) = mpsc::channel::<Queued>(1024);
     tokio::spawn(async move {
         let mut reported: HashSet<ServiceWarning> = HashSet::new();
-        while let Some(w) = rx.recv().await {
+        while let Some(queued) = rx.recv().await {
+            let w = match queued {
+                Queued::Service(w) => w,
+                Queued::Pod(e) => {
+                    let api: Api<Event> = Api::namespaced(client.clone(), &e.namespace);
+                    if let Err(err) = api.create(&PostParams::default(), &pod_event(&e, &node)).await {
+                        warn!(pod = %e.name, reason = e.reason, error = %err, "cannot write the pod Event");
+                    }
+                    continue;
+                }
+            };
             if !reported.insert(w.clone()) {
                 continue;
             }

@@ -131,6 +131,23 @@ fn a_deployment_runs_on_the_nodes_and_is_reached_through_its_service() {
         );
     }
 
+    // What happened, as Events kubelet would write.
+    let events = world
+        .cp
+        .kubectl(&["get", "events", "-o", "json"])
+        .expect("events");
+    let events: Value = serde_json::from_str(&events).expect("events json");
+    let reasons: BTreeSet<String> = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["involvedObject"]["name"] == pods[0].0.as_str())
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .collect();
+    for r in ["Pulled", "Created", "Started"] {
+        assert!(reasons.contains(r), "{r} in {reasons:?}");
+    }
+
     // kubectl logs, through the API server to the node's agent: the container's own output.
     let logs = world.cp.kubectl(&["logs", &pods[0].0]).expect("kubectl logs");
     assert!(logs.starts_with("serving\n"), "{logs}");

@@ -46,6 +46,8 @@ pub struct PodEnv {
     pub client: kube::Client,
     /// One pull at a time, as kubelet's default `serializeImagePulls`.
     pub pull_lock: Mutex<()>,
+    /// Where pod Events go.
+    pub events: Option<crate::events::EventSink>,
 }
 
 /// Keeps one worker per pod bound to this node.

@@ -29,6 +29,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::events::PodEvent;
+
 use super::{
     PodEnv,
     probes::{ProbeState, Verdict},
@@ -62,6 +64,47 @@ struct Slot {
     probes: ProbeState,
     /// A failed liveness or startup probe asked for a kill: SIGKILL once this passes.
     kill_after: Option<Instant>,
+    /// The last configuration error reported as an Event (each is reported once, not every pass).
+    last_error: Option<String>,
+}
+
+impl Slot {
+    /// Reports a configuration error as kubelet does (`Failed`, `Error: ...`), once per distinct error.
+    fn config_error(&mut self, env: &PodEnv, pod: &Pod, container: &str, message: &str) {
+        if self.last_error.as_deref() != Some(message) {
+            self.last_error = Some(message.to_string());
+            event(
+                env,
+                pod,
+                Some(container),
+                "Warning",
+                "Failed",
+                format!("Error: {message}"),
+            );
+        }
+    }
+}
+
+/// Queues an Event about `pod` (and `container`), if the agent writes Events.
+fn event(
+    env: &PodEnv,
+    pod: &Pod,
+    container: Option<&str>,
+    type_: &'static str,
+    reason: &'static str,
+    message: String,
+) {
+    if let Some(sink) = &env.events {
+        sink.pod(PodEvent {
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            field_path: container.map(|c| format!("spec.containers{{{c}}}")),
+            type_,
+            reason,
+            message,
+        });
+    }
 }
 
 /// The pod's worker.
@@ -111,6 +154,23 @@ impl Worker {
                         .or_else(|| p.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
                         .unwrap_or(30)
                         .max(0) as u64;
+                    let mut running: Vec<&String> = self
+                        .slots
+                        .iter()
+                        .filter(|(_, s)| s.instance.is_some() && !s.done)
+                        .map(|(n, _)| n)
+                        .collect();
+                    running.sort();
+                    for c in running {
+                        event(
+                            &self.env,
+                            &p,
+                            Some(c),
+                            "Normal",
+                            "Killing",
+                            format!("Stopping container {c}"),
+                        );
+                    }
                     self.stop_all(Duration::from_secs(grace)).await;
                     self.report(&p).await;
                     self.teardown().await;
@@ -331,6 +391,15 @@ impl Worker {
                         Verdict::Continue { ready } => run.ready = ready,
                         Verdict::Kill(message) => {
                             warn!(pod = %name(pod), container = %c.name, %message, "killing the container: it will be restarted");
+                            event(&env, pod, Some(&c.name), "Warning", "Unhealthy", message.clone());
+                            event(
+                                &env,
+                                pod,
+                                Some(&c.name),
+                                "Normal",
+                                "Killing",
+                                format!("Container {} failed a probe, will be restarted", c.name),
+                            );
                             let _ = env.engine.signal(&instance, libc::SIGTERM);
                             slot.kill_after = Some(Instant::now() + Duration::from_secs(grace));
                         }
@@ -410,6 +479,20 @@ impl Worker {
                 Some(d) => (d * 2).min(BACKOFF_MAX),
             });
             info!(pod = %name(pod), container = %c.name, exit_code = term.exit_code, delay_s = delay.as_secs(), "container exited; restarting");
+            if !delay.is_zero() {
+                event(
+                    &self.env,
+                    pod,
+                    Some(&c.name),
+                    "Warning",
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {} in pod {}",
+                        c.name,
+                        name(pod)
+                    ),
+                );
+            }
         }
         run.last = Some(term.clone());
         let due = slot.not_before.is_some_and(|t| Instant::now() >= t);
@@ -518,7 +601,10 @@ impl Worker {
             return;
         }
         let image_name = c.image.clone().unwrap_or_default();
-        let image = match ensure_image(&env, &image_name, c.image_pull_policy.as_deref()).await {
+        let emit = |type_: &'static str, reason: &'static str, message: String| {
+            event(&env, pod, Some(&c.name), type_, reason, message);
+        };
+        let image = match ensure_image(&env, &image_name, c.image_pull_policy.as_deref(), emit).await {
             Ok(i) => i,
             Err((reason, message)) => {
                 let delay = slot
@@ -527,6 +613,14 @@ impl Worker {
                 slot.pull_backoff = Some(delay);
                 slot.not_before = Some(Instant::now() + delay);
                 warn!(pod = %name(pod), container = %c.name, image = %image_name, %message, "image not available");
+                event(
+                    &env,
+                    pod,
+                    Some(&c.name),
+                    "Normal",
+                    "BackOff",
+                    format!("Back-off pulling image {image_name:?}"),
+                );
                 run.current = Current::Waiting {
                     reason,
                     message: Some(message),
@@ -564,6 +658,7 @@ impl Worker {
         let sources = match env_sources(&env, pod, c).await {
             Ok(s) => s,
             Err(message) => {
+                slot.config_error(&env, pod, &c.name, &message);
                 run.current = Current::Waiting {
                     reason: "CreateContainerConfigError".into(),
                     message: Some(message),
@@ -574,6 +669,7 @@ impl Worker {
         let container = match container_spec(pod, c, &image.config, &ctx, &sources) {
             Ok(s) => s,
             Err(e) => {
+                slot.config_error(&env, pod, &c.name, &e.to_string());
                 run.current = Current::Waiting {
                     reason: "CreateContainerConfigError".into(),
                     message: Some(e.to_string()),
@@ -600,6 +696,23 @@ impl Worker {
                     warn!(pod = %name(pod), container = %c.name, capabilities = ?clamped.capabilities, "capabilities the host lacks were left out");
                 }
                 info!(pod = %name(pod), container = %c.name, pid, attempt = slot.attempt, "container started");
+                slot.last_error = None;
+                event(
+                    &env,
+                    pod,
+                    Some(&c.name),
+                    "Normal",
+                    "Created",
+                    format!("Created container: {}", c.name),
+                );
+                event(
+                    &env,
+                    pod,
+                    Some(&c.name),
+                    "Normal",
+                    "Started",
+                    format!("Started container {}", c.name),
+                );
                 let now = Timestamp::now();
                 slot.started = Some((Instant::now(), now));
                 run.current = Current::Running {
@@ -611,6 +724,14 @@ impl Worker {
             }
             Ok(Err(e)) => {
                 warn!(pod = %name(pod), container = %c.name, error = %e, "container did not start");
+                event(
+                    &env,
+                    pod,
+                    Some(&c.name),
+                    "Warning",
+                    "Failed",
+                    format!("Error: {e}"),
+                );
                 // As kubelet: the attempt counts, the pod backs off as after a crash.
                 let now = Timestamp::now();
                 let term = Terminated {
@@ -852,6 +973,7 @@ async fn ensure_image(
     env: &PodEnv,
     image: &str,
     policy: Option<&str>,
+    emit: impl Fn(&'static str, &'static str, String),
 ) -> Result<ImageRecord, (String, String)> {
     let reference = normalise(image).map_err(|e| ("InvalidImageName".to_string(), e.to_string()))?;
     let whole = reference.whole();
@@ -859,7 +981,14 @@ async fn ensure_image(
     let policy = policy.unwrap_or(if latest { "Always" } else { "IfNotPresent" });
     let stored = env.puller.store().lookup(&whole).ok().flatten();
     match (policy, stored) {
-        ("IfNotPresent", Some(record)) | ("Never", Some(record)) => return Ok(record),
+        ("IfNotPresent", Some(record)) | ("Never", Some(record)) => {
+            emit(
+                "Normal",
+                "Pulled",
+                format!("Container image {image:?} already present on machine"),
+            );
+            return Ok(record);
+        }
         ("Never", None) => {
             return Err((
                 "ErrImageNeverPull".into(),
@@ -868,12 +997,33 @@ async fn ensure_image(
         }
         _ => {}
     }
+    let waiting = Instant::now();
     let _serial = env.pull_lock.lock().await;
-    env.puller
-        .pull(image, &RegistryAuth::Anonymous)
-        .await
-        .map(|p| p.image)
-        .map_err(|e| ("ErrImagePull".into(), e.to_string()))
+    emit("Normal", "Pulling", format!("Pulling image {image:?}"));
+    match env.puller.pull(image, &RegistryAuth::Anonymous).await {
+        Ok(p) => {
+            emit(
+                "Normal",
+                "Pulled",
+                format!(
+                    "Successfully pulled image {image:?} in {}ms ({}ms including waiting). Image size: {} bytes.",
+                    p.took.as_millis(),
+                    waiting.elapsed().as_millis(),
+                    p.image.size
+                ),
+            );
+            Ok(p.image)
+        }
+        Err(e) => {
+            emit(
+                "Warning",
+                "Failed",
+                format!("Failed to pull image {image:?}: {e}"),
+            );
+            emit("Warning", "Failed", "Error: ErrImagePull".into());
+            Err(("ErrImagePull".into(), e.to_string()))
+        }
+    }
 }
 
 /// The ConfigMaps and Secrets the container's environment names, fetched from the pod's namespace
