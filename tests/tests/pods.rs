@@ -236,6 +236,31 @@ spec:
     resources: {{limits: {{memory: 16Mi}}}}
 ---
 apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: default}}
+data: {{greeting: hello-from-configmap}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: creds, namespace: default}}
+stringData: {{password: hunter2}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: configured, namespace: default, labels: {{tier: web}}}}
+spec:
+  restartPolicy: Never
+  volumes:
+  - {{name: cfg, configMap: {{name: settings}}}}
+  - {{name: info, downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}}}
+  containers:
+  - name: c
+    image: "{image}"
+    command: [sh, -c, "cat /cfg/greeting; cat /info/labels; echo $PASSWORD; touch /cfg/x || echo read-only"]
+    env: [{{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}]
+    volumeMounts: [{{name: cfg, mountPath: /cfg}}, {{name: info, mountPath: /info}}]
+---
+apiVersion: v1
 kind: Pod
 metadata: {{name: crashy, namespace: default}}
 spec:
@@ -288,6 +313,27 @@ spec:
         .kubectl(&["logs", "crashy", "--previous"])
         .expect("logs --previous");
     assert_eq!(previous, "boom\n");
+
+    // ConfigMap and downwardAPI volumes (read-only), a Secret key in the environment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pod_json(&world, "configured")["status"]["phase"] != "Succeeded" {
+        assert!(
+            Instant::now() < deadline,
+            "configured: {}\n{}",
+            pod_json(&world, "configured")["status"],
+            world.node(1).agent().log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = world.cp.kubectl(&["logs", "configured"]).expect("logs");
+    for want in [
+        "hello-from-configmaptier=\"web\"",
+        "hunter2",
+        "Read-only file system",
+        "read-only",
+    ] {
+        assert!(out.contains(want), "{want:?} in {out}");
+    }
 
     // Over its memory limit: killed by the kernel, reported as OOMKilled with 137; restartPolicy Never
     // leaves the pod Failed.

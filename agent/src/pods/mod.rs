@@ -11,6 +11,7 @@ pub mod probes;
 pub mod resources;
 pub mod status;
 pub mod translate;
+pub mod volumes;
 pub mod worker;
 
 use std::{

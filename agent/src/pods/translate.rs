@@ -233,7 +233,7 @@ fn env_value(
 }
 
 /// The downward API's `fieldRef` paths.
-fn field(pod: &Pod, path: &str, ctx: &PodContext) -> Result<String, TranslateError> {
+pub fn field(pod: &Pod, path: &str, ctx: &PodContext) -> Result<String, TranslateError> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let map_key = |prefix: &str| {
@@ -373,7 +373,7 @@ fn volume_mounts(
         let v = volumes
             .and_then(|vs| vs.iter().find(|v| v.name == m.name))
             .ok_or_else(|| TranslateError::UnknownVolume(m.name.clone()))?;
-        let read_only = m.read_only.unwrap_or(false);
+        let mut read_only_volume = false;
         let kind = if let Some(e) = &v.empty_dir {
             if e.medium.as_deref() == Some("Memory") && m.sub_path.is_none() {
                 MountKind::Tmpfs(None)
@@ -382,14 +382,12 @@ fn volume_mounts(
             }
         } else if let Some(h) = &v.host_path {
             MountKind::Bind(PathBuf::from(&h.path))
+        } else if v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() {
+            // Written by the worker (`volumes.rs`); read-only in the container, as kubelet mounts them.
+            read_only_volume = true;
+            MountKind::Bind(ctx.volumes_dir.join(&v.name))
         } else {
-            let kind = if v.config_map.is_some() {
-                "configMap"
-            } else if v.secret.is_some() {
-                "secret"
-            } else if v.downward_api.is_some() {
-                "downwardAPI"
-            } else if v.projected.is_some() {
+            let kind = if v.projected.is_some() {
                 "projected"
             } else if v.persistent_volume_claim.is_some() {
                 "persistentVolumeClaim"
@@ -416,7 +414,7 @@ fn volume_mounts(
         out.push(MountSpec {
             destination: m.mount_path.clone(),
             kind,
-            read_only,
+            read_only: read_only_volume || m.read_only.unwrap_or(false),
         });
     }
     Ok(out)

@@ -117,6 +117,10 @@ pub struct Worker {
     slots: HashMap<String, Slot>,
     run: PodRun,
     last_reported: Option<serde_json::Value>,
+    /// When the configMap, secret and downwardAPI volumes were last brought up to date.
+    volumes_synced: Option<Instant>,
+    /// The last volume error reported (containers wait while volumes were never written).
+    volume_error: Option<String>,
 }
 
 impl Worker {
@@ -130,6 +134,8 @@ impl Worker {
             slots: HashMap::new(),
             run: PodRun::default(),
             last_reported: None,
+            volumes_synced: None,
+            volume_error: None,
         }
     }
 
@@ -204,6 +210,9 @@ impl Worker {
         }
         self.run.host_ip = Some(self.env.node_ip.clone());
         if !self.ensure_sandbox(pod).await {
+            return;
+        }
+        if !self.sync_volumes(pod).await {
             return;
         }
         let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
@@ -283,6 +292,58 @@ impl Worker {
             Err(e) => {
                 warn!(pod = %name(pod), error = %e, "pod sandbox task failed");
                 false
+            }
+        }
+    }
+
+    /// Writes the configMap, secret and downwardAPI volumes when due (at start, then every 30 s, as
+    /// kubelet refreshes them); false while they were never written (the containers wait).
+    async fn sync_volumes(&mut self, pod: &Pod) -> bool {
+        const REFRESH: Duration = Duration::from_secs(30);
+        if self.volumes_synced.is_some_and(|t| t.elapsed() < REFRESH) {
+            return true;
+        }
+        let ctx = PodContext {
+            pod_ip: self.pod_ip.clone().unwrap_or_default(),
+            host_ip: self.env.node_ip.clone(),
+            ..PodContext::default()
+        };
+        let field = |path: &str| crate::pods::translate::field(pod, path, &ctx).map_err(|e| e.to_string());
+        let dir = self.pod_dir().join("volumes");
+        let mut failed = None;
+        for v in pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            match super::volumes::files(&self.env.client, pod, v, field).await {
+                None => {}
+                Some(Ok(files)) => {
+                    if let Err(e) = super::volumes::write(&dir.join(&v.name), &files) {
+                        failed = Some(format!("volume {:?}: {e}", v.name));
+                    }
+                }
+                Some(Err(e)) => {
+                    failed = Some(format!("MountVolume.SetUp failed for volume {:?}: {e}", v.name))
+                }
+            }
+        }
+        match failed {
+            None => {
+                self.volumes_synced = Some(Instant::now());
+                self.volume_error = None;
+                true
+            }
+            Some(message) => {
+                if self.volume_error.as_deref() != Some(message.as_str()) {
+                    warn!(pod = %name(pod), %message, "pod volume not ready");
+                    event(&self.env, pod, None, "Warning", "FailedMount", message.clone());
+                    self.volume_error = Some(message);
+                }
+                // Written before: the containers keep what they have.
+                self.volumes_synced.is_some()
             }
         }
     }

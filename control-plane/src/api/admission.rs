@@ -60,8 +60,30 @@ fn default(obj: &mut Value, field: &str, value: Value) {
     }
 }
 
+/// A Secret's `stringData` folded into `data` (base64), as kube-apiserver stores Secrets: a write-only
+/// convenience field, never stored or returned, whose keys win over `data`'s.
+fn fold_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(strings) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
+    let Some(strings) = strings.as_object() else {
+        return;
+    };
+    if !obj.get("data").is_some_and(Value::is_object) {
+        obj["data"] = json!({});
+    }
+    for (k, v) in strings {
+        let text = v.as_str().unwrap_or_default();
+        obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
 /// Defaults, checks and reserves for a new object.
 pub fn on_create(store: &Store, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    if r.kind == "Secret" {
+        fold_string_data(obj);
+    }
     match r.kind {
         "Namespace" => {
             obj["status"] = json!({"phase": "Active"});
@@ -106,6 +128,9 @@ pub fn on_create(store: &Store, r: &Resource, obj: &mut Value) -> Result<(), Api
 
 /// Keeps immutable fields, carries over what the server handed out, and checks an update.
 pub fn on_update(store: &Store, r: &Resource, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
+    if r.kind == "Secret" {
+        fold_string_data(obj);
+    }
     match r.kind {
         "Pod" => {
             if let Some(spec) = obj.get_mut("spec") {
@@ -729,6 +754,17 @@ fn validate_workload(obj: &Value) -> Problems {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_string_data_is_stored_as_data() {
+        let mut secret =
+            json!({"data": {"a": "eA==", "b": "eQ=="}, "stringData": {"b": "two", "c": "three"}});
+        fold_string_data(&mut secret);
+        assert_eq!(
+            secret,
+            json!({"data": {"a": "eA==", "b": "dHdv", "c": "dGhyZWU="}})
+        );
+    }
 
     #[test]
     fn qos_classes() {
