@@ -591,15 +591,20 @@ volumeMounts:
             Err(TranslateError::SubPath(_))
         ));
         let cfg = container("{name: c, volumeMounts: [{name: cfg, mountPath: /cfg}]}");
-        assert!(matches!(
-            container_spec(
-                &p,
-                &cfg,
-                &image(None, Some(&["sh"])),
-                &ctx(),
-                &EnvSources::default()
-            ),
-            Err(TranslateError::UnsupportedVolume { .. })
-        ));
+        let spec = container_spec(
+            &p,
+            &cfg,
+            &image(None, Some(&["sh"])),
+            &ctx(),
+            &EnvSources::default(),
+        )
+        .expect("configMap volume");
+        let m = spec
+            .mounts
+            .iter()
+            .find(|m| m.destination == "/cfg")
+            .expect("cfg mount");
+        assert_eq!(m.kind, MountKind::Bind("/pods/u-1/volumes/cfg".into()));
+        assert!(m.read_only, "configMap volumes are read-only");
     }
 }
