@@ -95,9 +95,7 @@ fn main() -> Result<()> {
         }
         Task::Demo => {
             build_all()?;
-            if !run::workspace_root().join("target/berth-cluster/pids").exists() {
-                cluster(&["up"])?;
-            }
+            // `berth-cluster demo` starts the cluster itself when none is up.
             cluster(&["demo"])
         }
         Task::Test { args } => {

@@ -351,8 +351,9 @@ fn get(client: &Netns, url: &str) -> Option<String> {
 }
 
 fn demo(dir: &Path) -> Result<()> {
+    // The README's first command: a cluster is started when none is up (or a crashed one left files).
     if !cluster_is_up(dir) {
-        bail!("no cluster is up: run `cargo xtask up` first");
+        up(dir, 3)?;
     }
     let registry = env_value(dir, "REGISTRY")?;
     let node_ips: Vec<String> = env_value(dir, "NODE_IPS")?
