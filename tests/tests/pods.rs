@@ -383,6 +383,7 @@ fn readiness_drives_the_endpoints_and_liveness_restarts() {
     let mut world = ClusterWorld::new("probes", 1, 0, &[]).expect("cluster");
     let (_registry, prefix) = world.start_registry().expect("registry");
     let image = format!("{prefix}/busybox:1.36");
+    let hooks_dir = world.bed.scratch().join("hooks");
     world
         .cp
         .apply(&format!(
@@ -414,7 +415,33 @@ spec:
     image: "{image}"
     command: [sh, -c, "touch /tmp/alive; sleep 3; rm /tmp/alive; exec sleep 3600"]
     livenessProbe: {{exec: {{command: [cat, /tmp/alive]}}, periodSeconds: 1, failureThreshold: 2}}
-"#
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooked, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 10
+  volumes: [{{name: out, hostPath: {{path: "{hooks_dir}", type: DirectoryOrCreate}}}}]
+  containers:
+  - name: c
+    image: "{image}"
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    command: [sh, -c, "trap 'echo term >> /out/log; exit 0' TERM; while true; do sleep 0.2; done"]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, "echo postStart >> /out/log"]}}}}
+      preStop: {{exec: {{command: [sh, -c, "echo preStop >> /out/log; sleep 1"]}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: failing-hook, namespace: default}}
+spec:
+  containers:
+  - name: c
+    image: "{image}"
+    command: [sleep, "3600"]
+    lifecycle: {{postStart: {{exec: {{command: [sh, -c, "exit 3"]}}}}}}
+"#,
+            hooks_dir = hooks_dir.display()
         ))
         .expect("apply");
     wait_for("probed ready", Duration::from_secs(30), || {
@@ -440,4 +467,33 @@ spec:
         },
     );
     assert_eq!(undead["status"]["phase"], "Running");
+
+    // Lifecycle hooks: postStart after the start, preStop before the stop signal, in that order.
+    let log = hooks_dir.join("log");
+    wait_for("hooked ran its postStart hook", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("postStart"))
+    });
+    world
+        .cp
+        .kubectl(&["delete", "pod", "hooked", "--wait=false"])
+        .expect("delete hooked");
+    wait_for("hooked gone", Duration::from_secs(30), || {
+        world.cp.kubectl(&["get", "pod", "hooked"]).is_err()
+    });
+    let lines = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(lines, "postStart\npreStop\nterm\n", "hook order");
+    // A failing postStart hook: a Warning Event, the container killed and restarted.
+    wait_for("failing-hook restarted", Duration::from_secs(30), || {
+        pod_json(&world, "failing-hook")["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1
+    });
+    let events = world.cp.kubectl(&["get", "events"]).unwrap_or_default();
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("failing-hook") && l.contains("FailedPostStartHook")),
+        "{events}"
+    );
 }

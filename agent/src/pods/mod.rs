@@ -5,7 +5,13 @@
 //! - [`translate`]: a Kubernetes container in runtime terms (pure).
 //! - [`status`]: the pod status kubelet would report (pure).
 //! - [`worker`]: one pod's lifecycle.
+//! - [`probes`], [`hooks`]: startup/liveness/readiness probes; postStart/preStop hooks, stop signal.
+//! - [`volumes`], [`host_path`]: configMap/secret/downwardAPI files; hostPath types.
+//! - [`resources`]: requests and limits as cgroup settings, QoS class.
+//! - [`logs`]: the CRI log files, read as `kubectl logs` asks.
 
+pub mod hooks;
+pub mod host_path;
 pub mod logs;
 pub mod probes;
 pub mod resources;

@@ -14,7 +14,7 @@ use std::{
 
 use berth_runtime::container::{Engine, Instance};
 use k8s_openapi::{
-    api::core::v1::{Container, Probe},
+    api::core::v1::{Container, ExecAction, HTTPGetAction, Probe, TCPSocketAction},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -170,54 +170,84 @@ async fn check(
     timeout: Duration,
 ) -> Result<(), String> {
     if let Some(exec) = &probe.exec {
-        let argv = exec.command.clone().unwrap_or_default();
-        let (engine, instance) = (engine.clone(), instance.clone());
-        let code = tokio::task::spawn_blocking(move || engine.exec(&instance, &argv, timeout))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        return if code == 0 {
-            Ok(())
-        } else {
-            Err(format!("command exited with {code}"))
-        };
+        return exec_action(exec, engine, instance, timeout).await;
     }
     if let Some(http) = &probe.http_get {
-        let host = http.host.clone().unwrap_or_else(|| pod_ip.to_string());
-        let addr: SocketAddr = format!("{host}:{}", port(&http.port, c)?)
-            .parse()
-            .map_err(|e| format!("{host}: {e}"))?;
-        let path = http.path.clone().unwrap_or_else(|| "/".into());
-        let headers: String = http
-            .http_headers
-            .iter()
-            .flatten()
-            .map(|h| format!("{}: {}\r\n", h.name, h.value))
-            .collect();
-        let status = tokio::time::timeout(timeout, http_status(addr, &path, &headers))
-            .await
-            .map_err(|_| format!("Get \"http://{addr}{path}\": timeout"))??;
-        return if (200..400).contains(&status) {
-            Ok(())
-        } else {
-            Err(format!("HTTP probe failed with statuscode: {status}"))
-        };
+        return http_get_action(http, pod_ip, c, timeout).await;
     }
     if let Some(tcp) = &probe.tcp_socket {
-        let host = tcp.host.clone().unwrap_or_else(|| pod_ip.to_string());
-        let addr: SocketAddr = format!("{host}:{}", port(&tcp.port, c)?)
-            .parse()
-            .map_err(|e| format!("{host}: {e}"))?;
-        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("dial tcp {addr}: {e}")),
-            Err(_) => Err(format!("dial tcp {addr}: timeout")),
-        };
+        return tcp_socket_action(tcp, pod_ip, c, timeout).await;
     }
     if probe.grpc.is_some() {
         return Err("grpc probes are not supported by berth yet".into());
     }
     Err("the probe has no handler".into())
+}
+
+/// A command in the container (`runc exec`): succeeds on exit status 0. Shared with lifecycle hooks.
+pub(super) async fn exec_action(
+    exec: &ExecAction,
+    engine: &Engine,
+    instance: &Instance,
+    timeout: Duration,
+) -> Result<(), String> {
+    let argv = exec.command.clone().unwrap_or_default();
+    let (engine, instance) = (engine.clone(), instance.clone());
+    let code = tokio::task::spawn_blocking(move || engine.exec(&instance, &argv, timeout))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(format!("command exited with {code}"))
+    }
+}
+
+/// `GET` on the pod's address (or `host`): 2xx and 3xx succeed. Shared with lifecycle hooks.
+pub(super) async fn http_get_action(
+    http: &HTTPGetAction,
+    pod_ip: &str,
+    c: &Container,
+    timeout: Duration,
+) -> Result<(), String> {
+    let host = http.host.clone().unwrap_or_else(|| pod_ip.to_string());
+    let addr: SocketAddr = format!("{host}:{}", port(&http.port, c)?)
+        .parse()
+        .map_err(|e| format!("{host}: {e}"))?;
+    let path = http.path.clone().unwrap_or_else(|| "/".into());
+    let headers: String = http
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| format!("{}: {}\r\n", h.name, h.value))
+        .collect();
+    let status = tokio::time::timeout(timeout, http_status(addr, &path, &headers))
+        .await
+        .map_err(|_| format!("Get \"http://{addr}{path}\": timeout"))??;
+    if (200..400).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("HTTP probe failed with statuscode: {status}"))
+    }
+}
+
+/// A TCP connection to the port succeeds. Shared with lifecycle hooks.
+pub(super) async fn tcp_socket_action(
+    tcp: &TCPSocketAction,
+    pod_ip: &str,
+    c: &Container,
+    timeout: Duration,
+) -> Result<(), String> {
+    let host = tcp.host.clone().unwrap_or_else(|| pod_ip.to_string());
+    let addr: SocketAddr = format!("{host}:{}", port(&tcp.port, c)?)
+        .parse()
+        .map_err(|e| format!("{host}: {e}"))?;
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("dial tcp {addr}: {e}")),
+        Err(_) => Err(format!("dial tcp {addr}: timeout")),
+    }
 }
 
 /// The status code of `GET path` (HTTP/1.1, as kubelet's prober sends it).

@@ -436,6 +436,7 @@ mod tests {
             env: vec!["PATH=/bin".into(), "MODE=image".into()],
             working_dir: Some("/data".into()),
             user: None,
+            stop_signal: None,
         }
     }
 

@@ -33,6 +33,7 @@ use crate::events::PodEvent;
 
 use super::{
     PodEnv,
+    hooks::{self, Hook},
     probes::{ProbeState, Verdict},
     status::{ContainerRun, Current, PodRun, Terminated, pod_status},
     translate::{EnvSources, PodContext, container_spec},
@@ -44,6 +45,8 @@ const POLL: Duration = Duration::from_millis(500);
 const BACKOFF_FIRST: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// kubelet's one-off extension when a `preStop` hook used the whole grace period.
+const PRE_STOP_EXTENSION: Duration = Duration::from_secs(2);
 
 /// What the worker keeps about one container between passes.
 #[derive(Default)]
@@ -149,7 +152,7 @@ impl Worker {
             let pod = self.pod.borrow_and_update().clone();
             match pod {
                 None => {
-                    self.stop_all(Duration::ZERO).await;
+                    self.stop_all(None, Duration::ZERO).await;
                     self.teardown().await;
                     return;
                 }
@@ -177,7 +180,7 @@ impl Worker {
                             format!("Stopping container {c}"),
                         );
                     }
-                    self.stop_all(Duration::from_secs(grace)).await;
+                    self.stop_all(Some(&p), Duration::from_secs(grace)).await;
                     self.report(&p).await;
                     self.teardown().await;
                     self.confirm_deletion(&p).await;
@@ -318,6 +321,11 @@ impl Worker {
             .into_iter()
             .flatten()
         {
+            if let Some(h) = &v.host_path
+                && let Err(e) = super::host_path::prepare(h)
+            {
+                failed = Some(format!("MountVolume.SetUp failed for volume {:?}: {e}", v.name));
+            }
             match super::volumes::files(&self.env.client, pod, v, field).await {
                 None => {}
                 Some(Ok(files)) => {
@@ -461,8 +469,37 @@ impl Worker {
                                 "Killing",
                                 format!("Container {} failed a probe, will be restarted", c.name),
                             );
-                            let _ = env.engine.signal(&instance, libc::SIGTERM);
-                            slot.kill_after = Some(Instant::now() + Duration::from_secs(grace));
+                            // preStop, then the stop signal, in the background: the pass goes on.
+                            let grace = Duration::from_secs(grace);
+                            let extension = if Hook::PreStop.handler(c).is_some() {
+                                PRE_STOP_EXTENSION
+                            } else {
+                                Duration::ZERO
+                            };
+                            slot.kill_after = Some(Instant::now() + grace + extension);
+                            let signal = hooks::stop_signal(
+                                c,
+                                slot.image.as_ref().and_then(|i| i.config.stop_signal.as_deref()),
+                            );
+                            let (env, pod, c) = (Arc::clone(&env), pod.clone(), c.clone());
+                            let (instance, pod_ip) = (instance.clone(), pod_ip.clone());
+                            tokio::spawn(async move {
+                                if let Some(handler) = Hook::PreStop.handler(&c) {
+                                    let r =
+                                        hooks::run(handler, &pod_ip, &c, &env.engine, &instance, grace).await;
+                                    if let Err(message) = r {
+                                        event(
+                                            &env,
+                                            &pod,
+                                            Some(&c.name),
+                                            "Warning",
+                                            Hook::PreStop.failed_reason(),
+                                            format!("PreStopHook failed: {message}"),
+                                        );
+                                    }
+                                }
+                                let _ = env.engine.signal(&instance, signal);
+                            });
                         }
                     }
                     return run;
@@ -782,6 +819,35 @@ impl Worker {
                 };
                 // Ready at once only without readiness or startup probes; else after they succeed.
                 run.ready = c.readiness_probe.is_none() && c.startup_probe.is_none();
+                if let Some(handler) = Hook::PostStart.handler(c) {
+                    // As kubelet: the hook runs before the container counts as started; a failure
+                    // kills it and the restart policy takes over.
+                    let limit = Duration::from_secs(
+                        pod.spec
+                            .as_ref()
+                            .and_then(|s| s.termination_grace_period_seconds)
+                            .unwrap_or(30)
+                            .max(1) as u64,
+                    );
+                    let pod_ip = self.pod_ip.clone().unwrap_or_default();
+                    if let Some(slot) = self.slots.get(&c.name)
+                        && let Some(instance) = &slot.instance
+                        && let Err(message) =
+                            hooks::run(handler, &pod_ip, c, &env.engine, instance, limit).await
+                    {
+                        warn!(pod = %name(pod), container = %c.name, %message, "postStart hook failed");
+                        event(
+                            &env,
+                            pod,
+                            Some(&c.name),
+                            "Warning",
+                            Hook::PostStart.failed_reason(),
+                            format!("PostStartHook failed: {message}"),
+                        );
+                        let _ = env.engine.signal(instance, libc::SIGKILL);
+                        run.ready = false;
+                    }
+                }
             }
             Ok(Err(e)) => {
                 warn!(pod = %name(pod), container = %c.name, error = %e, "container did not start");
@@ -824,31 +890,75 @@ impl Worker {
         }
     }
 
-    /// Stops every running instance: SIGTERM, then SIGKILL once `grace` has passed.
-    async fn stop_all(&mut self, grace: Duration) {
-        let instances: Vec<Instance> = self.slots.values().filter_map(|s| s.instance.clone()).collect();
-        if instances.is_empty() {
-            return;
+    /// Stops every running instance as kubelet does, all in parallel: each container's `preStop` hook
+    /// (when the pod is known), its stop signal, then SIGKILL once `grace` has passed (two seconds
+    /// more when the hook used the whole grace period).
+    async fn stop_all(&mut self, pod: Option<&Pod>, grace: Duration) {
+        let pod_ip = self.pod_ip.clone().unwrap_or_default();
+        let mut stops = Vec::new();
+        for (cname, slot) in &self.slots {
+            let Some(instance) = slot.instance.clone() else {
+                continue;
+            };
+            let container = pod.and_then(|p| find_container(p, cname)).cloned();
+            let image_signal = slot.image.as_ref().and_then(|i| i.config.stop_signal.clone());
+            let (env, pod_ip) = (Arc::clone(&self.env), pod_ip.clone());
+            stops.push(async move {
+                let start = Instant::now();
+                let mut deadline = start + grace;
+                let signal = container
+                    .as_ref()
+                    .map_or(libc::SIGTERM, |c| hooks::stop_signal(c, image_signal.as_deref()));
+                let engine = env.engine.clone();
+                let probe = instance.clone();
+                let running = move || {
+                    let engine = engine.clone();
+                    let i = probe.clone();
+                    async move {
+                        tokio::task::spawn_blocking(move || {
+                            matches!(engine.state(&i), InstanceState::Running { .. })
+                        })
+                        .await
+                        .unwrap_or(false)
+                    }
+                };
+                if !running().await {
+                    return;
+                }
+                if let (Some(c), Some(pod)) = (&container, pod)
+                    && let Some(handler) = Hook::PreStop.handler(c)
+                    && !grace.is_zero()
+                {
+                    let result = hooks::run(handler, &pod_ip, c, &env.engine, &instance, grace).await;
+                    if let Err(message) = result {
+                        warn!(pod = %name(pod), container = %c.name, %message, "preStop hook failed");
+                        event(
+                            &env,
+                            pod,
+                            Some(&c.name),
+                            "Warning",
+                            Hook::PreStop.failed_reason(),
+                            format!("PreStopHook failed: {message}"),
+                        );
+                    }
+                    if Instant::now() >= deadline {
+                        deadline = Instant::now() + PRE_STOP_EXTENSION;
+                    }
+                }
+                let _ = env.engine.signal(&instance, signal);
+                while Instant::now() < deadline && running().await {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if running().await {
+                    let _ = env.engine.signal(&instance, libc::SIGKILL);
+                    let until = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < until && running().await {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            });
         }
-        let engine = self.env.engine.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let running = |i: &Instance| matches!(engine.state(i), InstanceState::Running { .. });
-            for i in instances.iter().filter(|i| running(i)) {
-                let _ = engine.signal(i, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline && instances.iter().any(running) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            for i in instances.iter().filter(|i| running(i)) {
-                let _ = engine.signal(i, libc::SIGKILL);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && instances.iter().any(running) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-        .await;
+        futures::future::join_all(stops).await;
         for slot in self.slots.values_mut() {
             slot.done = true;
         }
@@ -1009,6 +1119,15 @@ fn strip_times(v: &mut serde_json::Value) {
         serde_json::Value::Array(a) => a.iter_mut().for_each(strip_times),
         _ => {}
     }
+}
+
+/// The container or init container of that name in the pod's spec.
+fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == name)
 }
 
 fn name(pod: &Pod) -> String {

@@ -482,11 +482,15 @@ spec:
   template:
     metadata: {{labels: {{app: demo}}}}
     spec:
-      terminationGracePeriodSeconds: 3
+      terminationGracePeriodSeconds: 5
       containers:
       - name: web
         image: {registry}/demo:1
         ports: [{{containerPort: 8080}}]
+        # Serve on while every node takes the pod out of the Service, then stop.
+        lifecycle: {{preStop: {{sleep: {{seconds: 2}}}}}}
+        # In the Service only once httpd answers.
+        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
         env:
         - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
         - {{name: NODE_NAME, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}

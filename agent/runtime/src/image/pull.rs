@@ -216,6 +216,7 @@ fn parse_config(json: &str) -> Result<ImageConfig, String> {
         env: c.env().clone().unwrap_or_default(),
         working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
         user: c.user().clone().filter(|u| !u.is_empty()),
+        stop_signal: c.stop_signal().clone().filter(|s| !s.is_empty()),
     })
 }
 

@@ -80,6 +80,10 @@ pub struct ImageConfig {
     pub env: Vec<String>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
+    /// The signal that stops the image's process (`STOPSIGNAL`); records written before this field
+    /// existed read as none.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 /// The store at one root directory.
