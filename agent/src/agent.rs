@@ -285,6 +285,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
                     log_dir: env.log_dir.clone(),
                     pods_dir: env.pods_dir.clone(),
                     pods: pods.store().clone(),
+                    engine: env.engine.clone(),
                 };
                 tokio::spawn(async move {
                     if let Err(e) = kubelet.serve().await {

@@ -1,4 +1,5 @@
-//! The control plane as a client of node agents' kubelet API, for `pods/log`: HTTPS with the
+//! The control plane as a client of node agents' kubelet API, for `pods/log` and the upgraded
+//! streams of `pods/exec`, `attach` and `portforward`: HTTPS with the
 //! `kube-apiserver-kubelet-client` certificate (CN `kube-apiserver-kubelet-client`, group
 //! `system:masters`, signed by the cluster CA, as kubeadm issues it), so an agent can tell the API
 //! server from anyone else. The agent's serving certificate is not verified, which is kube-apiserver's
@@ -92,20 +93,14 @@ impl ServerCertVerifier for AnyServer {
     }
 }
 
-/// GETs `path_and_query` from the agent at `address` (`host:port`); the answer's body streams as the
-/// agent sends it.
-pub async fn get(
+/// A TLS connection to the agent at `address` (`host:port`), HTTP/1.1 from there.
+async fn connect(
     config: Arc<rustls::ClientConfig>,
     address: &str,
-    path_and_query: &str,
-) -> Result<Response<BoxBody<Bytes, hyper::Error>>, KubeletError> {
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, KubeletError> {
     let connect_err = |reason: String| KubeletError::Connect {
         address: address.to_string(),
         reason,
-    };
-    let http_err = |e: &dyn std::fmt::Display| KubeletError::Http {
-        address: address.to_string(),
-        reason: e.to_string(),
     };
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
         .await
@@ -118,13 +113,31 @@ pub async fn get(
         .trim_start_matches('[')
         .trim_end_matches(']');
     let server_name = ServerName::try_from(host.to_string()).map_err(|e| connect_err(e.to_string()))?;
-    let tls = tokio::time::timeout(
+    tokio::time::timeout(
         CONNECT_TIMEOUT,
         tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
     )
     .await
     .map_err(|_| connect_err("no TLS handshake within the timeout".into()))?
-    .map_err(|e| connect_err(format!("TLS: {e}")))?;
+    .map_err(|e| connect_err(format!("TLS: {e}")))
+}
+
+fn http_error(address: &str) -> impl Fn(&dyn std::fmt::Display) -> KubeletError + '_ {
+    move |e| KubeletError::Http {
+        address: address.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// GETs `path_and_query` from the agent at `address` (`host:port`); the answer's body streams as the
+/// agent sends it.
+pub async fn get(
+    config: Arc<rustls::ClientConfig>,
+    address: &str,
+    path_and_query: &str,
+) -> Result<Response<BoxBody<Bytes, hyper::Error>>, KubeletError> {
+    let http_err = http_error(address);
+    let tls = connect(config, address).await?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
         .map_err(|e| http_err(&e))?;
@@ -137,4 +150,68 @@ pub async fn get(
         .map_err(|e| http_err(&e))?;
     let resp = send.send_request(req).await.map_err(|e| http_err(&e))?;
     Ok(resp.map(|b| b.boxed()))
+}
+
+/// The request headers an upgrade carries on to the agent (WebSocket and SPDY stream negotiation).
+const UPGRADE_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+
+/// Hands the client's upgrade request (`pods/exec`, `attach`, `portforward`) to the agent at `address`
+/// as `path_and_query`. When the agent switches protocols, so does the client, and the two upgraded
+/// connections are joined byte for byte; any other answer of the agent goes back as it is.
+pub async fn upgrade(
+    config: Arc<rustls::ClientConfig>,
+    address: &str,
+    path_and_query: &str,
+    mut client: Request<hyper::body::Incoming>,
+) -> Result<Response<BoxBody<Bytes, hyper::Error>>, KubeletError> {
+    let http_err = http_error(address);
+    let tls = connect(config, address).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| http_err(&e))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let mut req = Request::get(path_and_query).header("host", address);
+    for name in UPGRADE_HEADERS {
+        for value in client.headers().get_all(*name) {
+            req = req.header(*name, value);
+        }
+    }
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| http_err(&e))?;
+    let mut resp = send.send_request(req).await.map_err(|e| http_err(&e))?;
+    if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(resp.map(|b| b.boxed()));
+    }
+    let agent_side = hyper::upgrade::on(&mut resp);
+    let client_side = hyper::upgrade::on(&mut client);
+    let address = address.to_string();
+    tokio::spawn(async move {
+        let (agent, client) = match tokio::join!(agent_side, client_side) {
+            (Ok(a), Ok(c)) => (a, c),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(%address, error = %e, "stream upgrade failed");
+                return;
+            }
+        };
+        let mut agent = hyper_util::rt::TokioIo::new(agent);
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut agent).await {
+            tracing::debug!(%address, error = %e, "stream ended");
+        }
+    });
+    let mut answer = Response::builder().status(hyper::StatusCode::SWITCHING_PROTOCOLS);
+    for (name, value) in resp.headers() {
+        answer = answer.header(name, value);
+    }
+    answer
+        .body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())
+        .map_err(|e| http_err(&e))
 }

@@ -349,6 +349,17 @@ async fn answer(
             Err(reply) => to_response(reply),
         };
     }
+    if let Some(plan) = api.stream_plan(&head) {
+        return match plan {
+            Ok((address, path_and_query)) => {
+                match kubelet::upgrade(kubelet, &address, &path_and_query, req).await {
+                    Ok(resp) => resp.map(|b| EndOnError(b).boxed()),
+                    Err(e) => to_response(Reply::error(ApiError::new(500, "InternalError", e.to_string()))),
+                }
+            }
+            Err(reply) => to_response(reply),
+        };
+    }
     if let Some(plan) = api.log_plan(&head) {
         return match plan {
             Ok(plan) => pod_log(kubelet, plan).await,
@@ -452,7 +463,7 @@ pub async fn serve(
                 async move { Ok::<_, std::convert::Infallible>(serve_request(api, kubelet, cert, req).await) }
             });
             if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
                 .await
             {
                 debug!(%peer, error = %e, "connection ended with an error");

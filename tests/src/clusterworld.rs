@@ -119,6 +119,38 @@ impl ControlPlane {
         self.kubectl_stdin(args, None)
     }
 
+    /// `kubectl ARGS` on a terminal (util-linux `script` gives it one), for `exec -it`; `input` is
+    /// typed into it after a second. What the terminal showed, `\r\n` and all.
+    pub fn kubectl_in_terminal(&self, args: &[&str], input: &str) -> Result<String, BedError> {
+        use std::io::Write;
+        let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+        let line = format!(
+            "stty cols 101 rows 33; kubectl --kubeconfig {} {}",
+            quote(&self.dir.join("admin.kubeconfig").display().to_string()),
+            args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+        );
+        let mut cmd = self.ns.command(Path::new("script"));
+        cmd.env("HOME", self.dir.join("home"))
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let spawn_err = |source| BedError::Spawn {
+            cmd: "script".into(),
+            source,
+        };
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let mut stdin = child.stdin.take();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        if let Some(s) = stdin.as_mut() {
+            let _ = s.write_all(input.as_bytes());
+        }
+        // Closed only after the session ends: `script` ends the session when its input does.
+        let out = child.wait_with_output().map_err(spawn_err)?;
+        drop(stdin);
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
     /// [`kubectl`](Self::kubectl) with `stdin` as its input (`apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<String, BedError> {
         use std::io::Write;

@@ -159,6 +159,34 @@ fn a_deployment_runs_on_the_nodes_and_is_reached_through_its_service() {
     let previous = world.cp.kubectl(&["logs", &pods[0].0, "--previous"]);
     assert!(previous.is_err(), "no previous instance: {previous:?}");
 
+    // kubectl exec through the API server: output, exit codes, stdin, a terminal.
+    let pod = pods[0].0.as_str();
+    let out = world
+        .cp
+        .kubectl(&["exec", pod, "--", "sh", "-c", "hostname; echo oops >&2"])
+        .expect("kubectl exec");
+    assert_eq!(out, format!("{pod}\n"));
+    let failed = world
+        .cp
+        .kubectl(&["exec", pod, "--", "sh", "-c", "exit 3"])
+        .expect_err("exit 3 fails");
+    assert!(failed.to_string().contains("exit code 3"), "{failed}");
+    let echoed = world
+        .cp
+        .kubectl_stdin(&["exec", "-i", pod, "--", "cat"], Some("through stdin\n"))
+        .expect("kubectl exec -i");
+    assert_eq!(echoed, "through stdin\n");
+    let screen = world
+        .cp
+        .kubectl_in_terminal(&["exec", "-it", pod, "--", "sh"], "tty; stty size; exit 4\n")
+        .expect("kubectl exec -it");
+    assert!(screen.contains("/dev/pts/"), "{screen:?}");
+    assert!(
+        screen.contains("33 101"),
+        "the client's terminal size: {screen:?}"
+    );
+    assert!(screen.contains("exit code 4"), "{screen:?}");
+
     // A deleted pod terminates gracefully and is replaced; the Service keeps answering.
     let victim = pods[0].0.clone();
     world

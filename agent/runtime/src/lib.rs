@@ -4,6 +4,7 @@
 
 pub mod cgroups;
 pub mod container;
+pub mod exec;
 pub mod image;
 pub mod rootfs;
 pub mod runc;

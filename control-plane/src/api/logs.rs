@@ -58,6 +58,23 @@ pub fn plan(store: &Store, namespace: &str, name: &str, query: &str) -> Result<L
         }
         passed.push(format!("{option}={}", encode(&v)));
     }
+    let Some(address) = agent_address(store, &pod, name)? else {
+        return Ok(LogSource::Hollow);
+    };
+    let mut path_and_query = format!("/containerLogs/{namespace}/{name}/{container}");
+    if !passed.is_empty() {
+        path_and_query.push('?');
+        path_and_query.push_str(&passed.join("&"));
+    }
+    Ok(LogSource::Node {
+        address,
+        path_and_query,
+    })
+}
+
+/// `host:port` of the kubelet API of the node pod `name` is bound to, as its Node reports it (InternalIP,
+/// `daemonEndpoints`); `None` for a hollow node, which runs no containers.
+pub fn agent_address(store: &Store, pod: &Value, name: &str) -> Result<Option<String>, ApiError> {
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -75,7 +92,7 @@ pub fn plan(store: &Store, namespace: &str, name: &str, query: &str) -> Result<L
         .and_then(Value::as_str)
         == Some("true")
     {
-        return Ok(LogSource::Hollow);
+        return Ok(None);
     }
     let address = node
         .pointer("/status/addresses")
@@ -98,20 +115,12 @@ pub fn plan(store: &Store, namespace: &str, name: &str, query: &str) -> Result<L
         Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
         _ => format!("{address}:{port}"),
     };
-    let mut path_and_query = format!("/containerLogs/{namespace}/{name}/{container}");
-    if !passed.is_empty() {
-        path_and_query.push('?');
-        path_and_query.push_str(&passed.join("&"));
-    }
-    Ok(LogSource::Node {
-        address,
-        path_and_query,
-    })
+    Ok(Some(address))
 }
 
 /// The container whose log is wanted: the one named (which must be the pod's), else the pod's only
 /// one, else the one `kubectl.kubernetes.io/default-container` names.
-fn container(pod: &Value, name: &str, wanted: Option<String>) -> Result<String, ApiError> {
+pub fn container(pod: &Value, name: &str, wanted: Option<String>) -> Result<String, ApiError> {
     let names = |field: &str| -> Vec<String> {
         pod.pointer(&format!("/spec/{field}"))
             .and_then(Value::as_array)
@@ -149,7 +158,7 @@ fn container(pod: &Value, name: &str, wanted: Option<String>) -> Result<String, 
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
-fn encode(v: &str) -> String {
+pub fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),

@@ -24,6 +24,7 @@ pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod status;
+pub mod streams;
 pub mod subresources;
 pub mod table;
 pub mod typed;
@@ -416,6 +417,46 @@ impl Api {
                     &self.store,
                     target.namespace.unwrap_or("default"),
                     target.name.unwrap_or_default(),
+                    req.query,
+                )
+            });
+        Some(plan.map_err(Reply::error))
+    }
+
+    /// For `pods/<name>/{exec,attach,portforward}`: authenticates, authorizes (`create` on the
+    /// subresource, as kube-apiserver requires of WebSocket upgrades too) and checks the request, and
+    /// says which agent to hand the stream to and with what path (`None`: not a stream request).
+    pub fn stream_plan(&self, req: &ApiRequest<'_>) -> Option<Result<(String, String), Reply>> {
+        let path = req.path.trim_end_matches('/');
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let target = match Target::parse(&segments) {
+            Ok(Some(t)) if t.resource.plural == "pods" => t,
+            _ => return None,
+        };
+        let kind = streams::StreamKind::of(target.subresource?)?;
+        if !matches!(req.method, "GET" | "POST") {
+            return Some(Err(Reply::error(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!(
+                    "the server does not allow this method on the requested resource: {}",
+                    req.method
+                ),
+            ))));
+        }
+        let as_create = ApiRequest {
+            method: "POST",
+            ..*req
+        };
+        let plan = self
+            .authenticate(req)
+            .and_then(|user| self.authorize(&as_create, &user, &target))
+            .and_then(|()| {
+                streams::plan(
+                    &self.store,
+                    target.namespace.unwrap_or("default"),
+                    target.name.unwrap_or_default(),
+                    kind,
                     req.query,
                 )
             });

@@ -94,7 +94,15 @@ pub const RESOURCES: &[Resource] = &[
         short_names: &["po"],
         categories: ALL,
         label_names: false,
-        subresources: &["status", "binding", "eviction", "log"],
+        subresources: &[
+            "status",
+            "binding",
+            "eviction",
+            "log",
+            "exec",
+            "attach",
+            "portforward",
+        ],
     },
     Resource {
         group: "",

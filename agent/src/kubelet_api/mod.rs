@@ -1,5 +1,6 @@
 //! kubelet's HTTPS API, the part the API server uses: `GET /containerLogs/NAMESPACE/POD/CONTAINER`
-//! (what `kubectl logs` becomes) and `/healthz`, on the port the Node advertises.
+//! (what `kubectl logs` becomes), `/exec/NAMESPACE/POD/CONTAINER` over WebSocket (`kubectl exec`,
+//! [`exec`]) and `/healthz`, on the port the Node advertises.
 //!
 //! Only the API server may ask: clients must present a certificate of the cluster CA whose subject is
 //! the API server's kubelet client (`CN=kube-apiserver-kubelet-client`) or in `system:masters`, as
@@ -29,6 +30,8 @@ use tracing::{debug, info, warn};
 
 use crate::pods::logs::{self, LogOptions};
 
+pub mod exec;
+
 /// Errors of starting the server.
 #[derive(Debug, Error)]
 pub enum KubeletApiError {
@@ -54,6 +57,8 @@ pub struct KubeletApi {
     pub log_dir: PathBuf,
     pub pods_dir: PathBuf,
     pub pods: Store<Pod>,
+    /// Runs the processes of `kubectl exec`.
+    pub engine: berth_runtime::container::Engine,
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -130,7 +135,7 @@ impl KubeletApi {
                     async move { Ok::<_, Infallible>(api.handle(req, allowed).await) }
                 });
                 if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
                     .await
                 {
                     debug!(%peer, error = %e, "kubelet API connection ended");
@@ -156,8 +161,123 @@ impl KubeletApi {
             ["containerLogs", namespace, pod, container] => {
                 self.container_logs(namespace, pod, container, &query)
             }
+            ["exec", namespace, pod, container] => {
+                let (namespace, pod, container) =
+                    (namespace.to_string(), pod.to_string(), container.to_string());
+                self.exec(req, &namespace, &pod, &container, &query).await
+            }
             _ => text(StatusCode::NOT_FOUND, format!("404 page not found: {path}\n")),
         }
+    }
+
+    /// The uid of pod `namespace/name` as the agent follows it.
+    fn pod_uid(&self, namespace: &str, name: &str) -> Option<String> {
+        self.pods
+            .state()
+            .iter()
+            .find(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace) && p.metadata.name.as_deref() == Some(name)
+            })
+            .and_then(|p| p.metadata.uid.clone())
+    }
+
+    /// The running instance of a container: its newest attempt, if runc runs it.
+    async fn running_instance(
+        &self,
+        uid: &str,
+        container: &str,
+    ) -> Option<berth_runtime::container::Instance> {
+        let dir = self.pods_dir.join(uid).join("containers").join(container);
+        let attempt = std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .max()?;
+        let instance = berth_runtime::container::Instance {
+            id: crate::pods::worker::instance_id(uid, container, attempt),
+            dir: dir.join(attempt.to_string()),
+            log: PathBuf::new(),
+        };
+        let (engine, probe) = (self.engine.clone(), instance.clone());
+        let state = tokio::task::spawn_blocking(move || engine.state(&probe))
+            .await
+            .ok()?;
+        matches!(state, berth_runtime::container::InstanceState::Running { .. }).then_some(instance)
+    }
+
+    /// `kubectl exec`: the WebSocket upgrade, then [`exec::session`].
+    async fn exec(
+        &self,
+        mut req: Request<Incoming>,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        query: &str,
+    ) -> Response<Body> {
+        let options = match exec::ExecOptions::parse(query) {
+            Ok(o) => o,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e),
+        };
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        if !header("upgrade").eq_ignore_ascii_case("websocket") {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "berth serves exec over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) only\n",
+            );
+        }
+        let offered = header("sec-websocket-protocol");
+        let Some(protocol) = exec::PROTOCOLS
+            .iter()
+            .find(|p| offered.split(',').any(|o| o.trim() == **p))
+        else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "no supported stream protocol among {offered:?}; berth speaks {}\n",
+                    exec::PROTOCOLS.join(", ")
+                ),
+            );
+        };
+        let key = header("sec-websocket-key");
+        if key.is_empty() {
+            return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+        }
+        let Some(uid) = self.pod_uid(namespace, pod) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("pod {namespace}/{pod} is not on this node\n"),
+            );
+        };
+        let Some(instance) = self.running_instance(&uid, container).await else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("container {container} of pod {namespace}/{pod} is not running\n"),
+            );
+        };
+        info!(pod = %format!("{namespace}/{pod}"), %container, command = ?options.command, tty = options.tty, "exec");
+        let runc = self.engine.runc.clone();
+        let v5 = *protocol == exec::PROTOCOLS[0];
+        tokio::spawn(async move {
+            match hyper::upgrade::on(&mut req).await {
+                Ok(upgraded) => exec::session(upgraded, v5, runc, instance, options).await,
+                Err(e) => debug!(error = %e, "exec upgrade failed"),
+            }
+        });
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", accept)
+            .header("sec-websocket-protocol", *protocol)
+            .body(Full::new(Bytes::new()).boxed_unsync())
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "building the answer\n"))
     }
 
     fn container_logs(&self, namespace: &str, pod: &str, container: &str, query: &str) -> Response<Body> {
@@ -165,14 +285,7 @@ impl KubeletApi {
             Ok(o) => o,
             Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
         };
-        let uid = self
-            .pods
-            .state()
-            .iter()
-            .find(|p| {
-                p.metadata.namespace.as_deref() == Some(namespace) && p.metadata.name.as_deref() == Some(pod)
-            })
-            .and_then(|p| p.metadata.uid.clone());
+        let uid = self.pod_uid(namespace, pod);
         let found = logs::find(&self.log_dir, namespace, pod, uid.as_deref(), container)
             .and_then(|l| l.file(&options, pod, container).map(|f| (l, f)));
         let (found, file) = match found {
