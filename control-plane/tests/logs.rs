@@ -1,8 +1,9 @@
 //! `kubectl logs` through the control plane to the pod's node: the API server asks the agent at the
 //! address and port the Node reports (kubelet's `GET /containerLogs/...`), over TLS with its
 //! `kube-apiserver-kubelet-client` certificate, and streams the answer back. The agent here is a small
-//! kubelet-compatible log endpoint that accepts only that certificate (berth's node agent does not
-//! serve logs yet); it records what it was asked.
+//! kubelet-compatible log endpoint that accepts only that certificate (the real agent is tested in
+//! the workspace's pod tests); it records what it was asked. `kubectl exec` is refused by the same
+//! checks before any node is asked.
 
 mod common;
 
@@ -168,6 +169,26 @@ fn kubectl_logs_reads_the_log_from_the_pod_s_node() {
     // The agent's 404 reaches kubectl as its own.
     refused(&["logs", "-n", "demo", "app", "-c", "sidecar"], "NotFound");
     refused(&["logs", "-n", "demo", "missing"], "not found");
+    // kubectl exec: the same checks before the node is asked.
+    refused(
+        &["exec", "-n", "demo", "app", "-c", "nope", "--", "ls"],
+        "container nope is not valid for pod app",
+    );
+    server.ok(&[
+        "patch",
+        "pod",
+        "app",
+        "-n",
+        "demo",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        "{\"status\":{\"phase\":\"Succeeded\"}}",
+    ]);
+    refused(
+        &["exec", "-n", "demo", "app", "-c", "web", "--", "ls"],
+        "a completed pod; current phase is Succeeded",
+    );
     server.ok(&["delete", "node", "node-a"]);
     refused(
         &["logs", "-n", "demo", "app", "-c", "web"],
