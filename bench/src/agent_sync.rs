@@ -188,7 +188,7 @@ pub fn run(cfg: &AgentSyncConfig) -> Result<Vec<Table>> {
 }
 
 /// Runs `f` on a thread inside network namespace `ns`.
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+pub(crate) fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
             netns::enter(ns).with_context(|| format!("entering {ns}"))?;
@@ -199,13 +199,13 @@ fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
-async fn client(kubeconfig: &Path) -> Result<Client> {
+pub(crate) async fn client(kubeconfig: &Path) -> Result<Client> {
     let config =
         Config::from_custom_kubeconfig(Kubeconfig::read_from(kubeconfig)?, &KubeConfigOptions::default())
             .await?;
@@ -285,7 +285,7 @@ fn measure_changes(kubeconfig: &Path, pins: &PinDir, cfg: &AgentSyncConfig) -> R
     })
 }
 
-fn rss_mib(pid: u32) -> Result<f64> {
+pub(crate) fn rss_mib(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/status")))?;
     let kib: f64 = status
         .lines()

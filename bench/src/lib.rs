@@ -10,6 +10,8 @@
 //!   from an EndpointSlice update to the map, resident memory.
 //! - [`control_plane`]: scheduling throughput with 100 and 1,000 hollow nodes, API latency (p50/p99)
 //!   and resident memory of the control plane holding 10,000 pods.
+//! - [`pods`]: the pod runtime on one node: startup latency of 100 pods (create to Running, broken
+//!   down), the agent's and the shims' memory with them running, the idle agent's CPU.
 
 pub mod agent_sync;
 pub mod compare;
@@ -17,6 +19,7 @@ pub mod control_plane;
 pub mod kube_proxy;
 pub mod overlay;
 pub mod packets;
+pub mod pods;
 pub mod prog_cost;
 pub mod report;
 pub mod services;

@@ -86,6 +86,15 @@ impl PodManager {
                             });
                         }
                         None => {
+                            info!(
+                                pod = %format!(
+                                    "{}/{}",
+                                    pod.metadata.namespace.as_deref().unwrap_or_default(),
+                                    pod.metadata.name.as_deref().unwrap_or_default()
+                                ),
+                                %uid,
+                                "pod bound to this node"
+                            );
                             let (tx, rx) = watch::channel(Some(pod));
                             tokio::spawn(worker::Worker::new(Arc::clone(&self.env), uid.clone(), rx).run());
                             workers.insert(uid, tx);

@@ -1,9 +1,16 @@
 //! TC attachment: the uplink gets `berth_from_uplink`, the VXLAN device and every pod-facing interface
 //! (names or `*` patterns from the configuration, never a guess) get `berth_from_pod`. Interfaces are
-//! scanned every poll interval; a new one is attached, a gone one's link pin removed. After the first
-//! scan the pins of interfaces no longer present or configured are removed.
+//! scanned when the kernel announces a link change (an `RTMGRP_LINK` netlink subscription), and every
+//! poll interval only when that subscription is unavailable, else every [`RESCAN`] as a safety net:
+//! a scan is a full link dump, which with a hundred pods' veths costs more CPU than an idle node
+//! should spend. A new interface is attached, a gone one's link pin removed. After the first scan
+//! the pins of interfaces no longer present or configured are removed.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::Duration,
+};
 
 use berth_datapath::{
     PinDir,
@@ -11,8 +18,91 @@ use berth_datapath::{
     loader::Ebpf,
     netns,
 };
-use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio::{io::unix::AsyncFd, sync::watch};
+use tracing::{debug, info, warn};
+
+/// How often interfaces are scanned anyway while link notifications arrive.
+const RESCAN: Duration = Duration::from_secs(10);
+
+/// A netlink socket subscribed to link changes of the current network namespace.
+struct LinkEvents(AsyncFd<OwnedFd>);
+
+impl LinkEvents {
+    fn subscribe() -> std::io::Result<Self> {
+        // SAFETY: plain socket(2); the descriptor is owned below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: socket succeeded; nobody else owns fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a zeroed sockaddr_nl is valid; family and groups set below.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_groups = libc::RTMGRP_LINK as u32;
+        // SAFETY: bind with a sockaddr_nl of the right size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: an OwnedFd returns the same open descriptor until the AsyncFd drops it.
+        let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+        registered
+            .map(LinkEvents)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// Waits for one or more notifications and reads them all (their content does not matter: the
+    /// scan that follows looks at everything).
+    async fn changed(&self) -> std::io::Result<()> {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let mut guard = self.0.readable().await?;
+            let mut got = false;
+            loop {
+                // SAFETY: recv into a buffer of its size.
+                let n = unsafe {
+                    libc::recv(
+                        self.0.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n > 0 {
+                    got = true;
+                    continue;
+                }
+                let e = std::io::Error::last_os_error();
+                if n < 0 && e.kind() == std::io::ErrorKind::WouldBlock {
+                    guard.clear_ready();
+                    break;
+                }
+                // ENOBUFS: notifications were lost; a scan covers them.
+                if n < 0 && e.raw_os_error() == Some(libc::ENOBUFS) {
+                    got = true;
+                    continue;
+                }
+                return Err(e);
+            }
+            if got {
+                return Ok(());
+            }
+        }
+    }
+}
 
 /// Owns the loaded programs and the TC links.
 pub struct Interfaces {
@@ -42,9 +132,33 @@ impl Interfaces {
         let keep: Vec<&str> = self.attached.keys().map(String::as_str).collect();
         attach::remove_stale_tc_pins(&self.pins, &keep);
         scanned.send_replace(true);
-        let mut poll = tokio::time::interval(self.poll_interval);
+        let events = match LinkEvents::subscribe() {
+            Ok(e) => Some(e),
+            Err(e) => {
+                warn!(error = %e, "no link notifications: scanning interfaces every poll interval");
+                None
+            }
+        };
+        let mut poll = tokio::time::interval(if events.is_some() {
+            RESCAN
+        } else {
+            self.poll_interval
+        });
         loop {
-            poll.tick().await;
+            match &events {
+                Some(events) => tokio::select! {
+                    r = events.changed() => {
+                        if let Err(e) = r {
+                            debug!(error = %e, "link notifications");
+                            tokio::time::sleep(self.poll_interval).await;
+                        }
+                    }
+                    _ = poll.tick() => {}
+                },
+                None => {
+                    poll.tick().await;
+                }
+            }
             if self.sync() {
                 changes.send_modify(|n| *n += 1);
             }

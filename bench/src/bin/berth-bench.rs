@@ -3,7 +3,7 @@
 use anyhow::Result;
 use std::time::Duration;
 
-use berth_bench::{agent_sync, compare, control_plane, overlay, prog_cost, report};
+use berth_bench::{agent_sync, compare, control_plane, overlay, pods, prog_cost, report};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -11,7 +11,7 @@ struct Cli {
     /// Short pass with small sizes (CI); results go to target/bench-smoke/.
     #[arg(long)]
     smoke: bool,
-    /// Only these benchmarks (prog, compare, overlay, controlplane, agent); default all.
+    /// Only these benchmarks (prog, compare, overlay, controlplane, agent, pods); default all.
     #[arg(long)]
     only: Vec<String>,
     /// Override the Service counts of the comparison.
@@ -148,6 +148,28 @@ fn main() -> Result<()> {
             cli.smoke,
             "agent-sync.md",
             "## berth agent following the API: initial sync, change latency, memory\n\nCommand: `cargo xtask bench` (agent).",
+            &tables,
+        )?;
+    }
+    if want("pods") {
+        let cfg = if cli.smoke {
+            pods::PodsConfig {
+                pods: 10,
+                rate: 5.0,
+                idle: Duration::from_secs(3),
+            }
+        } else {
+            pods::PodsConfig {
+                pods: 100,
+                rate: 5.0,
+                idle: Duration::from_secs(30),
+            }
+        };
+        let tables = pods::run(&cfg)?;
+        report::write(
+            cli.smoke,
+            "pods.md",
+            "## berth pod runtime: startup latency, agent memory and idle CPU with 100 pods\n\nCommand: `cargo xtask bench` (pods).",
             &tables,
         )?;
     }
