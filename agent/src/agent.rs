@@ -165,6 +165,7 @@ fn pod_env(cfg: &AgentConfig, p: &PodsConfig, client: kube::Client) -> Result<Po
         client,
         pull_lock: tokio::sync::Mutex::new(()),
         events: None,
+        exits: None,
     })
 }
 
@@ -276,6 +277,13 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             {
                 let mut env = pod_env(&cfg, p, client.clone())?;
                 env.events = events.clone();
+                env.exits = match crate::pods::exits::ExitWatcher::new() {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        warn!(error = %e, "container exits not watched; pods are looked at every second");
+                        None
+                    }
+                };
                 let pods = source::api::pods(client.clone(), &cfg.node_name);
                 let kubelet = KubeletApi {
                     node_name: cfg.node_name.clone(),

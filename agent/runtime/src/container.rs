@@ -61,6 +61,9 @@ pub struct Instance {
 pub enum InstanceState {
     /// Running as this host pid.
     Running { pid: i32 },
+    /// The process has ended and the shim is still writing its record (its output being drained):
+    /// look again shortly.
+    Ending,
     /// Ended, as the shim recorded.
     Exited(ExitRecord),
     /// Neither running nor recorded (the node rebooted, the shim was killed): gone, exit unknown.
@@ -132,7 +135,7 @@ impl Engine {
             // Stopped but the shim has not written the record yet: look again shortly.
             Ok(Some(s)) if s.status == "stopped" => match self.exit(instance) {
                 Some(exit) => InstanceState::Exited(exit),
-                None => InstanceState::Running { pid: 0 },
+                None => InstanceState::Ending,
             },
             _ => match self.exit(instance) {
                 Some(exit) => InstanceState::Exited(exit),

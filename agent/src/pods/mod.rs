@@ -5,11 +5,13 @@
 //! - [`translate`]: a Kubernetes container in runtime terms (pure).
 //! - [`status`]: the pod status kubelet would report (pure).
 //! - [`worker`]: one pod's lifecycle.
+//! - [`exits`]: container exits as the shims record them (workers sleep between events).
 //! - [`probes`], [`hooks`]: startup/liveness/readiness probes; postStart/preStop hooks, stop signal.
 //! - [`volumes`], [`host_path`]: configMap/secret/downwardAPI files; hostPath types.
 //! - [`resources`]: requests and limits as cgroup settings, QoS class.
 //! - [`logs`]: the CRI log files, read as `kubectl logs` asks.
 
+pub mod exits;
 pub mod hooks;
 pub mod host_path;
 pub mod logs;
@@ -55,6 +57,8 @@ pub struct PodEnv {
     pub pull_lock: Mutex<()>,
     /// Where pod Events go.
     pub events: Option<crate::events::EventSink>,
+    /// Wakes workers when containers exit (None: inotify unavailable; workers look every second).
+    pub exits: Option<exits::ExitWatcher>,
 }
 
 /// Keeps one worker per pod bound to this node.

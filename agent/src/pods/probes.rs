@@ -102,6 +102,38 @@ impl ProbeState {
     }
 }
 
+impl ProbeState {
+    /// When the next probe of the instance running since `started` is due (None: it has no probes
+    /// left to run), so that the worker can sleep until then.
+    pub fn next_due(&self, c: &Container, started: Instant) -> Option<Instant> {
+        let tracks: Vec<(&Track, &Probe)> = if self.started {
+            [
+                (&self.liveness, &c.liveness_probe),
+                (&self.readiness, &c.readiness_probe),
+            ]
+            .into_iter()
+            .filter_map(|(t, p)| p.as_ref().map(|p| (t, p)))
+            .collect()
+        } else {
+            c.startup_probe.iter().map(|p| (&self.startup, p)).collect()
+        };
+        tracks.into_iter().map(|(t, p)| due(t, p, started)).min()
+    }
+}
+
+/// When `probe` is next due: after its initial delay, then every period (at least a second).
+fn due(track: &Track, probe: &Probe, started: Instant) -> Instant {
+    let first = started + secs(probe.initial_delay_seconds, 0);
+    match track.last {
+        None => first,
+        Some(l) => first.max(l + period(probe)),
+    }
+}
+
+fn period(probe: &Probe) -> Duration {
+    secs(probe.period_seconds, 10).max(Duration::from_secs(1))
+}
+
 /// Runs `probe` if due; returns the failure message when its failure threshold is reached (the track
 /// says whether it counts as succeeding).
 async fn step(
@@ -114,13 +146,7 @@ async fn step(
     instance: &Instance,
 ) -> Option<String> {
     let now = Instant::now();
-    if now < started + secs(probe.initial_delay_seconds, 0) {
-        return None;
-    }
-    if track
-        .last
-        .is_some_and(|l| now < l + secs(probe.period_seconds, 10).max(Duration::from_secs(1)))
-    {
+    if now < due(track, probe, started) {
         return None;
     }
     track.last = Some(now);

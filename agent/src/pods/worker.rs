@@ -26,22 +26,29 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::events::PodEvent;
 
 use super::{
     PodEnv,
+    exits::ExitWatch,
     hooks::{self, Hook},
     probes::{ProbeState, Verdict},
     status::{ContainerRun, Current, PodRun, Terminated, pod_status},
     translate::{EnvSources, PodContext, container_spec},
 };
 
-/// How often a running pod is looked at when nothing else happens (exits are noticed this fast;
-/// kubelet's PLEG relists every second).
-const POLL: Duration = Duration::from_secs(1);
+/// How often a pod whose containers all run (or are done) is looked at when nothing happens: exits
+/// wake the worker as they happen ([`super::exits`]), probes when they are due; this pass is the safety
+/// net, as kubelet resyncs each pod every 10 s.
+const RESYNC: Duration = Duration::from_secs(10);
+/// How soon a pod is looked at again while something is pending (a container waiting to start, an
+/// error to retry, a sandbox to make), or every pass when exits cannot be watched.
+const RETRY: Duration = Duration::from_secs(1);
+/// How soon a container whose process ended is looked at again while its shim writes the record.
+const ENDING: Duration = Duration::from_millis(50);
 /// kubelet's restart backoff: 10 s doubling to 5 min, forgotten after 10 min of running.
 const BACKOFF_FIRST: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -70,6 +77,8 @@ struct Slot {
     kill_after: Option<Instant>,
     /// The last configuration error reported as an Event (each is reported once, not every pass).
     last_error: Option<String>,
+    /// Wakes the worker when the current instance's exit is recorded.
+    exit_watch: Option<ExitWatch>,
 }
 
 impl Slot {
@@ -125,6 +134,10 @@ pub struct Worker {
     volumes_synced: Option<Instant>,
     /// The last volume error reported (containers wait while volumes were never written).
     volume_error: Option<String>,
+    /// Woken when a container's exit is recorded.
+    wake: Arc<Notify>,
+    /// The next pass is due by then (a probe, a kill, a retry); unset: after [`RESYNC`].
+    next_pass: Option<Instant>,
 }
 
 impl Worker {
@@ -140,7 +153,14 @@ impl Worker {
             last_reported: None,
             volumes_synced: None,
             volume_error: None,
+            wake: Arc::new(Notify::new()),
+            next_pass: None,
         }
+    }
+
+    /// Asks for the next pass by `at` at the latest.
+    fn pass_by(&mut self, at: Instant) {
+        self.next_pass = Some(self.next_pass.map_or(at, |t| t.min(at)));
     }
 
     fn pod_dir(&self) -> PathBuf {
@@ -192,9 +212,11 @@ impl Worker {
                     self.report(&p).await;
                 }
             }
+            let next = self.next_pass.take().unwrap_or_else(|| Instant::now() + RESYNC);
             tokio::select! {
                 _ = self.pod.changed() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(next.into()) => {}
             }
         }
     }
@@ -213,10 +235,8 @@ impl Worker {
             );
         }
         self.run.host_ip = Some(self.env.node_ip.clone());
-        if !self.ensure_sandbox(pod).await {
-            return;
-        }
-        if !self.sync_volumes(pod).await {
+        if !self.ensure_sandbox(pod).await || !self.sync_volumes(pod).await {
+            self.pass_by(Instant::now() + RETRY);
             return;
         }
         let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
@@ -235,6 +255,15 @@ impl Worker {
         let mut app_runs = Vec::new();
         for c in &apps {
             app_runs.push(self.sync_container(pod, c, &policy, initialized).await);
+        }
+        // Anything waiting (to start, to be pulled, after an error, in back-off) is looked at again
+        // soon; pods whose containers run or are done rest until an exit, a probe or the resync.
+        if init_runs
+            .iter()
+            .chain(&app_runs)
+            .any(|r| matches!(r.current, Current::Waiting { .. }))
+        {
+            self.pass_by(Instant::now() + RETRY);
         }
         self.run.init = init_runs;
         self.run.containers = app_runs;
@@ -431,15 +460,35 @@ impl Worker {
         run.image_id = slot.image.as_ref().map(|i| i.repo_digest.clone());
         // What the current instance is doing.
         if let Some(instance) = slot.instance.clone() {
+            // Watch for the exit record before reading the state: one written in between is then
+            // either read now or announced.
+            let mut wake_at: Option<Instant> = None;
+            if slot.exit_watch.is_none() {
+                match env
+                    .exits
+                    .as_ref()
+                    .map(|w| w.watch(&instance.dir, Arc::clone(&self.wake)))
+                {
+                    Some(Ok(w)) => slot.exit_watch = Some(w),
+                    Some(Err(e)) => {
+                        warn!(pod = %name(pod), container = %c.name, error = %e, "exit not watched; polling");
+                        wake_at = Some(Instant::now() + RETRY);
+                    }
+                    None => wake_at = Some(Instant::now() + RETRY),
+                }
+            }
             // A few small file reads (runc's state is read from its files, not by starting runc):
-            // cheaper in place than handed to a blocking thread twice a second per container.
+            // cheaper in place than handed to a blocking thread.
             let state = tokio::task::block_in_place(|| env.engine.state(&instance));
             let id = format!(
                 "berth://{}",
                 slot.instance.as_ref().map(|i| i.id.as_str()).unwrap_or_default()
             );
+            if matches!(state, InstanceState::Ending) {
+                wake_at = Some(Instant::now() + ENDING);
+            }
             match state {
-                InstanceState::Running { .. } => {
+                InstanceState::Running { .. } | InstanceState::Ending => {
                     let started_at = slot.started.map_or_else(Timestamp::now, |s| s.1);
                     run.current = Current::Running {
                         container_id: id,
@@ -453,10 +502,16 @@ impl Worker {
                         if Instant::now() >= deadline {
                             let _ = env.engine.signal(&instance, libc::SIGKILL);
                         }
+                        let again = deadline.max(Instant::now() + RETRY);
+                        self.pass_by(wake_at.map_or(again, |w| w.min(again)));
                         return run;
                     }
                     let since = slot.started.map_or_else(Instant::now, |s| s.0);
-                    match slot.probes.run(c, since, &pod_ip, &env.engine, &instance).await {
+                    let verdict = slot.probes.run(c, since, &pod_ip, &env.engine, &instance).await;
+                    if let Some(due) = slot.probes.next_due(c, since) {
+                        wake_at = Some(wake_at.map_or(due, |w| w.min(due)));
+                    }
+                    match verdict {
                         Verdict::Continue { ready } => run.ready = ready,
                         Verdict::Kill(message) => {
                             warn!(pod = %name(pod), container = %c.name, %message, "killing the container: it will be restarted");
@@ -500,7 +555,13 @@ impl Worker {
                                 }
                                 let _ = env.engine.signal(&instance, signal);
                             });
+                            // Looked at again when the grace period ends (or the exit is recorded).
+                            let deadline = slot.kill_after.unwrap_or_else(|| Instant::now() + RETRY);
+                            wake_at = Some(wake_at.map_or(deadline, |w| w.min(deadline)));
                         }
+                    }
+                    if let Some(at) = wake_at {
+                        self.pass_by(at);
                     }
                     return run;
                 }
@@ -607,6 +668,7 @@ impl Worker {
             return;
         }
         // Release the ended instance; the next one gets the next number.
+        slot.exit_watch = None;
         if let Some(old) = slot.instance.take() {
             let engine = self.env.engine.clone();
             if let Err(e) = engine.release(&old) {
@@ -916,7 +978,10 @@ impl Worker {
                     let i = probe.clone();
                     async move {
                         tokio::task::spawn_blocking(move || {
-                            matches!(engine.state(&i), InstanceState::Running { .. })
+                            matches!(
+                                engine.state(&i),
+                                InstanceState::Running { .. } | InstanceState::Ending
+                            )
                         })
                         .await
                         .unwrap_or(false)
