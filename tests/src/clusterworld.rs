@@ -119,6 +119,28 @@ impl ControlPlane {
         self.kubectl_stdin(args, None)
     }
 
+    /// Starts `kubectl ARGS` as the admin in the control plane's namespace and leaves it running
+    /// (`port-forward`), with `env` added; its output is piped. The caller kills it.
+    pub fn kubectl_spawn(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<std::process::Child, BedError> {
+        let mut cmd = self.ns.command(Path::new("kubectl"));
+        cmd.env("HOME", self.dir.join("home"))
+            .envs(env.iter().copied())
+            .arg("--kubeconfig")
+            .arg(self.dir.join("admin.kubeconfig"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().map_err(|source| BedError::Spawn {
+            cmd: "kubectl".into(),
+            source,
+        })
+    }
+
     /// `kubectl ARGS` on a terminal (util-linux `script` gives it one), for `exec -it`; `input` is
     /// typed into it after a second. What the terminal showed, `\r\n` and all.
     pub fn kubectl_in_terminal(&self, args: &[&str], input: &str) -> Result<String, BedError> {

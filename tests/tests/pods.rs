@@ -187,6 +187,8 @@ fn a_deployment_runs_on_the_nodes_and_is_reached_through_its_service() {
     );
     assert!(screen.contains("exit code 4"), "{screen:?}");
 
+    port_forward(&world, pod);
+
     // A deleted pod terminates gracefully and is replaced; the Service keeps answering.
     let victim = pods[0].0.clone();
     world
@@ -210,6 +212,83 @@ fn a_deployment_runs_on_the_nodes_and_is_reached_through_its_service() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `kubectl port-forward` through the API server to a port the container binds to its loopback only
+/// (reached inside the pod's network namespace, as kubelet does): 4 MiB intact over kubectl's
+/// WebSocket tunnel and over plain SPDY (kubectl before 1.31); a closed port is kubelet's error.
+fn port_forward(world: &ClusterWorld, pod: &str) {
+    let md5 = world
+        .cp
+        .kubectl(&[
+            "exec",
+            pod,
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p /lo && dd if=/dev/urandom of=/lo/big bs=1024 count=4096 2>/dev/null \
+             && httpd -p 127.0.0.1:8081 -h /lo && md5sum /lo/big",
+        ])
+        .expect("a loopback-only server in the pod");
+    let md5 = md5.split_whitespace().next().unwrap_or_default().to_string();
+    let fetch = |port: u16| {
+        let out = world
+            .cp
+            .ns
+            .command(std::path::Path::new("sh"))
+            .args([
+                "-c",
+                &format!("curl -sf -m 20 http://127.0.0.1:{port}/big | md5sum"),
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (port, websockets) in [(18081u16, "true"), (18082, "false")] {
+        let mut forward = world
+            .cp
+            .kubectl_spawn(
+                &["port-forward", pod, &format!("{port}:8081")],
+                &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets)],
+            )
+            .expect("kubectl port-forward");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut got = fetch(port);
+        while got != md5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(300));
+            got = fetch(port);
+        }
+        let _ = forward.kill();
+        let out = forward.wait_with_output().expect("kubectl port-forward output");
+        assert_eq!(
+            got,
+            md5,
+            "4 MiB through port-forward (websockets {websockets}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Nothing listens on 8082: kubectl reports the agent's error and gives up the session.
+    let mut forward = world
+        .cp
+        .kubectl_spawn(&["port-forward", pod, "18083:8082"], &[])
+        .expect("kubectl port-forward");
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = fetch(18083);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while forward.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = forward.kill();
+    let out = forward.wait_with_output().expect("kubectl port-forward output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error forwarding port 8082") && stderr.contains("refused"),
+        "{stderr}"
+    );
 }
 
 /// Whether any node still holds a pod directory.

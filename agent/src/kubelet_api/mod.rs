@@ -1,6 +1,7 @@
 //! kubelet's HTTPS API, the part the API server uses: `GET /containerLogs/NAMESPACE/POD/CONTAINER`
 //! (what `kubectl logs` becomes), `/exec/NAMESPACE/POD/CONTAINER` over WebSocket (`kubectl exec`,
-//! [`exec`]) and `/healthz`, on the port the Node advertises.
+//! [`exec`]), `/portForward/NAMESPACE/POD` (`kubectl port-forward`, [`portforward`] over [`spdy`]) and
+//! `/healthz`, on the port the Node advertises.
 //!
 //! Only the API server may ask: clients must present a certificate of the cluster CA whose subject is
 //! the API server's kubelet client (`CN=kube-apiserver-kubelet-client`) or in `system:masters`, as
@@ -31,6 +32,8 @@ use tracing::{debug, info, warn};
 use crate::pods::logs::{self, LogOptions};
 
 pub mod exec;
+pub mod portforward;
+pub mod spdy;
 
 /// Errors of starting the server.
 #[derive(Debug, Error)]
@@ -166,8 +169,94 @@ impl KubeletApi {
                     (namespace.to_string(), pod.to_string(), container.to_string());
                 self.exec(req, &namespace, &pod, &container, &query).await
             }
+            ["portForward", namespace, pod] => {
+                let (namespace, pod) = (namespace.to_string(), pod.to_string());
+                self.port_forward(req, &namespace, &pod).await
+            }
             _ => text(StatusCode::NOT_FOUND, format!("404 page not found: {path}\n")),
         }
+    }
+
+    /// `kubectl port-forward`: the WebSocket or SPDY upgrade, then [`portforward::session`].
+    async fn port_forward(&self, mut req: Request<Incoming>, namespace: &str, pod: &str) -> Response<Body> {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let upgrade = header("upgrade");
+        let offers = |name: &str, wanted: &str| {
+            header(name)
+                .split(',')
+                .any(|o| o.trim().eq_ignore_ascii_case(wanted))
+        };
+        let transport = if upgrade.eq_ignore_ascii_case("websocket")
+            && offers("sec-websocket-protocol", portforward::WEBSOCKET_PROTOCOL)
+        {
+            portforward::Transport::WebSocket
+        } else if upgrade.eq_ignore_ascii_case("SPDY/3.1")
+            && offers("x-stream-protocol-version", portforward::SPDY_PROTOCOL)
+        {
+            portforward::Transport::Spdy
+        } else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "berth forwards ports over WebSocket ({}) or SPDY/3.1 ({})\n",
+                    portforward::WEBSOCKET_PROTOCOL,
+                    portforward::SPDY_PROTOCOL
+                ),
+            );
+        };
+        let key = header("sec-websocket-key");
+        if matches!(transport, portforward::Transport::WebSocket) && key.is_empty() {
+            return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+        }
+        let Some(uid) = self.pod_uid(namespace, pod) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("pod {namespace}/{pod} is not on this node\n"),
+            );
+        };
+        let netns = self.pods_dir.join(&uid).join("sandbox").join("net");
+        if !netns.exists() {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("pod {namespace}/{pod} has no network namespace yet\n"),
+            );
+        }
+        info!(pod = %format!("{namespace}/{pod}"), "port-forward");
+        let target = portforward::Target {
+            pod: format!("{namespace}/{pod}"),
+            netns,
+        };
+        let answer = match transport {
+            portforward::Transport::WebSocket => Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("upgrade", "websocket")
+                .header("connection", "Upgrade")
+                .header(
+                    "sec-websocket-accept",
+                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+                )
+                .header("sec-websocket-protocol", portforward::WEBSOCKET_PROTOCOL),
+            portforward::Transport::Spdy => Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("upgrade", "SPDY/3.1")
+                .header("connection", "Upgrade")
+                .header("x-stream-protocol-version", portforward::SPDY_PROTOCOL),
+        };
+        tokio::spawn(async move {
+            match hyper::upgrade::on(&mut req).await {
+                Ok(upgraded) => portforward::session(upgraded, transport, target).await,
+                Err(e) => debug!(error = %e, "port-forward upgrade failed"),
+            }
+        });
+        answer
+            .body(Full::new(Bytes::new()).boxed_unsync())
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "building the answer\n"))
     }
 
     /// The uid of pod `namespace/name` as the agent follows it.
