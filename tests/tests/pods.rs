@@ -604,3 +604,116 @@ spec:
         "{events}"
     );
 }
+
+/// Bad input becomes the status and Events kubelet would give, and never stops the agent or the pods
+/// beside it: an invalid image reference, a missing image, a missing ConfigMap key, a command that
+/// does not exist, a missing Secret volume; a volume naming no source is an emptyDir (API defaulting).
+#[test]
+fn bad_pods_get_kubelet_statuses_and_the_node_keeps_running_the_rest() {
+    let mut world = ClusterWorld::new("podbad", 1, 0, &[]).expect("cluster");
+    let (_registry, prefix) = world.start_registry().expect("registry");
+    let image = format!("{prefix}/busybox:1.36");
+    let pod = |name: &str, container: &str, volumes: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {container}\n{volumes}"
+        )
+    };
+    let sleep = r#"command: [sleep, "3600"]"#;
+    let manifest = [
+        pod("bad-ref", r#"{name: c, image: "busybox:1.36:bad::x", command: [sleep, "3600"]}"#, ""),
+        pod("no-image", &format!("{{name: c, image: \"{prefix}/nosuch:1\", {sleep}}}"), ""),
+        pod(
+            "no-configmap",
+            &format!("{{name: c, image: \"{image}\", {sleep}, env: [{{name: X, valueFrom: {{configMapKeyRef: {{name: missing, key: k}}}}}}]}}"),
+            "",
+        ),
+        pod("no-command", &format!("{{name: c, image: \"{image}\", command: [/no/such/binary]}}"), ""),
+        pod(
+            "no-secret",
+            &format!("{{name: c, image: \"{image}\", {sleep}, volumeMounts: [{{name: s, mountPath: /s}}]}}"),
+            "  volumes: [{name: s, secret: {secretName: missing}}]\n",
+        ),
+        pod(
+            "bare-volume",
+            &format!("{{name: c, image: \"{image}\", {sleep}, volumeMounts: [{{name: v, mountPath: /v}}]}}"),
+            "  volumes: [{name: v}]\n",
+        ),
+        pod("good", &format!("{{name: c, image: \"{image}\", {sleep}}}"), ""),
+    ]
+    .concat();
+    world.cp.apply(&manifest).expect("apply");
+
+    let state = |name: &str| pod_json(&world, name)["status"]["containerStatuses"][0].clone();
+    let waiting = |name: &str, reasons: &[&str]| {
+        let s = state(name);
+        let reason = s["state"]["waiting"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        reasons.contains(&reason.as_str())
+    };
+    wait_for("good and bare-volume running", Duration::from_secs(60), || {
+        ["good", "bare-volume"]
+            .iter()
+            .all(|n| pod_json(&world, n)["status"]["phase"] == "Running")
+    });
+    wait_for("bad-ref: InvalidImageName", Duration::from_secs(30), || {
+        waiting("bad-ref", &["InvalidImageName"])
+    });
+    wait_for(
+        "no-image: ErrImagePull / ImagePullBackOff",
+        Duration::from_secs(30),
+        || waiting("no-image", &["ErrImagePull", "ImagePullBackOff"]),
+    );
+    wait_for(
+        "no-configmap: CreateContainerConfigError",
+        Duration::from_secs(30),
+        || {
+            waiting("no-configmap", &["CreateContainerConfigError"])
+                && state("no-configmap")["state"]["waiting"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("configmap \"missing\" not found"))
+        },
+    );
+    wait_for(
+        "no-command: StartError, backing off",
+        Duration::from_secs(30),
+        || {
+            let s = state("no-command");
+            let last = &s["lastState"]["terminated"];
+            last["reason"] == "StartError"
+                && last["exitCode"] == 128
+                && last["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("/no/such/binary"))
+                && waiting("no-command", &["RunContainerError", "CrashLoopBackOff"])
+        },
+    );
+    // Still StartError later, in back-off (not an instance gone missing).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        state("no-command")["lastState"]["terminated"]["reason"],
+        "StartError",
+        "{}",
+        state("no-command")
+    );
+    wait_for("no-secret: ContainerCreating", Duration::from_secs(30), || {
+        waiting("no-secret", &["ContainerCreating"])
+    });
+    let events = world.cp.kubectl(&["get", "events"]).unwrap_or_default();
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("no-secret") && l.contains("FailedMount") && l.contains("missing")),
+        "{events}"
+    );
+    // The good pod ran throughout; the agent never stopped.
+    let good = state("good");
+    assert_eq!(good["restartCount"], 0, "{good}");
+    assert!(good["state"]["running"].is_object(), "{good}");
+    let pid = world.node(1).agent().pid().expect("the agent runs");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the agent is alive"
+    );
+}

@@ -17,8 +17,10 @@ pub struct Terminated {
     pub container_id: String,
     pub exit_code: i32,
     pub signal: Option<i32>,
-    /// `Completed`, `Error`, `OOMKilled`, `ContainerStatusUnknown`.
+    /// `Completed`, `Error`, `OOMKilled`, `ContainerStatusUnknown`, `StartError`.
     pub reason: String,
+    /// Why, when the runtime says (a start failure's error).
+    pub message: Option<String>,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
 }
@@ -98,7 +100,7 @@ fn terminated_state(t: &Terminated) -> ContainerStateTerminated {
         reason: Some(t.reason.clone()),
         started_at: t.started_at.map(time),
         finished_at: t.finished_at.map(time),
-        message: None,
+        message: t.message.clone(),
     }
 }
 
@@ -312,6 +314,7 @@ mod tests {
                 container_id: "berth://a".into(),
                 exit_code: code,
                 signal: None,
+                message: None,
                 reason: if code == 0 {
                     "Completed".into()
                 } else {

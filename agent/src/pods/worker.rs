@@ -69,6 +69,9 @@ struct Slot {
     /// Not before this instant (backoff after an exit, or after a failed pull).
     not_before: Option<Instant>,
     pull_backoff: Option<Duration>,
+    /// The last pull failure's waiting reason and message: shown as they are while backing off when
+    /// retrying cannot help (`InvalidImageName`, `ErrImageNeverPull`), as kubelet does.
+    pull_failure: Option<(String, String)>,
     /// The instance ended and is not to be restarted (restart policy).
     done: bool,
     /// The current instance's probes.
@@ -79,6 +82,9 @@ struct Slot {
     last_error: Option<String>,
     /// Wakes the worker when the current instance's exit is recorded.
     exit_watch: Option<ExitWatch>,
+    /// The current instance never started (runc refused it): its status until the next attempt,
+    /// which no exit record will give.
+    start_failure: Option<Terminated>,
 }
 
 impl Slot {
@@ -236,6 +242,25 @@ impl Worker {
         }
         self.run.host_ip = Some(self.env.node_ip.clone());
         if !self.ensure_sandbox(pod).await || !self.sync_volumes(pod).await {
+            // Nothing started yet: the containers wait as kubelet shows them meanwhile.
+            if self.run.containers.is_empty() {
+                let inits = spec.init_containers.as_deref().unwrap_or_default();
+                let waiting = |c: &Container, reason: &str| {
+                    let mut r = ContainerRun::new(&c.name, c.image.as_deref().unwrap_or_default());
+                    r.current = Current::Waiting {
+                        reason: reason.into(),
+                        message: None,
+                    };
+                    r
+                };
+                let app_reason = if inits.is_empty() {
+                    "ContainerCreating"
+                } else {
+                    "PodInitializing"
+                };
+                self.run.init = inits.iter().map(|c| waiting(c, "PodInitializing")).collect();
+                self.run.containers = spec.containers.iter().map(|c| waiting(c, app_reason)).collect();
+            }
             self.pass_by(Instant::now() + RETRY);
             return;
         }
@@ -566,26 +591,21 @@ impl Worker {
                     return run;
                 }
                 InstanceState::Exited(exit) => {
-                    let term = Terminated {
-                        container_id: id,
-                        exit_code: exit.exit_code,
-                        signal: exit.signal,
-                        reason: exit_reason(&exit).into(),
-                        started_at: slot.started.map(|s| s.1),
-                        finished_at: exit.finished_at.parse().ok(),
-                    };
+                    let term = terminated(id, &exit, slot.started.map(|s| s.1));
                     self.after_exit(pod, c, policy, term, &mut run);
                     return run;
                 }
                 InstanceState::Lost => {
-                    let term = Terminated {
+                    // runc refused the instance (no exit record will come), or it vanished.
+                    let term = slot.start_failure.clone().unwrap_or_else(|| Terminated {
                         container_id: id,
                         exit_code: 137,
                         signal: None,
                         reason: "ContainerStatusUnknown".into(),
+                        message: None,
                         started_at: slot.started.map(|s| s.1),
                         finished_at: Some(Timestamp::now()),
-                    };
+                    });
                     self.after_exit(pod, c, policy, term, &mut run);
                     return run;
                 }
@@ -669,6 +689,7 @@ impl Worker {
         }
         // Release the ended instance; the next one gets the next number.
         slot.exit_watch = None;
+        slot.start_failure = None;
         if let Some(old) = slot.instance.take() {
             let engine = self.env.engine.clone();
             if let Err(e) = engine.release(&old) {
@@ -751,12 +772,20 @@ impl Worker {
             return;
         }
         if slot.not_before.is_some_and(|t| Instant::now() < t) {
-            run.current = Current::Waiting {
-                reason: "ImagePullBackOff".into(),
-                message: Some(format!(
-                    "Back-off pulling image {:?}",
-                    c.image.as_deref().unwrap_or_default()
-                )),
+            run.current = match &slot.pull_failure {
+                Some((reason, message)) if reason == "InvalidImageName" || reason == "ErrImageNeverPull" => {
+                    Current::Waiting {
+                        reason: reason.clone(),
+                        message: Some(message.clone()),
+                    }
+                }
+                _ => Current::Waiting {
+                    reason: "ImagePullBackOff".into(),
+                    message: Some(format!(
+                        "Back-off pulling image {:?}",
+                        c.image.as_deref().unwrap_or_default()
+                    )),
+                },
             };
             return;
         }
@@ -781,6 +810,7 @@ impl Worker {
                     "BackOff",
                     format!("Back-off pulling image {image_name:?}"),
                 );
+                slot.pull_failure = Some((reason.clone(), message.clone()));
                 run.current = Current::Waiting {
                     reason,
                     message: Some(message),
@@ -788,6 +818,7 @@ impl Worker {
                 return;
             }
         };
+        slot.pull_failure = None;
         slot.pull_backoff = None;
         slot.not_before = None;
         run.image_id = Some(image.repo_digest.clone());
@@ -928,9 +959,11 @@ impl Worker {
                     exit_code: 128,
                     signal: None,
                     reason: "StartError".into(),
+                    message: Some(e.to_string()),
                     started_at: Some(now),
                     finished_at: Some(now),
                 };
+                slot.start_failure = Some(term.clone());
                 let policy = pod
                     .spec
                     .as_ref()
@@ -1035,14 +1068,11 @@ impl Worker {
                 && let InstanceState::Exited(exit) = self.env.engine.state(i)
             {
                 r.ready = false;
-                r.current = Current::Terminated(Terminated {
-                    container_id: format!("berth://{}", i.id),
-                    exit_code: exit.exit_code,
-                    signal: exit.signal,
-                    reason: exit_reason(&exit).into(),
-                    started_at: slot.started.map(|s| s.1),
-                    finished_at: exit.finished_at.parse().ok(),
-                });
+                r.current = Current::Terminated(terminated(
+                    format!("berth://{}", i.id),
+                    &exit,
+                    slot.started.map(|s| s.1),
+                ));
             }
         }
         self.run.containers = runs;
@@ -1164,6 +1194,23 @@ fn release_found(env: &PodEnv, pod_dir: &std::path::Path) {
 }
 
 /// kubelet's reason for a terminated container.
+/// The status of an instance that ended as its shim recorded.
+fn terminated(
+    container_id: String,
+    exit: &berth_runtime::shim::ExitRecord,
+    started_at: Option<Timestamp>,
+) -> Terminated {
+    Terminated {
+        container_id,
+        exit_code: exit.exit_code,
+        signal: exit.signal,
+        reason: exit_reason(exit).into(),
+        message: None,
+        started_at,
+        finished_at: exit.finished_at.parse().ok(),
+    }
+}
+
 fn exit_reason(exit: &berth_runtime::shim::ExitRecord) -> &'static str {
     if exit.oom_killed {
         "OOMKilled"

@@ -319,6 +319,15 @@ fn default_pod_spec(spec: &mut Value) {
             }
         }
     }
+    // As Kubernetes' SetDefaults_Volume: a volume that names no source is an emptyDir.
+    if let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        for v in volumes {
+            let has_source = v.as_object().is_some_and(|m| m.keys().any(|k| k != "name"));
+            if !has_source && let Some(m) = v.as_object_mut() {
+                m.insert("emptyDir".into(), json!({}));
+            }
+        }
+    }
 }
 
 /// The DefaultTolerationSeconds admission plugin: a new pod stays this long on a node that stops
@@ -787,6 +796,10 @@ mod tests {
         assert_eq!(spec["containers"][1]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(spec["tolerations"].as_array().map(Vec::len), Some(2));
         assert_eq!(spec["restartPolicy"], "Always");
+        let mut spec = json!({"containers": [], "volumes": [{"name": "bare"}, {"name": "h", "hostPath": {"path": "/x"}}]});
+        default_pod_spec(&mut spec);
+        assert_eq!(spec["volumes"][0], json!({"name": "bare", "emptyDir": {}}));
+        assert!(spec["volumes"][1].get("emptyDir").is_none());
         let bad = validate_pod_spec(
             Some(&json!({"containers": [{"name": "A"}, {"name": "A", "image": "x"}]})),
             "spec",
