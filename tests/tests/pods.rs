@@ -131,6 +131,50 @@ fn a_deployment_runs_on_the_nodes_and_is_reached_through_its_service() {
         );
     }
 
+    // The agent of node 1 is killed and restarted while requests flow through the ClusterIP: the
+    // pinned data plane keeps forwarding, the containers are adopted, not restarted.
+    let flowing = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            let until = Instant::now() + Duration::from_secs(8);
+            while Instant::now() < until && ok + failed.len() < 400 {
+                let out = client
+                    .command(std::path::Path::new("curl"))
+                    .args(["-s", "-m", "2", &format!("http://{WEB_IP}/")])
+                    .output();
+                match out {
+                    Ok(o) if o.status.success() && !o.stdout.is_empty() => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    world.node(1).agent().kill();
+    world.node(1).agent().restart().expect("agent restart");
+    let (ok, failed) = flowing.join().expect("request loop");
+    assert!(
+        failed.is_empty() && ok > 20,
+        "{ok} requests answered, {} failed across the agent restart: {failed:?}",
+        failed.len()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let restarted: Vec<(String, Value)> = pods
+        .iter()
+        .map(|p| {
+            let status = pod_json(&world, &p.0)["status"]["containerStatuses"][0].clone();
+            (p.0.clone(), status)
+        })
+        .filter(|(_, s)| s["restartCount"] != 0 || !s["state"]["running"].is_object())
+        .collect();
+    assert!(
+        restarted.is_empty(),
+        "containers restarted by the agent restart: {restarted:?}"
+    );
+
     // What happened, as Events kubelet would write.
     let events = world
         .cp
