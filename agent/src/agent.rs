@@ -135,6 +135,8 @@ pub struct PodsConfig {
     pub log_dir: PathBuf,
     /// cgroup parent of all pods (`/`).
     pub cgroup_root: String,
+    /// When container logs are rotated.
+    pub log_rotation: berth_runtime::shim::LogRotation,
     /// Registries reached over plain HTTP (`host:port`).
     pub insecure_registries: Vec<String>,
     /// Nameservers of `ClusterFirst` pods (kubelet's `--cluster-dns`); the node's resolver if none.
@@ -160,6 +162,7 @@ fn pod_env(cfg: &AgentConfig, p: &PodsConfig, client: kube::Client) -> Result<Po
             runc: Runc::new(&cfg.state_dir.join("runc")),
             shim_exe,
             cgroups: Arc::from(berth_runtime::cgroups::detect()),
+            log_rotation: p.log_rotation,
         },
         puller: Puller::new(Arc::new(store), &p.insecure_registries),
         client,

@@ -209,6 +209,13 @@ struct RunArgs {
     /// cgroup parent of every pod (kubelet's --cgroup-root), in each cgroup hierarchy.
     #[arg(long, default_value = "/")]
     cgroup_root: String,
+    /// A container's log is rotated at this size (kubelet's --container-log-max-size): bytes or a
+    /// quantity such as 10Mi; 0 never rotates.
+    #[arg(long, default_value = "10Mi", value_parser = parse_bytes)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the current one included (kubelet's --container-log-max-files).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    container_log_max_files: u64,
     /// A registry (HOST:PORT) reached over plain HTTP instead of HTTPS; repeatable.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
@@ -229,6 +236,13 @@ fn default_node_name() -> String {
 
 fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {
     berth_datapath::net::parse_mac(s).ok_or_else(|| format!("{s:?} is not a MAC (aa:bb:cc:dd:ee:ff)"))
+}
+
+/// Bytes, as a plain number or a Kubernetes quantity (`10Mi`, `1G`).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    berth_agent::pods::resources::milli(s)
+        .and_then(|m| u64::try_from(m / 1000).ok())
+        .ok_or_else(|| format!("{s:?} is not a size (bytes, or a quantity such as 10Mi)"))
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -361,6 +375,10 @@ fn real_main() -> anyhow::Result<()> {
                     pods: a.run_pods.then(|| agent::PodsConfig {
                         log_dir: a.pod_log_dir.clone(),
                         cgroup_root: a.cgroup_root.clone(),
+                        log_rotation: berth_runtime::shim::LogRotation {
+                            max_size: a.container_log_max_size,
+                            max_files: a.container_log_max_files as usize,
+                        },
                         insecure_registries: a.insecure_registries.clone(),
                         cluster_dns: a.cluster_dns.clone(),
                         cluster_domain: a.cluster_domain.clone(),

@@ -93,6 +93,7 @@ fn run_container(node: &Node, sandbox: &Sandbox, id: &str, args: &[&str]) -> (Sh
         runc_root: node.runc.root.clone(),
         log: dir.join("0.log"),
         exit_file: shim::exit_file(&dir),
+        rotation: shim::LogRotation::default(),
     };
     let report = shim::spawn(&workspace_bin("berth-agent"), &args, Duration::from_secs(20)).expect("shim");
     (report, dir)

@@ -78,6 +78,8 @@ pub struct Engine {
     pub shim_exe: PathBuf,
     /// Where exits are explained (OOM kills).
     pub cgroups: std::sync::Arc<dyn CgroupBackend>,
+    /// When the shims rotate container logs.
+    pub log_rotation: shim::LogRotation,
 }
 
 impl Engine {
@@ -116,6 +118,7 @@ impl Engine {
             runc_root: self.runc.root.clone(),
             log: instance.log.clone(),
             exit_file: shim::exit_file(&instance.dir),
+            rotation: self.log_rotation,
         };
         match shim::spawn(&self.shim_exe, &args, Duration::from_secs(60)).map_err(ContainerError::Start)? {
             ShimReport::Started { pid } => Ok((pid, clamped)),

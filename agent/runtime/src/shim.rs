@@ -33,6 +33,27 @@ pub struct ShimArgs {
     pub log: PathBuf,
     /// Where `exit.json` goes when the container ends.
     pub exit_file: PathBuf,
+    /// How the log is rotated (kubelet's `containerLogMaxSize` / `containerLogMaxFiles`).
+    pub rotation: LogRotation,
+}
+
+/// When the shim rotates its container's log: at `max_size` bytes the file is renamed to
+/// `N.log.YYYYMMDD-HHMMSS` (kubelet's naming) and a new one started; at most `max_files` files are
+/// kept, the current one included. `max_size` 0 never rotates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogRotation {
+    pub max_size: u64,
+    pub max_files: usize,
+}
+
+impl Default for LogRotation {
+    /// kubelet's defaults: 10 MiB, 5 files.
+    fn default() -> Self {
+        LogRotation {
+            max_size: 10 * 1024 * 1024,
+            max_files: 5,
+        }
+    }
 }
 
 /// The shim's one line to the agent: the container started (its init's pid), or why not.
@@ -83,10 +104,7 @@ pub fn run(args: &ShimArgs, report: impl Write) -> i32 {
         }
     };
     say(ShimReport::Started { pid: started.pid });
-    let mut log = match OpenOptions::new().create(true).append(true).open(&args.log) {
-        Ok(f) => CriLog::new(f),
-        Err(_) => CriLog::new_discarding(),
-    };
+    let mut log = CriLog::open(&args.log, args.rotation);
     let status = pump(&started, &mut log);
     let record = exit_record(status);
     let temp = args.exit_file.with_extension("tmp");
@@ -335,22 +353,72 @@ fn exit_record(status: i32) -> ExitRecord {
 struct CriLog {
     file: Option<File>,
     partial: [Vec<u8>; 2],
+    path: PathBuf,
+    rotation: LogRotation,
+    /// Bytes in the current file.
+    size: u64,
 }
 
 const STREAMS: [&str; 2] = ["stdout", "stderr"];
 
 impl CriLog {
-    fn new(file: File) -> Self {
+    /// Appends to the log at `path` (output is discarded if it cannot be opened).
+    fn open(path: &Path, rotation: LogRotation) -> Self {
+        let file = OpenOptions::new().create(true).append(true).open(path).ok();
+        let size = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
         CriLog {
-            file: Some(file),
+            file,
             partial: [Vec::new(), Vec::new()],
+            path: path.to_path_buf(),
+            rotation,
+            size,
         }
     }
 
-    fn new_discarding() -> Self {
-        CriLog {
-            file: None,
-            partial: [Vec::new(), Vec::new()],
+    /// Renames the full file aside, starts a new one and drops the oldest beyond `max_files`.
+    fn rotate(&mut self) {
+        let now = rfc3339_nanos(SystemTime::now());
+        // 2026-12-06T02:24:11.123Z -> 20261206-022411
+        let stamp: String = now[..19]
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == 'T')
+            .collect();
+        let stamp = stamp.replacen('T', "-", 1);
+        let base = self.path.display().to_string();
+        let mut aside = PathBuf::from(format!("{base}.{stamp}"));
+        let mut n = 1;
+        while aside.exists() {
+            aside = PathBuf::from(format!("{base}.{stamp}-{n}"));
+            n += 1;
+        }
+        if std::fs::rename(&self.path, &aside).is_err() {
+            return;
+        }
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path).ok();
+        self.size = 0;
+        let prefix = format!(
+            "{}.",
+            self.path
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        );
+        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut rotated: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        rotated.sort();
+        let keep = self.rotation.max_files.saturating_sub(1);
+        let excess = rotated.len().saturating_sub(keep);
+        for (_, old) in rotated.into_iter().take(excess) {
+            let _ = std::fs::remove_file(old);
         }
     }
 
@@ -365,7 +433,12 @@ impl CriLog {
             out.push(b' ');
             out.extend_from_slice(line);
             out.push(b'\n');
-            let _ = f.write_all(&out);
+            if f.write_all(&out).is_ok() {
+                self.size += out.len() as u64;
+            }
+            if self.rotation.max_size > 0 && self.size >= self.rotation.max_size {
+                self.rotate();
+            }
         }
     }
 
@@ -443,6 +516,10 @@ pub fn spawn(shim_exe: &Path, args: &ShimArgs, timeout: Duration) -> Result<Shim
         .arg(&args.log)
         .arg("--exit-file")
         .arg(&args.exit_file)
+        .arg("--log-max-size")
+        .arg(args.rotation.max_size.to_string())
+        .arg("--log-max-files")
+        .arg(args.rotation.max_files.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -465,6 +542,11 @@ pub fn args_from(mut argv: impl Iterator<Item = String>) -> Result<ShimArgs, Str
         runc_root: PathBuf::new(),
         log: PathBuf::new(),
         exit_file: PathBuf::new(),
+        rotation: LogRotation::default(),
+    };
+    let number = |flag: &str, v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("{flag}: not a number: {v:?}"))
     };
     while let Some(flag) = argv.next() {
         let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -475,6 +557,8 @@ pub fn args_from(mut argv: impl Iterator<Item = String>) -> Result<ShimArgs, Str
             "--runc-root" => a.runc_root = value.into(),
             "--log" => a.log = value.into(),
             "--exit-file" => a.exit_file = value.into(),
+            "--log-max-size" => a.rotation.max_size = number(&flag, &value)?,
+            "--log-max-files" => a.rotation.max_files = number(&flag, &value)?.max(1) as usize,
             other => return Err(format!("unknown shim flag {other}")),
         }
     }
@@ -528,9 +612,47 @@ mod tests {
     }
 
     #[test]
+    fn the_log_rotates_at_its_size_and_keeps_its_number_of_files() {
+        let dir = std::env::temp_dir().join(format!("berth-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("0.log");
+        let mut log = CriLog::open(
+            &path,
+            LogRotation {
+                max_size: 300,
+                max_files: 3,
+            },
+        );
+        for i in 0..40 {
+            log.write(0, format!("line {i:03}\n").as_bytes());
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names.contains(&"0.log".to_string()), "{names:?}");
+        assert!(
+            names
+                .iter()
+                .filter(|n| *n != "0.log")
+                .all(|n| n.starts_with("0.log.2")),
+            "{names:?}"
+        );
+        // The newest lines are in the current file, each line whole in one file.
+        let current = std::fs::read_to_string(&path).expect("current");
+        assert!(current.contains("line 039"), "{current}");
+        assert!(std::fs::metadata(&path).expect("meta").len() < 300);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn lines_are_written_whole_split_at_16k_and_partial_at_the_end() {
         let path = std::env::temp_dir().join(format!("berth-crilog-{}", std::process::id()));
-        let mut log = CriLog::new(File::create(&path).expect("log"));
+        let _ = std::fs::remove_file(&path);
+        let mut log = CriLog::open(&path, LogRotation::default());
         log.write(0, b"hello\nwor");
         log.write(1, b"oops\n");
         log.write(0, b"ld\n\n");

@@ -234,6 +234,12 @@ pub fn read(path: &Path, options: &LogOptions) -> std::io::Result<(String, u64)>
 /// What was appended to the log since `offset`: the text and the new offset.
 pub fn read_from(path: &Path, offset: u64, options: &LogOptions) -> std::io::Result<(String, u64)> {
     let mut file = std::fs::File::open(path)?;
+    // A file shorter than where the reader was has been rotated: the new one is read from its start.
+    let offset = if file.metadata()?.len() < offset {
+        0
+    } else {
+        offset
+    };
     file.seek(SeekFrom::Start(offset))?;
     let mut reader = BufReader::new(file);
     let mut out = String::new();
