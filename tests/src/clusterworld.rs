@@ -32,6 +32,11 @@ pub const CP_PORT: u16 = 6443;
 /// Port of the cluster's registry, when a test starts one beside the control plane
 /// ([`ClusterWorld::start_registry`]).
 pub const REGISTRY_PORT: u16 = 5000;
+/// The port of the registry that asks for a login ([`ClusterWorld::start_private_registry`]).
+pub const PRIVATE_REGISTRY_PORT: u16 = 5001;
+/// Its one user and password (the bcrypt hash below is of this password).
+pub const PRIVATE_REGISTRY_LOGIN: (&str, &str) = ("berth", "pull-secret");
+const PRIVATE_REGISTRY_BCRYPT: &str = "$2a$10$bErThpUllsEcReTsAlTxyu/ewvByZB1qe8xFXmtWlcraXE6XAx..i";
 
 /// The control plane process and its data directory (kept across restarts).
 pub struct ControlPlane {
@@ -395,6 +400,8 @@ impl ClusterWorld {
                 &cgroup_root,
                 "--insecure-registry",
                 &format!("{CP_IP}:{REGISTRY_PORT}"),
+                "--insecure-registry",
+                &format!("{CP_IP}:{PRIVATE_REGISTRY_PORT}"),
             ]
             .map(str::to_string),
         );
@@ -506,6 +513,26 @@ impl ClusterWorld {
             Some(&self.cp.ns),
         )?;
         Ok((registry, prefix))
+    }
+
+    /// A registry on the control plane's address that serves the images of
+    /// [`start_registry`](Self::start_registry) (call that first) only to [`PRIVATE_REGISTRY_LOGIN`];
+    /// returns it and its `host:port`.
+    pub fn start_private_registry(&mut self) -> Result<(Registry, String), BedError> {
+        let ip: Ipv4Addr = CP_IP.parse().map_err(|e| BedError::Command {
+            cmd: "registry address".into(),
+            stderr: format!("{e}"),
+        })?;
+        let addr = std::net::SocketAddr::from((ip, PRIVATE_REGISTRY_PORT));
+        let registry = Registry::with_login(
+            &self.cp.ns,
+            addr,
+            &self.bed.scratch().join("private-registry"),
+            &self.bed.scratch().join("registry"),
+            PRIVATE_REGISTRY_LOGIN.0,
+            PRIVATE_REGISTRY_BCRYPT,
+        )?;
+        Ok((registry, format!("{CP_IP}:{PRIVATE_REGISTRY_PORT}")))
     }
 
     /// `berth-agent lb list` of node `i` (what its maps hold).

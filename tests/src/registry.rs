@@ -5,7 +5,7 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -17,6 +17,12 @@ pub struct Registry {
     /// `host:port` as clients reach it.
     pub addr: SocketAddr,
     proc: Proc,
+}
+
+/// Where a registry with a login finds its images and its users.
+struct Login {
+    data: PathBuf,
+    htpasswd: PathBuf,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BedError + '_ {
@@ -32,26 +38,60 @@ impl Registry {
         let probe = TcpListener::bind("127.0.0.1:0").map_err(io(dir))?;
         let addr = probe.local_addr().map_err(io(dir))?;
         drop(probe);
-        let registry = Self::spawn(dir, addr, None)?;
+        let registry = Self::spawn(dir, addr, None, None)?;
         registry.wait_ready(None)?;
         Ok(registry)
     }
 
     /// Starts a registry inside `ns` on `addr` (an address of that namespace), storing under `dir`.
     pub fn in_netns(ns: &Netns, addr: SocketAddr, dir: &Path) -> Result<Self, BedError> {
-        let registry = Self::spawn(dir, addr, Some(ns))?;
+        let registry = Self::spawn(dir, addr, Some(ns), None)?;
         registry.wait_ready(Some(ns))?;
         Ok(registry)
     }
 
-    fn spawn(dir: &Path, addr: SocketAddr, ns: Option<&Netns>) -> Result<Self, BedError> {
-        let data = dir.join("data");
+    /// A second registry inside `ns` on `addr` serving the images of the one that stores under
+    /// `shared` (its directory), to clients that log in as `user` with the password whose bcrypt hash
+    /// is `bcrypt` (htpasswd authentication); its own files go under `dir`.
+    pub fn with_login(
+        ns: &Netns,
+        addr: SocketAddr,
+        dir: &Path,
+        shared: &Path,
+        user: &str,
+        bcrypt: &str,
+    ) -> Result<Self, BedError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let htpasswd = dir.join("htpasswd");
+        std::fs::write(&htpasswd, format!("{user}:{bcrypt}\n")).map_err(io(&htpasswd))?;
+        let login = Login {
+            data: shared.join("data"),
+            htpasswd,
+        };
+        let registry = Self::spawn(dir, addr, Some(ns), Some(&login))?;
+        registry.wait_ready(Some(ns))?;
+        Ok(registry)
+    }
+
+    fn spawn(
+        dir: &Path,
+        addr: SocketAddr,
+        ns: Option<&Netns>,
+        login: Option<&Login>,
+    ) -> Result<Self, BedError> {
+        let data = login.map_or_else(|| dir.join("data"), |l| l.data.clone());
         std::fs::create_dir_all(&data).map_err(io(&data))?;
         let config = dir.join("config.yml");
+        let auth = login.map_or_else(String::new, |l| {
+            format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                l.htpasswd.display()
+            )
+        });
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\nlog:\n  level: warn\n",
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\nlog:\n  level: warn\n{auth}",
                 data.display()
             ),
         )
@@ -86,14 +126,15 @@ impl Registry {
         let deadline = Instant::now() + Duration::from_secs(10);
         let url = format!("http://{}/v2/", self.addr);
         loop {
+            // 401: up, and asking for a login.
             let ok = match ns {
-                None => http_status(self.addr, "/v2/") == Some(200),
+                None => matches!(http_status(self.addr, "/v2/"), Some(200 | 401)),
                 Some(ns) => ns
                     .command(Path::new("curl"))
-                    .args(["-fsS", "-o", "/dev/null", &url])
+                    .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", &url])
                     .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success()),
+                    .output()
+                    .is_ok_and(|o| matches!(&o.stdout[..], b"200" | b"401")),
             };
             if ok {
                 return Ok(());

@@ -657,6 +657,21 @@ fn bad_pods_get_kubelet_statuses_and_the_node_keeps_running_the_rest() {
     let mut world = ClusterWorld::new("podbad", 1, 0, &[]).expect("cluster");
     let (_registry, prefix) = world.start_registry().expect("registry");
     let image = format!("{prefix}/busybox:1.36");
+    // A registry that wants a login: pulled from with the pod's imagePullSecrets, refused without.
+    let (_private, private) = world.start_private_registry().expect("private registry");
+    let (user, password) = berth_tests::clusterworld::PRIVATE_REGISTRY_LOGIN;
+    world
+        .cp
+        .kubectl(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            &format!("--docker-server={private}"),
+            &format!("--docker-username={user}"),
+            &format!("--docker-password={password}"),
+        ])
+        .expect("pull secret");
     let pod = |name: &str, container: &str, volumes: &str| {
         format!(
             "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {container}\n{volumes}"
@@ -683,6 +698,16 @@ fn bad_pods_get_kubelet_statuses_and_the_node_keeps_running_the_rest() {
             "  volumes: [{name: v}]\n",
         ),
         pod("good", &format!("{{name: c, image: \"{image}\", {sleep}}}"), ""),
+        pod(
+            "private",
+            &format!("{{name: c, image: \"{private}/busybox:1.36\", {sleep}}}"),
+            "  imagePullSecrets: [{name: regcred}]\n",
+        ),
+        pod(
+            "private-no-secret",
+            &format!("{{name: c, image: \"{private}/busybox:1.36\", {sleep}}}"),
+            "",
+        ),
     ]
     .concat();
     world.cp.apply(&manifest).expect("apply");
@@ -696,6 +721,17 @@ fn bad_pods_get_kubelet_statuses_and_the_node_keeps_running_the_rest() {
             .to_string();
         reasons.contains(&reason.as_str())
     };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pod_json(&world, "private")["status"]["phase"] != "Running" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        pod_json(&world, "private")["status"]["phase"],
+        "Running",
+        "pulled with the pod's imagePullSecrets: {}\n{}",
+        pod_json(&world, "private")["status"],
+        world.cp.kubectl(&["get", "events"]).unwrap_or_default()
+    );
     wait_for("good and bare-volume running", Duration::from_secs(60), || {
         ["good", "bare-volume"]
             .iter()
@@ -708,6 +744,11 @@ fn bad_pods_get_kubelet_statuses_and_the_node_keeps_running_the_rest() {
         "no-image: ErrImagePull / ImagePullBackOff",
         Duration::from_secs(30),
         || waiting("no-image", &["ErrImagePull", "ImagePullBackOff"]),
+    );
+    wait_for(
+        "private-no-secret: refused by the registry",
+        Duration::from_secs(30),
+        || waiting("private-no-secret", &["ErrImagePull", "ImagePullBackOff"]),
     );
     wait_for(
         "no-configmap: CreateContainerConfigError",

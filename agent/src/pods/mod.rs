@@ -8,6 +8,7 @@
 //! - [`exits`]: container exits as the shims record them (workers sleep between events).
 //! - [`probes`], [`hooks`]: startup/liveness/readiness probes; postStart/preStop hooks, stop signal.
 //! - [`volumes`], [`host_path`]: configMap/secret/downwardAPI files; hostPath types.
+//! - [`pull_secrets`]: registry credentials from `imagePullSecrets`.
 //! - [`resources`]: requests and limits as cgroup settings, QoS class.
 //! - [`logs`]: the CRI log files, read as `kubectl logs` asks.
 
@@ -16,6 +17,7 @@ pub mod hooks;
 pub mod host_path;
 pub mod logs;
 pub mod probes;
+pub mod pull_secrets;
 pub mod resources;
 pub mod status;
 pub mod translate;

@@ -793,7 +793,7 @@ impl Worker {
         let emit = |type_: &'static str, reason: &'static str, message: String| {
             event(&env, pod, Some(&c.name), type_, reason, message);
         };
-        let image = match ensure_image(&env, &image_name, c.image_pull_policy.as_deref(), emit).await {
+        let image = match ensure_image(&env, pod, &image_name, c.image_pull_policy.as_deref(), emit).await {
             Ok(i) => i,
             Err((reason, message)) => {
                 let delay = slot
@@ -1263,6 +1263,7 @@ pub fn instance_id(uid: &str, container: &str, attempt: u32) -> String {
 /// `IfNotPresent`). On failure: (waiting reason, message).
 async fn ensure_image(
     env: &PodEnv,
+    pod: &Pod,
     image: &str,
     policy: Option<&str>,
     emit: impl Fn(&'static str, &'static str, String),
@@ -1292,7 +1293,29 @@ async fn ensure_image(
     let waiting = Instant::now();
     let _serial = env.pull_lock.lock().await;
     emit("Normal", "Pulling", format!("Pulling image {image:?}"));
-    match env.puller.pull(image, &RegistryAuth::Anonymous).await {
+    let secrets = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.clone())
+        .unwrap_or_default();
+    let auths = if secrets.is_empty() {
+        vec![RegistryAuth::Anonymous]
+    } else {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        super::pull_secrets::for_pull(&env.client, namespace, &secrets, reference.registry()).await
+    };
+    // Each credential in turn (kubelet's order), anonymous last; the last failure is the one told.
+    let mut pulled = Err(None);
+    for auth in &auths {
+        match env.puller.pull(image, auth).await {
+            Ok(p) => {
+                pulled = Ok(p);
+                break;
+            }
+            Err(e) => pulled = Err(Some(e)),
+        }
+    }
+    match pulled {
         Ok(p) => {
             emit(
                 "Normal",
@@ -1307,13 +1330,14 @@ async fn ensure_image(
             Ok(p.image)
         }
         Err(e) => {
+            let e = e.map_or_else(|| "no credentials to try".to_string(), |e| e.to_string());
             emit(
                 "Warning",
                 "Failed",
                 format!("Failed to pull image {image:?}: {e}"),
             );
             emit("Warning", "Failed", "Error: ErrImagePull".into());
-            Err(("ErrImagePull".into(), e.to_string()))
+            Err(("ErrImagePull".into(), e))
         }
     }
 }

@@ -71,8 +71,24 @@ pub fn normalise(image: &str) -> Result<Reference, PullError> {
 /// Pulls images into one store.
 #[derive(Clone)]
 pub struct Puller {
+    /// For anonymous pulls: its cached registry tokens are anyone's to use.
     client: Client,
+    insecure: Vec<String>,
     store: Arc<ImageStore>,
+}
+
+fn client_config(insecure: &[String]) -> ClientConfig {
+    ClientConfig {
+        protocol: if insecure.is_empty() {
+            ClientProtocol::Https
+        } else {
+            ClientProtocol::HttpsExcept(insecure.to_vec())
+        },
+        platform_resolver: Some(Box::new(current_platform_resolver)),
+        connect_timeout: Some(Duration::from_secs(10)),
+        read_timeout: Some(Duration::from_secs(60)),
+        ..ClientConfig::default()
+    }
 }
 
 impl Puller {
@@ -81,19 +97,9 @@ impl Puller {
     pub fn new(store: Arc<ImageStore>, insecure: &[String]) -> Self {
         // reqwest is built without a default crypto provider: use ring, as the agent's API client does.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let config = ClientConfig {
-            protocol: if insecure.is_empty() {
-                ClientProtocol::Https
-            } else {
-                ClientProtocol::HttpsExcept(insecure.to_vec())
-            },
-            platform_resolver: Some(Box::new(current_platform_resolver)),
-            connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: Some(Duration::from_secs(60)),
-            ..ClientConfig::default()
-        };
         Puller {
-            client: Client::new(config),
+            client: Client::new(client_config(insecure)),
+            insecure: insecure.to_vec(),
             store,
         }
     }
@@ -116,8 +122,13 @@ impl Puller {
             image: name.clone(),
             source,
         };
-        let (manifest, manifest_digest, config_json) = self
-            .client
+        // A pull with credentials gets a client of its own: oci-client keeps the first credential it
+        // saw per registry, which must neither leak to other pods nor shadow the next credential.
+        let client = match auth {
+            RegistryAuth::Anonymous => self.client.clone(),
+            _ => Client::new(client_config(&self.insecure)),
+        };
+        let (manifest, manifest_digest, config_json) = client
             .pull_manifest_and_config(&reference, auth)
             .await
             .map_err(registry)?;
@@ -139,7 +150,7 @@ impl Puller {
                 continue;
             }
             if !self.store.has_blob(&layer.digest) {
-                downloaded += self.fetch_blob(&reference, layer).await?;
+                downloaded += self.fetch_blob(&client, &reference, layer).await?;
             }
             let store = Arc::clone(&self.store);
             let digest = layer.digest.clone();
@@ -177,7 +188,12 @@ impl Puller {
     }
 
     /// Downloads one blob into the store (verified by `oci-client` as it streams); returns its size.
-    async fn fetch_blob(&self, reference: &Reference, layer: &OciDescriptor) -> Result<u64, PullError> {
+    async fn fetch_blob(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        layer: &OciDescriptor,
+    ) -> Result<u64, PullError> {
         let name = reference.whole();
         let store_err = |source| PullError::Store {
             image: name.clone(),
@@ -190,7 +206,7 @@ impl Puller {
                 source,
             })
         })?;
-        let result = self.client.pull_blob(reference, layer, file).await;
+        let result = client.pull_blob(reference, layer, file).await;
         if let Err(source) = result {
             let _ = tokio::fs::remove_file(&temp).await;
             return Err(PullError::Registry {
