@@ -66,6 +66,15 @@ pub struct KubeletApi {
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// A request header as text ("" when absent or not text).
+fn header_value(req: &Request<Incoming>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.into())).boxed_unsync());
     *r.status_mut() = status;
@@ -179,13 +188,7 @@ impl KubeletApi {
 
     /// `kubectl port-forward`: the WebSocket or SPDY upgrade, then [`portforward::session`].
     async fn port_forward(&self, mut req: Request<Incoming>, namespace: &str, pod: &str) -> Response<Body> {
-        let header = |name: &str| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string()
-        };
+        let header = |name: &str| header_value(&req, name);
         let upgrade = header("upgrade");
         let offers = |name: &str, wanted: &str| {
             header(name)
@@ -307,13 +310,7 @@ impl KubeletApi {
             Ok(o) => o,
             Err(e) => return text(StatusCode::BAD_REQUEST, e),
         };
-        let header = |name: &str| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string()
-        };
+        let header = |name: &str| header_value(&req, name);
         if !header("upgrade").eq_ignore_ascii_case("websocket") {
             return text(
                 StatusCode::BAD_REQUEST,
