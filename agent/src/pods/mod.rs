@@ -6,6 +6,7 @@
 //! - [`status`]: the pod status kubelet would report (pure).
 //! - [`worker`]: one pod's lifecycle.
 //! - [`exits`]: container exits as the shims record them (workers sleep between events).
+//! - [`grpc_probe`]: the gRPC health check of `grpc` probes.
 //! - [`probes`], [`hooks`]: startup/liveness/readiness probes; postStart/preStop hooks, stop signal.
 //! - [`volumes`], [`host_path`]: configMap/secret/downwardAPI files; hostPath types.
 //! - [`pull_secrets`]: registry credentials from `imagePullSecrets`.
@@ -13,6 +14,7 @@
 //! - [`logs`]: the CRI log files, read as `kubectl logs` asks.
 
 pub mod exits;
+pub mod grpc_probe;
 pub mod hooks;
 pub mod host_path;
 pub mod logs;

@@ -1,7 +1,7 @@
 //! Container probes as kubelet runs them: startup, liveness and readiness, each `exec` (a command in
 //! the container through `runc exec`), `httpGet` (2xx and 3xx succeed) or `tcpSocket` (a connection
-//! succeeds), with their initial delay, period, timeout and success/failure thresholds. `grpc` probes
-//! are reported as failing with a message (not implemented yet).
+//! succeeds) or `grpc` (the gRPC health check, [`super::grpc_probe`]), with their initial delay,
+//! period, timeout and success/failure thresholds.
 //!
 //! A container without a readiness probe is ready once running (and started); with one, only after it
 //! succeeds. A liveness or startup probe that reaches its failure threshold gets the container killed,
@@ -204,8 +204,11 @@ async fn check(
     if let Some(tcp) = &probe.tcp_socket {
         return tcp_socket_action(tcp, pod_ip, c, timeout).await;
     }
-    if probe.grpc.is_some() {
-        return Err("grpc probes are not supported by berth yet".into());
+    if let Some(grpc) = &probe.grpc {
+        let port = u16::try_from(grpc.port).map_err(|_| format!("invalid grpc port {}", grpc.port))?;
+        let ip: std::net::IpAddr = pod_ip.parse().map_err(|_| format!("pod address {pod_ip:?}"))?;
+        let service = grpc.service.as_deref().unwrap_or_default();
+        return super::grpc_probe::check(std::net::SocketAddr::new(ip, port), service, timeout).await;
     }
     Err("the probe has no handler".into())
 }
