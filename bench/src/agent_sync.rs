@@ -286,12 +286,17 @@ fn measure_changes(kubeconfig: &Path, pins: &PinDir, cfg: &AgentSyncConfig) -> R
 }
 
 pub(crate) fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/status")))?;
-    let kib: f64 = status
+    proc_mib(pid, "status", "VmRSS:")
+}
+
+/// A `KEY: N kB` line of `/proc/PID/FILE`, in MiB.
+pub(crate) fn proc_mib(pid: u32, file: &str, key: &str) -> Result<f64> {
+    let text = std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/{file}")))?;
+    let kib: f64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))?;
+        .ok_or_else(|| anyhow!("no {key} in /proc/{pid}/{file}"))?;
     Ok(kib / 1024.0)
 }

@@ -220,14 +220,7 @@ fn shim_pids() -> Vec<u32> {
 /// Proportional set size: resident pages, shared ones divided among the processes mapping them (the
 /// shims share the agent binary's pages, which resident size counts in full in each).
 fn pss_mib(pid: u32) -> Result<f64> {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    let kib: f64 = rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no Pss for pid {pid}"))?;
-    Ok(kib / 1024.0)
+    crate::agent_sync::proc_mib(pid, "smaps_rollup", "Pss:")
 }
 
 /// Runs the benchmark; one table.

@@ -129,6 +129,21 @@ fn http_error(address: &str) -> impl Fn(&dyn std::fmt::Display) -> KubeletError 
     }
 }
 
+/// An HTTP/1 connection to the agent at `address`, driven in the background (upgrades allowed).
+async fn open(
+    config: Arc<rustls::ClientConfig>,
+    address: &str,
+) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, KubeletError> {
+    let tls = connect(config, address).await?;
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| http_error(address)(&e))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(send)
+}
+
 /// GETs `path_and_query` from the agent at `address` (`host:port`); the answer's body streams as the
 /// agent sends it.
 pub async fn get(
@@ -137,13 +152,7 @@ pub async fn get(
     path_and_query: &str,
 ) -> Result<Response<BoxBody<Bytes, hyper::Error>>, KubeletError> {
     let http_err = http_error(address);
-    let tls = connect(config, address).await?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .map_err(|e| http_err(&e))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut send = open(config, address).await?;
     let req = Request::get(path_and_query)
         .header("host", address)
         .body(Empty::<Bytes>::new())
@@ -172,13 +181,7 @@ pub async fn upgrade(
     mut client: Request<hyper::body::Incoming>,
 ) -> Result<Response<BoxBody<Bytes, hyper::Error>>, KubeletError> {
     let http_err = http_error(address);
-    let tls = connect(config, address).await?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .map_err(|e| http_err(&e))?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
+    let mut send = open(config, address).await?;
     let mut req = Request::get(path_and_query).header("host", address);
     for name in UPGRADE_HEADERS {
         for value in client.headers().get_all(*name) {

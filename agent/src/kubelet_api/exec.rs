@@ -92,29 +92,10 @@ fn terminal_size(json: &[u8]) -> Option<(u16, u16)> {
 
 /// `%XX` and `+` decoded (query values).
 fn percent_decode(v: &str) -> Result<String, String> {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = v
-                    .get(i + 1..i + 3)
-                    .ok_or_else(|| format!("bad escape in {v:?}"))?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad escape in {v:?}"))?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{v:?} is not UTF-8"))
+    percent_encoding::percent_decode_str(&v.replace('+', " "))
+        .decode_utf8()
+        .map(|d| d.into_owned())
+        .map_err(|_| format!("{v:?} is not UTF-8"))
 }
 
 /// The `Status` on the error channel for an exit code (kubelet's wording, which kubectl reads).
