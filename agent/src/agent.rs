@@ -135,6 +135,8 @@ pub struct PodsConfig {
     pub log_dir: PathBuf,
     /// cgroup parent of all pods (`/`).
     pub cgroup_root: String,
+    /// Processes allowed per pod (None: unlimited).
+    pub pod_max_pids: Option<i64>,
     /// When container logs are rotated.
     pub log_rotation: berth_runtime::shim::LogRotation,
     /// Registries reached over plain HTTP (`host:port`).
@@ -156,6 +158,7 @@ fn pod_env(cfg: &AgentConfig, p: &PodsConfig, client: kube::Client) -> Result<Po
         pods_dir: cfg.state_dir.join("pods"),
         log_dir: p.log_dir.clone(),
         cgroup_root: p.cgroup_root.clone(),
+        pod_max_pids: p.pod_max_pids,
         cluster_dns: p.cluster_dns.clone(),
         cluster_domain: p.cluster_domain.clone(),
         engine: Engine {

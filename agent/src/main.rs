@@ -209,6 +209,9 @@ struct RunArgs {
     /// cgroup parent of every pod (kubelet's --cgroup-root), in each cgroup hierarchy.
     #[arg(long, default_value = "/")]
     cgroup_root: String,
+    /// Processes allowed in one pod's cgroup (kubelet's --pod-max-pids); -1 is unlimited.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pod_max_pids: i64,
     /// A container's log is rotated at this size (kubelet's --container-log-max-size): bytes or a
     /// quantity such as 10Mi; 0 never rotates.
     #[arg(long, default_value = "10Mi", value_parser = parse_bytes)]
@@ -375,6 +378,7 @@ fn real_main() -> anyhow::Result<()> {
                     pods: a.run_pods.then(|| agent::PodsConfig {
                         log_dir: a.pod_log_dir.clone(),
                         cgroup_root: a.cgroup_root.clone(),
+                        pod_max_pids: (a.pod_max_pids > 0).then_some(a.pod_max_pids),
                         log_rotation: berth_runtime::shim::LogRotation {
                             max_size: a.container_log_max_size,
                             max_files: a.container_log_max_files as usize,

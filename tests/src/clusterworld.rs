@@ -366,6 +366,15 @@ impl ClusterWorld {
         Ok(())
     }
 
+    /// Directory `path` (below the node's `--cgroup-root`) of node `i`'s cgroups in the v1
+    /// hierarchy of `controller`.
+    pub fn node_cgroup(&self, i: u8, controller: &str, path: &str) -> PathBuf {
+        PathBuf::from(format!(
+            "/sys/fs/cgroup/{controller}{}/node{i}/{path}",
+            self.bed.cgroup_parent()
+        ))
+    }
+
     /// The `run` arguments of node `i`'s agent, joining with the printed command's flags.
     pub fn join_args(&mut self, i: u8) -> Result<Vec<String>, BedError> {
         let join = self.cp.join_command()?;
@@ -398,6 +407,8 @@ impl ClusterWorld {
                 &n.state.join("logs").display().to_string(),
                 "--cgroup-root",
                 &cgroup_root,
+                "--pod-max-pids",
+                "256",
                 "--insecure-registry",
                 &format!("{CP_IP}:{REGISTRY_PORT}"),
                 "--insecure-registry",

@@ -413,6 +413,14 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: sized, namespace: default}}
+spec:
+  containers:
+  - {{name: a, image: "{image}", command: [sleep, "3600"], resources: {{requests: {{cpu: 250m}}, limits: {{cpu: 500m, memory: 64Mi}}}}}}
+  - {{name: b, image: "{image}", command: [sleep, "3600"], resources: {{requests: {{cpu: 100m}}, limits: {{cpu: 300m, memory: 32Mi}}}}}}
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: crashy, namespace: default}}
 spec:
   containers: [{{name: c, image: "{image}", command: [sh, -c, "echo boom; exit 3"]}}]
@@ -496,6 +504,67 @@ spec:
     assert_eq!(term["reason"], "OOMKilled", "{hungry}");
     assert_eq!(term["exitCode"], 137, "{hungry}");
     assert_eq!(hungry["status"]["qosClass"], "Burstable", "{hungry}");
+
+    // The pod's own cgroup below its QoS parent holds the sums of its containers' limits and the
+    // node's pids limit; the containers' cgroups are below it; it goes with the pod.
+    wait_for("sized running", Duration::from_secs(30), || {
+        pod_json(&world, "sized")["status"]["phase"] == "Running"
+    });
+    let uid = pod_json(&world, "sized")["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let pod_cgroup = format!("kubepods/burstable/pod{uid}");
+    let read = |controller: &str, file: &str| {
+        let path = world.node_cgroup(1, controller, &pod_cgroup).join(file);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("memory", "memory.limit_in_bytes"), (96u64 << 20).to_string());
+    assert_eq!(read("cpu", "cpu.shares"), "358", "350m requested");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "80000", "800m limit");
+    assert_eq!(read("pids", "pids.max"), "256", "--pod-max-pids");
+    let containers = std::fs::read_dir(world.node_cgroup(1, "memory", &pod_cgroup))
+        .expect("pod cgroup")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .count();
+    assert_eq!(containers, 2, "one cgroup per container below the pod's");
+    assert_eq!(
+        std::fs::read_to_string(
+            world
+                .node_cgroup(1, "cpu", "kubepods/besteffort")
+                .join("cpu.shares")
+        )
+        .unwrap_or_default()
+        .trim(),
+        "2"
+    );
+    let burstable = || {
+        std::fs::read_to_string(
+            world
+                .node_cgroup(1, "cpu", "kubepods/burstable")
+                .join("cpu.shares"),
+        )
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+    };
+    assert_eq!(burstable(), "358", "the Burstable pods' requests");
+    world
+        .cp
+        .kubectl(&["delete", "pod", "sized", "--wait=true"])
+        .expect("delete");
+    wait_for("sized's cgroup removed", Duration::from_secs(10), || {
+        !world.node_cgroup(1, "memory", &pod_cgroup).exists()
+    });
+    wait_for(
+        "burstable weight back to the minimum",
+        Duration::from_secs(10),
+        || burstable() == "2",
+    );
 }
 
 /// The Ready condition of pod `name`.

@@ -35,7 +35,7 @@ use std::{
 use berth_runtime::{container::Engine, image::Puller};
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::{Mutex, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::source::Feed;
 
@@ -52,6 +52,8 @@ pub struct PodEnv {
     pub log_dir: PathBuf,
     /// cgroup parent of all pods (kubelet's `--cgroup-root`).
     pub cgroup_root: String,
+    /// Processes allowed in one pod's cgroup (kubelet's `--pod-max-pids`; None: unlimited).
+    pub pod_max_pids: Option<i64>,
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
     pub engine: Engine,
@@ -65,6 +67,38 @@ pub struct PodEnv {
     pub exits: Option<exits::ExitWatcher>,
 }
 
+impl PodEnv {
+    /// `path` below the node's cgroup root.
+    fn cgroup(&self, path: &str) -> String {
+        format!("{}/{path}", self.cgroup_root.trim_end_matches('/'))
+    }
+
+    /// The pod's cgroup (its QoS parent's child `podUID`), which holds its containers' cgroups.
+    pub fn pod_cgroup(&self, pod: &Pod, uid: &str) -> String {
+        self.cgroup(&resources::pod_cgroup(pod, uid))
+    }
+
+    /// Every place a pod's cgroup can be (one per QoS class), for removing a pod whose spec is gone.
+    pub fn pod_cgroup_candidates(&self, uid: &str) -> [String; 3] {
+        ["", "burstable/", "besteffort/"].map(|qos| self.cgroup(&format!("kubepods/{qos}pod{uid}")))
+    }
+
+    /// Makes the QoS parents as kubelet's QoS container manager does: `kubepods` weighted by the
+    /// node's CPUs, `kubepods/besteffort` at the minimum weight, `kubepods/burstable` at the sum of
+    /// its pods' requests.
+    fn ensure_qos_parents(&self, burstable_shares: u64) -> Result<(), berth_runtime::cgroups::CgroupError> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let with_shares = |shares| berth_runtime::spec::Resources {
+            cpu_shares: Some(shares),
+            ..Default::default()
+        };
+        let cgroups = &self.engine.cgroups;
+        cgroups.ensure(&self.cgroup("kubepods"), &with_shares(cpus * 1024))?;
+        cgroups.ensure(&self.cgroup("kubepods/besteffort"), &with_shares(2))?;
+        cgroups.ensure(&self.cgroup("kubepods/burstable"), &with_shares(burstable_shares))
+    }
+}
+
 /// Keeps one worker per pod bound to this node.
 pub struct PodManager {
     pub env: Arc<PodEnv>,
@@ -75,13 +109,31 @@ impl PodManager {
     pub async fn run(self, mut pods: Feed<Pod>) {
         let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
         let mut swept = false;
+        let mut burstable_shares = None;
         loop {
             if let Some(all) = pods.snapshot() {
+                let all: Vec<Arc<Pod>> = all
+                    .into_iter()
+                    .filter(|pod| {
+                        pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                            == Some(self.env.node_name.as_str())
+                    })
+                    .collect();
+                let shares = resources::burstable_shares(all.iter().map(|p| &**p));
+                if burstable_shares != Some(shares) {
+                    burstable_shares = Some(shares);
+                    let env = Arc::clone(&self.env);
+                    match tokio::task::spawn_blocking(move || env.ensure_qos_parents(shares)).await {
+                        Ok(Err(e)) => {
+                            warn!(error = %e, "QoS cgroups not made; pods get theirs below the root")
+                        }
+                        Err(e) => warn!(error = %e, "QoS cgroup task failed"),
+                        Ok(Ok(())) => {}
+                    }
+                }
                 let mut seen = HashSet::new();
                 for pod in all {
-                    let bound_here = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
-                        == Some(self.env.node_name.as_str());
-                    let Some(uid) = pod.metadata.uid.clone().filter(|_| bound_here) else {
+                    let Some(uid) = pod.metadata.uid.clone() else {
                         continue;
                     };
                     seen.insert(uid.clone());

@@ -1,7 +1,7 @@
 //! Requests and limits as kubelet maps them onto cgroups: cpu shares from the CPU request (1024 per
-//! core, at least 2), a CFS quota from the CPU limit (per 100 ms period), the memory limit in bytes; and
-//! the pod's QoS class, which names its parent cgroup (`kubepods/`, `kubepods/burstable/`,
-//! `kubepods/besteffort/`).
+//! core, at least 2), a CFS quota from the CPU limit (per 100 ms period), the memory limit in bytes;
+//! per container, and summed per pod (kubelet's pod-level cgroup); and the pod's QoS class, which
+//! names its parent cgroup (`kubepods/`, `kubepods/burstable/`, `kubepods/besteffort/`).
 
 use std::collections::BTreeMap;
 
@@ -61,24 +61,105 @@ fn get(map: Option<&BTreeMap<String, Quantity>>, key: &str) -> Option<u128> {
     map.and_then(|m| m.get(key)).and_then(|q| milli(&q.0))
 }
 
+/// What one container asks for, in thousandths (the API server defaults a missing request to the
+/// limit).
+#[derive(Clone, Copy, Default)]
+struct Asked {
+    cpu_request: Option<u128>,
+    cpu_limit: Option<u128>,
+    memory_limit: Option<u128>,
+}
+
+impl Asked {
+    fn of(c: &Container) -> Self {
+        let r = c.resources.as_ref();
+        let (requests, limits) = (
+            r.and_then(|r| r.requests.as_ref()),
+            r.and_then(|r| r.limits.as_ref()),
+        );
+        Asked {
+            cpu_request: get(requests, "cpu").or_else(|| get(limits, "cpu")),
+            cpu_limit: get(limits, "cpu"),
+            memory_limit: get(limits, "memory"),
+        }
+    }
+
+    fn resources(self) -> Resources {
+        Resources {
+            memory_limit: self.memory_limit.map(|m| (m / 1000) as i64),
+            cpu_shares: Some(shares(self.cpu_request.unwrap_or(0))),
+            cpu_quota: self
+                .cpu_limit
+                .map(|m| ((m * u128::from(CPU_PERIOD_US) / 1000) as i64).max(1000)),
+            cpu_period: self.cpu_limit.map(|_| CPU_PERIOD_US),
+            pids_limit: None,
+        }
+    }
+}
+
+/// cpu shares for a request in millicores: 1024 per core, at least 2 (kubelet's MilliCPUToShares).
+fn shares(millicores: u128) -> u64 {
+    (millicores * 1024 / 1000).clamp(2, 262_144) as u64
+}
+
 /// The container's cgroup limits.
 pub fn container_resources(c: &Container) -> Resources {
-    let r = c.resources.as_ref();
-    let (requests, limits) = (
-        r.and_then(|r| r.requests.as_ref()),
-        r.and_then(|r| r.limits.as_ref()),
-    );
-    // The API server defaults a missing request to the limit.
-    let cpu_request = get(requests, "cpu").or_else(|| get(limits, "cpu"));
-    let cpu_limit = get(limits, "cpu");
-    let memory_limit = get(limits, "memory").map(|m| (m / 1000) as i64);
-    Resources {
-        memory_limit,
-        cpu_shares: Some(cpu_request.map_or(2, |m| (m * 1024 / 1000).max(2) as u64)),
-        cpu_quota: cpu_limit.map(|m| ((m * u128::from(CPU_PERIOD_US) / 1000) as i64).max(1000)),
-        cpu_period: cpu_limit.map(|_| CPU_PERIOD_US),
-        pids_limit: None,
+    Asked::of(c).resources()
+}
+
+/// The pod's cgroup limits, as kubelet's pod-level cgroup has them: each amount is the larger of the
+/// app containers' sum and the largest init container's (init containers run one at a time, before
+/// the others); a limit only when every container declares it; the pids limit of the node
+/// (`--pod-max-pids`). A BestEffort pod gets the minimum cpu shares.
+pub fn pod_resources(pod: &Pod, pids_limit: Option<i64>) -> Resources {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resources::default();
+    };
+    let apps: Vec<Asked> = spec.containers.iter().map(Asked::of).collect();
+    let inits: Vec<Asked> = spec.init_containers.iter().flatten().map(Asked::of).collect();
+    let all_declare = |f: fn(&Asked) -> Option<u128>| apps.iter().chain(&inits).all(|a| f(a).is_some());
+    let effective = |f: fn(&Asked) -> Option<u128>| {
+        let sum: u128 = apps.iter().filter_map(f).sum();
+        inits.iter().filter_map(f).max().unwrap_or(0).max(sum)
+    };
+    let mut pod_asked = Asked {
+        cpu_request: Some(effective(|a| a.cpu_request)),
+        cpu_limit: all_declare(|a| a.cpu_limit).then(|| effective(|a| a.cpu_limit)),
+        memory_limit: all_declare(|a| a.memory_limit).then(|| effective(|a| a.memory_limit)),
+    };
+    if qos_class(pod) == "BestEffort" {
+        pod_asked = Asked::default();
     }
+    Resources {
+        pids_limit: pids_limit.filter(|&n| n > 0),
+        ..pod_asked.resources()
+    }
+}
+
+/// The cpu shares of the `kubepods/burstable` parent: the sum of its pods' requests, as kubelet's
+/// QoS container manager keeps it, so Burstable pods together weigh what they asked for against
+/// the Guaranteed pods beside them.
+pub fn burstable_shares<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> u64 {
+    let millicores: u128 = pods
+        .into_iter()
+        .filter(|p| qos_class(p) == "Burstable")
+        .filter_map(|p| {
+            let spec = p.spec.as_ref()?;
+            let sum: u128 = spec
+                .containers
+                .iter()
+                .filter_map(|c| Asked::of(c).cpu_request)
+                .sum();
+            let init = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .filter_map(|c| Asked::of(c).cpu_request)
+                .max();
+            Some(init.unwrap_or(0).max(sum))
+        })
+        .sum();
+    shares(millicores)
 }
 
 /// The pod's QoS class: Guaranteed when every container limits CPU and memory with requests equal to
@@ -169,6 +250,54 @@ mod tests {
         assert_eq!(
             container_resources(&b.spec.as_ref().expect("spec").containers[0]).cpu_shares,
             Some(2)
+        );
+    }
+
+    #[test]
+    fn pod_limits_sum_the_containers_and_cover_the_largest_init_container() {
+        let p: Pod = serde_norway::from_str(
+            "metadata: {name: p}
+spec:
+  initContainers:
+  - {name: i, resources: {limits: {cpu: '2', memory: 32Mi}}}
+  containers:
+  - {name: a, resources: {requests: {cpu: 250m}, limits: {cpu: 500m, memory: 64Mi}}}
+  - {name: b, resources: {requests: {cpu: 100m}, limits: {cpu: 300m, memory: 32Mi}}}",
+        )
+        .expect("pod");
+        let r = pod_resources(&p, Some(1024));
+        assert_eq!(
+            r.cpu_shares,
+            Some(2048),
+            "the init container's 2 cores outweigh 350m"
+        );
+        assert_eq!(r.cpu_quota, Some(200_000));
+        assert_eq!(
+            r.memory_limit,
+            Some(96 << 20),
+            "64Mi + 32Mi over the init container's 32Mi"
+        );
+        assert_eq!(r.pids_limit, Some(1024));
+        let partial = pod(
+            "[{name: a, resources: {limits: {cpu: 500m, memory: 64Mi}}}, {name: b, resources: {requests: {cpu: 100m}}}]",
+        );
+        let r = pod_resources(&partial, None);
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.memory_limit),
+            (Some(614), None, None),
+            "b limits nothing"
+        );
+        let guaranteed = pod("[{name: c, resources: {limits: {cpu: '1', memory: 64Mi}}}]");
+        assert_eq!(
+            burstable_shares([&partial, &guaranteed, &partial]),
+            1228,
+            "Burstable pods only"
+        );
+        let r = pod_resources(&pod("[{name: c}]"), Some(-1));
+        assert_eq!(
+            (r.cpu_shares, r.pids_limit),
+            (Some(2), None),
+            "BestEffort, no pids limit"
         );
     }
 }

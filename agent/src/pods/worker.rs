@@ -307,8 +307,16 @@ impl Worker {
             .or_else(|| pod.metadata.name.clone())
             .unwrap_or_default();
         let uid = self.uid.clone();
+        let env = Arc::clone(&self.env);
         let state_dir = self.env.state_dir.clone();
+        let cgroup = self.env.pod_cgroup(pod, &uid);
+        let limits = super::resources::pod_resources(pod, self.env.pod_max_pids);
         let made = tokio::task::spawn_blocking(move || -> Result<(Sandbox, String), String> {
+            // The pod's cgroup with its summed limits; runc makes the containers' below it.
+            env.engine
+                .cgroups
+                .ensure(&cgroup, &limits)
+                .map_err(|e| e.to_string())?;
             let sandbox = Sandbox::create(&dir.join("sandbox"), &hostname).map_err(|e| e.to_string())?;
             // Adopt the address the pod already has (an agent restart): re-wiring would cut its flows.
             let subnet = Subnet::read(&state_dir).map_err(|e| e.to_string())?;
@@ -840,11 +848,7 @@ impl Worker {
             resolv_file: pod_dir.join("etc/resolv.conf"),
             hostname_file: pod_dir.join("etc/hostname"),
             volumes_dir: pod_dir.join("volumes"),
-            cgroups_path: format!(
-                "{}/{}/{id}",
-                env.cgroup_root.trim_end_matches('/'),
-                super::resources::pod_cgroup(pod, &self.uid)
-            ),
+            cgroups_path: format!("{}/{id}", env.pod_cgroup(pod, &self.uid)),
         };
         let sources = match env_sources(&env, pod, c).await {
             Ok(s) => s,
@@ -1097,6 +1101,11 @@ impl Worker {
             }
             if let Err(e) = Sandbox::at(&dir.join("sandbox")).remove() {
                 warn!(pod = %uid, error = %e, "pod sandbox not removed");
+            }
+            for cgroup in env.pod_cgroup_candidates(&uid) {
+                if let Err(e) = env.engine.cgroups.remove(&cgroup) {
+                    warn!(pod = %uid, error = %e, "pod cgroup not removed");
+                }
             }
             let _ = std::fs::remove_dir_all(&dir);
             if let Ok(entries) = std::fs::read_dir(&env.log_dir) {
