@@ -28,7 +28,7 @@ use crate::{
     lb::{LbAlgorithm, NodeInfo},
     node::{self, Health, NodeIdentity},
     overlay::publish,
-    pods::{PodEnv, PodManager},
+    pods::{PodEnv, PodManager, PodSources},
     source::{self, Inputs},
     subsystems::{
         endpoints::LocalEndpoints, interfaces::Interfaces, peers::OverlayPeers, pod_network::PodNetwork,
@@ -144,13 +144,61 @@ pub struct PodsConfig {
     /// Nameservers of `ClusterFirst` pods (kubelet's `--cluster-dns`); the node's resolver if none.
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
+    /// Static pods: Pod manifests run by this node alone (kubelet's `--pod-manifest-path`).
+    pub static_pod_dir: Option<PathBuf>,
+}
+
+/// Starts the pod manager on the API's pods bound to this node (`api`: the client and the pods
+/// feed) and the static pods directory.
+fn start_pods(
+    cfg: &AgentConfig,
+    p: &PodsConfig,
+    api: Option<(kube::Client, source::Feed<k8s_openapi::api::core::v1::Pod>)>,
+    events: Option<crate::events::EventSink>,
+) -> Result<(), AgentError> {
+    let (client, api_pods) = api.unzip();
+    let mut env = pod_env(cfg, p, client)?;
+    env.events = events;
+    env.exits = match crate::pods::exits::ExitWatcher::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "container exits not watched; pods are looked at every second");
+            None
+        }
+    };
+    let static_pods = match &p.static_pod_dir {
+        Some(dir) => Some(
+            source::static_pods::start(
+                dir.clone(),
+                cfg.node_name.clone(),
+                cfg.poll_interval.max(Duration::from_secs(1)),
+            )
+            .map_err(|e| AgentError::Source(format!("static pods {}: {e}", dir.display())))?,
+        ),
+        None => None,
+    };
+    tokio::spawn(PodManager { env: Arc::new(env) }.run(PodSources {
+        api: api_pods,
+        static_pods,
+    }));
+    Ok(())
+}
+
+/// The container engine of the configuration.
+fn engine(cfg: &AgentConfig, p: &PodsConfig) -> Result<Engine, AgentError> {
+    let shim_exe = std::env::current_exe().map_err(|e| AgentError::Source(format!("own executable: {e}")))?;
+    Ok(Engine {
+        runc: Runc::new(&cfg.state_dir.join("runc")),
+        shim_exe,
+        cgroups: Arc::from(berth_runtime::cgroups::detect()),
+        log_rotation: p.log_rotation,
+    })
 }
 
 /// What the pod workers share, from the configuration.
-fn pod_env(cfg: &AgentConfig, p: &PodsConfig, client: kube::Client) -> Result<PodEnv, AgentError> {
+fn pod_env(cfg: &AgentConfig, p: &PodsConfig, client: Option<kube::Client>) -> Result<PodEnv, AgentError> {
     let store =
         ImageStore::open(&cfg.state_dir.join("images")).map_err(|e| AgentError::Source(e.to_string()))?;
-    let shim_exe = std::env::current_exe().map_err(|e| AgentError::Source(format!("own executable: {e}")))?;
     Ok(PodEnv {
         node_name: cfg.node_name.clone(),
         node_ip: cfg.node_ips.first().map(ToString::to_string).unwrap_or_default(),
@@ -161,12 +209,7 @@ fn pod_env(cfg: &AgentConfig, p: &PodsConfig, client: kube::Client) -> Result<Po
         pod_max_pids: p.pod_max_pids,
         cluster_dns: p.cluster_dns.clone(),
         cluster_domain: p.cluster_domain.clone(),
-        engine: Engine {
-            runc: Runc::new(&cfg.state_dir.join("runc")),
-            shim_exe,
-            cgroups: Arc::from(berth_runtime::cgroups::detect()),
-            log_rotation: p.log_rotation,
-        },
+        engine: engine(cfg, p)?,
         puller: Puller::new(Arc::new(store), &p.insecure_registries),
         client,
         pull_lock: tokio::sync::Mutex::new(()),
@@ -254,8 +297,14 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
     let (pod_cidr_tx, pod_cidr_rx) = watch::channel(None);
     let mut events = None;
     let inputs: Inputs = match source {
-        Source::Manifests(dir) => source::manifests::start(dir.clone(), cfg.poll_interval)
-            .map_err(|e| AgentError::Source(format!("manifests directory {}: {e}", dir.display())))?,
+        Source::Manifests(dir) => {
+            // Standalone, the node runs its static pods only.
+            if let Some(p) = cfg.pods.as_ref().filter(|p| p.static_pod_dir.is_some()) {
+                start_pods(&cfg, p, None, None)?;
+            }
+            source::manifests::start(dir.clone(), cfg.poll_interval)
+                .map_err(|e| AgentError::Source(format!("manifests directory {}: {e}", dir.display())))?
+        }
         Source::Api(config) => {
             let client_ca = config.root_cert.clone().unwrap_or_default();
             let client = api_client::client(*config).map_err(|e| AgentError::Source(e.to_string()))?;
@@ -281,32 +330,23 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             if cfg.register_node
                 && let Some(p) = &cfg.pods
             {
-                let mut env = pod_env(&cfg, p, client.clone())?;
-                env.events = events.clone();
-                env.exits = match crate::pods::exits::ExitWatcher::new() {
-                    Ok(w) => Some(w),
-                    Err(e) => {
-                        warn!(error = %e, "container exits not watched; pods are looked at every second");
-                        None
-                    }
-                };
                 let pods = source::api::pods(client.clone(), &cfg.node_name);
                 let kubelet = KubeletApi {
                     node_name: cfg.node_name.clone(),
                     node_ips: cfg.node_ips.clone(),
                     port: u16::try_from(cfg.kubelet_port).unwrap_or(10250),
                     client_ca,
-                    log_dir: env.log_dir.clone(),
-                    pods_dir: env.pods_dir.clone(),
+                    log_dir: p.log_dir.clone(),
+                    pods_dir: cfg.state_dir.join("pods"),
                     pods: pods.store().clone(),
-                    engine: env.engine.clone(),
+                    engine: engine(&cfg, p)?,
                 };
                 tokio::spawn(async move {
                     if let Err(e) = kubelet.serve().await {
                         warn!(error = %e, "kubelet API not served: kubectl logs will fail for this node");
                     }
                 });
-                tokio::spawn(PodManager { env: Arc::new(env) }.run(pods));
+                start_pods(&cfg, p, Some((client.clone(), pods)), events.clone())?;
             }
             if let Some(c) = &cfg.certificate {
                 tokio::spawn(crate::join::keep_renewed(

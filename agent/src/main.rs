@@ -209,6 +209,10 @@ struct RunArgs {
     /// cgroup parent of every pod (kubelet's --cgroup-root), in each cgroup hierarchy.
     #[arg(long, default_value = "/")]
     cgroup_root: String,
+    /// Static pods: a directory of Pod manifests this node runs on its own (kubelet's
+    /// --pod-manifest-path), with an API server (published as mirror pods) or standalone.
+    #[arg(long)]
+    pod_manifest_path: Option<PathBuf>,
     /// Processes allowed in one pod's cgroup (kubelet's --pod-max-pids); -1 is unlimited.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pod_max_pids: i64,
@@ -386,6 +390,7 @@ fn real_main() -> anyhow::Result<()> {
                         insecure_registries: a.insecure_registries.clone(),
                         cluster_dns: a.cluster_dns.clone(),
                         cluster_domain: a.cluster_domain.clone(),
+                        static_pod_dir: a.pod_manifest_path.clone(),
                     }),
                 },
                 source,

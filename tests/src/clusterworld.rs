@@ -409,6 +409,8 @@ impl ClusterWorld {
                 &cgroup_root,
                 "--pod-max-pids",
                 "256",
+                "--pod-manifest-path",
+                &n.state.join("static-pods").display().to_string(),
                 "--insecure-registry",
                 &format!("{CP_IP}:{REGISTRY_PORT}"),
                 "--insecure-registry",

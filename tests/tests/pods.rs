@@ -871,3 +871,154 @@ fn bad_pods_get_kubelet_statuses_and_the_node_keeps_running_the_rest() {
         "the agent is alive"
     );
 }
+
+/// A static pod: run from the node's --pod-manifest-path, published as a mirror pod that kubectl
+/// shows and reads logs through; the API cannot remove it (a deleted mirror comes back); an edit
+/// replaces it; removing the file stops it.
+#[test]
+fn static_pods_run_from_the_node_directory_with_mirror_pods() {
+    let mut world = ClusterWorld::new("podstatic", 1, 0, &[]).expect("cluster");
+    let (_registry, prefix) = world.start_registry().expect("registry");
+    let image = format!("{prefix}/busybox:1.36");
+    let node = world.node(1).name.clone();
+    let dir = world.node(1).state.join("static-pods");
+    std::fs::create_dir_all(&dir).expect("static pod dir");
+    let manifest = |greeting: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, labels: {{app: static}}}}\nspec:\n  containers:\n  - name: c\n    image: \"{image}\"\n    command: [sh, -c, \"echo {greeting}; exec sleep 3600\"]\n"
+        )
+    };
+    let write = |text: String| {
+        let tmp = dir.join(".web.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, dir.join("web.yaml")).expect("rename");
+    };
+    write(manifest("first"));
+    let name = format!("web-{node}");
+    let mirror = |world: &ClusterWorld| {
+        world
+            .cp
+            .kubectl(&["get", "pod", &name, "-o", "json"])
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .unwrap_or(Value::Null)
+    };
+    wait_for("the mirror pod Running", Duration::from_secs(40), || {
+        mirror(&world)["status"]["phase"] == "Running"
+    });
+    let m = mirror(&world);
+    let hash = m["metadata"]["annotations"]["kubernetes.io/config.mirror"].clone();
+    assert!(hash.is_string(), "{m}");
+    assert_eq!(
+        m["metadata"]["annotations"]["kubernetes.io/config.source"],
+        "file"
+    );
+    assert_eq!(m["spec"]["nodeName"], node.as_str());
+    assert!(
+        m["spec"]["serviceAccountName"].is_null(),
+        "a mirror pod has no service account: {m}"
+    );
+    wait_for("kubectl logs of the static pod", Duration::from_secs(10), || {
+        world.cp.kubectl(&["logs", &name]).is_ok_and(|l| l == "first\n")
+    });
+
+    // Deleted through the API: the node puts it back; the container is not restarted.
+    let uid = m["metadata"]["uid"].clone();
+    world
+        .cp
+        .kubectl(&["delete", "pod", &name, "--wait=false"])
+        .expect("delete mirror");
+    wait_for("the mirror pod back", Duration::from_secs(20), || {
+        let m = mirror(&world);
+        m["metadata"]["uid"] != uid && m["status"]["phase"] == "Running"
+    });
+    let m = mirror(&world);
+    assert_eq!(m["status"]["containerStatuses"][0]["restartCount"], 0, "{m}");
+
+    // A node may create mirror pods of its own only.
+    let node_kubeconfig = world.node(1).state.join("kubeconfig").display().to_string();
+    let forged = world.cp.kubectl_stdin(
+        &["--kubeconfig", &node_kubeconfig, "create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: forged}\nspec: {containers: [{name: c, image: x}]}\n"),
+    );
+    let err = forged.expect_err("a node creating an ordinary pod");
+    assert!(err.to_string().contains("can only create mirror pods"), "{err}");
+
+    // Edited: a new pod replaces the old one.
+    write(manifest("second"));
+    wait_for("the edited static pod running", Duration::from_secs(40), || {
+        let m = mirror(&world);
+        m["metadata"]["annotations"]["kubernetes.io/config.mirror"] != hash
+            && m["status"]["phase"] == "Running"
+            && world.cp.kubectl(&["logs", &name]).is_ok_and(|l| l == "second\n")
+    });
+
+    // The file removed: the pod stops and its mirror goes.
+    std::fs::remove_file(dir.join("web.yaml")).expect("remove");
+    wait_for("the mirror pod gone", Duration::from_secs(40), || {
+        mirror(&world).is_null()
+    });
+    wait_for(
+        "the static pod's directory removed",
+        Duration::from_secs(20),
+        || std::fs::read_dir(world.node(1).state.join("pods")).map_or(true, |d| d.count() == 0),
+    );
+
+    // Standalone (no API server, the manifests directory as the cluster): the static pod runs and
+    // its status is written beside it.
+    world.add_node(2).expect("node 2");
+    let mut args: Vec<String> = Vec::new();
+    let mut joined = world.join_args(2).expect("args").into_iter();
+    while let Some(a) = joined.next() {
+        if matches!(a.as_str(), "--server" | "--token" | "--ca-cert-hash") {
+            joined.next();
+        } else {
+            args.push(a);
+        }
+    }
+    let state = world.node(2).state.clone();
+    let manifests = state.join("manifests");
+    std::fs::create_dir_all(&manifests).expect("manifests");
+    std::fs::create_dir_all(state.join("static-pods")).expect("static pods");
+    std::fs::write(state.join("static-pods/web.yaml"), manifest("standalone")).expect("write");
+    args.extend(
+        [
+            "--manifests",
+            &manifests.display().to_string(),
+            "--pod-cidr",
+            "10.244.200.0/24",
+        ]
+        .map(str::to_string),
+    );
+    world.start_agent(2, &args).expect("standalone agent");
+    let status = || {
+        std::fs::read_dir(state.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|d| std::fs::read(d.path().join("status.json")).ok())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    wait_for(
+        "the standalone static pod running",
+        Duration::from_secs(40),
+        || status()["phase"] == "Running",
+    );
+    let s = status();
+    assert!(
+        s["podIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.244.200.")),
+        "{s}"
+    );
+    let log = std::fs::read_dir(state.join("logs"))
+        .expect("logs")
+        .flatten()
+        .find(|d| d.file_name().to_string_lossy().starts_with("default_web-node2_"))
+        .map(|d| d.path().join("c/0.log"));
+    let log = log
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    assert!(log.contains("stdout F standalone"), "{log}");
+}

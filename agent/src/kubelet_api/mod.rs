@@ -29,7 +29,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::pods::logs::{self, LogOptions};
+use crate::{
+    pods::logs::{self, LogOptions},
+    source::static_pods,
+};
 
 pub mod exec;
 pub mod portforward;
@@ -262,7 +265,8 @@ impl KubeletApi {
             .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "building the answer\n"))
     }
 
-    /// The uid of pod `namespace/name` as the agent follows it.
+    /// The uid the node runs pod `namespace/name` under: the API's, or for a mirror pod its static
+    /// pod's (the mirror's hash).
     fn pod_uid(&self, namespace: &str, name: &str) -> Option<String> {
         self.pods
             .state()
@@ -270,7 +274,15 @@ impl KubeletApi {
             .find(|p| {
                 p.metadata.namespace.as_deref() == Some(namespace) && p.metadata.name.as_deref() == Some(name)
             })
-            .and_then(|p| p.metadata.uid.clone())
+            .and_then(|p| {
+                let mirrored = p
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(static_pods::CONFIG_MIRROR)
+                    .cloned();
+                mirrored.or_else(|| p.metadata.uid.clone())
+            })
     }
 
     /// The running instance of a container: its newest attempt, if runc runs it.

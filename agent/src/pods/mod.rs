@@ -1,4 +1,5 @@
-//! Pods: kubelet's job. The pods bound to this node (from the API) each get a [`worker::Worker`]
+//! Pods: kubelet's job. The pods bound to this node (from the API) and its static pods (from a
+//! directory, [`crate::source::static_pods`]) each get a [`worker::Worker`]
 //! task; this module keeps one worker per pod uid, hands each the latest version of its pod, and
 //! finds what earlier agents left on disk for pods that no longer exist.
 //!
@@ -12,12 +13,14 @@
 //! - [`pull_secrets`]: registry credentials from `imagePullSecrets`.
 //! - [`resources`]: requests and limits as cgroup settings, QoS class.
 //! - [`logs`]: the CRI log files, read as `kubectl logs` asks.
+//! - [`mirror`]: static pods published in the API as mirror pods.
 
 pub mod exits;
 pub mod grpc_probe;
 pub mod hooks;
 pub mod host_path;
 pub mod logs;
+pub mod mirror;
 pub mod probes;
 pub mod pull_secrets;
 pub mod resources;
@@ -37,7 +40,7 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::{Mutex, watch};
 use tracing::{info, warn};
 
-use crate::source::Feed;
+use crate::source::{Feed, static_pods};
 
 /// What every pod worker of the node shares.
 pub struct PodEnv {
@@ -58,7 +61,8 @@ pub struct PodEnv {
     pub cluster_domain: String,
     pub engine: Engine,
     pub puller: Puller,
-    pub client: kube::Client,
+    /// The API server (None: standalone, static pods only; their status goes to `UID/status.json`).
+    pub client: Option<kube::Client>,
     /// One pull at a time, as kubelet's default `serializeImagePulls`.
     pub pull_lock: Mutex<()>,
     /// Where pod Events go.
@@ -68,6 +72,13 @@ pub struct PodEnv {
 }
 
 impl PodEnv {
+    /// The API client, or why a pod cannot read API objects without one.
+    pub fn api(&self) -> Result<&kube::Client, String> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| "the node has no API server: a static pod cannot use ConfigMaps or Secrets".into())
+    }
+
     /// `path` below the node's cgroup root.
     fn cgroup(&self, path: &str) -> String {
         format!("{}/{path}", self.cgroup_root.trim_end_matches('/'))
@@ -99,26 +110,76 @@ impl PodEnv {
     }
 }
 
-/// Keeps one worker per pod bound to this node.
+/// Where the node's pods come from: the API (pods bound to the node) and the static pods directory.
+pub struct PodSources {
+    pub api: Option<Feed<Pod>>,
+    pub static_pods: Option<Feed<Pod>>,
+}
+
+/// One look at both sources.
+struct PodsSeen {
+    /// Pods to run: bound to this node in the API (mirror pods aside), and the static ones.
+    to_run: Vec<Arc<Pod>>,
+    static_pods: Vec<Arc<Pod>>,
+    /// The API's mirror pods bound to this node.
+    mirrors: Vec<Arc<Pod>>,
+}
+
+impl PodSources {
+    /// Both sources, once each has listed completely.
+    fn snapshot(&mut self, node: &str) -> Option<PodsSeen> {
+        let api = match &mut self.api {
+            Some(feed) => feed.snapshot()?,
+            None => Vec::new(),
+        };
+        let static_pods = match &mut self.static_pods {
+            Some(feed) => feed.snapshot()?,
+            None => Vec::new(),
+        };
+        let (mirrors, api): (Vec<_>, Vec<_>) = api
+            .into_iter()
+            .filter(|pod| pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+            .partition(|pod| static_pods::is_mirror(pod));
+        Some(PodsSeen {
+            to_run: api.into_iter().chain(static_pods.iter().cloned()).collect(),
+            static_pods,
+            mirrors,
+        })
+    }
+
+    /// The next change of either source.
+    async fn changed(&mut self) {
+        async fn of(feed: &mut Option<Feed<Pod>>) {
+            match feed {
+                Some(f) => f.changed().await,
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = of(&mut self.api) => {}
+            () = of(&mut self.static_pods) => {}
+        }
+    }
+}
+
+/// Keeps one worker per pod of this node.
 pub struct PodManager {
     pub env: Arc<PodEnv>,
 }
 
 impl PodManager {
     /// Runs forever.
-    pub async fn run(self, mut pods: Feed<Pod>) {
+    pub async fn run(self, mut sources: PodSources) {
         let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
         let mut swept = false;
         let mut burstable_shares = None;
+        let mut mirrors = self.env.client.clone().map(mirror::Mirrors::new);
         loop {
-            if let Some(all) = pods.snapshot() {
-                let all: Vec<Arc<Pod>> = all
-                    .into_iter()
-                    .filter(|pod| {
-                        pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
-                            == Some(self.env.node_name.as_str())
-                    })
-                    .collect();
+            if let Some(seen) = sources.snapshot(&self.env.node_name) {
+                if let Some(m) = &mut mirrors {
+                    m.reconcile(&seen.static_pods, &seen.mirrors);
+                }
+                let all = seen.to_run;
                 let shares = resources::burstable_shares(all.iter().map(|p| &**p));
                 if burstable_shares != Some(shares) {
                     burstable_shares = Some(shares);
@@ -179,7 +240,7 @@ impl PodManager {
                     }
                 }
             }
-            pods.changed().await;
+            sources.changed().await;
         }
     }
 

@@ -58,7 +58,7 @@ fn select(
 
 /// The files volume `v` should hold now; `None` if it is not a kind written here.
 pub async fn files(
-    client: &kube::Client,
+    client: Result<&kube::Client, String>,
     pod: &Pod,
     v: &Volume,
     field: impl Fn(&str) -> Result<String, String>,
@@ -66,6 +66,10 @@ pub async fn files(
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     if let Some(cm) = &v.config_map {
         let mode = cm.default_mode.map_or(0o644, |m| m as u32);
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
         return Some(match api.get_opt(&cm.name).await {
             Ok(Some(found)) => {
@@ -92,6 +96,10 @@ pub async fn files(
     if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
         let mode = s.default_mode.map_or(0o644, |m| m as u32);
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
         return Some(match api.get_opt(&name).await {
             Ok(Some(found)) => {

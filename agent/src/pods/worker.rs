@@ -29,7 +29,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::events::PodEvent;
+use crate::{events::PodEvent, source::static_pods};
 
 use super::{
     PodEnv,
@@ -389,7 +389,7 @@ impl Worker {
             {
                 failed = Some(format!("MountVolume.SetUp failed for volume {:?}: {e}", v.name));
             }
-            match super::volumes::files(&self.env.client, pod, v, field).await {
+            match super::volumes::files(self.env.api(), pod, v, field).await {
                 None => {}
                 Some(Ok(files)) => {
                     if let Err(e) = super::volumes::write(&dir.join(&v.name), &files) {
@@ -1130,13 +1130,21 @@ impl Worker {
         };
         let mut comparable = value.clone();
         strip_times(&mut comparable);
-        if self.last_reported.as_ref() == Some(&comparable) {
+        // A static pod's mirror can be replaced under it (deleted through the API, recreated with an
+        // empty status): its status is written on every pass, not only when it changed.
+        if self.last_reported.as_ref() == Some(&comparable) && !static_pods::is_static(pod) {
             return;
         }
-        let api: Api<Pod> = Api::namespaced(
-            self.env.client.clone(),
-            pod.metadata.namespace.as_deref().unwrap_or("default"),
-        );
+        let Some(client) = self.env.client.clone() else {
+            // Standalone: the status where a user (or a tool) on the node can read it.
+            let path = self.pod_dir().join("status.json");
+            match write_atomically(&path, &serde_json::to_vec_pretty(&value).unwrap_or_default()) {
+                Ok(()) => self.last_reported = Some(comparable),
+                Err(e) => warn!(pod = %name(pod), error = %e, "pod status not written"),
+            }
+            return;
+        };
+        let api: Api<Pod> = Api::namespaced(client, pod.metadata.namespace.as_deref().unwrap_or("default"));
         let patch = serde_json::json!({ "status": value });
         match api
             .patch_status(
@@ -1153,10 +1161,10 @@ impl Worker {
 
     /// The last step of a graceful deletion: the node says the pod is gone (grace 0, this uid only).
     async fn confirm_deletion(&self, pod: &Pod) {
-        let api: Api<Pod> = Api::namespaced(
-            self.env.client.clone(),
-            pod.metadata.namespace.as_deref().unwrap_or("default"),
-        );
+        let Some(client) = self.env.client.clone() else {
+            return;
+        };
+        let api: Api<Pod> = Api::namespaced(client, pod.metadata.namespace.as_deref().unwrap_or("default"));
         let params = DeleteParams {
             grace_period_seconds: Some(0),
             preconditions: Some(Preconditions {
@@ -1174,6 +1182,13 @@ impl Worker {
             Err(e) => warn!(pod = %name(pod), error = %e, "pod deletion not confirmed"),
         }
     }
+}
+
+/// Writes `path` through a temporary file and a rename, so readers see the old or the new content.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Releases instances left on disk by an earlier agent (their runc ids are in their config).
@@ -1311,7 +1326,12 @@ async fn ensure_image(
         vec![RegistryAuth::Anonymous]
     } else {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-        super::pull_secrets::for_pull(&env.client, namespace, &secrets, reference.registry()).await
+        match env.api() {
+            Ok(client) => {
+                super::pull_secrets::for_pull(client, namespace, &secrets, reference.registry()).await
+            }
+            Err(_) => vec![RegistryAuth::Anonymous],
+        }
     };
     // Each credential in turn (kubelet's order), anonymous last; the last failure is the one told.
     let mut pulled = Err(None);
@@ -1369,7 +1389,11 @@ async fn env_sources(env: &PodEnv, pod: &Pod, c: &Container) -> Result<EnvSource
         }
     }
     let mut out = EnvSources::default();
-    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), namespace);
+    if config_maps.is_empty() && secrets.is_empty() {
+        return Ok(out);
+    }
+    let client = env.api()?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     for n in config_maps {
         match cms.get_opt(&n).await {
             Ok(Some(cm)) => {
@@ -1379,7 +1403,7 @@ async fn env_sources(env: &PodEnv, pod: &Pod, c: &Container) -> Result<EnvSource
             Err(e) => return Err(format!("configmap {n:?}: {e}")),
         }
     }
-    let ss: Api<Secret> = Api::namespaced(env.client.clone(), namespace);
+    let ss: Api<Secret> = Api::namespaced(client.clone(), namespace);
     for n in secrets {
         match ss.get_opt(&n).await {
             Ok(Some(s)) => {

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::Deserialize;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -55,6 +55,9 @@ pub struct Objects {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub nodes: Vec<Node>,
+    /// Read from a static pods directory ([`super::static_pods`]); the cluster-state source ignores
+    /// them.
+    pub pods: Vec<Pod>,
 }
 
 impl Objects {
@@ -62,6 +65,7 @@ impl Objects {
         self.services.extend(other.services.iter().cloned());
         self.endpoint_slices.extend(other.endpoint_slices.iter().cloned());
         self.nodes.extend(other.nodes.iter().cloned());
+        self.pods.extend(other.pods.iter().cloned());
     }
 }
 
@@ -139,6 +143,10 @@ fn parse_value(
                 serde_norway::from_value(value).map_err(|e| err(format!("invalid Node: {e}")))?;
             node.trim();
             out.nodes.push(node);
+        }
+        ("v1", "Pod") => {
+            let pod: Pod = serde_norway::from_value(value).map_err(|e| err(format!("invalid Pod: {e}")))?;
+            out.pods.push(pod);
         }
         ("v1", "List") => {
             let items = value
@@ -263,6 +271,11 @@ impl ManifestDir {
         self.files.values().any(|f| !f.ever_parsed)
     }
 
+    /// Each file's objects, by file.
+    pub fn objects_by_file(&self) -> impl Iterator<Item = (&Path, &Objects)> {
+        self.files.iter().map(|(p, f)| (p.as_path(), &f.objects))
+    }
+
     /// All objects of all files.
     pub fn objects(&self) -> Objects {
         let mut all = Objects::default();
@@ -274,20 +287,20 @@ impl ManifestDir {
 }
 
 /// Identity of an object within its kind: (namespace, name).
-type Key = (Option<String>, String);
+pub(super) type Key = (Option<String>, String);
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
     (meta.namespace.clone(), meta.name.clone().unwrap_or_default())
 }
 
 /// What one kind's store was last told, to turn the directory's new content into events.
-struct Emitted<K: Object> {
+pub(super) struct Emitted<K: Object> {
     objects: BTreeMap<Key, K>,
     writer: FeedWriter<K>,
 }
 
 impl<K: Object + PartialEq> Emitted<K> {
-    fn new(writer: FeedWriter<K>) -> Self {
+    pub(super) fn new(writer: FeedWriter<K>) -> Self {
         Emitted {
             objects: BTreeMap::new(),
             writer,
@@ -295,7 +308,7 @@ impl<K: Object + PartialEq> Emitted<K> {
     }
 
     /// The initial list: `Init`, an `InitApply` per object, `InitDone`.
-    fn list(&mut self, objects: BTreeMap<Key, K>) {
+    pub(super) fn list(&mut self, objects: BTreeMap<Key, K>) {
         self.writer.apply(&Event::Init);
         for o in objects.values() {
             self.writer.apply(&Event::InitApply(o.clone()));
@@ -305,7 +318,7 @@ impl<K: Object + PartialEq> Emitted<K> {
     }
 
     /// `Apply` for new and changed objects, `Delete` for those gone.
-    fn update(&mut self, objects: BTreeMap<Key, K>) {
+    pub(super) fn update(&mut self, objects: BTreeMap<Key, K>) {
         for (k, o) in &objects {
             if self.objects.get(k) != Some(o) {
                 self.writer.apply(&Event::Apply(o.clone()));
@@ -320,7 +333,7 @@ impl<K: Object + PartialEq> Emitted<K> {
     }
 }
 
-fn by_key<K: kube::Resource>(objects: Vec<K>) -> BTreeMap<Key, K> {
+pub(super) fn by_key<K: kube::Resource>(objects: Vec<K>) -> BTreeMap<Key, K> {
     // A later file wins over an earlier one for the same object, as a later `kubectl apply` would.
     objects.into_iter().map(|o| (key_of(o.meta()), o)).collect()
 }

@@ -11,12 +11,15 @@
 //!
 //! - [`api`]: kube-rs watchers against an API server (berth's or any Kubernetes).
 //! - [`manifests`]: a directory of YAML manifests (standalone mode, like kubelet's static pods).
+//! - [`static_pods`]: Pod manifests of this node (kubelet's `--pod-manifest-path`), a pod store of
+//!   their own.
 //!
 //! Writes to the API (the Node, its Lease, Events) never go through an input: they have a writer of
 //! their own ([`crate::node`]).
 
 pub mod api;
 pub mod manifests;
+pub mod static_pods;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::{self, store::Writer};

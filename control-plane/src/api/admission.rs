@@ -90,8 +90,8 @@ pub fn on_create(store: &Store, r: &Resource, obj: &mut Value) -> Result<(), Api
             Ok(())
         }
         "Pod" => {
+            default_pod(obj);
             if let Some(spec) = obj.get_mut("spec") {
-                default_pod_spec(spec);
                 default_tolerations(spec);
             }
             validate_pod_spec(obj.get("spec"), "spec").into_result(r.kind, obj)?;
@@ -133,9 +133,7 @@ pub fn on_update(store: &Store, r: &Resource, old: &Value, obj: &mut Value) -> R
     }
     match r.kind {
         "Pod" => {
-            if let Some(spec) = obj.get_mut("spec") {
-                default_pod_spec(spec);
-            }
+            default_pod(obj);
             let mutable_only = |spec: Option<&Value>| {
                 let mut s = spec.cloned().unwrap_or(Value::Null);
                 for list in ["containers", "initContainers"] {
@@ -282,6 +280,28 @@ pub fn repair(store: &Store) {
 }
 
 // ---- Pods ----
+
+/// Whether `pod` is a mirror pod: a node's copy of one of its static pods.
+pub fn is_mirror_pod(pod: &Value) -> bool {
+    pod.pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+        .is_some()
+}
+
+/// Defaults of a pod's spec. A mirror pod gets no service account: kube-apiserver's ServiceAccount
+/// admission skips them (and NodeRestriction refuses one that names one).
+fn default_pod(pod: &mut Value) {
+    let mirror = is_mirror_pod(pod);
+    if let Some(spec) = pod.get_mut("spec") {
+        let named = spec.get("serviceAccountName").is_some();
+        default_pod_spec(spec);
+        if mirror
+            && !named
+            && let Some(map) = spec.as_object_mut()
+        {
+            map.remove("serviceAccountName");
+        }
+    }
+}
 
 fn default_pod_spec(spec: &mut Value) {
     default(spec, "restartPolicy", json!("Always"));

@@ -313,6 +313,8 @@ fn authorize_node(store: &Store, user: &User, node: &str, a: &Attributes<'_>) ->
             };
             match (a.verb, a.subresource) {
                 ("update" | "patch", Some("status")) | ("delete", None) => bound(),
+                // Mirror pods of its static pods only: the body is checked by `admit_node_pod`.
+                ("create", None) => true,
                 _ => false,
             }
         }
@@ -332,10 +334,118 @@ fn authorize_node(store: &Store, user: &User, node: &str, a: &Attributes<'_>) ->
     }
 }
 
+/// NodeRestriction for a pod a node creates: only a mirror pod of its own static pod, bound to it,
+/// using no Secret, ConfigMap, service account or volume claim, owned by nothing but its Node.
+pub fn admit_node_pod(user: &User, body: &[u8]) -> Result<(), ApiError> {
+    let Some(node) = user.node_name() else {
+        return Ok(());
+    };
+    let refuse = |why: String| {
+        Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!("pod is forbidden: {why}"),
+        ))
+    };
+    let Ok(pod) = serde_json::from_slice::<Value>(body) else {
+        return refuse(format!("node {node:?} must send a mirror pod as JSON"));
+    };
+    if !super::admission::is_mirror_pod(&pod) {
+        return refuse(format!(
+            "pod does not have \"kubernetes.io/config.mirror\" annotation, node {node:?} can only create mirror pods"
+        ));
+    }
+    let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+    if spec.get("nodeName").and_then(Value::as_str) != Some(node) {
+        return refuse(format!(
+            "node {node:?} can only create pods with spec.nodeName set to itself"
+        ));
+    }
+    if spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+    {
+        return refuse(format!(
+            "node {node:?} can not create pods that reference serviceaccounts"
+        ));
+    }
+    for kind in ["secrets", "configmaps"] {
+        if !references(&spec, kind).is_empty() {
+            return refuse(format!("node {node:?} can not create pods that reference {kind}"));
+        }
+    }
+    let claims = spec.get("volumes").and_then(Value::as_array).is_some_and(|vs| {
+        vs.iter()
+            .any(|v| v.get("persistentVolumeClaim").is_some() || v.get("ephemeral").is_some())
+    });
+    if claims {
+        return refuse(format!(
+            "node {node:?} can not create pods that reference persistentvolumeclaims"
+        ));
+    }
+    let foreign_owner = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|owners| {
+            owners.iter().any(|o| {
+                o.get("kind").and_then(Value::as_str) != Some("Node")
+                    || o.get("name").and_then(Value::as_str) != Some(node)
+            })
+        });
+    if foreign_owner {
+        return refuse(format!(
+            "node {node:?} can only create pods with an owner reference set to itself"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn nodes_create_only_mirror_pods_of_their_own() {
+        let node = User {
+            name: "system:node:n1".into(),
+            groups: vec!["system:nodes".into()],
+        };
+        let pod = |annotations: Value, spec: Value| {
+            serde_json::to_vec(&json!({"metadata": {"name": "p", "annotations": annotations}, "spec": spec}))
+                .expect("json")
+        };
+        let mirror = json!({"kubernetes.io/config.mirror": "abc"});
+        let mine = json!({"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]});
+        assert!(admit_node_pod(&node, &pod(mirror.clone(), mine.clone())).is_ok());
+        for (annotations, spec, why) in [
+            (json!({}), mine.clone(), "can only create mirror pods"),
+            (
+                mirror.clone(),
+                json!({"nodeName": "n2", "containers": []}),
+                "set to itself",
+            ),
+            (
+                mirror.clone(),
+                json!({"nodeName": "n1", "serviceAccountName": "admin", "containers": []}),
+                "serviceaccounts",
+            ),
+            (
+                mirror.clone(),
+                json!({"nodeName": "n1", "volumes": [{"name": "s", "secret": {"secretName": "token"}}], "containers": []}),
+                "reference secrets",
+            ),
+        ] {
+            let e = admit_node_pod(&node, &pod(annotations, spec)).expect_err(why);
+            assert_eq!(e.code, 403);
+            assert!(e.message.contains(why), "{}", e.message);
+        }
+        assert!(
+            admit_node_pod(&User::admin(), b"not json").is_ok(),
+            "others are not a node's business"
+        );
+    }
 
     #[test]
     fn pod_references() {

@@ -491,6 +491,9 @@ impl Api {
             return Err(unknown(path));
         };
         self.authorize(req, user, &target)?;
+        if target.resource.kind == "Pod" && target.name.is_none() && req.method == "POST" {
+            auth::admit_node_pod(user, req.body)?;
+        }
         // A certificate signing request records who asked for it.
         let stamped;
         let req = if target.resource.kind == "CertificateSigningRequest" && req.method == "POST" {
