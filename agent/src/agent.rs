@@ -340,6 +340,8 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
                     pods_dir: cfg.state_dir.join("pods"),
                     pods: pods.store().clone(),
                     engine: engine(&cfg, p)?,
+                    client: Some(client.clone()),
+                    state_dir: cfg.state_dir.clone(),
                 };
                 tokio::spawn(async move {
                     if let Err(e) = kubelet.serve().await {

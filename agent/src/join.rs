@@ -276,16 +276,41 @@ async fn bootstrap(
     config.auth_info.token = Some(token.to_string().into());
     config.connect_timeout = Some(Duration::from_secs(10));
     let client = Client::try_from(config).map_err(|e| unreachable_or(server_text, e))?;
-    request_certificate(client, server_text, node).await
+    request_certificate(client, server_text, node, &NodeCsr::client()).await
 }
 
 /// Submits a CertificateSigningRequest for `system:node:NODE` with a key made here, through `client`
 /// (the bootstrap token's, or the node's own when renewing), and waits for the certificate. Returns
 /// (certificate PEM, key PEM).
-async fn request_certificate(
+/// A certificate the node asks the cluster CA for, by CertificateSigningRequest.
+pub struct NodeCsr {
+    pub signer: &'static str,
+    pub usages: &'static [&'static str],
+    /// Subject alternative names (a serving certificate's names and addresses).
+    pub names: Vec<rcgen::SanType>,
+    /// The CSR's name starts with this (`node-csr`, `node-serving`), then the node and a suffix.
+    pub name_prefix: &'static str,
+}
+
+impl NodeCsr {
+    /// The node's client certificate, its identity towards the API server.
+    pub fn client() -> Self {
+        NodeCsr {
+            signer: KUBELET_CLIENT_SIGNER,
+            usages: &["digital signature", "client auth"],
+            names: Vec::new(),
+            name_prefix: "node-csr",
+        }
+    }
+}
+
+/// Submits `what` for `system:node:NODE` with a key made here and waits for the certificate:
+/// `(certificate PEM, key PEM)`.
+pub async fn request_certificate(
     client: Client,
     server_text: &str,
     node: &str,
+    what: &NodeCsr,
 ) -> Result<(String, String), JoinError> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::default();
@@ -296,9 +321,10 @@ async fn request_certificate(
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+    params.subject_alt_names = what.names.clone();
     let request = params.serialize_request(&key)?.pem()?;
     let suffix: String = ring_random_hex(4);
-    let name = format!("node-csr-{node}-{suffix}");
+    let name = format!("{}-{node}-{suffix}", what.name_prefix);
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -306,8 +332,8 @@ async fn request_certificate(
         },
         spec: CertificateSigningRequestSpec {
             request: ByteString(request.into_bytes()),
-            signer_name: KUBELET_CLIENT_SIGNER.into(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            signer_name: what.signer.into(),
+            usages: Some(what.usages.iter().map(|u| u.to_string()).collect()),
             ..CertificateSigningRequestSpec::default()
         },
         status: None,
@@ -376,12 +402,17 @@ fn write_kubeconfig(
         b64(cert_pem.as_bytes()),
         b64(key_pem.as_bytes()),
     );
-    let err = |source| JoinError::Write {
+    write_private(path, body.as_bytes()).map_err(|source| JoinError::Write {
         path: path.into(),
         source,
-    };
+    })
+}
+
+/// Writes a file only the agent may read (0600), atomically (a temporary file renamed over it), its
+/// directory made if missing: a crash leaves the old content or the new, never half of one.
+pub fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -391,15 +422,14 @@ fn write_kubeconfig(
         .mode(0o600)
         .open(&tmp)
         .and_then(|mut f| {
-            f.write_all(body.as_bytes())?;
+            f.write_all(body)?;
             f.sync_all()
         })
         .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
     }
-    Ok(())
+    written
 }
 
 /// Time left before the kubeconfig's client certificate is due for renewal (70 % of its lifetime, or
@@ -412,7 +442,14 @@ fn certificate_still_fresh(path: &Path, renew_after: Option<Duration>) -> Option
     let pem = base64::engine::general_purpose::STANDARD
         .decode(data.trim())
         .ok()?;
-    let der = x509_parser::pem::parse_x509_pem(&pem).ok()?.1.contents;
+    time_to_renewal(&pem, renew_after)
+}
+
+/// Time left before the (first) certificate of `pem` is due for renewal: at 70 % of its lifetime, as
+/// kubelet's certificate manager, or `renew_after` past its start when given; `None` when it does not
+/// parse or is due.
+pub fn time_to_renewal(pem: &[u8], renew_after: Option<Duration>) -> Option<Duration> {
+    let der = x509_parser::pem::parse_x509_pem(pem).ok()?.1.contents;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
     let from = cert.validity().not_before.timestamp();
     let until = cert.validity().not_after.timestamp();
@@ -469,7 +506,7 @@ async fn renew(path: &Path, node: &str, client: Client) -> Result<(), JoinError>
                 .trim(),
         )
         .map_err(|e| bad(&e.to_string()))?;
-    let (cert, key) = request_certificate(client, &server, node).await?;
+    let (cert, key) = request_certificate(client, &server, node, &NodeCsr::client()).await?;
     write_kubeconfig(path, &server, &ca_pem, &cert, &key)
 }
 

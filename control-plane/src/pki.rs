@@ -221,8 +221,46 @@ pub fn ensure_join_token(dir: &Path) -> Result<(String, String), PkiError> {
     Ok((id, secret))
 }
 
-/// The subject of a certificate signing request: (common name, organizations).
-pub fn csr_subject(csr_pem: &str) -> Result<(String, Vec<String>), PkiError> {
+/// The node certificates the cluster CA signs, by CSR signer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeCertificate {
+    /// `kubernetes.io/kube-apiserver-client-kubelet`: the node's identity towards the API server.
+    Client,
+    /// `kubernetes.io/kubelet-serving`: the certificate kubelet's API is served with.
+    Serving,
+}
+
+impl NodeCertificate {
+    pub fn of_signer(signer: &str) -> Option<Self> {
+        match signer {
+            "kubernetes.io/kube-apiserver-client-kubelet" => Some(Self::Client),
+            "kubernetes.io/kubelet-serving" => Some(Self::Serving),
+            _ => None,
+        }
+    }
+
+    /// The usage that makes the certificate what it is.
+    fn purpose(self) -> &'static str {
+        match self {
+            Self::Client => "client auth",
+            Self::Serving => "server auth",
+        }
+    }
+}
+
+/// What a certificate signing request asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CsrContents {
+    pub common_name: String,
+    pub organizations: Vec<String>,
+    pub dns_names: Vec<String>,
+    pub ips: Vec<std::net::IpAddr>,
+    /// Subject alternative names of other kinds (email, URI).
+    pub other_names: usize,
+}
+
+/// The subject and alternative names of `csr_pem`.
+pub fn csr_contents(csr_pem: &str) -> Result<CsrContents, PkiError> {
     let params = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
     let dn = &params.params.distinguished_name;
     let text = |v: &rcgen::DnValue| match v {
@@ -230,17 +268,78 @@ pub fn csr_subject(csr_pem: &str) -> Result<(String, Vec<String>), PkiError> {
         rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
         _ => None,
     };
-    let cn = dn.get(&DnType::CommonName).and_then(text).unwrap_or_default();
-    let orgs = dn
-        .iter()
-        .filter(|(t, _)| **t == DnType::OrganizationName)
-        .filter_map(|(_, v)| text(v))
-        .collect();
-    Ok((cn, orgs))
+    let mut out = CsrContents {
+        common_name: dn.get(&DnType::CommonName).and_then(text).unwrap_or_default(),
+        organizations: dn
+            .iter()
+            .filter(|(t, _)| **t == DnType::OrganizationName)
+            .filter_map(|(_, v)| text(v))
+            .collect(),
+        ..CsrContents::default()
+    };
+    for san in &params.params.subject_alt_names {
+        match san {
+            rcgen::SanType::DnsName(n) => out.dns_names.push(n.as_str().to_string()),
+            rcgen::SanType::IpAddress(ip) => out.ips.push(*ip),
+            _ => out.other_names += 1,
+        }
+    }
+    Ok(out)
 }
 
-/// Signs a client certificate for the subject of `csr_pem` with the CA, valid for a year.
-pub fn sign_client_csr(ca_key_pem: &str, csr_pem: &str) -> Result<String, PkiError> {
+/// Checks a node CSR as kube-controller-manager's signers do: the subject `system:node:NAME` in
+/// exactly `system:nodes`; usages among digital signature, key encipherment and the kind's own
+/// (client auth / server auth), which must be there; a client certificate names no alternative
+/// names, a serving one at least one, DNS names and IP addresses only.
+pub fn check_node_csr(kind: NodeCertificate, csr: &CsrContents, usages: &[String]) -> Result<(), PkiError> {
+    let refused = |m: String| Err(PkiError::Refused(m));
+    if csr
+        .common_name
+        .strip_prefix("system:node:")
+        .is_none_or(str::is_empty)
+    {
+        return refused(format!(
+            "subject CN {:?} is not system:node:<name>",
+            csr.common_name
+        ));
+    }
+    if csr.organizations != ["system:nodes"] {
+        return refused(format!(
+            "subject O {:?} is not exactly system:nodes",
+            csr.organizations
+        ));
+    }
+    let allowed = ["digital signature", "key encipherment", kind.purpose()];
+    if let Some(u) = usages.iter().find(|u| !allowed.contains(&u.as_str())) {
+        return refused(format!("usage {u:?} is not allowed for this signer"));
+    }
+    if !usages.iter().any(|u| u == kind.purpose()) {
+        return refused(format!("usages must include {:?}", kind.purpose()));
+    }
+    let names = csr.dns_names.len() + csr.ips.len();
+    match kind {
+        NodeCertificate::Client if names + csr.other_names > 0 => {
+            refused("a client certificate has no subject alternative names".into())
+        }
+        NodeCertificate::Serving if csr.other_names > 0 => {
+            refused("only DNS names and IP addresses may be subject alternative names".into())
+        }
+        NodeCertificate::Serving if names == 0 => {
+            refused("a serving certificate needs a DNS name or an IP address".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Signs the node certificate `csr_pem` asks for with the CA, valid for a year: after
+/// [`check_node_csr`], with the kind's extended key usage and, for serving, the requested names.
+pub fn sign_node_csr(
+    ca_key_pem: &str,
+    csr_pem: &str,
+    kind: NodeCertificate,
+    usages: &[String],
+) -> Result<String, PkiError> {
+    check_node_csr(kind, &csr_contents(csr_pem)?, usages)?;
     let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
     let now = time::OffsetDateTime::now_utc();
     csr.params.not_before = now - time::Duration::minutes(5);
@@ -250,8 +349,13 @@ pub fn sign_client_csr(ca_key_pem: &str, csr_pem: &str) -> Result<String, PkiErr
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    csr.params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    csr.params.subject_alt_names.clear();
+    csr.params.extended_key_usages = vec![match kind {
+        NodeCertificate::Client => rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        NodeCertificate::Serving => rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    }];
+    if kind == NodeCertificate::Client {
+        csr.params.subject_alt_names.clear();
+    }
     let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(ca_key_pem)?);
     Ok(csr.signed_by(&issuer)?.pem())
 }
@@ -279,4 +383,81 @@ pub fn jws_detached(token_id: &str, token_secret: &str, payload: &str) -> String
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token_secret.as_bytes());
     let signature = ring::hmac::sign(&key, signing_input.as_bytes());
     format!("{header}..{}", b64(signature.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr(cn: &str, orgs: &[&str], sans: Vec<rcgen::SanType>) -> String {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for o in orgs {
+            params.distinguished_name.push(DnType::OrganizationName, *o);
+        }
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names = sans;
+        params.serialize_request(&key).expect("csr").pem().expect("pem")
+    }
+
+    fn usages(u: &[&str]) -> Vec<String> {
+        u.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn node_signers_give_only_node_certificates_of_their_kind() {
+        let ip = rcgen::SanType::IpAddress("192.168.70.1".parse().expect("ip"));
+        let dns = rcgen::SanType::DnsName("n1".try_into().expect("dns"));
+        let node = csr("system:node:n1", &["system:nodes"], vec![]);
+        let serving = csr("system:node:n1", &["system:nodes"], vec![dns, ip]);
+        let client = usages(&["digital signature", "client auth"]);
+        let server = usages(&["digital signature", "server auth"]);
+        let check =
+            |kind, pem: &str, u: &[String]| check_node_csr(kind, &csr_contents(pem).expect("parse"), u);
+        assert!(check(NodeCertificate::Client, &node, &client).is_ok());
+        assert!(check(NodeCertificate::Serving, &serving, &server).is_ok());
+        let contents = csr_contents(&serving).expect("parse");
+        assert_eq!(contents.dns_names, ["n1"]);
+        assert_eq!(
+            contents.ips,
+            ["192.168.70.1".parse::<std::net::IpAddr>().expect("ip")]
+        );
+
+        let masters = csr("system:node:n1", &["system:masters"], vec![]);
+        let admin = csr("admin", &["system:nodes"], vec![]);
+        let both = csr("system:node:n1", &["system:nodes", "system:masters"], vec![]);
+        for (kind, pem, u, why) in [
+            (
+                NodeCertificate::Client,
+                &masters,
+                &client,
+                "not exactly system:nodes",
+            ),
+            (
+                NodeCertificate::Client,
+                &both,
+                &client,
+                "not exactly system:nodes",
+            ),
+            (NodeCertificate::Client, &admin, &client, "is not system:node:"),
+            (NodeCertificate::Client, &node, &server, "not allowed"),
+            (
+                NodeCertificate::Client,
+                &serving,
+                &client,
+                "no subject alternative names",
+            ),
+            (NodeCertificate::Serving, &node, &server, "needs a DNS name"),
+            (
+                NodeCertificate::Serving,
+                &serving,
+                &usages(&["digital signature"]),
+                "must include",
+            ),
+        ] {
+            let e = check(kind, pem, u).expect_err(why).to_string();
+            assert!(e.contains(why), "{e}");
+        }
+    }
 }

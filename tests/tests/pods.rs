@@ -256,6 +256,52 @@ fn a_deployment_runs_on_the_nodes_and_is_reached_through_its_service() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // kubelet's API is served with a certificate of the cluster CA for the node's address (a
+    // kubelet-serving CSR the control plane approved for the node's own names), which a client that
+    // verifies against the CA accepts.
+    let dir = world.cp.dir.clone();
+    for i in [1, 2] {
+        let url = format!("https://{}:10250/healthz", world.node(i).underlay);
+        let curl = |verify: &str| {
+            world
+                .cp
+                .ns
+                .command(std::path::Path::new("curl"))
+                .args(["-sS", "--max-time", "5", "--cacert", verify, "--cert"])
+                .arg(dir.join("apiserver-kubelet-client.crt"))
+                .arg("--key")
+                .arg(dir.join("apiserver-kubelet-client.key"))
+                .arg(&url)
+                .output()
+                .map(|o| {
+                    (
+                        String::from_utf8_lossy(&o.stdout).into_owned(),
+                        String::from_utf8_lossy(&o.stderr).into_owned(),
+                    )
+                })
+                .unwrap_or_default()
+        };
+        let ca = dir.join("ca.crt").display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (out, err) = curl(&ca);
+            if out == "ok" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no kubelet serving certificate of the cluster CA on node {i}: {out} {err}\n{}",
+                world.node(i).agent().log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let csrs = world.cp.kubectl(&["get", "csr"]).expect("csrs");
+    assert!(
+        csrs.contains("kubernetes.io/kubelet-serving") && csrs.contains("Approved,Issued"),
+        "{csrs}"
+    );
 }
 
 /// `kubectl port-forward` through the API server to a port the container binds to its loopback only

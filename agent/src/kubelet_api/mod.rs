@@ -6,12 +6,13 @@
 //! Only the API server may ask: clients must present a certificate of the cluster CA whose subject is
 //! the API server's kubelet client (`CN=kube-apiserver-kubelet-client`) or in `system:masters`, as
 //! kubelet with client-certificate authentication and its authorizer admits it. The serving
-//! certificate is self-signed at start (kube-apiserver does not verify it without
-//! `--kubelet-certificate-authority`; a kubelet-serving CSR is the next step).
+//! certificate comes from the cluster CA through a kubelet-serving CSR ([`serving`]); until it is
+//! signed, a self-signed one serves (kube-apiserver does not verify kubelets' certificates without
+//! `--kubelet-certificate-authority`, but metrics scrapers and `curl --cacert` do).
 
 use std::{
     convert::Infallible,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::Arc,
 };
@@ -23,7 +24,7 @@ use hyper::body::{Bytes, Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
 use kube::runtime::reflector::Store;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -36,6 +37,7 @@ use crate::{
 
 pub mod exec;
 pub mod portforward;
+pub mod serving;
 pub mod spdy;
 
 /// Errors of starting the server.
@@ -65,6 +67,10 @@ pub struct KubeletApi {
     pub pods: Store<Pod>,
     /// Runs the processes of `kubectl exec`.
     pub engine: berth_runtime::container::Engine,
+    /// Asks the cluster for the serving certificate (None: self-signed only).
+    pub client: Option<kube::Client>,
+    /// Where the serving certificate is kept.
+    pub state_dir: PathBuf,
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -85,13 +91,8 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
 }
 
 impl KubeletApi {
-    fn tls(&self) -> Result<TlsAcceptor, KubeletApiError> {
+    fn tls(&self, serving: Arc<serving::ServingCert>) -> Result<TlsAcceptor, KubeletApiError> {
         let tls = |e: &dyn std::fmt::Display| KubeletApiError::Tls(e.to_string());
-        let mut names = vec![self.node_name.clone()];
-        names.extend(self.node_ips.iter().map(ToString::to_string));
-        let serving = rcgen::generate_simple_self_signed(names).map_err(|e| tls(&e))?;
-        let cert = serving.cert.der().clone();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(serving.signing_key.serialize_der()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for ca in &self.client_ca {
@@ -107,15 +108,23 @@ impl KubeletApi {
             .with_safe_default_protocol_versions()
             .map_err(|e| tls(&e))?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![cert], key)
-            .map_err(|e| tls(&e))?;
+            .with_cert_resolver(serving);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 
     /// Binds and serves until the agent ends.
     pub async fn serve(self) -> Result<(), KubeletApiError> {
-        let acceptor = self.tls()?;
+        let names = serving::NodeNames {
+            node: self.node_name.clone(),
+            ips: self.node_ips.iter().map(|ip| IpAddr::from(*ip)).collect(),
+        };
+        let cert = Arc::new(serving::ServingCert::self_signed(&names).map_err(KubeletApiError::Tls)?);
+        if let Some(client) = self.client.clone() {
+            let file = serving::path(&self.state_dir);
+            tokio::spawn(serving::keep_current(Arc::clone(&cert), client, names, file));
+        }
+        let acceptor = self.tls(cert)?;
         let port = self.port;
         let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
             .await
@@ -275,11 +284,9 @@ impl KubeletApi {
                 p.metadata.namespace.as_deref() == Some(namespace) && p.metadata.name.as_deref() == Some(name)
             })
             .and_then(|p| {
-                let mirrored = p
-                    .metadata
-                    .annotations
-                    .as_ref()?
-                    .get(static_pods::CONFIG_MIRROR)
+                let annotations = p.metadata.annotations.as_ref();
+                let mirrored = annotations
+                    .and_then(|a| a.get(static_pods::CONFIG_MIRROR))
                     .cloned();
                 mirrored.or_else(|| p.metadata.uid.clone())
             })

@@ -133,7 +133,7 @@ pub fn all() -> Vec<Box<dyn Controller>> {
         Box::new(scheduler::Scheduler::default()),
         Box::new(endpoints::EndpointsController::default()),
         Box::new(serviceaccount::ServiceAccountController),
-        Box::new(certificates::CertificateController),
+        Box::new(certificates::CertificateController::default()),
     ]
 }
 
