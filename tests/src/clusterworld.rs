@@ -231,6 +231,33 @@ impl ControlPlane {
     }
 }
 
+/// What pods hold on a node: mounts below its state directory (root filesystems, namespace pins,
+/// volumes), pod and container cgroups, network links in its namespace (veths), allocated pod
+/// addresses, container shims, pod and log directories, runc's container states.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub mounts: usize,
+    pub cgroups: usize,
+    pub links: usize,
+    pub addresses: usize,
+    pub processes: usize,
+    pub pod_dirs: usize,
+    pub log_dirs: usize,
+    pub runc_containers: usize,
+}
+
+/// Directories below `dir`, itself included (0 if it does not exist).
+fn count_dirs(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    1 + entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| count_dirs(&e.path()))
+        .sum::<usize>()
+}
+
 /// A node: its namespace, underlay address, state directory, pods and agent.
 pub struct ClusterNode {
     pub index: u8,
@@ -364,6 +391,54 @@ impl ClusterWorld {
             agent: None,
         });
         Ok(())
+    }
+
+    /// What pods hold on node `i`, counted from the kernel and the node's state: see [`Footprint`].
+    pub fn footprint(&self, i: u8) -> Footprint {
+        let n = &self.nodes[usize::from(i) - 1];
+        let state = n.state.display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&state))
+            .count();
+        let mut cgroups = 0;
+        for controller in ["memory", "cpu", "pids"] {
+            let kubepods = self.node_cgroup(i, controller, "kubepods");
+            cgroups += count_dirs(&kubepods).saturating_sub(3); // the QoS parents stay
+        }
+        let links =
+            n.ns.ip(&["-o", "link", "show"])
+                .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+                .unwrap_or(0);
+        let addresses = std::fs::read_dir(n.state.join("ipam"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .filter(|f| f.file_name().to_string_lossy().parse::<Ipv4Addr>().is_ok())
+            .count();
+        let processes = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                cmdline.split(|b| *b == 0).any(|a| a == b"container-shim")
+                    && cmdline.windows(state.len()).any(|w| w == state.as_bytes())
+            })
+            .count();
+        let entries = |dir: PathBuf| std::fs::read_dir(dir).map_or(0, |d| d.count());
+        Footprint {
+            mounts,
+            cgroups,
+            links,
+            addresses,
+            processes,
+            pod_dirs: entries(n.state.join("pods")),
+            log_dirs: entries(n.state.join("logs")),
+            runc_containers: entries(n.state.join("runc")),
+        }
     }
 
     /// Directory `path` (below the node's `--cgroup-root`) of node `i`'s cgroups in the v1

@@ -1068,3 +1068,89 @@ fn static_pods_run_from_the_node_directory_with_mirror_pods() {
         .unwrap_or_default();
     assert!(log.contains("stdout F standalone"), "{log}");
 }
+
+/// A hundred pods created and deleted, ten at a time, with what pods hold (an init container, two
+/// containers, an emptyDir in memory, a configMap volume): afterwards the node holds what it held
+/// before: no mount, cgroup, veth, address, shim, runc state, pod or log directory left.
+#[test]
+fn a_hundred_pods_created_and_deleted_leave_nothing_behind() {
+    let mut world = ClusterWorld::new("podleak", 1, 0, &[]).expect("cluster");
+    let (_registry, prefix) = world.start_registry().expect("registry");
+    let image = format!("{prefix}/busybox:1.36");
+    world
+        .cp
+        .apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, namespace: default}\ndata: {a: b}\n")
+        .expect("configmap");
+    let before = world.footprint(1);
+    for round in 0..10 {
+        let pods: String = (0..10)
+            .map(|j| {
+                format!(
+                    r#"---
+apiVersion: v1
+kind: Pod
+metadata: {{name: cycle-{round}-{j}, namespace: default, labels: {{round: "r{round}"}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: scratch, emptyDir: {{medium: Memory}}}}, {{name: cfg, configMap: {{name: cfg}}}}]
+  initContainers: [{{name: init, image: "{image}", command: ["true"]}}]
+  containers:
+  - {{name: a, image: "{image}", command: [sleep, "3600"], volumeMounts: [{{name: scratch, mountPath: /scratch}}, {{name: cfg, mountPath: /cfg}}]}}
+  - {{name: b, image: "{image}", command: [sleep, "3600"], resources: {{limits: {{memory: 32Mi}}}}}}
+"#
+                )
+            })
+            .collect();
+        world.cp.apply(&pods).expect("apply");
+        let selector = format!("round=r{round}");
+        wait_for("ten pods Running", Duration::from_secs(60), || {
+            let out = world
+                .cp
+                .kubectl(&[
+                    "get",
+                    "pods",
+                    "-l",
+                    &selector,
+                    "-o",
+                    "jsonpath={.items[*].status.phase}",
+                ])
+                .unwrap_or_default();
+            out.split_whitespace().filter(|p| *p == "Running").count() == 10
+        });
+        if round == 0 {
+            // Every count sees what running pods hold, or its staying put afterwards proves nothing.
+            let during = world.footprint(1);
+            let grew = [
+                (during.mounts, before.mounts),
+                (during.cgroups, before.cgroups),
+                (during.links, before.links),
+                (during.addresses, before.addresses),
+                (during.processes, before.processes),
+                (during.pod_dirs, before.pod_dirs),
+                (during.log_dirs, before.log_dirs),
+                (during.runc_containers, before.runc_containers),
+            ];
+            assert!(
+                grew.iter().all(|(d, b)| d > b),
+                "before {before:?}\nduring {during:?}"
+            );
+        }
+        world
+            .cp
+            .kubectl(&["delete", "pods", "-l", &selector, "--wait=true", "--timeout=60s"])
+            .expect("delete");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = world.footprint(1);
+        if after == before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind after 100 pods:\nbefore {before:?}\nafter  {after:?}\n{}",
+            world.node(1).agent().log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
