@@ -155,10 +155,12 @@ fn start_pods(
     p: &PodsConfig,
     api: Option<(kube::Client, source::Feed<k8s_openapi::api::core::v1::Pod>)>,
     events: Option<crate::events::EventSink>,
+    services: source::Store<crate::model::Service>,
 ) -> Result<(), AgentError> {
     let (client, api_pods) = api.unzip();
     let mut env = pod_env(cfg, p, client)?;
     env.events = events;
+    env.services = Some(services);
     env.exits = match crate::pods::exits::ExitWatcher::new() {
         Ok(w) => Some(w),
         Err(e) => {
@@ -215,6 +217,7 @@ fn pod_env(cfg: &AgentConfig, p: &PodsConfig, client: Option<kube::Client>) -> R
         pull_lock: tokio::sync::Mutex::new(()),
         events: None,
         exits: None,
+        services: None,
     })
 }
 
@@ -299,11 +302,12 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
     let inputs: Inputs = match source {
         Source::Manifests(dir) => {
             // Standalone, the node runs its static pods only.
+            let inputs = source::manifests::start(dir.clone(), cfg.poll_interval)
+                .map_err(|e| AgentError::Source(format!("manifests directory {}: {e}", dir.display())))?;
             if let Some(p) = cfg.pods.as_ref().filter(|p| p.static_pod_dir.is_some()) {
-                start_pods(&cfg, p, None, None)?;
+                start_pods(&cfg, p, None, None, inputs.services.store().clone())?;
             }
-            source::manifests::start(dir.clone(), cfg.poll_interval)
-                .map_err(|e| AgentError::Source(format!("manifests directory {}: {e}", dir.display())))?
+            inputs
         }
         Source::Api(config) => {
             let client_ca = config.root_cert.clone().unwrap_or_default();
@@ -327,6 +331,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
                 info!("not registering the node (kube-proxy replacement: kubelet owns the Node)");
             }
             events = Some(crate::events::start(client.clone(), cfg.node_name.clone()));
+            let inputs = source::api::start(client.clone());
             if cfg.register_node
                 && let Some(p) = &cfg.pods
             {
@@ -348,7 +353,13 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
                         warn!(error = %e, "kubelet API not served: kubectl logs will fail for this node");
                     }
                 });
-                start_pods(&cfg, p, Some((client.clone(), pods)), events.clone())?;
+                start_pods(
+                    &cfg,
+                    p,
+                    Some((client.clone(), pods)),
+                    events.clone(),
+                    inputs.services.store().clone(),
+                )?;
             }
             if let Some(c) = &cfg.certificate {
                 tokio::spawn(crate::join::keep_renewed(
@@ -358,7 +369,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
                     client.clone(),
                 ));
             }
-            source::api::start(client)
+            inputs
         }
     };
 

@@ -453,7 +453,7 @@ spec:
   containers:
   - name: c
     image: "{image}"
-    command: [sh, -c, "cat /cfg/greeting; cat /info/labels; echo $PASSWORD; touch /cfg/x || echo read-only"]
+    command: [sh, -c, "cat /cfg/greeting; cat /info/labels; echo $PASSWORD; echo api=$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT; touch /cfg/x || echo read-only"]
     env: [{{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}]
     volumeMounts: [{{name: cfg, mountPath: /cfg}}, {{name: info, mountPath: /info}}]
 ---
@@ -531,7 +531,14 @@ spec:
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = world.cp.kubectl(&["logs", "configured"]).expect("logs");
+    // Service links: the API server's Service, as kubelet gives every container.
+    let api_ip = world
+        .cp
+        .kubectl(&["get", "service", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"])
+        .expect("kubernetes service");
+    let api_link = format!("api={api_ip}:443");
     for want in [
+        api_link.as_str(),
         "hello-from-configmaptier=\"web\"",
         "hunter2",
         "Read-only file system",

@@ -69,6 +69,8 @@ pub struct PodEnv {
     pub events: Option<crate::events::EventSink>,
     /// Wakes workers when containers exit (None: inotify unavailable; workers look every second).
     pub exits: Option<exits::ExitWatcher>,
+    /// The Services the data plane follows, for containers' service link variables.
+    pub services: Option<crate::source::Store<crate::model::Service>>,
 }
 
 impl PodEnv {

@@ -54,6 +54,70 @@ pub enum TranslateError {
 pub struct EnvSources {
     pub config_maps: HashMap<String, BTreeMap<String, String>>,
     pub secrets: HashMap<String, BTreeMap<String, String>>,
+    /// The service link variables ([`service_links`]).
+    pub services: Vec<(String, String)>,
+}
+
+/// The Docker-links-style variables kubelet gives every container for the Services of its
+/// namespace (`enableServiceLinks`, default true) and, always, for the `kubernetes` Service of the
+/// `default` namespace: `NAME_SERVICE_HOST`, `NAME_SERVICE_PORT[_PORTNAME]`, `NAME_PORT` and
+/// `NAME_PORT_PORT_PROTO[_PROTO|_PORT|_ADDR]`, NAME upper-cased with `-` as `_`. Services without a
+/// cluster IP (headless, ExternalName) have none. Sorted by Service name, so a restart sees the same.
+pub fn service_links<'a>(
+    services: impl IntoIterator<Item = &'a crate::model::Service>,
+    namespace: &str,
+    enable: bool,
+) -> Vec<(String, String)> {
+    let mut chosen: BTreeMap<String, &crate::model::Service> = BTreeMap::new();
+    for svc in services {
+        let (ns, name) = (
+            svc.metadata.namespace.as_deref().unwrap_or_default(),
+            svc.metadata.name.as_deref().unwrap_or_default(),
+        );
+        let wanted = (enable && ns == namespace) || (ns == "default" && name == "kubernetes");
+        // The namespace's own Service wins over default/kubernetes of the same name.
+        if wanted && (ns == namespace || !chosen.contains_key(name)) {
+            chosen.insert(name.to_string(), svc);
+        }
+    }
+    let mut env = Vec::new();
+    for (name, svc) in chosen {
+        let Some(spec) = &svc.spec else { continue };
+        let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+        else {
+            continue;
+        };
+        let ports = spec.ports.clone().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        let prefix = name.to_uppercase().replace('-', "_");
+        env.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+        env.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        for p in &ports {
+            if let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                let port_name = port_name.to_uppercase().replace('-', "_");
+                env.push((format!("{prefix}_SERVICE_PORT_{port_name}"), p.port.to_string()));
+            }
+        }
+        let proto = |p: &crate::model::ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        env.push((
+            format!("{prefix}_PORT"),
+            format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port),
+        ));
+        for p in &ports {
+            let base = format!("{prefix}_PORT_{}_{}", p.port, proto(p).to_uppercase());
+            env.push((
+                base.clone(),
+                format!("{}://{ip}:{}", proto(p).to_lowercase(), p.port),
+            ));
+            env.push((format!("{base}_PROTO"), proto(p).to_lowercase()));
+            env.push((format!("{base}_PORT"), p.port.to_string()));
+            env.push((format!("{base}_ADDR"), ip.to_string()));
+        }
+    }
+    env
 }
 
 /// What the pod's sandbox gives every container.
@@ -138,7 +202,8 @@ fn bind(destination: &str, source: PathBuf, read_only: bool) -> MountSpec {
     }
 }
 
-/// The environment in order: the image's, then the container's `envFrom` and `env` (later ones win).
+/// The environment in order: the image's, the service links, then the container's `envFrom` and
+/// `env` (later ones win, as kubelet adds a service link only where the container set nothing).
 fn environment(
     pod: &Pod,
     container: &Container,
@@ -158,6 +223,9 @@ fn environment(
     for kv in &image.env {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         set(&mut env, k.into(), v.into());
+    }
+    for (k, v) in &sources.services {
+        set(&mut env, k.clone(), v.clone());
     }
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
@@ -465,6 +533,84 @@ spec:
 
     fn container(yaml: &str) -> Container {
         serde_norway::from_str(yaml).expect("container yaml")
+    }
+
+    fn service(namespace: &str, name: &str, cluster_ip: &str, ports: &str) -> crate::model::Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"clusterIP": cluster_ip, "ports": serde_json::from_str::<serde_json::Value>(ports).expect("ports")}
+        }))
+        .expect("service")
+    }
+
+    #[test]
+    fn service_links_as_kubelet_names_them() {
+        let services = [
+            service(
+                "default",
+                "kubernetes",
+                "10.96.0.1",
+                r#"[{"name": "https", "port": 443, "protocol": "TCP"}]"#,
+            ),
+            service(
+                "shop",
+                "redis-main",
+                "10.96.0.20",
+                r#"[{"name": "db", "port": 6379, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]"#,
+            ),
+            service("shop", "headless", "None", r#"[{"port": 80}]"#),
+            service("other", "web", "10.96.0.30", r#"[{"port": 80}]"#),
+        ];
+        let env: BTreeMap<String, String> = service_links(&services, "shop", true).into_iter().collect();
+        let want = [
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "443"),
+            ("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+            ("KUBERNETES_PORT", "tcp://10.96.0.1:443"),
+            ("KUBERNETES_PORT_443_TCP_ADDR", "10.96.0.1"),
+            ("REDIS_MAIN_SERVICE_HOST", "10.96.0.20"),
+            ("REDIS_MAIN_SERVICE_PORT", "6379"),
+            ("REDIS_MAIN_SERVICE_PORT_DB", "6379"),
+            ("REDIS_MAIN_PORT", "tcp://10.96.0.20:6379"),
+            ("REDIS_MAIN_PORT_6379_TCP", "tcp://10.96.0.20:6379"),
+            ("REDIS_MAIN_PORT_6379_TCP_PROTO", "tcp"),
+            ("REDIS_MAIN_PORT_6379_TCP_PORT", "6379"),
+            ("REDIS_MAIN_PORT_53_UDP", "udp://10.96.0.20:53"),
+        ];
+        for (k, v) in want {
+            assert_eq!(env.get(k).map(String::as_str), Some(v), "{k} in {env:?}");
+        }
+        assert!(
+            !env.keys()
+                .any(|k| k.starts_with("HEADLESS_") || k.starts_with("WEB_")),
+            "{env:?}"
+        );
+        let off: Vec<String> = service_links(&services, "shop", false)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            off.iter().all(|k| k.starts_with("KUBERNETES_")),
+            "only the API server's: {off:?}"
+        );
+        assert!(!off.is_empty());
+
+        // The container's own variables win; `$(VAR)` sees the links.
+        let c = container(
+            "{name: c, env: [{name: REDIS_MAIN_SERVICE_PORT, value: '1'}, {name: URL, value: 'redis://$(REDIS_MAIN_SERVICE_HOST)'}]}",
+        );
+        let sources = EnvSources {
+            services: service_links(&services, "shop", true),
+            ..EnvSources::default()
+        };
+        let mut p = pod("metadata: {name: p, namespace: shop}\nspec: {containers: [{name: c}]}");
+        p.metadata.namespace = Some("shop".into());
+        let env: BTreeMap<String, String> = environment(&p, &c, &image(None, None), &ctx(), &sources)
+            .expect("env")
+            .into_iter()
+            .collect();
+        assert_eq!(env["REDIS_MAIN_SERVICE_PORT"], "1");
+        assert_eq!(env["URL"], "redis://10.96.0.20");
     }
 
     #[test]

@@ -1389,6 +1389,15 @@ async fn env_sources(env: &PodEnv, pod: &Pod, c: &Container) -> Result<EnvSource
         }
     }
     let mut out = EnvSources::default();
+    if let Some(store) = &env.services {
+        let enable = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        let services = store.state();
+        out.services = super::translate::service_links(services.iter().map(|s| &**s), namespace, enable);
+    }
     if config_maps.is_empty() && secrets.is_empty() {
         return Ok(out);
     }
