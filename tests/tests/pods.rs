@@ -12,6 +12,7 @@ use berth_tests::clusterworld::ClusterWorld;
 use serde_json::Value;
 
 const WEB_IP: &str = "10.96.50.10";
+const WEB_NODE_PORT: u16 = 30080;
 
 fn deployment(image: &str, replicas: u32) -> String {
     format!(
@@ -36,9 +37,10 @@ apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: default}}
 spec:
+  type: NodePort
   clusterIP: {WEB_IP}
   selector: {{app: web}}
-  ports: [{{port: 80, targetPort: 8080}}]
+  ports: [{{port: 80, targetPort: 8080, nodePort: {WEB_NODE_PORT}}}]
 "#
     )
 }
@@ -129,6 +131,23 @@ fn a_deployment_runs_on_the_nodes_and_is_reached_through_its_service() {
             Instant::now() < deadline,
             "not every pod answered: {seen:?} of {names:?}"
         );
+    }
+
+    // Through each node's NodePort from outside the cluster (the control plane's machine).
+    for i in [1, 2] {
+        let url = format!("http://{}:{WEB_NODE_PORT}/", world.node(i).underlay);
+        let answered = |w: &ClusterWorld| {
+            let out =
+                w.cp.ns
+                    .command(std::path::Path::new("curl"))
+                    .args(["-s", "-m", "2", &url])
+                    .output()
+                    .expect("curl");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        wait_for("an answer through the NodePort", Duration::from_secs(10), || {
+            names.contains(&answered(&world))
+        });
     }
 
     // The agent of node 1 is killed and restarted while requests flow through the ClusterIP: the
