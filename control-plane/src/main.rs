@@ -152,8 +152,30 @@ fn at_start<T>(what: &str, mut step: impl FnMut() -> Result<T, ApiError>) -> any
     }
 }
 
+/// The data directory holds every Secret (the bootstrap tokens' too), the CA's key and the admin
+/// token: it is the server's alone. Everything the process creates gets no group or other access
+/// (umask 077); a directory made by an earlier version is closed up too: the directory 0700, its
+/// files 0600.
+fn keep_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o077) };
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", data_dir.display()))?;
+    for entry in std::fs::read_dir(data_dir)?.flatten() {
+        let mode = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            0o700
+        } else {
+            0o600
+        };
+        let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cli.data_dir).with_context(|| format!("creating {}", cli.data_dir.display()))?;
+    keep_private(&cli.data_dir)?;
     let store = match &cli.etcd_servers {
         Some(endpoint) => {
             let tls = match &cli.etcd_cafile {

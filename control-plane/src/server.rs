@@ -318,6 +318,7 @@ async fn answer(
             .unwrap_or(default)
             .to_string()
     };
+    let impersonation = impersonation(req.headers());
     let mut content_type = header("content-type", "application/json");
     let accept = header("accept", "application/json");
     let protobuf =
@@ -342,6 +343,7 @@ async fn answer(
         accept: &accept,
         body: &[],
         client_cert: client_cert.as_deref(),
+        impersonation: impersonation.as_ref(),
     };
     if let Some(plan) = api.watch_plan(&head) {
         return match plan {
@@ -402,11 +404,24 @@ async fn answer(
             accept: &accept,
             body: &body,
             client_cert: client_cert.as_deref(),
+            impersonation: impersonation.as_ref(),
         })
     })
     .await
     .unwrap_or_else(|e| Reply::error(ApiError::new(500, "InternalError", e.to_string())));
     to_response(reply)
+}
+
+/// The `Impersonate-User` / `Impersonate-Group` headers (`kubectl --as`, `--as-group`), if any.
+fn impersonation(headers: &hyper::HeaderMap) -> Option<crate::api::auth::Impersonation> {
+    let text = |v: &hyper::header::HeaderValue| v.to_str().ok().map(str::to_string);
+    let user = headers.get("impersonate-user").and_then(text);
+    let groups: Vec<String> = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(text)
+        .collect();
+    (user.is_some() || !groups.is_empty()).then_some(crate::api::auth::Impersonation { user, groups })
 }
 
 /// Binds the listen address (port 0: any free port; the bound address is returned by

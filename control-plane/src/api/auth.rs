@@ -41,6 +41,11 @@ impl User {
         }
     }
 
+    /// A cluster administrator (`system:masters`).
+    pub fn is_admin(&self) -> bool {
+        self.in_group("system:masters")
+    }
+
     fn in_group(&self, g: &str) -> bool {
         self.groups.iter().any(|x| x == g)
     }
@@ -79,13 +84,14 @@ fn bootstrap_user(store: &Store, token: &str) -> Option<User> {
             .and_then(|b| String::from_utf8(b).ok())
     };
     if field("token-id").as_deref() != Some(id)
-        || field("token-secret").as_deref() != Some(secret)
+        || !field("token-secret").is_some_and(|s| same_secret(s.as_bytes(), secret.as_bytes()))
         || field("usage-bootstrap-authentication").as_deref() != Some("true")
     {
         return None;
     }
+    // An expiration that does not parse is expired, as kube-apiserver's bootstrap authenticator has it.
     if let Some(expiration) = field("expiration")
-        && super::table::epoch_seconds(&expiration).is_some_and(|t| t <= now_epoch())
+        && super::table::epoch_seconds(&expiration).is_none_or(|t| t <= now_epoch())
     {
         return None;
     }
@@ -127,6 +133,11 @@ fn certificate_user(der: &[u8]) -> Option<User> {
     Some(User { name, groups })
 }
 
+/// Compares secrets in time that depends on their lengths only, never on where they first differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Authenticates a request by its bearer token or verified client certificate.
 pub fn authenticate(
     store: &Store,
@@ -135,11 +146,44 @@ pub fn authenticate(
     client_cert: Option<&[u8]>,
 ) -> Result<User, ApiError> {
     match (token, client_cert) {
-        (Some(t), _) if t == admin_token => Ok(User::admin()),
+        (Some(t), _) if same_secret(t.as_bytes(), admin_token.as_bytes()) => Ok(User::admin()),
         (Some(t), _) => bootstrap_user(store, t).ok_or_else(unauthorized),
         (None, Some(der)) => certificate_user(der).ok_or_else(unauthorized),
         (None, None) => Err(unauthorized()),
     }
+}
+
+/// Who a request asks to act as (`Impersonate-User`, `Impersonate-Group`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Impersonation {
+    pub user: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// The user `user` acts as when it asks to impersonate: only cluster administrators may impersonate
+/// (without RBAC, `impersonate` is theirs alone, as kube-apiserver's default roles give it), and the
+/// request then has exactly the rights of the impersonated user and groups.
+pub fn impersonate(user: &User, wanted: &Impersonation) -> Result<User, ApiError> {
+    let Some(name) = wanted.user.clone().filter(|n| !n.is_empty()) else {
+        return Err(ApiError::bad_request(
+            "requested impersonation of groups without impersonating a user",
+        ));
+    };
+    if !user.is_admin() {
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "users \"{name}\" is forbidden: User \"{}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+                user.name
+            ),
+        ));
+    }
+    let mut groups = wanted.groups.clone();
+    if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
+    Ok(User { name, groups })
 }
 
 /// What a request does, as authorization sees it.

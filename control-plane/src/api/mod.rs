@@ -146,6 +146,10 @@ impl Reply {
     }
 }
 
+/// Namespaces the cluster cannot do without: never deleted (kube-apiserver's NamespaceLifecycle
+/// admission protects the same ones).
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
 /// The API over a store.
 pub struct Api {
     store: Arc<Store>,
@@ -182,8 +186,14 @@ impl Api {
         }
         let req = ApiRequest { path, ..*req };
         if path == "/metrics" {
-            // Any authenticated user, as kube-apiserver's default RBAC lets monitoring read it.
+            // Cluster administrators only: no bootstrap token or node reads the server's internals
+            // (kube-apiserver's default RBAC grants /metrics to no such user either).
             return match (self.authenticate(&req), req.method) {
+                (Ok(user), _) if !user.is_admin() => Reply::error(ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!("forbidden: User \"{}\" cannot get path \"/metrics\"", user.name),
+                )),
                 (Ok(_), "GET") => Reply {
                     content_type: Some(metrics::CONTENT_TYPE),
                     ..Reply::text(&metrics::global().render(&self.store))
@@ -208,7 +218,11 @@ impl Api {
         {
             return Ok(auth::User::anonymous());
         }
-        auth::authenticate(&self.store, &self.admin_token, req.token, req.client_cert)
+        let user = auth::authenticate(&self.store, &self.admin_token, req.token, req.client_cert)?;
+        match req.impersonation {
+            Some(wanted) => auth::impersonate(&user, wanted),
+            None => Ok(user),
+        }
     }
 
     /// Checks that `user` may do what `req` asks of `target`.
@@ -551,6 +565,10 @@ impl Api {
                     objects::create(&self.store, r, namespace, req.body, v)?,
                 ))
             }
+            "DELETE" if r.kind == "Namespace" => {
+                // As kube-apiserver: namespaces have no deletecollection.
+                Err(ApiError::method_not_allowed("DELETE", r.plural))
+            }
             "DELETE" => {
                 // deletecollection: every selected object, each as its own delete.
                 let selector = selectors(req.query)?;
@@ -596,6 +614,15 @@ impl Api {
             }
             "PUT" | "PATCH" => self.write(req, r, namespace, name, objects::Part::Main),
             "DELETE" => {
+                if r.kind == "Namespace" && SYSTEM_NAMESPACES.contains(&name) {
+                    let mut e = ApiError::new(
+                        403,
+                        "Forbidden",
+                        format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+                    );
+                    e.details = Some(("namespaces".into(), name.into()));
+                    return Err(e);
+                }
                 let opts = req.delete_options()?;
                 Ok(Reply::json(
                     200,
@@ -733,6 +760,8 @@ pub struct ApiRequest<'a> {
     pub body: &'a [u8],
     /// The client certificate (DER) the TLS layer verified against the cluster CA, if one was sent.
     pub client_cert: Option<&'a [u8]>,
+    /// `Impersonate-User` / `Impersonate-Group` headers (`kubectl --as`), if any.
+    pub impersonation: Option<&'a auth::Impersonation>,
 }
 
 impl ApiRequest<'_> {

@@ -17,6 +17,7 @@ fn req<'a>(
         accept: "application/json",
         body,
         client_cert: None,
+        impersonation: None,
     }
 }
 

@@ -12,6 +12,9 @@ use super::{ApiError, objects, selector::Selectors};
 use crate::store::{EventKind, Store, StoreError};
 
 /// A watch ready to stream.
+/// The longest a watch lasts, whatever `timeoutSeconds` asks.
+const MAX_WATCH_SECONDS: u64 = 24 * 3600;
+
 pub struct WatchPlan {
     /// Store prefix of the collection.
     pub prefix: String,
@@ -76,10 +79,13 @@ pub fn plan(
             "Forbidden: sendInitialEvents requires resourceVersionMatch=NotOlderThan",
         ));
     }
+    // A day at most: a deadline beyond what a clock can hold would overflow (and no client waits
+    // that long without reconnecting).
     let timeout = match params.timeout_seconds {
         Some(t) => Duration::from_secs(
-            t.parse()
-                .map_err(|_| ApiError::bad_request(format!("timeoutSeconds {t:?} is not a number")))?,
+            t.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("timeoutSeconds {t:?} is not a number")))?
+                .min(MAX_WATCH_SECONDS),
         ),
         None => Duration::from_secs(1800),
     };

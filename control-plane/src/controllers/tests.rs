@@ -65,6 +65,7 @@ impl World {
             accept: "application/json",
             body: &body,
             client_cert: None,
+            impersonation: None,
         });
         assert!(reply.code < 300, "{method} {path}: {} {}", reply.code, reply.body);
         match reply.encoded {

@@ -1,0 +1,146 @@
+//! Defects a hostile client or a careless one could use, each fixed and kept fixed: the data
+//! directory private to the server, watches whose timeout cannot overflow, the system namespaces
+//! undeletable, impersonation refused to all but administrators and honoured for them with the
+//! impersonated user's rights, `/metrics` for administrators only.
+
+mod common;
+
+use std::{os::unix::fs::PermissionsExt, process::Command};
+
+use common::{Server, temp_dir};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0)
+}
+
+/// `curl` with the CA and `token`: (HTTP code, body).
+fn curl_as(server: &Server, token: &str, extra: &[&str], path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--http1.1", "--max-time", "5", "--cacert"])
+        .arg(server.dir.join("ca.crt"))
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(extra)
+        .arg(format!("https://127.0.0.1:{}{path}", server.port))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn the_data_directory_and_the_store_are_the_servers_alone() {
+    let dir = temp_dir("private");
+    // A directory an earlier version left open is closed up at start.
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let server = Server::start(&dir);
+    server.ok(&["create", "secret", "generic", "s", "--from-literal=k=v"]);
+    assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    // `home` is the test's kubectl's, not the server's.
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("list")
+        .flatten()
+        .filter(|f| f.file_name() != "home")
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.file_name().to_string_lossy().starts_with("state.db"))
+    );
+    for f in files {
+        let want = if f.path().is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&f.path()), want, "{}", f.path().display());
+    }
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn watches_namespaces_impersonation_and_metrics_are_bounded() {
+    let dir = temp_dir("bounded");
+    let server = Server::start(&dir);
+    let admin = server.token();
+
+    // A watch asking for ~2^64 seconds is served (capped), and the server stays up.
+    server.ok(&["create", "configmap", "seen", "--from-literal=k=v"]);
+    let (code, events) = curl_as(
+        &server,
+        &admin,
+        &["--max-time", "2"],
+        "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=18446744073709551615",
+    );
+    assert_eq!(code, 200, "the watch started");
+    assert!(
+        events.contains("\"ADDED\"") && events.contains("\"seen\""),
+        "{events}"
+    );
+    let (code, _) = curl_as(&server, &admin, &[], "/api/v1/namespaces/default/configmaps");
+    assert_eq!(code, 200, "still serving");
+    let (code, body) = curl_as(
+        &server,
+        &admin,
+        &[],
+        "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=-1",
+    );
+    assert_eq!(code, 400, "{body}");
+
+    // No deletecollection of namespaces; the system ones are never deleted.
+    let (code, body) = curl_as(&server, &admin, &["-X", "DELETE"], "/api/v1/namespaces");
+    assert_eq!(code, 405, "{body}");
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let (code, body) = curl_as(
+            &server,
+            &admin,
+            &["-X", "DELETE"],
+            &format!("/api/v1/namespaces/{ns}"),
+        );
+        assert_eq!(code, 403, "{ns}: {body}");
+        assert!(body.contains("may not be deleted"), "{body}");
+    }
+    server.ok(&["get", "namespace", "default", "kube-system"]);
+    server.ok(&["get", "service", "kubernetes"]);
+
+    // Impersonation: the administrator acts with the impersonated user's rights (here: none).
+    let out = server.kubectl(&["--as", "jane", "get", "configmaps"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("User \"jane\" cannot list"), "{err}");
+    server.ok(&[
+        "--as",
+        "jane",
+        "--as-group",
+        "system:masters",
+        "get",
+        "configmaps",
+    ]);
+    // A bootstrap token may not impersonate, nor read /metrics.
+    let join = std::fs::read_to_string(dir.join("join-token")).expect("join token");
+    let join = join.trim();
+    let (code, body) = curl_as(
+        &server,
+        join,
+        &[
+            "-H",
+            "Impersonate-User: admin",
+            "-H",
+            "Impersonate-Group: system:masters",
+        ],
+        "/api/v1/secrets",
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("cannot impersonate"), "{body}");
+    let (code, _) = curl_as(&server, join, &[], "/metrics");
+    assert_eq!(code, 403);
+    let (code, _) = curl_as(&server, &admin, &[], "/metrics");
+    assert_eq!(code, 200);
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
