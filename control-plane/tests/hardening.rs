@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::{os::unix::fs::PermissionsExt, process::Command};
+use std::os::unix::fs::PermissionsExt;
 
 use common::{Server, temp_dir};
 
@@ -13,26 +13,6 @@ fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o777)
         .unwrap_or(0)
-}
-
-/// `curl` with the CA and `token`: (HTTP code, body).
-fn curl_as(server: &Server, token: &str, extra: &[&str], path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--http1.1", "--max-time", "5", "--cacert"])
-        .arg(server.dir.join("ca.crt"))
-        .args([
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "-w",
-            "\n%{http_code}",
-        ])
-        .args(extra)
-        .arg(format!("https://127.0.0.1:{}{path}", server.port))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 #[test]
@@ -71,8 +51,7 @@ fn watches_namespaces_impersonation_and_metrics_are_bounded() {
 
     // A watch asking for ~2^64 seconds is served (capped), and the server stays up.
     server.ok(&["create", "configmap", "seen", "--from-literal=k=v"]);
-    let (code, events) = curl_as(
-        &server,
+    let (code, events) = server.curl_as(
         &admin,
         &["--max-time", "2"],
         "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=18446744073709551615",
@@ -82,10 +61,9 @@ fn watches_namespaces_impersonation_and_metrics_are_bounded() {
         events.contains("\"ADDED\"") && events.contains("\"seen\""),
         "{events}"
     );
-    let (code, _) = curl_as(&server, &admin, &[], "/api/v1/namespaces/default/configmaps");
+    let (code, _) = server.curl_as(&admin, &[], "/api/v1/namespaces/default/configmaps");
     assert_eq!(code, 200, "still serving");
-    let (code, body) = curl_as(
-        &server,
+    let (code, body) = server.curl_as(
         &admin,
         &[],
         "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=-1",
@@ -93,15 +71,10 @@ fn watches_namespaces_impersonation_and_metrics_are_bounded() {
     assert_eq!(code, 400, "{body}");
 
     // No deletecollection of namespaces; the system ones are never deleted.
-    let (code, body) = curl_as(&server, &admin, &["-X", "DELETE"], "/api/v1/namespaces");
+    let (code, body) = server.curl_as(&admin, &["-X", "DELETE"], "/api/v1/namespaces");
     assert_eq!(code, 405, "{body}");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let (code, body) = curl_as(
-            &server,
-            &admin,
-            &["-X", "DELETE"],
-            &format!("/api/v1/namespaces/{ns}"),
-        );
+        let (code, body) = server.curl_as(&admin, &["-X", "DELETE"], &format!("/api/v1/namespaces/{ns}"));
         assert_eq!(code, 403, "{ns}: {body}");
         assert!(body.contains("may not be deleted"), "{body}");
     }
@@ -124,8 +97,7 @@ fn watches_namespaces_impersonation_and_metrics_are_bounded() {
     // A bootstrap token may not impersonate, nor read /metrics.
     let join = std::fs::read_to_string(dir.join("join-token")).expect("join token");
     let join = join.trim();
-    let (code, body) = curl_as(
-        &server,
+    let (code, body) = server.curl_as(
         join,
         &[
             "-H",
@@ -137,9 +109,9 @@ fn watches_namespaces_impersonation_and_metrics_are_bounded() {
     );
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("cannot impersonate"), "{body}");
-    let (code, _) = curl_as(&server, join, &[], "/metrics");
+    let (code, _) = server.curl_as(join, &[], "/metrics");
     assert_eq!(code, 403);
-    let (code, _) = curl_as(&server, &admin, &[], "/metrics");
+    let (code, _) = server.curl_as(&admin, &[], "/metrics");
     assert_eq!(code, 200);
     drop(server);
     std::fs::remove_dir_all(&dir).ok();

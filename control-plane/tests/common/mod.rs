@@ -141,16 +141,32 @@ impl Server {
     /// after an early 413 as its own error instead of showing the answer; kubectl covers HTTP/2);
     /// returns (HTTP code, body).
     pub fn curl(&self, method: &str, path: &str, body: Option<&Path>, content_type: &str) -> (u16, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--http1.1", "--max-time", "10", "-X", method, "--cacert"])
-            .arg(self.dir.join("ca.crt"))
-            .args(["-H", &format!("Authorization: Bearer {}", self.token())])
-            .args(["-H", &format!("Content-Type: {content_type}")])
-            .args(["-w", "\n%{http_code}"]);
+        let mut extra = vec![
+            "-X".to_string(),
+            method.to_string(),
+            "-H".to_string(),
+            format!("Content-Type: {content_type}"),
+        ];
         if let Some(file) = body {
-            cmd.arg("--data-binary").arg(format!("@{}", file.display()));
+            extra.push("--data-binary".into());
+            extra.push(format!("@{}", file.display()));
         }
-        let out = cmd
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        self.curl_as(&self.token(), &extra, path)
+    }
+
+    /// `curl` over HTTP/1.1 with the CA, bearer `token` and `extra` arguments: (HTTP code, body).
+    pub fn curl_as(&self, token: &str, extra: &[&str], path: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "--http1.1", "--max-time", "10", "--cacert"])
+            .arg(self.dir.join("ca.crt"))
+            .args([
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args(extra)
             .arg(format!("https://127.0.0.1:{}{path}", self.port))
             .output()
             .expect("curl");
