@@ -168,9 +168,13 @@ fn a_node_joins_with_the_bootstrap_token_and_may_change_only_what_is_its_own() {
             .starts_with("10.244.")
     );
     node.ok(&["apply", "--validate=false", "-f", "-"], Some("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: worker-1\n  namespace: kube-node-lease\nspec:\n  holderIdentity: worker-1\n  leaseDurationSeconds: 40\n"));
-    // Reading the cluster: yes (but not Secrets no pod of its own uses).
+    // Reading what it runs and routes: yes (but not Secrets no pod of its own uses, other kinds,
+    // or another node's pods' logs).
     node.ok(&["get", "pods", "-A"], None);
+    node.ok(&["get", "services,endpointslices,nodes", "-A"], None);
     node.forbidden(&["get", "secrets", "-A"], None);
+    node.forbidden(&["get", "deployments", "-A"], None);
+    node.forbidden(&["get", "serviceaccounts", "-A"], None);
     // Another node, another node's lease, anything else: no.
     let out = node.forbidden(&["label", "node", "hollow-0", "zone=b"], None);
     assert!(out.contains("cannot modify node 'hollow-0'"), "{out}");
@@ -225,6 +229,10 @@ fn a_node_joins_with_the_bootstrap_token_and_may_change_only_what_is_its_own() {
     );
     // The Secret its pod uses, yes.
     node.ok(&["get", "secret", "db-password"], None);
+    // No pod's logs through the API server, another node's or its own.
+    let out = node.forbidden(&["logs", "theirs"], None);
+    assert!(out.contains("pods/log"), "{out}");
+    node.forbidden(&["logs", "mine"], None);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,8 +10,10 @@
 //! Authorization: `system:masters` may do anything; bootstrappers may only submit and read
 //! certificate signing requests and read `kube-public/cluster-info`; nodes (`system:node:<name>` in
 //! `system:nodes`) get what the Node authorizer and NodeRestriction admission give a kubelet: read
-//! the cluster (Secrets and ConfigMaps only when a pod bound to the node uses them), write only their
-//! own Node and Lease, the status of pods bound to them and their deletion, and events.
+//! what they run and route (nodes, pods, services, endpoints and slices, leases, CSRs; no
+//! subresource such as pods/log; Secrets and ConfigMaps only when a pod bound to the node uses
+//! them), write only their own Node and Lease, the status of pods bound to them and their deletion,
+//! mirror pods of their own, and events.
 
 use serde_json::Value;
 
@@ -339,13 +341,29 @@ fn referenced_by_pod_on(store: &Store, node: &str, namespace: &str, kind: &str, 
         })
 }
 
+/// The kinds a node may read: what it runs and routes (kubelet's and kube-proxy's reads).
+const NODE_READABLE: [&str; 7] = [
+    "nodes",
+    "pods",
+    "services",
+    "endpoints",
+    "endpointslices",
+    "leases",
+    "certificatesigningrequests",
+];
+
 fn authorize_node(store: &Store, user: &User, node: &str, a: &Attributes<'_>) -> Result<(), ApiError> {
     let plural = a.resource.plural;
     let ns = a.namespace.unwrap_or_default();
     let name = a.name.unwrap_or_default();
     let allowed = match plural {
         "secrets" | "configmaps" => a.verb == "get" && referenced_by_pod_on(store, node, ns, plural, name),
-        _ if reads(a.verb) => true,
+        // What kubelet and kube-proxy read (the system:node and system:node-proxier roles), as the
+        // objects themselves: no subresource such as pods/log (the API server would then dial
+        // another node with its own administrator certificate).
+        _ if reads(a.verb) => {
+            NODE_READABLE.contains(&plural) && matches!(a.subresource, None | Some("status"))
+        }
         "nodes" => matches!(a.verb, "create" | "update" | "patch") && name == node,
         "leases" => ns == "kube-node-lease" && name == node && !matches!(a.verb, "deletecollection"),
         "pods" => {
