@@ -32,6 +32,10 @@ struct Cli {
     /// Where the store, certificates and admin.kubeconfig live.
     #[arg(long)]
     data_dir: PathBuf,
+    /// Connections served at once; more wait in the listen backlog until one ends (each is also
+    /// bounded in time: TLS handshake 10 s, HTTP/1.1 headers 32 s, HTTP/2 pings).
+    #[arg(long, default_value_t = 2048)]
+    max_connections: usize,
     /// Address to serve the API on (port 0: any free port, written into admin.kubeconfig).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
@@ -291,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(server::serve(listener, &creds, api))?;
+        .block_on(server::serve(listener, &creds, api, cli.max_connections))?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
@@ -18,11 +18,11 @@ use hyper::{
     body::{Bytes, Frame, Incoming},
     service::service_fn,
 };
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
     api::{self, Api, ApiError, ApiRequest, Reply, logs, protobuf, watch},
@@ -434,11 +434,23 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
     Ok(listener)
 }
 
-/// Serves on `listener` until the process ends.
+/// A TLS handshake must be done within this (a client that connects and sends nothing is closed).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP/1.1 request's headers must arrive within this, also between requests of a kept-alive
+/// connection (kube-apiserver's `ReadHeaderTimeout`).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(32);
+/// HTTP/2 connections are pinged this often and closed when a ping goes unanswered this long.
+const H2_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(20));
+/// Streams one HTTP/2 connection may have open (Go's net/http2 default, kube-apiserver's too).
+const H2_MAX_STREAMS: u32 = 250;
+
+/// Serves on `listener` until the process ends, at most `max_connections` connections at a time (the
+/// next waits in the listen backlog until one ends).
 pub async fn serve(
     listener: std::net::TcpListener,
     creds: &Credentials,
     api: Arc<Api>,
+    max_connections: usize,
 ) -> Result<(), ServerError> {
     let acceptor = tls_acceptor(creds)?;
     let kubelet = kubelet::client_config(&creds.kubelet_client_cert_pem, &creds.kubelet_client_key_pem)
@@ -448,10 +460,26 @@ pub async fn serve(
         source,
     })?;
     let listener = TcpListener::from_std(listener).map_err(|source| ServerError::Bind { addr, source })?;
-    info!(%addr, "serving the Kubernetes API");
+    info!(%addr, max_connections, "serving the Kubernetes API");
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let mut backoff = Duration::ZERO;
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return Ok(()); // the semaphore is never closed
+        };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff = Duration::ZERO;
+                accepted
+            }
+            Err(e) => {
+                // Out of file descriptors (or memory): wait instead of spinning on the same error,
+                // from 10 ms doubling to a second.
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                warn!(error = %e, retry_in = ?backoff, "accepting a connection failed");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
         };
         // Answers go out in several writes (TLS records, chunked lists, watch events): without
         // TCP_NODELAY, Nagle's algorithm holds the last one back until the client's delayed ACK (40 ms).
@@ -460,27 +488,48 @@ pub async fn serve(
         }
         let (acceptor, api, kubelet) = (acceptor.clone(), Arc::clone(&api), Arc::clone(&kubelet));
         tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
+            let _slot = slot; // held for the connection's life
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
                     debug!(%peer, error = %e, "TLS handshake failed");
                     return;
                 }
+                Err(_) => {
+                    debug!(%peer, "no TLS handshake within the timeout; closed");
+                    return;
+                }
             };
-            let client_cert: Option<Arc<[u8]>> = tls
-                .get_ref()
-                .1
+            let tls_state = tls.get_ref().1;
+            let client_cert: Option<Arc<[u8]>> = tls_state
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|c| Arc::from(c.as_ref()));
+            // The protocol is the one ALPN agreed on: no sniffing of a preface a slow client may
+            // never send.
+            let h2 = tls_state.alpn_protocol() == Some(b"h2");
             let service = service_fn(move |req| {
                 let (api, cert, kubelet) = (Arc::clone(&api), client_cert.clone(), Arc::clone(&kubelet));
                 async move { Ok::<_, std::convert::Infallible>(serve_request(api, kubelet, cert, req).await) }
             });
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await
-            {
+            let io = TokioIo::new(tls);
+            let served = if h2 {
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(Some(H2_KEEPALIVE.0))
+                    .keep_alive_timeout(H2_KEEPALIVE.1)
+                    .max_concurrent_streams(H2_MAX_STREAMS)
+                    .serve_connection(io, service)
+                    .await
+            } else {
+                hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(io, service)
+                    .with_upgrades()
+                    .await
+            };
+            if let Err(e) = served {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
         });

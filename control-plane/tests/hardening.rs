@@ -116,3 +116,36 @@ fn watches_namespaces_impersonation_and_metrics_are_bounded() {
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn connections_are_capped_and_idle_ones_closed() {
+    use std::{
+        io::Read,
+        net::TcpStream,
+        time::{Duration, Instant},
+    };
+    let dir = temp_dir("capped");
+    let server = Server::start_with(&dir, &["--max-connections", "3"]);
+    let admin = server.token();
+    let list = "/api/v1/namespaces/default/configmaps";
+    assert_eq!(server.curl_as(&admin, &[], list).0, 200);
+    // Three clients that connect and say nothing take every slot...
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", server.port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _) = server.curl_as(&admin, &["--max-time", "2"], list);
+    assert_eq!(code, 0, "no slot while three silent clients hold them");
+    // ...until the TLS handshake timeout closes them (10 s), and the next client is served.
+    let start = Instant::now();
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        assert!(matches!(c.read(&mut buf), Ok(0)), "closed by the server");
+    }
+    assert!(start.elapsed() < Duration::from_secs(12), "{:?}", start.elapsed());
+    assert_eq!(server.curl_as(&admin, &[], list).0, 200);
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
