@@ -162,6 +162,30 @@ fn a_node_joins_with_the_bootstrap_token_and_may_change_only_what_is_its_own() {
         Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: worker-1\n  labels: {role: worker}\n"),
     );
     node.ok(&["label", "node", "worker-1", "zone=a"], None);
+    // NodeRestriction: no trusted labels of its own making, and the taints an administrator set stay.
+    let out = node.forbidden(
+        &[
+            "label",
+            "node",
+            "worker-1",
+            "node-role.kubernetes.io/control-plane=",
+        ],
+        None,
+    );
+    assert!(out.contains("not allowed to modify labels"), "{out}");
+    node.forbidden(
+        &[
+            "label",
+            "node",
+            "worker-1",
+            "node-restriction.kubernetes.io/pci=true",
+        ],
+        None,
+    );
+    server.ok(&["taint", "node", "worker-1", "dedicated=db:NoSchedule"]);
+    let out = node.forbidden(&["taint", "node", "worker-1", "dedicated-"], None);
+    assert!(out.contains("not allowed to modify taints"), "{out}");
+    server.ok(&["taint", "node", "worker-1", "dedicated-"]);
     assert!(
         server
             .jsonpath("node", "worker-1", "default", "{.spec.podCIDR}")

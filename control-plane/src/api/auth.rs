@@ -463,10 +463,111 @@ pub fn admit_node_pod(user: &User, body: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Labels a node may not give itself (NodeRestriction): the prefixes that scheduling and isolation
+/// decisions trust because nodes cannot set them.
+fn restricted_label(key: &str) -> bool {
+    let prefix = key.split_once('/').map_or("", |(p, _)| p);
+    prefix == "node-restriction.kubernetes.io"
+        || prefix.ends_with(".node-restriction.kubernetes.io")
+        || prefix == "node-role.kubernetes.io"
+}
+
+fn restricted_labels(node: &Value) -> Vec<(String, Value)> {
+    node.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| restricted_label(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// NodeRestriction for a node writing its own Node: `current` is what the store holds (None when it
+/// registers), `proposed` what the write would make of it. It may register with taints (kubelet's
+/// `--register-with-taints`) but not change them afterwards, and never set, change or remove
+/// `node-restriction.kubernetes.io/` or `node-role.kubernetes.io/` labels.
+pub fn admit_node_write(user: &User, current: Option<&Value>, proposed: &Value) -> Result<(), ApiError> {
+    let Some(node) = user.node_name() else {
+        return Ok(());
+    };
+    let refuse = |why: String| {
+        Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!("nodes \"{node}\" is forbidden: {why}"),
+        ))
+    };
+    let before = current.map(restricted_labels).unwrap_or_default();
+    let after = restricted_labels(proposed);
+    if before != after {
+        let keys: Vec<&str> = after.iter().chain(&before).map(|(k, _)| k.as_str()).collect();
+        return refuse(format!(
+            "is not allowed to modify labels: {}",
+            keys.first().copied().unwrap_or_default()
+        ));
+    }
+    let taints = |v: &Value| {
+        v.pointer("/spec/taints")
+            .cloned()
+            .filter(|t| !t.as_array().is_some_and(|a| a.is_empty()))
+    };
+    if let Some(current) = current
+        && taints(current) != taints(proposed)
+    {
+        return refuse(format!("node {node:?} is not allowed to modify taints"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_node_keeps_its_taints_and_cannot_label_itself_into_trust() {
+        let node = User {
+            name: "system:node:n1".into(),
+            groups: vec!["system:nodes".into()],
+        };
+        let current = json!({"metadata": {"name": "n1", "labels": {"zone": "a", "node-role.kubernetes.io/worker": ""}},
+            "spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}});
+        let mut ok = current.clone();
+        ok["metadata"]["labels"]["zone"] = json!("b");
+        assert!(
+            admit_node_write(&node, Some(&current), &ok).is_ok(),
+            "other labels are its own"
+        );
+        let mut untainted = current.clone();
+        untainted["spec"]["taints"] = json!([]);
+        let e = admit_node_write(&node, Some(&current), &untainted).expect_err("taints removed");
+        assert!(e.message.contains("modify taints"), "{}", e.message);
+        let mut promoted = current.clone();
+        promoted["metadata"]["labels"]["node-restriction.kubernetes.io/pci"] = json!("true");
+        assert_eq!(
+            admit_node_write(&node, Some(&current), &promoted).map_err(|e| e.code),
+            Err(403)
+        );
+        let mut demoted = current.clone();
+        demoted["metadata"]["labels"] = json!({"zone": "a"});
+        assert_eq!(
+            admit_node_write(&node, Some(&current), &demoted).map_err(|e| e.code),
+            Err(403)
+        );
+        let registering =
+            json!({"metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/control-plane": ""}}});
+        assert_eq!(
+            admit_node_write(&node, None, &registering).map_err(|e| e.code),
+            Err(403)
+        );
+        let tainted =
+            json!({"metadata": {"name": "n1"}, "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}});
+        assert!(
+            admit_node_write(&node, None, &tainted).is_ok(),
+            "registering with taints"
+        );
+        assert!(admit_node_write(&User::admin(), Some(&current), &untainted).is_ok());
+    }
 
     #[test]
     fn nodes_create_only_mirror_pods_of_their_own() {

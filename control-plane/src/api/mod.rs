@@ -508,6 +508,9 @@ impl Api {
         if target.resource.kind == "Pod" && target.name.is_none() && req.method == "POST" {
             auth::admit_node_pod(user, req.body)?;
         }
+        if target.resource.kind == "Node" && target.subresource.is_none() && user.node_name().is_some() {
+            self.admit_node_write(req, user, target.resource, target.name)?;
+        }
         // A certificate signing request records who asked for it.
         let stamped;
         let req = if target.resource.kind == "CertificateSigningRequest" && req.method == "POST" {
@@ -634,6 +637,41 @@ impl Api {
     }
 
     /// PUT or PATCH of an object or of its status.
+    /// NodeRestriction on what a node's write would make of its Node ([`auth::admit_node_write`]).
+    fn admit_node_write(
+        &self,
+        req: &ApiRequest<'_>,
+        user: &auth::User,
+        r: &'static objects::Resource,
+        name: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let json = |body: &[u8]| {
+            serde_json::from_slice::<Value>(body)
+                .map_err(|e| ApiError::bad_request(format!("a node's write must be JSON: {e}")))
+        };
+        match (req.method, name) {
+            ("POST", None) => auth::admit_node_write(user, None, &json(req.body)?),
+            ("PUT", Some(name)) => {
+                let current = objects::get(&self.store, r, None, name).ok();
+                auth::admit_node_write(user, current.as_ref(), &json(req.body)?)
+            }
+            ("PATCH", Some(name)) => {
+                let Ok(current) = objects::get(&self.store, r, None, name) else {
+                    return Ok(()); // the write itself answers NotFound
+                };
+                let mut proposed = current.clone();
+                match req.patch_kind()? {
+                    objects::PatchKind::Merge => patch::merge(&mut proposed, &json(req.body)?),
+                    objects::PatchKind::Strategic => {
+                        patch::strategic(r.kind, &mut proposed, &json(req.body)?)?
+                    }
+                }
+                auth::admit_node_write(user, Some(&current), &proposed)
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn write(
         &self,
         req: &ApiRequest<'_>,
