@@ -149,3 +149,55 @@ fn connections_are_capped_and_idle_ones_closed() {
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn configmap_and_secret_keys_are_file_names_and_data_is_bounded() {
+    let dir = temp_dir("datakeys");
+    let server = Server::start(&dir);
+    let admin = server.token();
+    let post = |path: &str, body: String| {
+        let file = dir.join("body.json");
+        std::fs::write(&file, body).expect("body");
+        let data = format!("@{}", file.display());
+        server.curl_as(
+            &admin,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &data,
+            ],
+            path,
+        )
+    };
+    let cms = "/api/v1/namespaces/default/configmaps";
+    for key in ["../x", "a/b", "..data", "."] {
+        let (code, body) = post(
+            cms,
+            format!(r#"{{"metadata":{{"name":"k"}},"data":{{"{key}":"v"}}}}"#),
+        );
+        assert_eq!(code, 422, "{key}: {body}");
+        assert!(body.contains("Invalid value"), "{body}");
+    }
+    let (code, body) = post(
+        "/api/v1/namespaces/default/secrets",
+        r#"{"metadata":{"name":"s"},"stringData":{"../../etc/shadow":"x"}}"#.into(),
+    );
+    assert_eq!(code, 422, "{body}");
+    let big = "x".repeat(1024 * 1024 + 1);
+    let (code, body) = post(
+        cms,
+        format!(r#"{{"metadata":{{"name":"big"}},"data":{{"k":"{big}"}}}}"#),
+    );
+    assert_eq!(code, 422, "{}", &body[..body.len().min(300)]);
+    assert!(body.contains("must have at most 1048576 bytes"));
+    let (code, body) = post(
+        cms,
+        r#"{"metadata":{"name":"fine"},"data":{"app.properties":"a=b",".hidden":"c"}}"#.into(),
+    );
+    assert_eq!(code, 201, "{body}");
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}

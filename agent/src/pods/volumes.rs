@@ -22,6 +22,18 @@ fn safe(path: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
+/// A ConfigMap or Secret key as the API validates it: `[-._a-zA-Z0-9]+`, not `.`, not starting with
+/// `..` (the volume's own `..data` and `..TIMESTAMP` entries).
+pub fn config_key(key: &str) -> bool {
+    !key.is_empty()
+        && key != "."
+        && !key.starts_with("..")
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Selects `items` of `data` (all keys when none), with their modes.
 fn select(
     data: BTreeMap<String, Vec<u8>>,
@@ -33,6 +45,11 @@ fn select(
     match items {
         None => {
             for (k, v) in data {
+                // The key is the file's name: one that is not a valid key (the API server refuses
+                // them; a hostile store might not) would name a path outside the volume.
+                if !config_key(&k) {
+                    return Err(format!("{what}: key {k:?} is not a valid file name"));
+                }
                 out.insert(k, (v, default_mode));
             }
         }
@@ -287,5 +304,12 @@ mod tests {
             mode: None,
         }];
         assert!(select(data, Some(&bad), 0o644, "cm").is_err());
+        // Keys are file names: one that would leave the volume is refused, even if the API let it by.
+        for key in ["../../etc/x", "a/b", "..", ""] {
+            let hostile = BTreeMap::from([(key.to_string(), b"v".to_vec())]);
+            assert!(select(hostile, None, 0o644, "cm").is_err(), "{key:?}");
+        }
+        assert!(config_key("app.properties") && config_key(".hidden") && config_key("a_b-c"));
+        assert!(!config_key("..data"));
     }
 }

@@ -84,6 +84,7 @@ pub fn on_create(store: &Store, r: &Resource, obj: &mut Value) -> Result<(), Api
     if r.kind == "Secret" {
         fold_string_data(obj);
     }
+    validate_data(r.kind, obj).into_result(r.kind, obj)?;
     match r.kind {
         "Namespace" => {
             obj["status"] = json!({"phase": "Active"});
@@ -131,6 +132,7 @@ pub fn on_update(store: &Store, r: &Resource, old: &Value, obj: &mut Value) -> R
     if r.kind == "Secret" {
         fold_string_data(obj);
     }
+    validate_data(r.kind, obj).into_result(r.kind, obj)?;
     match r.kind {
         "Pod" => {
             default_pod(obj);
@@ -277,6 +279,76 @@ pub fn repair(store: &Store) {
     if dropped > 0 {
         tracing::info!(dropped, "released reservations no object held");
     }
+}
+
+// ---- ConfigMaps and Secrets ----
+
+/// Most bytes a ConfigMap's or Secret's data may hold, keys included (kube-apiserver's 1 MiB).
+const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// A key as kube-apiserver's `IsConfigMapKey` accepts it: the name of a file in a volume.
+fn config_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() || key.len() > 253 {
+        return Err("must be between 1 and 253 characters");
+    }
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name', or 'KEY_NAME', or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+        );
+    }
+    if key == "." {
+        return Err("must not be '.'");
+    }
+    if key.starts_with("..") {
+        return Err("must not start with '..'");
+    }
+    Ok(())
+}
+
+/// The keys and size of a ConfigMap's `data`/`binaryData` or a Secret's `data`.
+fn validate_data(kind: &str, obj: &Value) -> Problems {
+    let mut p = Problems::default();
+    let fields: &[&str] = match kind {
+        "ConfigMap" => &["data", "binaryData"],
+        "Secret" => &["data"],
+        _ => return p,
+    };
+    let mut total = 0usize;
+    let mut seen = std::collections::HashSet::new();
+    for field in fields {
+        for (key, value) in obj.get(*field).and_then(Value::as_object).into_iter().flatten() {
+            if let Err(why) = config_key(key) {
+                p.add(
+                    format!("{field}[{key}]"),
+                    format!("Invalid value: {key:?}: {why}"),
+                );
+            }
+            if !seen.insert(key.as_str()) {
+                p.add(
+                    format!("{field}[{key}]"),
+                    "Invalid value: duplicate of key present in data",
+                );
+            }
+            let len = value.as_str().map_or(0, str::len);
+            // binaryData and Secret data are base64: what they hold is three quarters of it.
+            let bytes = if *field == "data" && kind == "ConfigMap" {
+                len
+            } else {
+                len / 4 * 3
+            };
+            total += key.len() + bytes;
+        }
+    }
+    if total > MAX_DATA_BYTES {
+        p.add(
+            "data",
+            format!("Too long: must have at most {MAX_DATA_BYTES} bytes"),
+        );
+    }
+    p
 }
 
 // ---- Pods ----
