@@ -24,8 +24,9 @@ use crate::join::{self, NodeCsr};
 
 /// The kubelet-serving signer.
 pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
-/// How long to wait before asking again after a CSR failed or was not signed.
-const RETRY: Duration = Duration::from_secs(30);
+/// How long to wait before asking again after a CSR failed or was not signed: doubling from the first
+/// to the last, so a cluster where nobody approves serving certificates is not sent a CSR a minute.
+const RETRY: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(3600));
 
 /// The certificate handshakes are answered with, replaced when a new one arrives.
 #[derive(Debug)]
@@ -129,6 +130,7 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// Keeps `serving` on a certificate of the cluster CA for `names`: the kept one while it is fresh
 /// and covers them, else a new one by CSR; renewed when due. Runs forever.
 pub async fn keep_current(serving: Arc<ServingCert>, client: kube::Client, names: NodeNames, file: PathBuf) {
+    let mut retry = RETRY.0;
     loop {
         let kept = std::fs::read(&file).ok().filter(|pem| names.covered_by(pem));
         if let Some(pem) = kept
@@ -157,9 +159,13 @@ pub async fn keep_current(serving: Arc<ServingCert>, client: kube::Client, names
             join::write_private(&file, format!("{cert}{key}").as_bytes())
                 .map_err(|e| format!("{}: {e}", file.display()))
         });
-        if let Err(e) = written {
-            warn!(error = %e, "no kubelet serving certificate from the cluster yet (self-signed meanwhile); asking again in 30 s");
-            tokio::time::sleep(RETRY).await;
+        match written {
+            Ok(()) => retry = RETRY.0,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?retry, "no kubelet serving certificate from the cluster yet (self-signed meanwhile)");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY.1);
+            }
         }
     }
 }

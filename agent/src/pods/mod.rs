@@ -112,6 +112,9 @@ impl PodEnv {
     }
 }
 
+/// How often mirror pods are compared with the static pods when nothing else happens.
+const MIRROR_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where the node's pods come from: the API (pods bound to the node) and the static pods directory.
 pub struct PodSources {
     pub api: Option<Feed<Pod>>,
@@ -176,10 +179,12 @@ impl PodManager {
         let mut swept = false;
         let mut burstable_shares = None;
         let mut mirrors = self.env.client.clone().map(mirror::Mirrors::new);
+        let mut mirrored = false;
         loop {
             if let Some(seen) = sources.snapshot(&self.env.node_name) {
                 if let Some(m) = &mut mirrors {
                     m.reconcile(&seen.static_pods, &seen.mirrors);
+                    mirrored = !seen.static_pods.is_empty() || !seen.mirrors.is_empty();
                 }
                 let all = seen.to_run;
                 let shares = resources::burstable_shares(all.iter().map(|p| &**p));
@@ -242,7 +247,13 @@ impl PodManager {
                     }
                 }
             }
-            sources.changed().await;
+            // With mirror pods to keep, look again now and then even when nothing changes: a mirror
+            // whose create failed (the API server away) is retried without waiting for an event.
+            let retry = mirrored.then_some(MIRROR_RETRY);
+            tokio::select! {
+                () = sources.changed() => {}
+                () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
+            }
         }
     }
 
