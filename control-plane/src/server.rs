@@ -238,12 +238,17 @@ fn too_large() -> ApiError {
 
 /// A protobuf body as the JSON it stands for; one that does not decode is a 400 saying why.
 fn protobuf_to_json(body: &[u8]) -> Result<Bytes, ApiError> {
-    let object = protobuf::decode(body).map_err(|e| {
-        ApiError::new(
+    let object = protobuf::decode(body).map_err(|e| match e {
+        protobuf::ProtobufError::TooLarge => ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: {e}"),
+        ),
+        e => ApiError::new(
             400,
             "BadRequest",
             format!("the protobuf body could not be decoded: {e}"),
-        )
+        ),
     })?;
     Ok(Bytes::from(object.to_string()))
 }
@@ -368,6 +373,14 @@ async fn answer(
             Err(reply) => to_response(reply),
         };
     }
+    // Nobody's body is read before they are known: an unauthenticated client gets its 401 without
+    // the server reading, let alone decoding, what it sends. (The API authenticates again when it
+    // handles the request; this is the same check, made early.)
+    if !matches!(method.as_str(), "GET" | "HEAD")
+        && let Err(e) = api.authenticate_request(&head)
+    {
+        return to_response(Reply::error(e));
+    }
     // A declared length over the limit is refused before any of the body is read (a client waiting
     // on `Expect: 100-continue` gets the answer instead of sending megabytes).
     let declared: Option<usize> = req
@@ -382,19 +395,20 @@ async fn answer(
         Ok(b) => b.to_bytes(),
         Err(_) => return to_response(Reply::error(too_large())),
     };
-    let body = if protobuf {
-        match protobuf_to_json(&body) {
-            Ok(json) => {
-                content_type = "application/json".into();
-                json
-            }
-            Err(e) => return to_response(Reply::error(e)),
-        }
-    } else {
-        body
-    };
-    // The store's writes wait for the disk: keep them off the async workers.
+    // Decoding and the store's writes (which wait for the disk) run off the async workers, so a
+    // flood of large bodies does not stall everyone's GETs.
     let reply = tokio::task::spawn_blocking(move || {
+        let body = if protobuf {
+            match protobuf_to_json(&body) {
+                Ok(json) => {
+                    content_type = "application/json".into();
+                    json
+                }
+                Err(e) => return Reply::error(e),
+            }
+        } else {
+            body
+        };
         api.handle(&ApiRequest {
             method: &method,
             path: &path,

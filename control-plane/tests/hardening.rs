@@ -154,24 +154,7 @@ fn connections_are_capped_and_idle_ones_closed() {
 fn configmap_and_secret_keys_are_file_names_and_data_is_bounded() {
     let dir = temp_dir("datakeys");
     let server = Server::start(&dir);
-    let admin = server.token();
-    let post = |path: &str, body: String| {
-        let file = dir.join("body.json");
-        std::fs::write(&file, body).expect("body");
-        let data = format!("@{}", file.display());
-        server.curl_as(
-            &admin,
-            &[
-                "-X",
-                "POST",
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                &data,
-            ],
-            path,
-        )
-    };
+    let post = |path: &str, body: String| server.send("POST", "application/json", path, body.as_bytes());
     let cms = "/api/v1/namespaces/default/configmaps";
     for key in ["../x", "a/b", "..data", "."] {
         let (code, body) = post(
@@ -198,6 +181,193 @@ fn configmap_and_secret_keys_are_file_names_and_data_is_bounded() {
         r#"{"metadata":{"name":"fine"},"data":{"app.properties":"a=b",".hidden":"c"}}"#.into(),
     );
     assert_eq!(code, 201, "{body}");
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A protobuf length-delimited field (for hand-made bodies).
+fn proto_field(number: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for mut v in [(number << 3) | 2, payload.len() as u64] {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn amplifying_bodies_are_refused_before_they_are_built() {
+    let dir = temp_dir("amplify");
+    let server = Server::start(&dir);
+    let send = |method: &str, content_type: &str, path: &str, body: &[u8]| {
+        server.send(method, content_type, path, body)
+    };
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = r#"{"metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#;
+    assert_eq!(send("POST", "application/json", pods, pod.as_bytes()).0, 201);
+    // 3 MB of empty containerStatuses: a million objects, each defaulted to 67 bytes once built
+    // (this took the server to 2.4 GiB). Refused by counting, before any is built.
+    let statuses = |n: usize| {
+        format!(
+            r#"{{"status":{{"containerStatuses":[{}]}}}}"#,
+            vec!["{}"; n].join(",")
+        )
+    };
+    let status = format!("{pods}/p/status");
+    let (code, body) = send(
+        "PATCH",
+        "application/merge-patch+json",
+        &status,
+        statuses(1_000_000).as_bytes(),
+    );
+    assert_eq!(code, 413, "{body}");
+    assert!(body.contains("RequestEntityTooLarge"), "{body}");
+    // The same as protobuf: a Pod of 1.4 million empty containers in 2.8 MB.
+    let containers: Vec<u8> = std::iter::repeat_n(proto_field(2, b""), 1_400_000)
+        .flatten()
+        .collect();
+    let type_meta = [proto_field(1, b"v1"), proto_field(2, b"Pod")].concat();
+    let raw = [proto_field(1, &proto_field(1, b"q")), proto_field(2, &containers)].concat();
+    let envelope = [
+        b"k8s\0".to_vec(),
+        proto_field(1, &type_meta),
+        proto_field(2, &raw),
+    ]
+    .concat();
+    let (code, body) = send("POST", "application/vnd.kubernetes.protobuf", pods, &envelope);
+    assert_eq!(code, 413, "{body}");
+    // An object over 1.5 MiB once stored is refused as etcd would (here: 17 env values of 100 kB).
+    let env: Vec<String> = (0..17)
+        .map(|i| format!(r#"{{"name":"V{i}","value":"{}"}}"#, "x".repeat(100_000)))
+        .collect();
+    let big = format!(
+        r#"{{"metadata":{{"name":"big"}},"spec":{{"containers":[{{"name":"c","image":"busybox","env":[{}]}}]}}}}"#,
+        env.join(",")
+    );
+    let (code, body) = send("POST", "application/json", pods, big.as_bytes());
+    assert_eq!(code, 413, "{}", &body[..body.len().min(300)]);
+    assert!(
+        body.contains("at most 1572864"),
+        "{}",
+        &body[..body.len().min(300)]
+    );
+    // What is within bounds still works, and the server never grew past a modest size.
+    let (code, body) = send(
+        "PATCH",
+        "application/merge-patch+json",
+        &status,
+        statuses(2).as_bytes(),
+    );
+    assert_eq!(code, 200, "{body}");
+    let peak = server.peak_rss_mib();
+    assert!(peak < 150, "peak RSS {peak} MiB");
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bodies_are_read_only_from_authenticated_clients() {
+    use std::io::{Read, Write};
+    let dir = temp_dir("unauth-body");
+    let server = Server::start(&dir);
+    // A client without credentials declares a 2 MB protobuf body and sends none of it: the answer
+    // (401) comes at once, without the server waiting for, reading or decoding the body.
+    let tls = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-alpn", "http/1.1", "-connect"])
+        .arg(format!("127.0.0.1:{}", server.port))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut tls = tls.expect("openssl");
+    let request = "POST /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.kubernetes.protobuf\r\nContent-Length: 2000000\r\n\r\n";
+    tls.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(request.as_bytes())
+        .expect("write");
+    let mut stdout = tls.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut answer = [0u8; 64];
+        let n = stdout.read(&mut answer).unwrap_or(0);
+        let _ = tx.send(String::from_utf8_lossy(&answer[..n]).to_string());
+    });
+    // Before the fix the server sat waiting for the body it was promised.
+    let answer = rx.recv_timeout(std::time::Duration::from_secs(5));
+    let _ = tls.kill();
+    let answer = answer.expect("an answer without sending the body");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let _ = tls.wait();
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn metadata_and_selectors_are_validated() {
+    let dir = temp_dir("metadata");
+    let server = Server::start(&dir);
+    let admin = server.token();
+    let post = |body: String| {
+        server.send(
+            "POST",
+            "application/json",
+            "/api/v1/namespaces/default/configmaps",
+            body.as_bytes(),
+        )
+    };
+    for (metadata, expected) in [
+        (
+            r#""labels":{"a b":"x"}"#,
+            "metadata.labels: Invalid value: \\\"a b\\\"",
+        ),
+        (
+            r#""labels":{"app":"-web"}"#,
+            "metadata.labels.app: Invalid value: \\\"-web\\\"",
+        ),
+        (r#""labels":{"example.com/a/b":"x"}"#, "metadata.labels"),
+        (
+            r#""annotations":{"bad key":"x"}"#,
+            "metadata.annotations: Invalid value",
+        ),
+        (
+            r#""finalizers":["cleanup"]"#,
+            "neither a standard finalizer name nor is it fully qualified",
+        ),
+    ] {
+        let (code, body) = post(format!(r#"{{"metadata":{{"name":"m",{metadata}}}}}"#));
+        assert_eq!(code, 422, "{metadata}: {body}");
+        assert!(body.contains(expected), "{metadata}: {body}");
+    }
+    let big = "x".repeat(256 * 1024);
+    let (code, body) = post(format!(
+        r#"{{"metadata":{{"name":"m","annotations":{{"a":"{big}"}}}}}}"#
+    ));
+    assert_eq!(code, 422, "{}", &body[..body.len().min(300)]);
+    assert!(body.contains("Too long: must have at most 262144 bytes"));
+    let fine = r#"{"metadata":{"name":"m","labels":{"app.kubernetes.io/name":"web","tier":""},"annotations":{"Example.com/Note":"x"},"finalizers":["example.com/keep"]}}"#;
+    assert_eq!(post(fine.into()).0, 201);
+    // A selector that is not one is a 400, not "everything".
+    let (code, body) = server.curl_as(
+        &admin,
+        &[],
+        "/api/v1/namespaces/default/configmaps?labelSelector=!!!",
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("unable to parse requirement"), "{body}");
+    let out = server.kubectl(&[
+        "get",
+        "configmaps",
+        "-l",
+        "app.kubernetes.io/name=web",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "configmap/m");
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }

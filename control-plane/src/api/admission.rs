@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde_json::{Value, json};
 
-use super::{allocator, objects::Resource, selector, status::ApiError};
+use super::{allocator, names, objects::Resource, selector, status::ApiError};
 use crate::store::Store;
 
 /// How long pods tolerate a node that is not ready or unreachable before they are evicted, when
@@ -79,11 +79,74 @@ fn fold_string_data(obj: &mut Value) {
     }
 }
 
+/// The most bytes an object's annotations (keys and values) may hold, as kube-apiserver allows.
+const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+/// What every object's metadata must be: label keys and values, annotation keys and their total
+/// size, finalizer names (kube-apiserver's `ValidateObjectMeta`).
+fn validate_metadata(obj: &Value) -> Problems {
+    let mut p = Problems::default();
+    let reasons = |why: Vec<String>| why.join(", ");
+    for (key, value) in obj
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if let Err(why) = names::qualified_name(key) {
+            p.add(
+                "metadata.labels",
+                format!("Invalid value: {key:?}: {}", reasons(why)),
+            );
+        }
+        let value = value.as_str().unwrap_or_default();
+        if let Err(why) = names::label_value(value) {
+            p.add(
+                format!("metadata.labels.{key}"),
+                format!("Invalid value: {value:?}: {}", reasons(why)),
+            );
+        }
+    }
+    let mut annotation_bytes = 0;
+    for (key, value) in obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if let Err(why) = names::qualified_name(&key.to_lowercase()) {
+            p.add(
+                "metadata.annotations",
+                format!("Invalid value: {key:?}: {}", reasons(why)),
+            );
+        }
+        annotation_bytes += key.len() + value.as_str().map_or(0, str::len);
+    }
+    if annotation_bytes > MAX_ANNOTATION_BYTES {
+        p.add(
+            "metadata.annotations",
+            format!("Too long: must have at most {MAX_ANNOTATION_BYTES} bytes"),
+        );
+    }
+    let finalizers = obj.pointer("/metadata/finalizers").and_then(Value::as_array);
+    for (i, f) in finalizers.into_iter().flatten().enumerate() {
+        let name = f.as_str().unwrap_or_default();
+        if let Err(why) = names::finalizer(name) {
+            p.add(
+                format!("metadata.finalizers[{i}]"),
+                format!("Invalid value: {name:?}: {}", reasons(why)),
+            );
+        }
+    }
+    p
+}
+
 /// Defaults, checks and reserves for a new object.
 pub fn on_create(store: &Store, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     if r.kind == "Secret" {
         fold_string_data(obj);
     }
+    validate_metadata(obj).into_result(r.kind, obj)?;
     validate_data(r.kind, obj).into_result(r.kind, obj)?;
     match r.kind {
         "Namespace" => {
@@ -132,6 +195,7 @@ pub fn on_update(store: &Store, r: &Resource, old: &Value, obj: &mut Value) -> R
     if r.kind == "Secret" {
         fold_string_data(obj);
     }
+    validate_metadata(obj).into_result(r.kind, obj)?;
     validate_data(r.kind, obj).into_result(r.kind, obj)?;
     match r.kind {
         "Pod" => {

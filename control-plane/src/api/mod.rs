@@ -16,7 +16,9 @@ pub mod apiservers;
 pub mod auth;
 pub mod discovery;
 pub mod fields;
+pub mod limits;
 pub mod logs;
+pub mod names;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -202,10 +204,22 @@ impl Api {
                 (Err(e), _) => Reply::error(e),
             };
         }
-        match self.authenticate(&req).and_then(|user| self.route(&req, &user)) {
+        // Who asks is known before anything is built from the body, and the body's shape is
+        // counted before it is parsed (see `limits`).
+        let answer = self.authenticate(&req).and_then(|user| {
+            limits::check_body(req.body)?;
+            self.route(&req, &user)
+        });
+        match answer {
             Ok(reply) => reply,
             Err(e) => Reply::error(e),
         }
+    }
+
+    /// Who sent `req` (headers only; the body is not looked at), or the 401/403 to answer: for
+    /// the server to check before it reads a body.
+    pub fn authenticate_request(&self, req: &ApiRequest<'_>) -> Result<auth::User, ApiError> {
+        self.authenticate(req)
     }
 
     fn authenticate(&self, req: &ApiRequest<'_>) -> Result<auth::User, ApiError> {

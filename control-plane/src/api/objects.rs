@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    admission, patch,
+    admission, limits, patch,
     status::ApiError,
     typed::{self, FieldValidation},
 };
@@ -30,32 +30,7 @@ pub fn prefix(r: &Resource, namespace: Option<&str>) -> String {
     }
 }
 
-/// Checks a DNS-1123 label (`label == true`, at most 63) or subdomain (at most 253) name.
-pub fn validate_name(name: &str, label: bool) -> Result<(), String> {
-    let max = if label { 63 } else { 253 };
-    if name.is_empty() || name.len() > max {
-        return Err(format!("must be between 1 and {max} characters"));
-    }
-    let part_ok = |p: &str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !p.starts_with('-')
-            && !p.ends_with('-')
-    };
-    let ok = if label {
-        part_ok(name)
-    } else {
-        name.split('.').all(part_ok)
-    };
-    if ok {
-        Ok(())
-    } else if label {
-        Err("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character".into())
-    } else {
-        Err("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character".into())
-    }
-}
+pub use super::names::validate_name;
 
 /// The object as clients see it: the stored JSON with `metadata.resourceVersion`.
 pub fn render(kv: &KeyValue) -> Result<Value, ApiError> {
@@ -286,7 +261,12 @@ pub fn create(
     }
     let (mut obj, warnings) = typed::normalize(r.kind, obj, validation)?;
     admission::on_create(store, r, &mut obj)?;
-    match store.create(&key(r, namespace, &name), store_bytes(&obj)) {
+    let bytes = store_bytes(&obj);
+    if let Err(e) = limits::check_stored(&bytes) {
+        admission::release(store, r, &obj);
+        return Err(e);
+    }
+    match store.create(&key(r, namespace, &name), bytes) {
         Ok(kv) => Ok((render(&kv)?, warnings)),
         Err(e) => {
             admission::release(store, r, &obj);
@@ -613,9 +593,22 @@ fn write_over(
             obj["metadata"]["generation"] = json!(generation + 1);
         }
     }
-    let kv = store
-        .update(&k, store_bytes(&obj), expected)
-        .map_err(|e| ApiError::from_store(e, r.plural, name))?;
+    // What admission reserved for this write (a Service's new ports) goes back if it fails.
+    let bytes = store_bytes(&obj);
+    let written = limits::check_stored(&bytes).and_then(|()| {
+        store
+            .update(&k, bytes, expected)
+            .map_err(|e| ApiError::from_store(e, r.plural, name))
+    });
+    let kv = match written {
+        Ok(kv) => kv,
+        Err(e) => {
+            if part == Part::Main {
+                admission::release_dropped(store, r, &obj, &old_obj);
+            }
+            return Err(e);
+        }
+    };
     let written = render(&kv)?;
     if part == Part::Main {
         admission::release_dropped(store, r, &old_obj, &written);

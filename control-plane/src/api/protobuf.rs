@@ -29,6 +29,8 @@ use std::sync::OnceLock;
 use base64::Engine;
 use serde_json::{Map, Number, Value};
 
+use super::limits;
+
 /// The media type of Kubernetes protobuf bodies.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
@@ -169,6 +171,14 @@ pub enum ProtobufError {
     /// Messages nested deeper than any Kubernetes object: refused rather than recursed into.
     #[error("the protobuf data nests messages deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// The body decodes to more objects or values than any object has (see `api::limits`): refused
+    /// while decoding, before it is built.
+    #[error(
+        "the protobuf body decodes to more than {} objects and arrays or {} values",
+        limits::MAX_BODY_NODES,
+        limits::MAX_BODY_VALUES
+    )]
+    TooLarge,
     /// The built-in schema failed to parse: a bug in this crate's schema files (tests catch it).
     #[error("the built-in protobuf schema is invalid: {0}")]
     Schema(String),
@@ -177,11 +187,29 @@ pub enum ProtobufError {
 /// Decodes a Kubernetes protobuf body (`k8s\0` + `runtime.Unknown`) into the object's JSON, with
 /// `apiVersion` and `kind` from the envelope.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
-    decode_at(body, 0)
+    decode_at(body, 0, &Budget::default())
+}
+
+/// What a body has decoded to so far, shared by the objects nested in it: decoding stops when it is
+/// over [`limits`]' budget, so a small body of empty messages cannot become a huge value.
+#[derive(Default)]
+struct Budget(std::cell::Cell<limits::Shape>);
+
+impl Budget {
+    fn spend(&self, nodes: usize, values: usize) -> Result<(), ProtobufError> {
+        let mut shape = self.0.get();
+        shape.nodes += nodes;
+        shape.values += values;
+        self.0.set(shape);
+        if limits::over_budget(shape) {
+            return Err(ProtobufError::TooLarge);
+        }
+        Ok(())
+    }
 }
 
 /// [`decode`] of a body nested `depth` messages deep (a protobuf `RawExtension` holds a whole body).
-fn decode_at(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
+fn decode_at(body: &[u8], depth: usize, budget: &Budget) -> Result<Value, ProtobufError> {
     if depth > MAX_DEPTH {
         return Err(ProtobufError::TooDeep);
     }
@@ -200,10 +228,10 @@ fn decode_at(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
         "" | MEDIA_TYPE => {
             let schema = schema()?;
             let message = schema.message_for(&envelope.api_version, &envelope.kind)?;
-            Decoder { schema }.message_into(message, envelope.raw, &mut object, depth + 1)?;
+            Decoder { schema, budget }.message_into(message, envelope.raw, &mut object, depth + 1)?;
         }
         json if json.contains("json") => {
-            let embedded = embedded_json(envelope.raw, "Unknown.raw", depth + 1)?;
+            let embedded = embedded_json(envelope.raw, "Unknown.raw", depth + 1, budget)?;
             if let Value::Object(fields) = embedded {
                 object.extend(fields);
             }
@@ -357,14 +385,19 @@ fn utf8(bytes: &[u8], field: &str) -> Result<String, ProtobufError> {
 
 /// `RawExtension.raw` and `FieldsV1.Raw`: JSON as a rule, a nested protobuf object when the client
 /// encoded it so.
-fn embedded_json(bytes: &[u8], field: &str, depth: usize) -> Result<Value, ProtobufError> {
+fn embedded_json(bytes: &[u8], field: &str, depth: usize, budget: &Budget) -> Result<Value, ProtobufError> {
     if bytes.starts_with(MAGIC) {
-        return decode_at(bytes, depth);
+        return decode_at(bytes, depth, budget);
     }
-    serde_json::from_slice(bytes).map_err(|source| ProtobufError::InvalidEmbeddedJson {
+    // Counted before it is parsed, like any JSON body.
+    limits::check_body(bytes).map_err(|_| ProtobufError::TooLarge)?;
+    let value = serde_json::from_slice(bytes).map_err(|source| ProtobufError::InvalidEmbeddedJson {
         field: field.to_string(),
         source,
-    })
+    })?;
+    let shape = limits::shape_of(&value);
+    budget.spend(shape.nodes, shape.values)?;
+    Ok(value)
 }
 
 // ----- schema -----
@@ -664,11 +697,12 @@ impl<'a> Wire<'a> {
     }
 }
 
-struct Decoder {
+struct Decoder<'b> {
     schema: &'static Schema,
+    budget: &'b Budget,
 }
 
-impl Decoder {
+impl Decoder<'_> {
     /// Decodes `bytes` as `message`, adding its fields to `out` (which may already hold the fields
     /// of an enclosing message, for inline ones).
     fn message_into(
@@ -768,12 +802,16 @@ impl Decoder {
                 let mut reader = Reader::new(bytes, &field.path);
                 let mut items = Vec::new();
                 while reader.pos < bytes.len() {
+                    self.budget.spend(0, 1)?;
                     let item = Wire::read(&mut reader, s.wire_type())?;
                     items.push(scalar(field, *s, &item)?);
                 }
                 Ok(items)
             }
-            (Type::Scalar(s), _) => Ok(vec![scalar(field, *s, value)?]),
+            (Type::Scalar(s), _) => {
+                self.budget.spend(0, 1)?;
+                Ok(vec![scalar(field, *s, value)?])
+            }
             (Type::Message(name), _) => Ok(vec![
                 self.message_value(field, name, value, depth)?
                     .unwrap_or(Value::Null),
@@ -788,6 +826,7 @@ impl Decoder {
         value: &Wire<'_>,
         depth: usize,
     ) -> Result<(String, Value), ProtobufError> {
+        self.budget.spend(0, 1)?;
         let bytes = len(field, value)?;
         let mut reader = Reader::new(bytes, &field.path);
         let (mut k, mut v) = (None, None);
@@ -833,8 +872,10 @@ impl Decoder {
     ) -> Result<Option<Value>, ProtobufError> {
         let bytes = len(field, value)?;
         if let Some(kind) = special(name) {
-            return special_value(field, kind, bytes, depth + 1);
+            self.budget.spend(0, 1)?;
+            return special_value(field, kind, bytes, depth + 1, self.budget);
         }
+        self.budget.spend(1, 1)?;
         let mut object = Map::new();
         self.message_into(self.message(name)?, bytes, &mut object, depth + 1)?;
         Ok(Some(Value::Object(object)))
@@ -940,6 +981,7 @@ fn special_value(
     kind: Special,
     bytes: &[u8],
     depth: usize,
+    budget: &Budget,
 ) -> Result<Option<Value>, ProtobufError> {
     let fields = small_fields(field, bytes)?;
     let text = |number| utf8(bytes_of(&fields, number), &field.path);
@@ -963,7 +1005,7 @@ fn special_value(
             if raw.is_empty() {
                 None
             } else {
-                Some(embedded_json(raw, &field.path, depth)?)
+                Some(embedded_json(raw, &field.path, depth, budget)?)
             }
         }
         Special::StringList => {
@@ -971,7 +1013,10 @@ fn special_value(
             let mut items = Vec::new();
             while let Some((number, wire)) = reader.key()? {
                 match (number, Wire::read(&mut reader, wire)?) {
-                    (1, Wire::Len(b)) => items.push(Value::String(utf8(b, &field.path)?)),
+                    (1, Wire::Len(b)) => {
+                        budget.spend(0, 1)?;
+                        items.push(Value::String(utf8(b, &field.path)?));
+                    }
                     (1, other) => return Err(mismatch(field, &other)),
                     _ => {}
                 }

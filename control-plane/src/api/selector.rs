@@ -13,6 +13,35 @@ enum Requirement {
     NotIn(String, Vec<String>),
 }
 
+impl Requirement {
+    /// A key must be a qualified name and a value a label value (`!!!` is no selector, and
+    /// selects nothing rather than everything): a 400 saying which, as kube-apiserver answers.
+    fn check(&self) -> Result<(), String> {
+        let (key, values): (&str, Vec<&str>) = match self {
+            Requirement::Equals(k, v) | Requirement::NotEquals(k, v) => (k, vec![v.as_str()]),
+            Requirement::Exists(k) | Requirement::NotExists(k) => (k, Vec::new()),
+            Requirement::In(k, set) | Requirement::NotIn(k, set) => {
+                (k, set.iter().map(String::as_str).collect())
+            }
+        };
+        super::names::qualified_name(key).map_err(|why| {
+            format!(
+                "unable to parse requirement: Invalid value: {key:?}: {}",
+                why.join(", ")
+            )
+        })?;
+        for v in values {
+            super::names::label_value(v).map_err(|why| {
+                format!(
+                    "unable to parse requirement: Invalid value: {v:?}: {}",
+                    why.join(", ")
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// A parsed selector; the empty selector matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LabelSelector(Vec<Requirement>);
@@ -64,6 +93,7 @@ impl LabelSelector {
             } else {
                 Requirement::Exists(part.into())
             };
+            req.check()?;
             reqs.push(req);
         }
         Ok(LabelSelector(reqs))

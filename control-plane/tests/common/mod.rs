@@ -175,6 +175,32 @@ impl Server {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
+    /// Sends `body` with `method` and `content_type` as the admin (over curl, from a file in the
+    /// server's directory): (HTTP code, body).
+    pub fn send(&self, method: &str, content_type: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let file = self.dir.join("request-body");
+        std::fs::write(&file, body).expect("body");
+        let data = format!("@{}", file.display());
+        let ct = format!("Content-Type: {content_type}");
+        self.curl_as(
+            &self.token(),
+            &["-X", method, "-H", &ct, "--data-binary", &data],
+            path,
+        )
+    }
+
+    /// The server's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kib| kib / 1024)
+    }
+
     pub fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

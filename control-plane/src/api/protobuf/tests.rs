@@ -327,3 +327,21 @@ fn kubectl_bodies_decode_to_kubectl_json() {
         assert_eq!(got, want, "{name}");
     }
 }
+
+#[test]
+fn a_small_body_of_empty_messages_is_refused_before_it_is_built() {
+    // A Pod whose spec holds a million empty containers: 2 bytes each on the wire, each an object
+    // once decoded. Decoding stops at the budget instead of building them.
+    let containers: Vec<u8> = std::iter::repeat_n(bytes(2, b""), 1_000_000).flatten().collect();
+    let pod = msg(&[bytes(2, &containers)]);
+    let started = std::time::Instant::now();
+    let err = decode(&envelope("v1", "Pod", &pod)).expect_err("over budget");
+    assert!(matches!(err, ProtobufError::TooLarge), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // Packed numbers count one by one too, and a ConfigMap of many entries fits.
+    let entries: Vec<u8> = (0..50_000)
+        .flat_map(|i| bytes(2, &msg(&[bytes(1, format!("k{i}").as_bytes()), bytes(2, b"v")])))
+        .collect();
+    let cm = decode(&envelope("v1", "ConfigMap", &entries)).expect("fits");
+    assert_eq!(cm["data"].as_object().map(|m| m.len()), Some(50_000));
+}
