@@ -20,3 +20,4 @@ pub mod pki;
 pub mod server;
 pub mod sim;
 pub mod store;
+pub mod tokens;

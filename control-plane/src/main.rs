@@ -26,12 +26,21 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "berth-control-plane",
     version,
-    about = "berth's compact Kubernetes control plane"
+    about = "berth's compact Kubernetes control plane",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Where the store, certificates and admin.kubeconfig live.
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[arg(long, required = true)]
+    data_dir: Option<PathBuf>,
+    /// How long the join token made at start is valid (kubeadm's `--token-ttl`: `24h`, `1h30m`;
+    /// `0`: never expires). A restart keeps a valid token and makes a new one for an expired one;
+    /// `berth-control-plane token create` makes more.
+    #[arg(long, default_value = "24h")]
+    token_ttl: String,
     /// Connections served at once; more wait in the listen backlog until one ends (each is also
     /// bounded in time: TLS handshake 10 s, HTTP/1.1 headers 32 s, HTTP/2 pings).
     #[arg(long, default_value_t = 2048)]
@@ -87,6 +96,44 @@ struct Cli {
     hollow_nodes: usize,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Bootstrap tokens for joining nodes (kubeadm's `token`).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum TokenAction {
+    /// Makes a new token through the running control plane of DATA_DIR and prints the join command
+    /// that uses it (`kubeadm token create --print-join-command`).
+    Create {
+        /// The control plane's data directory (its admin.kubeconfig, admin.token and ca.crt).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// How long the token is valid (`24h`, `1h30m`; `0`: never expires).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// What the token is for, kept in its Secret.
+        #[arg(long, default_value = "made by berth-control-plane token create")]
+        description: String,
+    },
+}
+
+/// `berth-control-plane token create`.
+fn token_create(data_dir: &std::path::Path, ttl: &str, description: &str) -> anyhow::Result<()> {
+    let ttl = berth_control_plane::tokens::parse_ttl(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let join = runtime.block_on(berth_control_plane::tokens::create(data_dir, ttl, description))?;
+    println!("{join}");
+    Ok(())
+}
+
 /// Large buffers (list answers of thousands of objects) from their own mappings, given back to the
 /// system when freed. glibc otherwise raises its mmap threshold to the largest buffer freed so far and
 /// serves the next ones from the heap, where a few 20 MB answers leave the resident size 150 MB higher
@@ -104,7 +151,19 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Some(Command::Token {
+            action:
+                TokenAction::Create {
+                    data_dir,
+                    ttl,
+                    description,
+                },
+        }) => token_create(data_dir, ttl, description),
+        None => run(cli),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth-control-plane: {e:#}");
@@ -179,7 +238,10 @@ fn keep_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    keep_private(&cli.data_dir)?;
+    let data_dir = cli.data_dir.clone().context("--data-dir is required")?;
+    let token_ttl = berth_control_plane::tokens::parse_ttl(&cli.token_ttl)
+        .map_err(|e| anyhow::anyhow!("--token-ttl: {e}"))?;
+    keep_private(&data_dir)?;
     let store = match &cli.etcd_servers {
         Some(endpoint) => {
             let tls = match &cli.etcd_cafile {
@@ -192,7 +254,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Store::open_etcd(endpoint, tls)
                 .with_context(|| format!("opening the store in etcd at {endpoint}"))?
         }
-        None => Arc::new(Store::open(&cli.data_dir.join("state.db"))?),
+        None => Arc::new(Store::open(&data_dir.join("state.db"))?),
     };
     // Bound first: with port 0 the kubeconfig must name the port actually used.
     let listener = server::bind(cli.listen)?;
@@ -216,18 +278,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             names.push(name);
         }
     }
-    let creds = pki::ensure(&cli.data_dir, &names)?;
-    let (token_id, token_secret) = pki::ensure_join_token(&cli.data_dir)?;
-    let kubeconfig = pki::write_admin_kubeconfig(&cli.data_dir, &format!("https://{listen}"), &creds)?;
+    let creds = pki::ensure(&data_dir, &names)?;
+    let (mut token_id, mut token_secret, made_now) = pki::ensure_join_token(&data_dir)?;
+    let kubeconfig = pki::write_admin_kubeconfig(&data_dir, &format!("https://{listen}"), &creds)?;
     tracing::info!(kubeconfig = %kubeconfig.display(), revision = store.revision(), "store open");
     let api = Arc::new(Api::new(store, creds.admin_token.clone()));
     at_start("creating the cluster's base objects", || api.bootstrap(listen))?;
+    // A restart keeps a join token that is still valid (and its expiry); one that expired, or whose
+    // Secret the token cleaner deleted, is replaced by a new one.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let kept = api
+        .join_token_secret(&token_id)
+        .filter(|t| t.secret == token_secret && !t.expired(now));
+    let expiration = match kept {
+        Some(t) => t
+            .expires
+            .map(|e| berth_control_plane::api::objects::rfc3339_at(e.max(0) as u64)),
+        None => {
+            if !made_now {
+                (token_id, token_secret) = pki::new_join_token(&data_dir)?;
+                tracing::info!(token = %token_id, "the join token expired: made a new one");
+            }
+            berth_control_plane::tokens::expiration(token_ttl)
+        }
+    };
     at_start("publishing the join information", || {
         api.publish_join(
             &format!("https://{listen}"),
             &creds.ca_pem,
             &token_id,
             &token_secret,
+            expiration.as_deref(),
         )
     })?;
     // As `kubeadm init` ends: the command a node runs to join, printed and kept in DATA_DIR/join-command.
@@ -235,8 +318,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "berth-agent run --server https://{listen} --token {token_id}.{token_secret} --ca-cert-hash {}",
         pki::ca_cert_hash(&creds.ca_pem)?
     );
-    pki::write_join_command(&cli.data_dir, &join)?;
+    pki::write_join_command(&data_dir, &join)?;
     println!("To join a node, run on it (add --node NAME and the node's network flags):\n\n  {join}\n");
+    match &expiration {
+        Some(when) => println!(
+            "The token expires at {when}; `berth-control-plane token create --data-dir {}` makes another.\n",
+            data_dir.display()
+        ),
+        None => println!("The token never expires (--token-ttl 0).\n"),
+    }
     admission::set_default_toleration_seconds(cli.default_toleration_seconds);
     let stop = Arc::new(AtomicBool::new(false));
     let identity = cli.id.clone().unwrap_or_else(|| {

@@ -195,29 +195,24 @@ pub fn write_join_command(dir: &Path, command: &str) -> Result<(), PkiError> {
     write_file(&dir.join("join-command"), &format!("{command}\n"), 0o600)
 }
 
-/// Loads or creates the node join token: 6 and 16 characters of `[a-z0-9]`, as bootstrap tokens are.
-pub fn ensure_join_token(dir: &Path) -> Result<(String, String), PkiError> {
+/// Loads the node join token (`DATA_DIR/join-token`), or makes one: `(id, secret, made now)`.
+pub fn ensure_join_token(dir: &Path) -> Result<(String, String, bool), PkiError> {
     let path = join_token_path(dir);
     if let Some(t) = read(&path)
         && let Some((id, secret)) = t.trim().split_once('.')
         && id.len() == 6
         && secret.len() == 16
     {
-        return Ok((id.to_string(), secret.to_string()));
+        return Ok((id.to_string(), secret.to_string(), false));
     }
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let hex = random_hex(22)?;
-    let chars: Vec<char> = hex
-        .as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let v = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("00"), 16).unwrap_or(0);
-            char::from(ALPHABET[usize::from(v) % ALPHABET.len()])
-        })
-        .collect();
-    let id: String = chars[..6].iter().collect();
-    let secret: String = chars[6..22].iter().collect();
-    write_file(&path, &format!("{id}.{secret}\n"), 0o600)?;
+    let (id, secret) = new_join_token(dir)?;
+    Ok((id, secret, true))
+}
+
+/// Makes a new node join token and keeps it in `DATA_DIR/join-token` (0600).
+pub fn new_join_token(dir: &Path) -> Result<(String, String), PkiError> {
+    let (id, secret) = crate::tokens::generate().map_err(|e| PkiError::Refused(e.to_string()))?;
+    write_file(&join_token_path(dir), &format!("{id}.{secret}\n"), 0o600)?;
     Ok((id, secret))
 }
 

@@ -371,3 +371,117 @@ fn metadata_and_selectors_are_validated() {
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn join_tokens_expire_and_new_ones_are_made_and_signed() {
+    use base64::Engine;
+    let dir = temp_dir("tokens");
+    let server = Server::start_with(&dir, &["--token-ttl", "2s"]);
+    let first = std::fs::read_to_string(dir.join("join-token")).expect("join-token");
+    let (id, _) = first.trim().split_once('.').expect("id.secret");
+    let expiration = server.ok(&[
+        "get",
+        "secret",
+        "-n",
+        "kube-system",
+        &format!("bootstrap-token-{id}"),
+        "-o",
+        "jsonpath={.data.expiration}",
+    ]);
+    let expiration = base64::engine::general_purpose::STANDARD
+        .decode(expiration.trim())
+        .expect("base64");
+    assert!(
+        String::from_utf8_lossy(&expiration).ends_with('Z'),
+        "{expiration:?}"
+    );
+
+    // `token create` makes another through the API, and cluster-info is signed for it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth-control-plane"))
+        .args(["token", "create", "--ttl", "1h", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("token create");
+    let join = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "{join}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        join.starts_with("berth-agent run --server https://127.0.0.1:"),
+        "{join}"
+    );
+    let token = join
+        .split_whitespace()
+        .skip_while(|w| *w != "--token")
+        .nth(1)
+        .expect("--token");
+    let (new_id, new_secret) = token.split_once('.').expect("id.secret");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (signature, kubeconfig) = loop {
+        let get = |field: &str| cluster_info(&server, &format!(".{field}"));
+        let signature = get(&format!("jws-kubeconfig-{new_id}"));
+        if !signature.is_empty() {
+            break (signature, get("kubeconfig"));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster-info never signed for {new_id}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(
+        signature,
+        berth_control_plane::pki::jws_detached(new_id, new_secret, &kubeconfig)
+    );
+    // The new token authenticates; the first has expired (2 s) and does not.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let info_path = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+    assert_eq!(server.curl_as(token, &[], info_path).0, 200);
+    assert_eq!(server.curl_as(first.trim(), &[], info_path).0, 401);
+
+    // A restart replaces the expired join token with a new, valid one.
+    drop(server);
+    let server = Server::start_with(&dir, &["--token-ttl", "1h"]);
+    let second = std::fs::read_to_string(dir.join("join-token")).expect("join-token");
+    assert_ne!(first, second);
+    assert_eq!(server.curl_as(second.trim(), &[], info_path).0, 200);
+    let command = std::fs::read_to_string(dir.join("join-command")).expect("join-command");
+    assert!(command.contains(second.trim()), "{command}");
+    // The token cleaner deletes the expired Secret, and its signature goes with it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let data = cluster_info(&server, "");
+        let secret = server.kubectl(&[
+            "get",
+            "secret",
+            "-n",
+            "kube-system",
+            &format!("bootstrap-token-{id}"),
+        ]);
+        if !data.contains(&format!("jws-kubeconfig-{id}")) && !secret.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired token {id} still there: {data}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `kube-public/cluster-info`'s `.data` (or the field `.NAME` of it) as kubectl's JSONPath prints it.
+fn cluster_info(server: &Server, field: &str) -> String {
+    server.ok(&[
+        "get",
+        "configmap",
+        "cluster-info",
+        "-n",
+        "kube-public",
+        "-o",
+        &format!("jsonpath={{.data{field}}}"),
+    ])
+}

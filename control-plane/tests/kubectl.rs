@@ -183,3 +183,100 @@ fn history_is_compacted_periodically() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_namespace_is_terminating_while_its_content_is_deleted() {
+    let dir = common::temp_dir("ns-lifecycle");
+    let server = Server::start(&dir);
+    let manifest = concat!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: shop\n---\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n",
+        "spec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n",
+        "  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n---\n",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n",
+    );
+    let manifest_file = dir.join("shop.yaml");
+    std::fs::write(&manifest_file, manifest).expect("manifest");
+    let file = manifest_file.to_str().expect("path");
+    server.ok(&["apply", "-f", file]);
+    assert_eq!(
+        server.jsonpath("namespace", "shop", "", "{.spec.finalizers}"),
+        "[\"kubernetes\"]"
+    );
+    // `kubectl delete -f` of the whole manifest: the namespace first, then everything in it, each
+    // deleted (or already going) rather than NotFound; --wait returns once the namespace is gone.
+    let out = server.kubectl(&["delete", "-f", file, "--timeout", "30s"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("NotFound") && !text.contains("not found"),
+        "{text}"
+    );
+    for what in [
+        "namespace \"shop\" deleted",
+        "deployment.apps \"web\" deleted",
+        "service \"web\" deleted",
+    ] {
+        assert!(text.contains(what), "{what}: {text}");
+    }
+    assert!(!server.kubectl(&["get", "namespace", "shop"]).status.success());
+
+    // An object with a finalizer holds its namespace in Terminating, with conditions saying why,
+    // and nothing new may be created there meanwhile.
+    server.apply(concat!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: held\n---\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keep\n  namespace: held\n  finalizers: [example.com/hold]\n",
+    ));
+    server.ok(&["delete", "namespace", "held", "--wait=false"]);
+    let phase = wait_for(&server, "{.status.phase}", "Terminating");
+    assert_eq!(phase, "Terminating");
+    let message = wait_for(
+        &server,
+        "{.status.conditions[?(@.type==\"NamespaceFinalizersRemaining\")].message}",
+        "example.com/hold in 1 resource instances",
+    );
+    assert!(message.contains("example.com/hold"), "{message}");
+    let refused = server.kubectl(&["create", "configmap", "new", "-n", "held"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("because it is being terminated"), "{stderr}");
+    server.ok(&[
+        "patch",
+        "configmap",
+        "keep",
+        "-n",
+        "held",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while server.kubectl(&["get", "namespace", "held"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "the namespace stayed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Polls `held`'s JSONPath until it contains `wanted` (or 15 s pass); returns the last value.
+fn wait_for(server: &Server, path: &str, wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let value = String::from_utf8_lossy(
+            &server
+                .kubectl(&["get", "namespace", "held", "-o", &format!("jsonpath={path}")])
+                .stdout,
+        )
+        .to_string();
+        if value.contains(wanted) || std::time::Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -257,6 +257,12 @@ fn a_node_joins_with_the_bootstrap_token_and_may_change_only_what_is_its_own() {
     let out = node.forbidden(&["logs", "theirs"], None);
     assert!(out.contains("pods/log"), "{out}");
     node.forbidden(&["logs", "mine"], None);
+    // The graph behind that answer follows pods as they come and go.
+    server.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: later\nspec:\n  nodeName: worker-1\n  containers:\n  - name: c\n    image: busybox\n    envFrom: [{configMapRef: {name: settings}}]\n");
+    node.ok(&["get", "configmap", "settings"], None);
+    server.ok(&["delete", "pod", "mine", "later", "--grace-period=0", "--force"]);
+    node.forbidden(&["get", "secret", "db-password"], None);
+    node.forbidden(&["get", "configmap", "settings"], None);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

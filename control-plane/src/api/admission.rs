@@ -150,6 +150,13 @@ pub fn on_create(store: &Store, r: &Resource, obj: &mut Value) -> Result<(), Api
     validate_data(r.kind, obj).into_result(r.kind, obj)?;
     match r.kind {
         "Namespace" => {
+            // The namespace controller's finalizer: a deleted namespace stays until it is empty.
+            if !obj.get("spec").is_some_and(Value::is_object) {
+                obj["spec"] = json!({});
+            }
+            if obj.pointer("/spec/finalizers").is_none() {
+                obj["spec"]["finalizers"] = json!(["kubernetes"]);
+            }
             obj["status"] = json!({"phase": "Active"});
             Ok(())
         }
@@ -198,6 +205,20 @@ pub fn on_update(store: &Store, r: &Resource, old: &Value, obj: &mut Value) -> R
     validate_metadata(obj).into_result(r.kind, obj)?;
     validate_data(r.kind, obj).into_result(r.kind, obj)?;
     match r.kind {
+        "Namespace" => {
+            // Changed only through `namespaces/NAME/finalize`, as in Kubernetes.
+            let finalizers = old.pointer("/spec/finalizers").cloned();
+            if !obj.get("spec").is_some_and(Value::is_object) {
+                obj["spec"] = json!({});
+            }
+            match finalizers {
+                Some(f) => obj["spec"]["finalizers"] = f,
+                None => {
+                    obj["spec"].as_object_mut().map(|m| m.remove("finalizers"));
+                }
+            }
+            Ok(())
+        }
         "Pod" => {
             default_pod(obj);
             let mutable_only = |spec: Option<&Value>| {

@@ -17,7 +17,7 @@
 
 use serde_json::Value;
 
-use super::{objects, resources::Resource, status::ApiError};
+use super::{node_graph::NodeGraph, objects, resources::Resource, status::ApiError};
 use crate::store::Store;
 
 /// An authenticated user.
@@ -74,26 +74,12 @@ fn bootstrap_user(store: &Store, token: &str) -> Option<User> {
         return None;
     }
     let kv = store.get(&format!("/registry/secrets/kube-system/bootstrap-token-{id}"))?;
-    let obj = objects::render(&kv).ok()?;
-    if obj.get("type").and_then(Value::as_str) != Some("bootstrap.kubernetes.io/token") {
-        return None;
-    }
-    let field = |k: &str| {
-        use base64::Engine;
-        obj.pointer(&format!("/data/{k}"))
-            .and_then(Value::as_str)
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .and_then(|b| String::from_utf8(b).ok())
-    };
-    if field("token-id").as_deref() != Some(id)
-        || !field("token-secret").is_some_and(|s| same_secret(s.as_bytes(), secret.as_bytes()))
-        || field("usage-bootstrap-authentication").as_deref() != Some("true")
-    {
-        return None;
-    }
+    let token = crate::tokens::TokenSecret::of(&objects::render(&kv).ok()?)?;
     // An expiration that does not parse is expired, as kube-apiserver's bootstrap authenticator has it.
-    if let Some(expiration) = field("expiration")
-        && super::table::epoch_seconds(&expiration).is_none_or(|t| t <= now_epoch())
+    if token.id != id
+        || !same_secret(token.secret.as_bytes(), secret.as_bytes())
+        || !token.authentication
+        || token.expired(now_epoch())
     {
         return None;
     }
@@ -101,7 +87,7 @@ fn bootstrap_user(store: &Store, token: &str) -> Option<User> {
         "system:bootstrappers".to_string(),
         "system:authenticated".to_string(),
     ];
-    if let Some(extra) = field("auth-extra-groups") {
+    if let Some(extra) = token.extra_groups {
         groups.extend(
             extra
                 .split(',')
@@ -240,12 +226,12 @@ fn reads(verb: &str) -> bool {
 }
 
 /// Allows or refuses (403) a request.
-pub fn authorize(store: &Store, user: &User, a: &Attributes<'_>) -> Result<(), ApiError> {
+pub fn authorize(store: &Store, graph: &NodeGraph, user: &User, a: &Attributes<'_>) -> Result<(), ApiError> {
     if user.in_group("system:masters") {
         return Ok(());
     }
     if let Some(node) = user.node_name() {
-        return authorize_node(store, user, node, a);
+        return authorize_node(store, graph, user, node, a);
     }
     let cluster_info = a.resource.plural == "configmaps"
         && a.subresource.is_none()
@@ -271,7 +257,7 @@ pub fn authorize(store: &Store, user: &User, a: &Attributes<'_>) -> Result<(), A
 
 /// The Secrets or ConfigMaps (`kind`) a pod spec uses: volumes (also projected), env and envFrom of
 /// every container, image pull secrets.
-fn references(spec: &Value, kind: &str) -> Vec<String> {
+pub fn references(spec: &Value, kind: &str) -> Vec<String> {
     let secrets = kind == "secrets";
     let mut out = Vec::new();
     let mut push = |v: Option<&Value>| {
@@ -325,22 +311,6 @@ fn references(spec: &Value, kind: &str) -> Vec<String> {
     out
 }
 
-/// Whether a pod bound to `node` uses the Secret or ConfigMap (`kind`) `name` in `namespace`.
-fn referenced_by_pod_on(store: &Store, node: &str, namespace: &str, kind: &str, name: &str) -> bool {
-    let Ok(page) = store.list(&format!("/registry/pods/{namespace}/"), None, None, 0) else {
-        return false;
-    };
-    page.items
-        .iter()
-        .filter_map(|kv| objects::render(kv).ok())
-        .any(|pod| {
-            pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
-                && pod
-                    .get("spec")
-                    .is_some_and(|spec| references(spec, kind).iter().any(|n| n == name))
-        })
-}
-
 /// The kinds a node may read: what it runs and routes (kubelet's and kube-proxy's reads).
 const NODE_READABLE: [&str; 7] = [
     "nodes",
@@ -352,12 +322,18 @@ const NODE_READABLE: [&str; 7] = [
     "certificatesigningrequests",
 ];
 
-fn authorize_node(store: &Store, user: &User, node: &str, a: &Attributes<'_>) -> Result<(), ApiError> {
+fn authorize_node(
+    store: &Store,
+    graph: &NodeGraph,
+    user: &User,
+    node: &str,
+    a: &Attributes<'_>,
+) -> Result<(), ApiError> {
     let plural = a.resource.plural;
     let ns = a.namespace.unwrap_or_default();
     let name = a.name.unwrap_or_default();
     let allowed = match plural {
-        "secrets" | "configmaps" => a.verb == "get" && referenced_by_pod_on(store, node, ns, plural, name),
+        "secrets" | "configmaps" => a.verb == "get" && graph.uses(store, node, ns, plural, name),
         // What kubelet and kube-proxy read (the system:node and system:node-proxier roles), as the
         // objects themselves: no subresource such as pods/log (the API server would then dial
         // another node with its own administrator certificate).

@@ -19,6 +19,7 @@ pub mod fields;
 pub mod limits;
 pub mod logs;
 pub mod names;
+pub mod node_graph;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -156,6 +157,8 @@ const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "
 pub struct Api {
     store: Arc<Store>,
     admin_token: String,
+    /// Which Secrets and ConfigMaps each node's pods use, for the Node authorizer.
+    node_graph: node_graph::NodeGraph,
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -175,7 +178,11 @@ fn percent_decode(s: &str) -> String {
 
 impl Api {
     pub fn new(store: Arc<Store>, admin_token: String) -> Self {
-        Api { store, admin_token }
+        Api {
+            store,
+            admin_token,
+            node_graph: node_graph::NodeGraph::default(),
+        }
     }
 
     /// Answers one request.
@@ -264,7 +271,7 @@ impl Api {
             namespace: target.namespace,
             name: target.name.or(body_name.as_deref()),
         };
-        auth::authorize(&self.store, user, &attributes)
+        auth::authorize(&self.store, &self.node_graph, user, &attributes)
     }
 
     /// What every cluster has, made at start: the namespaces `default`, `kube-system`,
@@ -327,38 +334,53 @@ impl Api {
     }
 
     /// Publishes what a node needs to join, as `kubeadm init` does: the bootstrap token Secret
-    /// (`kube-system/bootstrap-token-<id>`) a node authenticates with, and `kube-public/cluster-info`
-    /// (the API server's URL and CA) it can read with that token.
+    /// (`kube-system/bootstrap-token-<id>`, expiring at `expiration` if given) a node authenticates
+    /// with, and `kube-public/cluster-info` (the API server's URL and CA, signed with the token) it
+    /// can read with that token. Signatures of other tokens in cluster-info are kept (the bootstrap
+    /// controller keeps them in step with their Secrets).
     pub fn publish_join(
         &self,
         server_url: &str,
         ca_pem: &str,
         token_id: &str,
         token_secret: &str,
+        expiration: Option<&str>,
     ) -> Result<(), ApiError> {
         use base64::Engine;
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-        let secret = json!({
-            "metadata": {"name": format!("bootstrap-token-{token_id}"), "namespace": "kube-system"},
-            "type": "bootstrap.kubernetes.io/token",
-            "data": {
-                "token-id": b64(token_id),
-                "token-secret": b64(token_secret),
-                "usage-bootstrap-authentication": b64("true"),
-                "usage-bootstrap-signing": b64("true"),
-                "description": b64("berth node join token (DATA_DIR/join-token)"),
-            }
-        });
+        let secret = crate::tokens::secret(
+            token_id,
+            token_secret,
+            expiration,
+            "berth node join token (DATA_DIR/join-token)",
+        );
         let kubeconfig = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\n",
             b64(ca_pem)
         );
+        let configmaps = resources::by_plural("configmaps")
+            .ok_or_else(|| ApiError::new(500, "InternalError", "no resource configmaps"))?;
+        let mut data = serde_json::Map::new();
+        if let Ok(existing) = objects::get(&self.store, configmaps, Some("kube-public"), "cluster-info") {
+            for (k, v) in existing
+                .get("data")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                if k.starts_with("jws-kubeconfig-") {
+                    data.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        data.insert(
+            format!("jws-kubeconfig-{token_id}"),
+            json!(crate::pki::jws_detached(token_id, token_secret, &kubeconfig)),
+        );
+        data.insert("kubeconfig".into(), json!(kubeconfig));
         let cluster_info = json!({
             "metadata": {"name": "cluster-info", "namespace": "kube-public"},
-            "data": {
-                format!("jws-kubeconfig-{token_id}"): crate::pki::jws_detached(token_id, token_secret, &kubeconfig),
-                "kubeconfig": kubeconfig,
-            }
+            "data": data,
         });
         for (plural, ns, name, body) in [
             (
@@ -392,6 +414,19 @@ impl Api {
             written?;
         }
         Ok(())
+    }
+
+    /// The bootstrap token Secret of `token_id`, if the store has one.
+    pub fn join_token_secret(&self, token_id: &str) -> Option<crate::tokens::TokenSecret> {
+        let secrets = resources::by_plural("secrets")?;
+        let obj = objects::get(
+            &self.store,
+            secrets,
+            Some("kube-system"),
+            &format!("bootstrap-token-{token_id}"),
+        )
+        .ok()?;
+        crate::tokens::TokenSecret::of(&obj)
     }
 
     /// The store, for streaming watches.
@@ -725,6 +760,7 @@ impl Api {
             ("status" | "approval", "PUT" | "PATCH") => {
                 self.write(req, r, namespace, name, objects::Part::Status)
             }
+            ("finalize", "PUT") => self.write(req, r, namespace, name, objects::Part::Finalize),
             ("scale", "GET") => Ok(Reply::json(
                 200,
                 subresources::scale_of(r, &objects::get(&self.store, r, namespace, name)?),

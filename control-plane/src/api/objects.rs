@@ -44,9 +44,15 @@ pub fn render(kv: &KeyValue) -> Result<Value, ApiError> {
 
 /// Now, as Kubernetes timestamps are written.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    rfc3339_at(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// `secs` since the Unix epoch as RFC 3339 UTC (`2006-01-02T15:04:05Z`).
+pub fn rfc3339_at(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -201,11 +207,35 @@ pub fn store_bytes(obj: &Value) -> Vec<u8> {
     serde_json::to_vec(&obj).unwrap_or_default()
 }
 
-fn namespace_exists(store: &Store, namespace: &str) -> Result<(), ApiError> {
-    match resource("namespaces") {
-        Some(ns) if store.get(&key(ns, None, namespace)).is_some() => Ok(()),
-        _ => Err(ApiError::not_found("namespaces", namespace)),
+/// New objects go only into namespaces that exist and are not being deleted (kube-apiserver's
+/// NamespaceLifecycle admission): what the namespace controller is clearing out must not refill.
+fn namespace_accepts(store: &Store, r: &Resource, namespace: &str, name: &str) -> Result<(), ApiError> {
+    let found = resource("namespaces").and_then(|ns| store.get(&key(ns, None, namespace)));
+    let Some(kv) = found else {
+        return Err(ApiError::not_found("namespaces", namespace));
+    };
+    if render(&kv)?.pointer("/metadata/deletionTimestamp").is_some() {
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                r.plural
+            ),
+        ));
     }
+    Ok(())
+}
+
+/// A namespace's `spec.finalizers`: while any is left (`kubernetes`, until the namespace controller
+/// has deleted its content), a deleted namespace stays, `Terminating`.
+pub fn namespace_finalizers(ns: &Value) -> Vec<String> {
+    ns.pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect()
 }
 
 /// A written object and the warnings to send with it.
@@ -217,6 +247,8 @@ pub type Written = (Value, Vec<String>);
 pub enum Part {
     Main,
     Status,
+    /// A namespace's `spec.finalizers` (`namespaces/NAME/finalize`), the rest kept as stored.
+    Finalize,
 }
 
 /// POST to a collection.
@@ -229,7 +261,7 @@ pub fn create(
 ) -> Result<Written, ApiError> {
     let (mut obj, name) = parse_object(r, namespace, body)?;
     if let Some(ns) = namespace.filter(|_| r.namespaced) {
-        namespace_exists(store, ns)?;
+        namespace_accepts(store, r, ns, &name)?;
     }
     let meta = obj
         .get_mut("metadata")
@@ -556,6 +588,13 @@ fn write_over(
                 }
             }
         }
+    } else if part == Part::Finalize {
+        let finalizers = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+        obj = old_obj.clone();
+        if !obj.get("spec").is_some_and(Value::is_object) {
+            obj["spec"] = json!({});
+        }
+        obj["spec"]["finalizers"] = finalizers;
     } else {
         // Fields the server owns are kept from the stored object.
         for field in [
@@ -781,6 +820,9 @@ fn deletion_complete(r: &Resource, obj: &Value) -> bool {
     if obj.pointer("/metadata/deletionTimestamp").is_none() || !finalizers(obj).is_empty() {
         return false;
     }
+    if r.kind == "Namespace" && !namespace_finalizers(obj).is_empty() {
+        return false;
+    }
     r.kind != "Pod"
         || obj
             .pointer("/metadata/deletionGracePeriodSeconds")
@@ -789,7 +831,9 @@ fn deletion_complete(r: &Resource, obj: &Value) -> bool {
 }
 
 /// Removes an object from the store for good (compare-and-swap on `revision`), releasing what it
-/// held; deleting a namespace deletes what is in it.
+/// held. A namespace is normally empty by then (the namespace controller emptied it while it was
+/// `Terminating`); whatever is still in it (its `kubernetes` finalizer was removed by hand, or the
+/// controllers do not run) goes with it rather than lingering unseen.
 fn remove(store: &Store, r: &Resource, k: &str, revision: u64, obj: &Value) -> Result<KeyValue, ApiError> {
     let name = obj
         .pointer("/metadata/name")
@@ -872,7 +916,9 @@ pub fn delete(
                 .unwrap_or(30)
         });
         let graceful = on_node && grace > 0;
-        if fins.is_empty() && !graceful {
+        // A namespace with spec finalizers goes `Terminating` while its content is deleted.
+        let finalizing = r.kind == "Namespace" && !namespace_finalizers(&obj).is_empty();
+        if fins.is_empty() && !graceful && !finalizing {
             return match remove(store, r, &k, kv.mod_revision, &obj) {
                 Ok(_) => Ok(obj),
                 Err(e) if e.reason == "Conflict" && attempts < 5 => {
@@ -892,6 +938,12 @@ pub fn delete(
             .and_then(Value::as_i64);
         if !marked {
             next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        }
+        if r.kind == "Namespace" {
+            if !next.get("status").is_some_and(Value::is_object) {
+                next["status"] = json!({});
+            }
+            next["status"]["phase"] = json!("Terminating");
         }
         if r.kind == "Pod" {
             // A shorter grace period may replace a longer one; 0 is the node confirming.

@@ -58,7 +58,7 @@ pub const RESOURCES: &[Resource] = &[
         short_names: &["ns"],
         categories: NONE,
         label_names: true,
-        subresources: &["status"],
+        subresources: &["status", "finalize"],
     },
     Resource {
         group: "",

@@ -184,8 +184,28 @@ fn objects_live_in_namespaces_with_conflicts_and_statuses() {
         400
     );
 
-    // Deleting the namespace deletes what is in it.
-    assert_eq!(w.call("DELETE", "/api/v1/namespaces/demo", "").code, 200);
+    // A deleted namespace is Terminating (the namespace controller empties it; none runs here):
+    // nothing new goes in, and once its `kubernetes` finalizer is removed it goes with what is left.
+    let deleted = w.call("DELETE", "/api/v1/namespaces/demo", "");
+    assert_eq!(deleted.code, 200);
+    assert_eq!(deleted.body.pointer("/status/phase"), Some(&json!("Terminating")));
+    assert_eq!(
+        w.call("GET", "/api/v1/namespaces/demo/configmaps/cfg", "").code,
+        200
+    );
+    let refused = w.call(
+        "POST",
+        "/api/v1/namespaces/demo/configmaps",
+        r#"{"metadata":{"name":"new"}}"#,
+    );
+    assert_eq!(refused.code, 403, "{}", refused.body);
+    let finalized = w.call(
+        "PUT",
+        "/api/v1/namespaces/demo/finalize",
+        r#"{"metadata":{"name":"demo"},"spec":{"finalizers":[]}}"#,
+    );
+    assert_eq!(finalized.code, 200, "{}", finalized.body);
+    assert_eq!(w.call("GET", "/api/v1/namespaces/demo", "").code, 404);
     let gone = w.call("GET", "/api/v1/namespaces/demo/configmaps/cfg", "");
     assert_eq!((gone.code, gone.body["reason"].as_str()), (404, Some("NotFound")));
     assert_eq!(w.call("GET", "/api/v1/widgets", "").code, 404);

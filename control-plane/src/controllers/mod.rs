@@ -8,6 +8,7 @@
 //! controller always reconciles against a cache that has caught up with every write before it
 //! (its own included), and needs no locks. The API server keeps the other core.
 
+pub mod bootstrap;
 pub mod cache;
 pub mod certificates;
 pub mod daemonset;
@@ -15,6 +16,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod gc;
 pub mod leader;
+pub mod namespace;
 pub mod nodelifecycle;
 pub mod quantity;
 pub mod replicaset;
@@ -134,6 +136,8 @@ pub fn all() -> Vec<Box<dyn Controller>> {
         Box::new(endpoints::EndpointsController::default()),
         Box::new(serviceaccount::ServiceAccountController),
         Box::new(certificates::CertificateController::default()),
+        Box::new(namespace::NamespaceController::default()),
+        Box::new(bootstrap::BootstrapController::default()),
     ]
 }
 
