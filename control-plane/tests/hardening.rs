@@ -485,3 +485,37 @@ fn cluster_info(server: &Server, field: &str) -> String {
         &format!("jsonpath={{.data{field}}}"),
     ])
 }
+
+#[test]
+fn kubectl_1_32_and_1_33_approve_and_deny_certificate_requests() {
+    let dir = temp_dir("csr-approve");
+    let server = Server::start(&dir);
+    let request = common::certificate_request(&dir.join("user.key"), "/CN=jane/O=dev");
+    for (version, name, verb, condition) in [
+        ("1.33", "jane-33", "approve", "Approved"),
+        ("1.32", "jane-32", "deny", "Denied"),
+    ] {
+        server.apply(&format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client\n  usages: [client auth]\n"
+        ));
+        // kubectl's certificate commands send the updated CSR as protobuf.
+        let kubectl = format!("/usr/lib/google-cloud-sdk/bin/kubectl.{version}");
+        let out = std::process::Command::new(&kubectl)
+            .env("HOME", dir.join("home"))
+            .arg("--kubeconfig")
+            .arg(dir.join("admin.kubeconfig"))
+            .args(["certificate", verb, name])
+            .output()
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {version} certificate {verb}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let conditions = server.ok(&["get", "csr", name, "-o", "jsonpath={.status.conditions[*].type}"]);
+        assert_eq!(conditions.trim(), condition, "kubectl {version}");
+    }
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}

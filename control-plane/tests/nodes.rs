@@ -96,27 +96,8 @@ fn a_node_joins_with_the_bootstrap_token_and_may_change_only_what_is_its_own() {
     assert!(!ok && out.contains("Unauthorized"), "{out}");
 
     // The node's key and request, as kubelet makes them.
-    let (key, csr) = (dir.join("node.key"), dir.join("node.csr"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr)
-        .args(["-subj", "/O=system:nodes/CN=system:node:worker-1"])
-        .output()
-        .expect("openssl");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    use base64::Engine;
-    let request = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&csr).expect("csr"));
+    let key = dir.join("node.key");
+    let request = common::certificate_request(&key, "/O=system:nodes/CN=system:node:worker-1");
     let manifest = format!(
         "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: node-csr-worker-1\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client-kubelet\n  usages: [digital signature, client auth]\n"
     );
@@ -134,8 +115,7 @@ fn a_node_joins_with_the_bootstrap_token_and_may_change_only_what_is_its_own() {
             None,
         );
         if !b64.trim().is_empty() {
-            break base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
+            break base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64.trim())
                 .expect("base64 certificate");
         }
         assert!(std::time::Instant::now() < deadline, "the request was not signed");

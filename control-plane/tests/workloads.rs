@@ -281,6 +281,33 @@ fn workload_suite(server: &Server, dir: &std::path::Path) {
         ),
         "GREETING"
     );
+    // `kubectl patch --type=json` (RFC 6902): an env var added to the template, a label tested and
+    // replaced; a failed test changes nothing and says why.
+    let json_patch = r#"[{"op":"add","path":"/spec/template/spec/containers/0/env/-","value":{"name":"MODE","value":"json"}},{"op":"test","path":"/metadata/labels/app","value":"web"},{"op":"add","path":"/metadata/labels/patched","value":"yes"}]"#;
+    server.ok(&["patch", "deployment", "web", "--type=json", "-p", json_patch]);
+    assert_eq!(
+        server.jsonpath(
+            "deployment",
+            "web",
+            "default",
+            "{.spec.template.spec.containers[0].env[1].value} {.metadata.labels.patched}"
+        ),
+        "json yes"
+    );
+    let failed = server.kubectl(&[
+        "patch",
+        "deployment",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/spec/replicas","value":99},{"op":"remove","path":"/metadata/labels/patched"}]"#,
+    ]);
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("testing value /spec/replicas failed"));
+    assert_eq!(
+        server.jsonpath("deployment", "web", "default", "{.metadata.labels.patched}"),
+        "yes"
+    );
 
     // A watch sees the pods go while `delete --wait` waits for the Deployment.
     let watcher = Command::new("timeout")

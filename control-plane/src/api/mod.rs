@@ -16,6 +16,7 @@ pub mod apiservers;
 pub mod auth;
 pub mod discovery;
 pub mod fields;
+pub mod jsonpatch;
 pub mod limits;
 pub mod logs;
 pub mod names;
@@ -709,12 +710,7 @@ impl Api {
                     return Ok(()); // the write itself answers NotFound
                 };
                 let mut proposed = current.clone();
-                match req.patch_kind()? {
-                    objects::PatchKind::Merge => patch::merge(&mut proposed, &json(req.body)?),
-                    objects::PatchKind::Strategic => {
-                        patch::strategic(r.kind, &mut proposed, &json(req.body)?)?
-                    }
-                }
+                patch::apply(req.patch_kind()?, r.kind, &mut proposed, &json(req.body)?)?;
                 auth::admit_node_write(user, Some(&current), &proposed)
             }
             _ => Ok(()),
@@ -869,11 +865,12 @@ impl ApiRequest<'_> {
         match self.content_type.split(';').next().unwrap_or_default().trim() {
             "application/merge-patch+json" => Ok(objects::PatchKind::Merge),
             "application/strategic-merge-patch+json" => Ok(objects::PatchKind::Strategic),
+            "application/json-patch+json" => Ok(objects::PatchKind::Json),
             other => Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
                 format!(
-                    "the patch type {other:?} is not supported (merge-patch+json and strategic-merge-patch+json are)"
+                    "the patch type {other:?} is not supported (json-patch+json, merge-patch+json and strategic-merge-patch+json are)"
                 ),
             )),
         }

@@ -677,12 +677,7 @@ pub fn update_raw(
     render(&kv)
 }
 
-/// How a PATCH body is to be applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PatchKind {
-    Merge,
-    Strategic,
-}
+pub use super::patch::PatchKind;
 
 /// PATCH of one object (or its status): applied to the current object and written with
 /// compare-and-swap on its revision (or on the resourceVersion the patch names), retried when another
@@ -706,10 +701,7 @@ pub fn patch(
         let current = get(store, r, namespace, name)?;
         let revision = current.pointer("/metadata/resourceVersion").cloned();
         let mut obj = current;
-        match kind {
-            PatchKind::Merge => patch::merge(&mut obj, &patch_doc),
-            PatchKind::Strategic => patch::strategic(r.kind, &mut obj, &patch_doc)?,
-        }
+        patch::apply(kind, r.kind, &mut obj, &patch_doc)?;
         if !pinned
             && let (Some(meta), Some(rv)) = (obj.get_mut("metadata").and_then(Value::as_object_mut), revision)
         {

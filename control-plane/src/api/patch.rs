@@ -27,6 +27,29 @@ use serde_json::{Map, Value};
 
 use super::status::ApiError;
 
+/// How a PATCH body is to be applied (its media type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchKind {
+    /// `application/merge-patch+json`: [`merge`].
+    Merge,
+    /// `application/strategic-merge-patch+json`: [`strategic`].
+    Strategic,
+    /// `application/json-patch+json`: [`super::jsonpatch`].
+    Json,
+}
+
+/// Applies a patch of `patch_kind` to `target`, an object of `kind`.
+pub fn apply(patch_kind: PatchKind, kind: &str, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+    match patch_kind {
+        PatchKind::Merge => {
+            merge(target, patch);
+            Ok(())
+        }
+        PatchKind::Strategic => strategic(kind, target, patch),
+        PatchKind::Json => super::jsonpatch::apply(target, patch),
+    }
+}
+
 /// RFC 7386: objects merge recursively, `null` removes a member, anything else replaces.
 pub fn merge(target: &mut Value, patch: &Value) {
     let Value::Object(p) = patch else {

@@ -78,6 +78,10 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
     ),
     ("batch/v1", include_str!("protobuf/k8s.io.api.batch.v1.proto")),
     (
+        "certificates/v1",
+        include_str!("protobuf/k8s.io.api.certificates.v1.proto"),
+    ),
+    (
         "coordination/v1",
         include_str!("protobuf/k8s.io.api.coordination.v1.proto"),
     ),
@@ -673,7 +677,8 @@ fn special(message: &str) -> Option<Special> {
         }
         "k8s.io.apimachinery.pkg.apis.meta.v1.Verbs"
         | "k8s.io.api.authentication.v1.ExtraValue"
-        | "k8s.io.api.authorization.v1.ExtraValue" => Special::StringList,
+        | "k8s.io.api.authorization.v1.ExtraValue"
+        | "k8s.io.api.certificates.v1.ExtraValue" => Special::StringList,
         _ => return None,
     })
 }

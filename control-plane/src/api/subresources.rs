@@ -85,8 +85,7 @@ pub fn scale_write(
     let mut scale = scale_of(r, &current);
     match patch_kind {
         None => scale = doc.clone(),
-        Some(PatchKind::Merge) => patch::merge(&mut scale, &doc),
-        Some(PatchKind::Strategic) => patch::strategic("Scale", &mut scale, &doc)?,
+        Some(kind) => patch::apply(kind, "Scale", &mut scale, &doc)?,
     }
     let replicas = scale
         .pointer("/spec/replicas")

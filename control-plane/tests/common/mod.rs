@@ -214,6 +214,29 @@ impl Drop for Server {
     }
 }
 
+/// A new P-256 key at `key` and a certificate request for `subject` (`/O=.../CN=...`), as the
+/// base64 of its PEM: what a CertificateSigningRequest's `spec.request` holds.
+pub fn certificate_request(key: &Path, subject: &str) -> String {
+    use base64::Engine;
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(key)
+        .args(["-subj", subject])
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    base64::engine::general_purpose::STANDARD.encode(&out.stdout)
+}
+
 /// A fresh directory for one test's data (removed by the test).
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("berth-cp-{name}-{}", std::process::id()));
