@@ -253,6 +253,15 @@ fn protobuf_to_json(body: &[u8]) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(object.to_string()))
 }
 
+/// A YAML body (`application/yaml`, as `kubectl create --raw` or curl may send) as the JSON it
+/// stands for; counted first, so aliases cannot expand it past the body budget.
+fn yaml_to_json(body: &[u8]) -> Result<Bytes, ApiError> {
+    api::limits::check_yaml(body)?;
+    let value: serde_json::Value = serde_norway::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the YAML body does not parse: {e}")))?;
+    Ok(Bytes::from(value.to_string()))
+}
+
 fn to_response(reply: Reply) -> Response<Body> {
     let (body, content_type) = if reply.plain {
         (
@@ -328,12 +337,17 @@ async fn answer(
     let accept = header("accept", "application/json");
     let protobuf =
         matches!(method.as_str(), "POST" | "PUT") && content_type.starts_with(protobuf::MEDIA_TYPE);
-    if matches!(method.as_str(), "POST" | "PUT" | "PATCH") && !content_type.contains("json") && !protobuf {
+    let yaml = matches!(method.as_str(), "POST" | "PUT") && content_type.starts_with("application/yaml");
+    if matches!(method.as_str(), "POST" | "PUT" | "PATCH")
+        && !content_type.contains("json")
+        && !protobuf
+        && !yaml
+    {
         let e = ApiError::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, {} (got {content_type})",
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, {} (got {content_type})",
                 protobuf::MEDIA_TYPE
             ),
         );
@@ -398,16 +412,20 @@ async fn answer(
     // Decoding and the store's writes (which wait for the disk) run off the async workers, so a
     // flood of large bodies does not stall everyone's GETs.
     let reply = tokio::task::spawn_blocking(move || {
-        let body = if protobuf {
-            match protobuf_to_json(&body) {
-                Ok(json) => {
-                    content_type = "application/json".into();
-                    json
-                }
-                Err(e) => return Reply::error(e),
-            }
+        let converted = if protobuf {
+            Some(protobuf_to_json(&body))
+        } else if yaml {
+            Some(yaml_to_json(&body))
         } else {
-            body
+            None
+        };
+        let body = match converted {
+            Some(Ok(json)) => {
+                content_type = "application/json".into();
+                json
+            }
+            Some(Err(e)) => return Reply::error(e),
+            None => body,
         };
         api.handle(&ApiRequest {
             method: &method,

@@ -519,3 +519,46 @@ fn kubectl_1_32_and_1_33_approve_and_deny_certificate_requests() {
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn yaml_bodies_are_objects_and_alias_bombs_are_refused() {
+    let dir = temp_dir("yaml");
+    let server = Server::start(&dir);
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let (code, body) = server.send(
+        "POST",
+        "application/yaml",
+        cms,
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\n  labels: {app: web}\ndata:\n  greeting: hello\n",
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        server.jsonpath("configmap", "from-yaml", "default", "{.data.greeting}"),
+        "hello"
+    );
+    let (code, body) = server.send(
+        "PUT",
+        "application/yaml",
+        &format!("{cms}/from-yaml"),
+        b"metadata:\n  name: from-yaml\ndata:\n  greeting: bye\n",
+    );
+    assert_eq!(code, 200, "{body}");
+    // Aliases of aliases: a billion strings once expanded.
+    let mut bomb = String::from("metadata: {name: bomb}\na: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+    for (prev, next) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+        .iter()
+        .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+    {
+        bomb.push_str(&format!(
+            "{next}: &{next} [{}]\n",
+            vec![format!("*{prev}"); 10].join(",")
+        ));
+    }
+    let (code, body) = server.send("POST", "application/yaml", cms, bomb.as_bytes());
+    assert!(matches!(code, 400 | 413), "{code} {body}");
+    let (code, _) = server.send("POST", "application/yaml", cms, b"metadata: [unclosed\n");
+    assert_eq!(code, 400);
+    assert!(server.peak_rss_mib() < 150);
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}

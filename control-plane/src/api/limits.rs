@@ -126,6 +126,19 @@ pub fn check_body(body: &[u8]) -> Result<(), ApiError> {
     }
 }
 
+/// [`check_body`] for a YAML body, whose aliases are expanded as they are counted (a "billion
+/// laughs" document of nested aliases is refused without being built).
+pub fn check_yaml(body: &[u8]) -> Result<(), ApiError> {
+    match serde_norway::from_slice::<Counted>(body) {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().starts_with(TOO_MANY) => Err(too_complex()),
+        // The YAML parser's own bounds (recursion, alias repetition) or a syntax error.
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the YAML body does not parse: {e}"
+        ))),
+    }
+}
+
 /// The shape of a value already built (protobuf bodies count while they decode; see there).
 pub fn shape_of(v: &Value) -> Shape {
     let mut shape = Shape { nodes: 0, values: 1 };
@@ -202,6 +215,23 @@ mod tests {
         let configmap = format!(r#"{{"data":{{{}}}}}"#, keys.join(","));
         assert!(check_body(configmap.as_bytes()).is_ok());
         assert!(check_body(b"not json").is_ok(), "left to the parser to explain");
+        // Nine levels of ten aliases each: a billion strings once expanded, a few hundred bytes
+        // written down.
+        let mut laughs = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (prev, next) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            let refs = vec![format!("*{prev}"); 10].join(",");
+            laughs.push_str(&format!("{next}: &{next} [{refs}]\n"));
+        }
+        let started = std::time::Instant::now();
+        let refused = check_yaml(laughs.as_bytes()).map_err(|e| e.code);
+        assert!(matches!(refused, Err(400 | 413)), "{refused:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(check_yaml(b"metadata: {name: x}\ndata: {a: b}\n").is_ok());
         assert_eq!(
             check_stored(&vec![b' '; MAX_OBJECT_BYTES + 1]).map_err(|e| e.code),
             Err(413)
