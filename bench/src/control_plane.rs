@@ -57,10 +57,10 @@ pub fn run(cfg: &ControlPlaneConfig) -> Result<Vec<Table>> {
 }
 
 /// A directory removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(what: &str) -> Result<TempDir> {
+    pub(crate) fn new(what: &str) -> Result<TempDir> {
         let dir = std::env::temp_dir().join(format!("berth-bench-cp-{what}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -180,7 +180,7 @@ fn schedule_once(nodes: usize, pods: usize) -> Result<Duration> {
 // ---- The API server over HTTPS ----
 
 /// The control plane as a child process, killed when dropped.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     port: u16,
     token: String,
@@ -189,8 +189,19 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(binary: &Path, dir: &Path, hollow_nodes: usize) -> Result<ServerProcess> {
-        let child = Command::new(binary)
-            .arg("--data-dir")
+        ServerProcess::start_with(binary, dir, hollow_nodes, &[], None)
+    }
+
+    /// [`ServerProcess::start`] with extra arguments and, if given, a limit on its open files.
+    pub(crate) fn start_with(
+        binary: &Path,
+        dir: &Path,
+        hollow_nodes: usize,
+        args: &[&str],
+        open_files: Option<u64>,
+    ) -> Result<ServerProcess> {
+        let mut cmd = Command::new(binary);
+        cmd.arg("--data-dir")
             .arg(dir)
             .args([
                 "--listen",
@@ -198,8 +209,26 @@ impl ServerProcess {
                 "--hollow-nodes",
                 &hollow_nodes.to_string(),
             ])
+            .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(n) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child being started.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let mut server = ServerProcess {
@@ -250,7 +279,29 @@ impl ServerProcess {
     }
 
     /// Resident and peak resident memory (MiB) from `/proc/<pid>/status`.
-    fn memory_mib(&self) -> Result<(f64, f64)> {
+    /// The port it serves on (loopback).
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// CPU time (user + system) it has used, in seconds.
+    pub(crate) fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which is in parentheses and may hold spaces).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // SAFETY: sysconf only reads a system constant.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok((ticks(11) + ticks(12)) / hz)
+    }
+
+    /// Whether the process is still running.
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub(crate) fn memory_mib(&self) -> Result<(f64, f64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let field = |name: &str| -> Result<f64> {
             let kib: f64 = status
@@ -264,7 +315,30 @@ impl ServerProcess {
         Ok((field("VmRSS:")?, field("VmHWM:")?))
     }
 
-    async fn connect(&self) -> Result<Client> {
+    pub(crate) async fn connect(&self) -> Result<Client> {
+        self.connector().connect().await
+    }
+
+    /// What a task needs to open connections of its own.
+    pub(crate) fn connector(&self) -> Connector {
+        Connector {
+            port: self.port,
+            token: self.token.clone(),
+            tls: Arc::clone(&self.tls),
+        }
+    }
+}
+
+/// Opens authenticated HTTP/1.1 connections to the server.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    port: u16,
+    token: String,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Connector {
+    pub(crate) async fn connect(&self) -> Result<Client> {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
         tcp.set_nodelay(true)?;
         let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
@@ -290,9 +364,10 @@ impl Drop for ServerProcess {
 }
 
 /// One HTTP/1.1 connection to the server.
-struct Client {
+pub(crate) struct Client {
     send: SendRequest<Full<Bytes>>,
-    authorization: String,
+    /// The `Authorization` header sent (empty: none that authenticates).
+    pub(crate) authorization: String,
     host: String,
 }
 
@@ -326,8 +401,28 @@ impl Client {
             .await
     }
 
+    /// Sends a request and reads the whole answer; returns its status, whatever it is.
+    pub(crate) async fn status_of(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<u16> {
+        let req = self.request(method, path, body)?;
+        self.send.ready().await?;
+        let resp = self.send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await?;
+        Ok(status)
+    }
+
     /// Sends a request and reads the whole answer; fails on a non-2xx status.
-    async fn call(&mut self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<Bytes> {
+    pub(crate) async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<Bytes> {
         let req = self.request(method, path, body)?;
         self.send.ready().await?;
         let resp = self.send.send_request(req).await?;
@@ -340,7 +435,7 @@ impl Client {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 

@@ -16,6 +16,7 @@
 pub mod agent_sync;
 pub mod compare;
 pub mod control_plane;
+pub mod hostile;
 pub mod kube_proxy;
 pub mod overlay;
 pub mod packets;

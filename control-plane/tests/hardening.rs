@@ -185,19 +185,7 @@ fn configmap_and_secret_keys_are_file_names_and_data_is_bounded() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A protobuf length-delimited field (for hand-made bodies).
-fn proto_field(number: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for mut v in [(number << 3) | 2, payload.len() as u64] {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-    out.extend_from_slice(payload);
-    out
-}
+use berth_control_plane::api::protobuf::length_delimited as proto_field;
 
 #[test]
 fn amplifying_bodies_are_refused_before_they_are_built() {

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use std::time::Duration;
 
-use berth_bench::{agent_sync, compare, control_plane, overlay, pods, prog_cost, report};
+use berth_bench::{agent_sync, compare, control_plane, hostile, overlay, pods, prog_cost, report};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -11,7 +11,7 @@ struct Cli {
     /// Short pass with small sizes (CI); results go to target/bench-smoke/.
     #[arg(long)]
     smoke: bool,
-    /// Only these benchmarks (prog, compare, overlay, controlplane, agent, pods); default all.
+    /// Only these benchmarks (prog, compare, overlay, controlplane, hostile, agent, pods); default all.
     #[arg(long)]
     only: Vec<String>,
     /// Override the Service counts of the comparison.
@@ -125,6 +125,28 @@ fn main() -> Result<()> {
             "control-plane.md",
             "## berth control plane: scheduling throughput, API latency and memory\n\nCommand: `cargo xtask bench` (controlplane).",
             &tables,
+        )?;
+    }
+    if want("hostile") {
+        let cfg = if cli.smoke {
+            hostile::HostileConfig {
+                phase: Duration::from_secs(2),
+                max_connections: 256,
+                open_files: 192,
+            }
+        } else {
+            hostile::HostileConfig {
+                phase: Duration::from_secs(10),
+                max_connections: 1024,
+                open_files: 768,
+            }
+        };
+        let table = hostile::run(&cfg)?;
+        report::write(
+            cli.smoke,
+            "control-plane-hostile.md",
+            "## berth control plane under hostile clients: memory, a well-behaved client's latency, CPU\n\nCommand: `cargo xtask bench` (hostile).",
+            &[table],
         )?;
     }
     if want("agent") {

@@ -188,6 +188,21 @@ pub enum ProtobufError {
     Schema(String),
 }
 
+/// A length-delimited protobuf field (`number`, wire type 2) holding `payload`: the one encoding
+/// hand-made bodies need (tests, the hostile-client benchmark); the server itself only decodes.
+pub fn length_delimited(number: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 10);
+    for mut v in [(number << 3) | 2, payload.len() as u64] {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
 /// Decodes a Kubernetes protobuf body (`k8s\0` + `runtime.Unknown`) into the object's JSON, with
 /// `apiVersion` and `kind` from the envelope.
 pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {

@@ -19,11 +19,7 @@ fn int(number: u64, v: u64) -> Vec<u8> {
 }
 
 fn bytes(number: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    varint((number << 3) | 2, &mut out);
-    varint(payload.len() as u64, &mut out);
-    out.extend_from_slice(payload);
-    out
+    length_delimited(number, payload)
 }
 
 fn msg(parts: &[Vec<u8>]) -> Vec<u8> {
