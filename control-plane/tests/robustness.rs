@@ -87,7 +87,7 @@ fn bad_requests_get_4xx_statuses_and_the_server_stays_up() {
             "POST",
             cms,
             Some(file("yaml", b"metadata: {name: a}")),
-            "application/yaml",
+            "text/plain",
             415,
         ),
         (
@@ -153,8 +153,8 @@ fn bad_requests_get_4xx_statuses_and_the_server_stays_up() {
         (
             "PATCH",
             "/api/v1/namespaces/default",
-            Some(file("jsonpatch", b"[]")),
-            "application/json-patch+json",
+            Some(file("applypatch", b"{}")),
+            "application/apply-patch+yaml",
             415,
         ),
     ];

@@ -17,7 +17,7 @@
 
 use serde_json::Value;
 
-use super::{node_graph::NodeGraph, objects, resources::Resource, status::ApiError};
+use super::{node_graph::NodeGraph, objects, rbac, resources::Resource, status::ApiError};
 use crate::store::Store;
 
 /// An authenticated user.
@@ -252,7 +252,47 @@ pub fn authorize(store: &Store, graph: &NodeGraph, user: &User, a: &Attributes<'
             return Ok(());
         }
     }
+    // Everyone else: what RBAC grants.
+    let ask = rbac::Ask {
+        verb: a.verb,
+        api_group: a.resource.group,
+        resource: a.resource.plural,
+        subresource: a.subresource.unwrap_or_default(),
+        namespace: a.namespace.unwrap_or_default(),
+        name: a.name.unwrap_or_default(),
+        path: None,
+    };
+    if rbac::allows(store, user, &ask) {
+        return Ok(());
+    }
     Err(forbidden(user, a, ""))
+}
+
+/// Whether `user` may do what `ask` says, by the same authorizers as a real request (for access
+/// reviews: `kubectl auth can-i`). A resource this server does not serve is RBAC's alone.
+pub fn allowed(store: &Store, graph: &NodeGraph, user: &User, ask: &rbac::Ask<'_>) -> bool {
+    if user.in_group("system:masters") {
+        return true;
+    }
+    if ask.path.is_some() {
+        return user.node_name().is_none() && rbac::allows(store, user, ask);
+    }
+    let served = super::resources::RESOURCES
+        .iter()
+        .find(|r| r.group == ask.api_group && r.plural == ask.resource);
+    match served {
+        Some(resource) => {
+            let attributes = Attributes {
+                verb: ask.verb,
+                resource,
+                subresource: Some(ask.subresource).filter(|s| !s.is_empty()),
+                namespace: Some(ask.namespace).filter(|s| !s.is_empty()),
+                name: Some(ask.name).filter(|s| !s.is_empty()),
+            };
+            authorize(store, graph, user, &attributes).is_ok()
+        }
+        None => user.node_name().is_none() && rbac::allows(store, user, ask),
+    }
 }
 
 /// The Secrets or ConfigMaps (`kind`) a pod spec uses: volumes (also projected), env and envFrom of

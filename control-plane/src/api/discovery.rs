@@ -87,7 +87,7 @@ fn subresource(
     }
 }
 
-/// What the collections and objects of every served resource allow.
+/// What the collections and objects of every served stored resource allow.
 const VERBS: &[&str] = &[
     "create",
     "delete",
@@ -99,6 +99,14 @@ const VERBS: &[&str] = &[
     "watch",
 ];
 
+/// A resource's verbs: access reviews are only created (answered, never stored).
+fn verbs_of(r: &resources::Resource) -> &'static [&'static str] {
+    match r.group {
+        "authorization.k8s.io" => &["create"],
+        _ => VERBS,
+    }
+}
+
 fn resource_list(group: &str, version: &str) -> Value {
     let mut list = Vec::new();
     for r in resources::of_group_version(group, version) {
@@ -107,7 +115,7 @@ fn resource_list(group: &str, version: &str) -> Value {
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": VERBS,
+            "verbs": verbs_of(r),
             "shortNames": r.short_names,
             "categories": r.categories,
         }));
@@ -225,7 +233,7 @@ fn aggregated_list(groups: &[&str], api_version: &str) -> Value {
                         "responseKind": gvk(group, version, r.kind),
                         "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                         "singularResource": r.singular,
-                        "verbs": VERBS,
+                        "verbs": verbs_of(r),
                         "shortNames": r.short_names,
                         "categories": r.categories,
                         "subresources": subresources,

@@ -25,6 +25,7 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod selector;
 pub mod status;
@@ -298,6 +299,10 @@ impl Api {
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             create("namespaces", None, json!({"metadata": {"name": name}}))?;
         }
+        // RBAC's default roles and bindings, made once (an administrator's changes to them stay).
+        for (plural, object) in rbac::default_policy() {
+            create(plural, None, object)?;
+        }
         admission::repair(&self.store);
         let kubernetes_service = create(
             "services",
@@ -555,6 +560,15 @@ impl Api {
             return Err(unknown(path));
         };
         self.authorize(req, user, &target)?;
+        if target.resource.group == "authorization.k8s.io" {
+            return self.access_review(req, user, target.resource);
+        }
+        if target.resource.group == "rbac.authorization.k8s.io"
+            && matches!(req.method, "POST" | "PUT" | "PATCH")
+            && !user.is_admin()
+        {
+            self.check_escalation(req, user, &target)?;
+        }
         if target.resource.kind == "Pod" && target.name.is_none() && req.method == "POST" {
             auth::admit_node_pod(user, req.body)?;
         }
@@ -683,6 +697,201 @@ impl Api {
                 ))
             }
             other => Err(ApiError::method_not_allowed(other, r.plural)),
+        }
+    }
+
+    /// `SelfSubjectAccessReview` (may I?) and `SubjectAccessReview` (may they?): answered from the
+    /// authorizers, never stored (`kubectl auth can-i`).
+    fn access_review(
+        &self,
+        req: &ApiRequest<'_>,
+        user: &auth::User,
+        r: &'static objects::Resource,
+    ) -> Result<Reply, ApiError> {
+        if req.method != "POST" {
+            return Err(ApiError::method_not_allowed(req.method, req.path));
+        }
+        let mut review: Value = serde_json::from_slice(req.body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not a JSON object: {e}")))?;
+        let spec = review.get("spec").cloned().unwrap_or(json!({}));
+        let subject = if r.kind == "SubjectAccessReview" {
+            let name = spec.get("user").and_then(Value::as_str).unwrap_or_default();
+            let groups: Vec<String> = spec
+                .get("groups")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g.as_str().map(str::to_string))
+                .collect();
+            if name.is_empty() && groups.is_empty() {
+                return Err(ApiError::invalid(
+                    r.kind,
+                    "",
+                    "spec.user",
+                    "Invalid value: \"\": at least one of user or group must be specified",
+                ));
+            }
+            auth::User {
+                name: name.to_string(),
+                groups,
+            }
+        } else {
+            user.clone()
+        };
+        let text = |v: &Value, f: &str| v.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (resource, non_resource) = (spec.get("resourceAttributes"), spec.get("nonResourceAttributes"));
+        let allowed = match (resource, non_resource) {
+            (Some(a), None) => {
+                let (verb, group, plural) = (text(a, "verb"), text(a, "group"), text(a, "resource"));
+                let (sub, ns, name) = (text(a, "subresource"), text(a, "namespace"), text(a, "name"));
+                let ask = rbac::Ask {
+                    verb: &verb,
+                    api_group: &group,
+                    resource: &plural,
+                    subresource: &sub,
+                    namespace: &ns,
+                    name: &name,
+                    path: None,
+                };
+                auth::allowed(&self.store, &self.node_graph, &subject, &ask)
+            }
+            (None, Some(a)) => {
+                let (verb, path) = (text(a, "verb"), text(a, "path"));
+                let ask = rbac::Ask {
+                    verb: &verb,
+                    path: Some(&path),
+                    ..rbac::Ask::default()
+                };
+                auth::allowed(&self.store, &self.node_graph, &subject, &ask)
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    r.kind,
+                    "",
+                    "spec.resourceAttributes",
+                    "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                ));
+            }
+        };
+        review["apiVersion"] = json!(r.api_version());
+        review["kind"] = json!(r.kind);
+        review["status"] = if allowed {
+            json!({"allowed": true, "reason": "allowed by berth's authorizers (system:masters, Node, RBAC)"})
+        } else {
+            json!({"allowed": false})
+        };
+        Ok(Reply::json(201, review))
+    }
+
+    /// RBAC's escalation check: a role may be written only by someone who holds every permission in
+    /// it (or may `escalate` roles), a binding only by someone who holds the permissions of the role
+    /// it binds (or may `bind` it). Cluster administrators pass without a check.
+    fn check_escalation(
+        &self,
+        req: &ApiRequest<'_>,
+        user: &auth::User,
+        target: &Target<'_>,
+    ) -> Result<(), ApiError> {
+        let r = target.resource;
+        let Some(proposed) = self.proposed_object(req, r, target.namespace, target.name)? else {
+            return Ok(());
+        };
+        let namespace = if r.namespaced {
+            target.namespace.unwrap_or_default()
+        } else {
+            ""
+        };
+        let name = proposed
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let may = |verb: &str, plural: &str, name: &str| {
+            let ask = rbac::Ask {
+                verb,
+                api_group: "rbac.authorization.k8s.io",
+                resource: plural,
+                namespace,
+                name,
+                ..rbac::Ask::default()
+            };
+            rbac::allows(&self.store, user, &ask)
+        };
+        let refuse = |why: String| {
+            ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{} \"{name}\" is forbidden: user \"{}\" (groups={:?}) is attempting to grant RBAC permissions not currently held: {why}",
+                    r.plural, user.name, user.groups
+                ),
+            )
+        };
+        match r.kind {
+            "Role" | "ClusterRole" => {
+                if may("escalate", r.plural, name) {
+                    return Ok(());
+                }
+                if proposed.get("aggregationRule").is_some_and(|a| !a.is_null()) {
+                    return Err(refuse("an aggregationRule needs the escalate verb".into()));
+                }
+                let rules = proposed
+                    .get("rules")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                rbac::covers(&self.store, user, namespace, &rules).map_err(refuse)
+            }
+            _ => {
+                let role_kind = proposed
+                    .pointer("/roleRef/kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let role_name = proposed
+                    .pointer("/roleRef/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let role_plural = if role_kind == "Role" {
+                    "roles"
+                } else {
+                    "clusterroles"
+                };
+                if may("bind", role_plural, role_name) {
+                    return Ok(());
+                }
+                let rules = rbac::bound_rules(&self.store, &proposed, namespace).ok_or_else(|| {
+                    refuse(format!(
+                        "the {role_kind} {role_name:?} it refers to does not exist"
+                    ))
+                })?;
+                rbac::covers(&self.store, user, namespace, &rules).map_err(refuse)
+            }
+        }
+    }
+
+    /// What a POST, PUT or PATCH would write (the body, or the stored object with the patch
+    /// applied); `None` when there is nothing to judge yet (the object to patch does not exist: the
+    /// write itself answers NotFound).
+    fn proposed_object(
+        &self,
+        req: &ApiRequest<'_>,
+        r: &'static objects::Resource,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Option<Value>, ApiError> {
+        let json = |body: &[u8]| {
+            serde_json::from_slice::<Value>(body)
+                .map_err(|e| ApiError::bad_request(format!("the request body is not JSON: {e}")))
+        };
+        match (req.method, name) {
+            ("PATCH", Some(name)) => {
+                let Ok(mut proposed) = objects::get(&self.store, r, namespace, name) else {
+                    return Ok(None);
+                };
+                patch::apply(req.patch_kind()?, r.kind, &mut proposed, &json(req.body)?)?;
+                Ok(Some(proposed))
+            }
+            ("POST" | "PUT", _) => Ok(Some(json(req.body)?)),
+            _ => Ok(None),
         }
     }
 

@@ -33,6 +33,31 @@ pub fn validate_name(name: &str, label: bool) -> Result<(), String> {
     }
 }
 
+/// A name that only has to be a URL path segment (RBAC's roles and bindings: `system:discovery`):
+/// not `.` or `..`, no `/` or `%`.
+pub fn validate_path_segment_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("may not be '{name}'"));
+    }
+    if let Some(bad) = ["/", "%"].iter().find(|c| name.contains(**c)) {
+        return Err(format!("may not contain '{bad}'"));
+    }
+    Ok(())
+}
+
+/// The name rule of a resource: RBAC objects' names are path segments, the rest DNS-1123 labels
+/// or subdomains.
+pub fn validate_object_name(r: &super::resources::Resource, name: &str) -> Result<(), String> {
+    if r.group == "rbac.authorization.k8s.io" {
+        validate_path_segment_name(name)
+    } else {
+        validate_name(name, r.label_names)
+    }
+}
+
 /// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`.
 fn is_name_part(s: &str) -> bool {
     let alnum = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);

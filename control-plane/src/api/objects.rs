@@ -172,7 +172,7 @@ fn parse_object(r: &Resource, namespace: Option<&str>, body: &[u8]) -> Result<(V
             "Required value: name or generateName is required",
         ));
     }
-    if let Err(why) = validate_name(&name, r.label_names) {
+    if let Err(why) = super::names::validate_object_name(r, &name) {
         return Err(ApiError::invalid(
             r.kind,
             &name,

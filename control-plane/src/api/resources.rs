@@ -44,6 +44,29 @@ impl Resource {
 }
 
 const NONE: &[&str] = &[];
+
+/// A `v1` resource of `group` without short names, categories or subresources, whose names are
+/// DNS subdomains (or what its group allows instead; see `names::validate_object_name`).
+const fn plain(
+    group: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> Resource {
+    Resource {
+        group,
+        version: "v1",
+        plural,
+        singular,
+        kind,
+        namespaced,
+        short_names: NONE,
+        categories: NONE,
+        label_names: false,
+        subresources: NONE,
+    }
+}
 const ALL: &[&str] = &["all"];
 
 /// Every served resource.
@@ -236,6 +259,43 @@ pub const RESOURCES: &[Resource] = &[
         label_names: false,
         subresources: &["status", "approval"],
     },
+    plain(
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+    ),
+    plain(
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+    ),
+    plain("rbac.authorization.k8s.io", "roles", "role", "Role", true),
+    plain(
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+    ),
+    // Access reviews: answered, never stored.
+    plain(
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+    plain(
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        "SubjectAccessReview",
+        false,
+    ),
 ];
 
 /// The API groups other than the core group, in discovery order.
@@ -244,6 +304,8 @@ pub const GROUPS: &[&str] = &[
     "discovery.k8s.io",
     "coordination.k8s.io",
     "certificates.k8s.io",
+    "rbac.authorization.k8s.io",
+    "authorization.k8s.io",
 ];
 
 /// Looks a resource up by group, version and plural.

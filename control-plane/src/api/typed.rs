@@ -10,6 +10,7 @@ use k8s_openapi::api::{
     coordination::v1::Lease,
     core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount},
     discovery::v1::EndpointSlice,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -84,6 +85,10 @@ pub fn normalize(
         "EndpointSlice" => through::<EndpointSlice>(obj, validation),
         "Lease" => through::<Lease>(obj, validation),
         "CertificateSigningRequest" => through::<CertificateSigningRequest>(obj, validation),
+        "ClusterRole" => through::<ClusterRole>(obj, validation),
+        "ClusterRoleBinding" => through::<ClusterRoleBinding>(obj, validation),
+        "Role" => through::<Role>(obj, validation),
+        "RoleBinding" => through::<RoleBinding>(obj, validation),
         other => Err(ApiError::new(
             500,
             "InternalError",

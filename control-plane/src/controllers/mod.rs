@@ -8,6 +8,7 @@
 //! controller always reconciles against a cache that has caught up with every write before it
 //! (its own included), and needs no locks. The API server keeps the other core.
 
+pub mod aggregation;
 pub mod bootstrap;
 pub mod cache;
 pub mod certificates;
@@ -138,6 +139,7 @@ pub fn all() -> Vec<Box<dyn Controller>> {
         Box::new(certificates::CertificateController::default()),
         Box::new(namespace::NamespaceController::default()),
         Box::new(bootstrap::BootstrapController::default()),
+        Box::new(aggregation::AggregationController),
     ]
 }
 

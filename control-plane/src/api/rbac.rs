@@ -1,0 +1,504 @@
+//! RBAC (`rbac.authorization.k8s.io/v1`), evaluated as kube-apiserver's RBAC authorizer does: a
+//! request is allowed when a ClusterRoleBinding, or a RoleBinding in the request's namespace, names
+//! the user (by name, group, or as a ServiceAccount) and refers to a role with a rule that matches
+//! the request's verb, API group, resource (and subresource), name or non-resource path. Nothing is
+//! ever denied by a rule; what no rule allows is refused.
+//!
+//! Also here: the escalation check on writes of roles and bindings (a user may grant only what it
+//! holds, unless it has `escalate` on roles or `bind` on the role it binds), and the default policy
+//! the server creates at start (kube-apiserver's bootstrap roles that matter here: `cluster-admin`
+//! for `system:masters`, `system:discovery`, `system:basic-user`, `system:public-info-viewer`, and the
+//! user-facing `admin`, `edit`, `view`, aggregated from roles labelled `aggregate-to-*`).
+
+use serde_json::{Value, json};
+
+use super::auth::User;
+use crate::store::Store;
+
+/// What a request asks, in RBAC's terms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ask<'a> {
+    pub verb: &'a str,
+    pub api_group: &'a str,
+    pub resource: &'a str,
+    pub subresource: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// For requests that are not about a resource (`/healthz`, `/api`): the path.
+    pub path: Option<&'a str>,
+}
+
+fn strings(v: &Value, field: &str) -> Vec<String> {
+    v.get(field)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+fn has(list: &[String], wanted: &str) -> bool {
+    list.iter().any(|x| x == "*" || x == wanted)
+}
+
+/// Whether one PolicyRule allows `ask` (rbac/v1's `RuleAllows`).
+pub fn rule_allows(rule: &Value, ask: &Ask<'_>) -> bool {
+    let verbs = strings(rule, "verbs");
+    if !has(&verbs, ask.verb) {
+        return false;
+    }
+    if let Some(path) = ask.path {
+        return strings(rule, "nonResourceURLs").iter().any(|u| {
+            u == "*" || u == path || u.strip_suffix('*').is_some_and(|prefix| path.starts_with(prefix))
+        });
+    }
+    if !has(&strings(rule, "apiGroups"), ask.api_group) {
+        return false;
+    }
+    let combined = if ask.subresource.is_empty() {
+        ask.resource.to_string()
+    } else {
+        format!("{}/{}", ask.resource, ask.subresource)
+    };
+    let resources = strings(rule, "resources");
+    let resource_ok = resources.iter().any(|r| {
+        r == "*" || *r == combined || (!ask.subresource.is_empty() && *r == format!("*/{}", ask.subresource))
+    });
+    if !resource_ok {
+        return false;
+    }
+    let names = strings(rule, "resourceNames");
+    names.is_empty() || (!ask.name.is_empty() && names.iter().any(|n| n == ask.name))
+}
+
+/// Whether a binding's subject is `user`; `binding_namespace` for ServiceAccounts named without one.
+fn subject_is(subject: &Value, user: &User, binding_namespace: &str) -> bool {
+    let field = |f: &str| subject.get(f).and_then(Value::as_str).unwrap_or_default();
+    match field("kind") {
+        "User" => field("name") == user.name,
+        "Group" => user.groups.iter().any(|g| g == field("name")),
+        "ServiceAccount" => {
+            let ns = match field("namespace") {
+                "" => binding_namespace,
+                ns => ns,
+            };
+            user.name == format!("system:serviceaccount:{ns}:{}", field("name"))
+        }
+        _ => false,
+    }
+}
+
+fn read(store: &Store, key: &str) -> Option<Value> {
+    store
+        .get(key)
+        .and_then(|kv| serde_json::from_slice(&kv.value).ok())
+}
+
+fn list(store: &Store, prefix: &str) -> Vec<Value> {
+    store
+        .list(prefix, None, None, 0)
+        .map(|page| {
+            page.items
+                .iter()
+                .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The rules every binding naming `user` grants in `namespace` (`""`: cluster-wide only).
+pub fn rules_for(store: &Store, user: &User, namespace: &str) -> Vec<Value> {
+    let mut rules = Vec::new();
+    let mut add_role = |role: Option<Value>| {
+        for r in role
+            .as_ref()
+            .and_then(|r| r.get("rules"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            rules.push(r.clone());
+        }
+    };
+    for binding in list(store, "/registry/clusterrolebindings/") {
+        let subjects = binding.get("subjects").and_then(Value::as_array);
+        if subjects.into_iter().flatten().any(|s| subject_is(s, user, "")) {
+            let role = binding
+                .pointer("/roleRef/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            add_role(read(store, &format!("/registry/clusterroles/{role}")));
+        }
+    }
+    if !namespace.is_empty() {
+        for binding in list(store, &format!("/registry/rolebindings/{namespace}/")) {
+            let subjects = binding.get("subjects").and_then(Value::as_array);
+            if !subjects
+                .into_iter()
+                .flatten()
+                .any(|s| subject_is(s, user, namespace))
+            {
+                continue;
+            }
+            let role = binding
+                .pointer("/roleRef/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            match binding.pointer("/roleRef/kind").and_then(Value::as_str) {
+                Some("ClusterRole") => add_role(read(store, &format!("/registry/clusterroles/{role}"))),
+                Some("Role") => add_role(read(store, &format!("/registry/roles/{namespace}/{role}"))),
+                _ => {}
+            }
+        }
+    }
+    rules
+}
+
+/// Whether RBAC allows `ask` for `user`.
+pub fn allows(store: &Store, user: &User, ask: &Ask<'_>) -> bool {
+    rules_for(store, user, ask.namespace)
+        .iter()
+        .any(|rule| rule_allows(rule, ask))
+}
+
+/// The rules of a role being written, cut into single asks (one verb, group, resource, name or
+/// path each): what the writer must itself be allowed for the write not to escalate.
+fn atoms(rule: &Value) -> Vec<(String, String, String, String, Option<String>)> {
+    let verbs = strings(rule, "verbs");
+    let mut out = Vec::new();
+    for path in strings(rule, "nonResourceURLs") {
+        for verb in &verbs {
+            out.push((
+                verb.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                Some(path.clone()),
+            ));
+        }
+    }
+    let groups = strings(rule, "apiGroups");
+    let names = strings(rule, "resourceNames");
+    let names = if names.is_empty() {
+        vec![String::new()]
+    } else {
+        names
+    };
+    for verb in &verbs {
+        for group in &groups {
+            for resource in strings(rule, "resources") {
+                for name in &names {
+                    out.push((verb.clone(), group.clone(), resource.clone(), name.clone(), None));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `user`'s own rules in `namespace` cover `rules` (each atom allowed; a `*` in `rules` is
+/// covered only by a `*`).
+pub fn covers(store: &Store, user: &User, namespace: &str, rules: &[Value]) -> Result<(), String> {
+    let held = rules_for(store, user, namespace);
+    for rule in rules {
+        for (verb, group, resource, name, path) in atoms(rule) {
+            let (resource, subresource) = resource.split_once('/').unwrap_or((resource.as_str(), ""));
+            let ask = Ask {
+                verb: &verb,
+                api_group: &group,
+                resource,
+                subresource,
+                namespace,
+                name: &name,
+                path: path.as_deref(),
+            };
+            if !held.iter().any(|h| rule_allows(h, &ask)) {
+                return Err(format!("{rule}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The rules of the role a binding refers to (`None`: no such role).
+pub fn bound_rules(store: &Store, binding: &Value, namespace: &str) -> Option<Vec<Value>> {
+    let name = binding.pointer("/roleRef/name").and_then(Value::as_str)?;
+    let role = match binding.pointer("/roleRef/kind").and_then(Value::as_str)? {
+        "ClusterRole" => read(store, &format!("/registry/clusterroles/{name}"))?,
+        "Role" => read(store, &format!("/registry/roles/{namespace}/{name}"))?,
+        _ => return None,
+    };
+    Some(
+        role.get("rules")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+/// The label that aggregates a role into one of the user-facing roles.
+fn aggregate_to(role: &str) -> String {
+    format!("rbac.authorization.k8s.io/aggregate-to-{role}")
+}
+
+/// The default ClusterRoles and ClusterRoleBindings, as kube-apiserver's bootstrap policy has them
+/// (the subset that matters to the kinds served here). Created at start when absent.
+pub fn default_policy() -> Vec<(&'static str, Value)> {
+    let role = |name: &str, labels: Value, rules: Value| json!({"metadata": {"name": name, "labels": labels, "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}}, "rules": rules});
+    let bootstrap = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
+    // A role feeding `view` feeds `edit` and `admin` too, one feeding `edit` feeds `admin`.
+    let with = |into: &[&str]| {
+        let mut l = bootstrap.clone();
+        for role in into {
+            l[aggregate_to(role)] = json!("true");
+        }
+        l
+    };
+    let read = json!(["get", "list", "watch"]);
+    let write = json!(["create", "delete", "deletecollection", "patch", "update"]);
+    let aggregated = |name: &str, to: &[&str]| {
+        let selectors: Vec<Value> = to
+            .iter()
+            .map(|t| json!({"matchLabels": {aggregate_to(t): "true"}}))
+            .collect();
+        json!({"metadata": {"name": name, "labels": bootstrap, "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+               "aggregationRule": {"clusterRoleSelectors": selectors}, "rules": []})
+    };
+    let binding = |name: &str, role: &str, subjects: Value| {
+        json!({"metadata": {"name": name, "labels": bootstrap, "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+               "subjects": subjects})
+    };
+    let group = |g: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g});
+    vec![
+        (
+            "clusterroles",
+            role(
+                "cluster-admin",
+                bootstrap.clone(),
+                json!([
+                    {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+                    {"nonResourceURLs": ["*"], "verbs": ["*"]}
+                ]),
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:discovery",
+                bootstrap.clone(),
+                json!([
+                    {"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"], "verbs": ["get"]}
+                ]),
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:basic-user",
+                bootstrap.clone(),
+                json!([
+                    {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
+                    {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]}
+                ]),
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:public-info-viewer",
+                bootstrap.clone(),
+                json!([
+                    {"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}
+                ]),
+            ),
+        ),
+        ("clusterroles", aggregated("admin", &["admin"])),
+        ("clusterroles", aggregated("edit", &["edit"])),
+        ("clusterroles", aggregated("view", &["view"])),
+        // What the aggregated roles are made of: view reads, edit writes, admin manages roles too.
+        (
+            "clusterroles",
+            role(
+                "system:aggregate-to-view",
+                with(&["view", "edit", "admin"]),
+                json!([
+                    {"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims", "pods", "pods/log", "pods/status", "replicationcontrollers", "serviceaccounts", "services", "services/status", "events", "namespaces", "namespaces/status"], "verbs": read},
+                    {"apiGroups": ["apps"], "resources": ["daemonsets", "daemonsets/status", "deployments", "deployments/scale", "deployments/status", "replicasets", "replicasets/scale", "replicasets/status"], "verbs": read},
+                    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+                    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": read}
+                ]),
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:aggregate-to-edit",
+                with(&["edit", "admin"]),
+                json!([
+                    {"apiGroups": [""], "resources": ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "pods/eviction"], "verbs": ["create", "delete", "deletecollection", "patch", "update", "get", "list", "watch"]},
+                    {"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims", "replicationcontrollers", "secrets", "serviceaccounts", "services"], "verbs": write},
+                    {"apiGroups": [""], "resources": ["secrets"], "verbs": read},
+                    {"apiGroups": ["apps"], "resources": ["daemonsets", "deployments", "deployments/scale", "replicasets", "replicasets/scale"], "verbs": write},
+                    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": write}
+                ]),
+            ),
+        ),
+        (
+            "clusterroles",
+            role(
+                "system:aggregate-to-admin",
+                with(&["admin"]),
+                json!([
+                    {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings", "roles"], "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]},
+                    {"apiGroups": ["authorization.k8s.io"], "resources": ["localsubjectaccessreviews"], "verbs": ["create"]}
+                ]),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding("cluster-admin", "cluster-admin", json!([group("system:masters")])),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:discovery",
+                "system:discovery",
+                json!([group("system:authenticated")]),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:basic-user",
+                "system:basic-user",
+                json!([group("system:authenticated")]),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:public-info-viewer",
+                "system:public-info-viewer",
+                json!([group("system:authenticated"), group("system:unauthenticated")]),
+            ),
+        ),
+    ]
+}
+
+/// The rules of an aggregated ClusterRole: the union of the rules of every ClusterRole its
+/// selectors match (the clusterrole-aggregation controller's work), `None` for others.
+pub fn aggregated_rules(role: &Value, all: &[Value]) -> Option<Vec<Value>> {
+    let selectors = role
+        .pointer("/aggregationRule/clusterRoleSelectors")?
+        .as_array()?;
+    let own = role.pointer("/metadata/name");
+    let mut rules: Vec<Value> = Vec::new();
+    for other in all.iter().filter(|o| o.pointer("/metadata/name") != own) {
+        let labels = other.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+        if selectors
+            .iter()
+            .any(|s| super::selector::matches_label_selector(s, &labels))
+        {
+            for rule in other.get("rules").and_then(Value::as_array).into_iter().flatten() {
+                if !rules.contains(rule) {
+                    rules.push(rule.clone());
+                }
+            }
+        }
+    }
+    Some(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask<'a>(verb: &'a str, group: &'a str, resource: &'a str, sub: &'a str, name: &'a str) -> Ask<'a> {
+        Ask {
+            verb,
+            api_group: group,
+            resource,
+            subresource: sub,
+            namespace: "default",
+            name,
+            path: None,
+        }
+    }
+
+    #[test]
+    fn rules_match_verbs_groups_resources_subresources_names_and_paths() {
+        let rule = json!({"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]});
+        assert!(rule_allows(&rule, &ask("get", "", "pods", "", "p")));
+        assert!(rule_allows(&rule, &ask("get", "", "pods", "log", "p")));
+        assert!(!rule_allows(&rule, &ask("get", "", "pods", "exec", "p")));
+        assert!(!rule_allows(&rule, &ask("delete", "", "pods", "", "p")));
+        assert!(!rule_allows(&rule, &ask("get", "apps", "pods", "", "p")));
+        let named = json!({"apiGroups": ["apps"], "resources": ["*/scale"], "resourceNames": ["web"], "verbs": ["*"]});
+        assert!(rule_allows(
+            &named,
+            &ask("update", "apps", "deployments", "scale", "web")
+        ));
+        assert!(!rule_allows(
+            &named,
+            &ask("update", "apps", "deployments", "scale", "api")
+        ));
+        assert!(!rule_allows(
+            &named,
+            &ask("list", "apps", "deployments", "scale", "")
+        ));
+        let urls = json!({"nonResourceURLs": ["/healthz", "/apis/*"], "verbs": ["get"]});
+        let path = |p| Ask {
+            verb: "get",
+            path: Some(p),
+            ..Ask::default()
+        };
+        assert!(rule_allows(&urls, &path("/healthz")));
+        assert!(rule_allows(&urls, &path("/apis/apps/v1")));
+        assert!(!rule_allows(&urls, &path("/metrics")));
+    }
+
+    #[test]
+    fn subjects_and_aggregation() {
+        let jane = User {
+            name: "jane".into(),
+            groups: vec!["dev".into()],
+        };
+        assert!(subject_is(&json!({"kind": "User", "name": "jane"}), &jane, ""));
+        assert!(subject_is(&json!({"kind": "Group", "name": "dev"}), &jane, ""));
+        let sa = User {
+            name: "system:serviceaccount:shop:web".into(),
+            groups: vec![],
+        };
+        assert!(subject_is(
+            &json!({"kind": "ServiceAccount", "name": "web"}),
+            &sa,
+            "shop"
+        ));
+        assert!(!subject_is(
+            &json!({"kind": "ServiceAccount", "name": "web", "namespace": "other"}),
+            &sa,
+            "shop"
+        ));
+        let policy: Vec<Value> = default_policy()
+            .into_iter()
+            .filter(|(p, _)| *p == "clusterroles")
+            .map(|(_, r)| r)
+            .collect();
+        let edit = policy
+            .iter()
+            .find(|r| r["metadata"]["name"] == "edit")
+            .expect("edit");
+        let rules = aggregated_rules(edit, &policy).expect("aggregated");
+        assert!(
+            rules
+                .iter()
+                .any(|r| rule_allows(r, &ask("create", "apps", "deployments", "", "")))
+        );
+        assert!(
+            !rules
+                .iter()
+                .any(|r| rule_allows(r, &ask("create", "rbac.authorization.k8s.io", "roles", "", "")))
+        );
+    }
+}
