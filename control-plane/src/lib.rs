@@ -8,12 +8,14 @@
 //! - [`server`]: HTTPS (rustls, HTTP/1.1 and HTTP/2) in front of the API.
 //! - [`controllers`]: the scheduler and the controllers, one event loop over the store.
 //! - [`pki`]: the CA, the serving certificate, tokens, `admin.kubeconfig`, node certificates.
+//! - [`jwt`]: the key that signs service-account tokens; signing and verifying them.
 //! - [`metrics`]: `/metrics` in Prometheus' text format.
 //! - [`kubelet`]: the client side of node agents' kubelet API (`pods/log`).
 //! - [`sim`]: hollow nodes, for tests and benchmarks at scale.
 
 pub mod api;
 pub mod controllers;
+pub mod jwt;
 pub mod kubelet;
 pub mod metrics;
 pub mod pki;

@@ -273,6 +273,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         "kubernetes".to_string(),
         "kubernetes.default".to_string(),
         "kubernetes.default.svc".to_string(),
+        "kubernetes.default.svc.cluster.local".to_string(),
+        // In-cluster clients reach the API server at the `kubernetes` Service's ClusterIP
+        // (KUBERNETES_SERVICE_HOST) and verify it with the CA their service-account volume holds.
+        berth_control_plane::api::allocator::KUBERNETES_SERVICE_IP.to_string(),
     ] {
         if !names.contains(&name) && name != "0.0.0.0" && name != "::" {
             names.push(name);
@@ -282,7 +286,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (mut token_id, mut token_secret, made_now) = pki::ensure_join_token(&data_dir)?;
     let kubeconfig = pki::write_admin_kubeconfig(&data_dir, &format!("https://{listen}"), &creds)?;
     tracing::info!(kubeconfig = %kubeconfig.display(), revision = store.revision(), "store open");
-    let api = Arc::new(Api::new(store, creds.admin_token.clone()));
+    let signer = berth_control_plane::jwt::Signer::load_or_create(&data_dir.join("sa.key"))
+        .context("loading the service-account signing key")?;
+    let api = Arc::new(Api::with_signer(store, creds.admin_token.clone(), signer));
     at_start("creating the cluster's base objects", || api.bootstrap(listen))?;
     // A restart keeps a join token that is still valid (and its expiry); one that expired, or whose
     // Secret the token cleaner deleted, is replaced by a new one.
@@ -365,6 +371,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         let config = controllers::Config {
             node_monitor_grace: Duration::from_secs(cli.node_monitor_grace_seconds),
             ca_key_pem: Some(creds.ca_key_pem.clone()),
+            ca_pem: Some(creds.ca_pem.clone()),
             lease_duration,
             leader_identity: cli.etcd_servers.as_ref().map(|_| identity.clone()),
             ..controllers::Config::default()

@@ -251,6 +251,7 @@ fn a_deployment_runs_on_the_nodes_and_is_reached_through_its_service() {
     assert!(screen.contains("exit code 4"), "{screen:?}");
 
     port_forward(&world, pod);
+    service_account_token(&world, &format!("{prefix}/busybox:1.36"));
 
     // A deleted pod terminates gracefully and is replaced; the Service keeps answering.
     let victim = pods[0].0.clone();
@@ -321,6 +322,120 @@ fn a_deployment_runs_on_the_nodes_and_is_reached_through_its_service() {
         csrs.contains("kubernetes.io/kubelet-serving") && csrs.contains("Approved,Issued"),
         "{csrs}"
     );
+}
+
+/// A pod uses the token the control plane mounted for its service account against the API server,
+/// through the `kubernetes` Service as in-cluster clients do: RBAC refuses it until its account is
+/// bound to `view`, then it lists pods. The token is pod-bound: once the pod is gone, it is refused.
+fn service_account_token(world: &ClusterWorld, image: &str) {
+    // The client is the host's curl (busybox's wget has no TLS this server speaks), run with the
+    // host's loader and libraries from a read-only hostPath: it verifies the server with the CA of
+    // the service-account volume, for the name in-cluster clients use (10.96.0.1).
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: api-client
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: host-usr
+    hostPath:
+      path: /usr
+  containers:
+  - name: c
+    image: {image}
+    volumeMounts:
+    - name: host-usr
+      mountPath: /host/usr
+      readOnly: true
+    command: ["sh", "-c"]
+    args:
+    - |
+      D=/var/run/secrets/kubernetes.io/serviceaccount
+      L=/host/usr/lib/x86_64-linux-gnu
+      echo "namespace=$(cat $D/namespace) ca=$(grep -c BEGIN $D/ca.crt)"
+      cp $D/token /tmp/token.copy
+      while true; do
+        $L/ld-linux-x86-64.so.2 --library-path $L /host/usr/bin/curl -sS -m 5 --cacert $D/ca.crt \
+          -H "Authorization: Bearer $(cat $D/token)" -w ' HTTP %{{http_code}}\n' -o /tmp/out \
+          "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/default/pods?limit=1" 2>&1
+        echo "body: $(head -c 40 /tmp/out)"
+        sleep 1
+      done
+"#
+    );
+    world.cp.apply(&pod).expect("apply the api-client pod");
+    let logs = || world.cp.kubectl(&["logs", "api-client"]).unwrap_or_default();
+    let wait_logs = |needle: &str, timeout: Duration| {
+        let deadline = Instant::now() + timeout;
+        while !logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the api-client's log: {}\n{}",
+                logs(),
+                world
+                    .cp
+                    .kubectl(&["describe", "pod", "api-client"])
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_logs("HTTP 403", Duration::from_secs(60));
+    let first = logs();
+    assert!(first.starts_with("namespace=default ca=1\n"), "{first}");
+    let mounted = pod_json(world, "api-client");
+    let volume = &mounted["spec"]["volumes"][1];
+    assert!(
+        volume["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("kube-api-access-"))
+            && volume["projected"]["sources"][0]["serviceAccountToken"]["path"] == "token",
+        "the ServiceAccount admission plugin's volume: {volume}"
+    );
+    world
+        .cp
+        .kubectl(&[
+            "create",
+            "rolebinding",
+            "sa-view",
+            "--clusterrole=view",
+            "--serviceaccount=default:default",
+        ])
+        .expect("bind view");
+    wait_logs(r#"body: {"kind":"PodList""#, Duration::from_secs(30));
+    let token = world
+        .cp
+        .kubectl(&["exec", "api-client", "--", "cat", "/tmp/token.copy"])
+        .expect("the pod's token");
+    let whoami = world.cp.kubectl(&[
+        "auth",
+        "whoami",
+        "--token",
+        token.trim(),
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(
+        whoami.ok().as_deref(),
+        Some("system:serviceaccount:default:default")
+    );
+    world
+        .cp
+        .kubectl(&["delete", "pod", "api-client", "--wait=true", "--timeout=30s"])
+        .expect("delete the api-client pod");
+    let after = world.cp.kubectl(&["auth", "whoami", "--token", token.trim()]);
+    assert!(
+        after
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("Unauthorized")),
+        "a deleted pod's token: {after:?}"
+    );
+    world
+        .cp
+        .kubectl(&["delete", "rolebinding", "sa-view"])
+        .expect("unbind");
 }
 
 /// `kubectl port-forward` through the API server to a port the container binds to its loopback only

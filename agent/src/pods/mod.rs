@@ -25,6 +25,7 @@ pub mod probes;
 pub mod pull_secrets;
 pub mod resources;
 pub mod status;
+pub mod tokens;
 pub mod translate;
 pub mod volumes;
 pub mod worker;

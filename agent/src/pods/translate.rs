@@ -450,14 +450,16 @@ fn volume_mounts(
             }
         } else if let Some(h) = &v.host_path {
             MountKind::Bind(PathBuf::from(&h.path))
-        } else if v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() {
+        } else if v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some()
+        {
             // Written by the worker (`volumes.rs`); read-only in the container, as kubelet mounts them.
             read_only_volume = true;
             MountKind::Bind(ctx.volumes_dir.join(&v.name))
         } else {
-            let kind = if v.projected.is_some() {
-                "projected"
-            } else if v.persistent_volume_claim.is_some() {
+            let kind = if v.persistent_volume_claim.is_some() {
                 "persistentVolumeClaim"
             } else {
                 "this kind of"

@@ -1,4 +1,4 @@
-//! configMap, secret and downwardAPI volumes, written as kubelet's atomic writer writes them so that
+//! configMap, secret, downwardAPI and projected volumes (service-account tokens among them), written as kubelet's atomic writer writes them so that
 //! containers see an update all at once: the files live in a timestamped directory `..TIMESTAMP/`,
 //! `..data` is a symlink to it, and each visible name is a symlink through `..data`. An update writes a
 //! new directory and swaps `..data` with one rename.
@@ -9,8 +9,12 @@ use std::{
     path::{Component, Path},
 };
 
-use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource, Secret, Volume,
+};
 use kube::Api;
+
+pub use super::tokens::ServiceAccountTokens;
 
 /// A volume's files: path inside the volume -> (content, mode).
 pub type Files = BTreeMap<String, (Vec<u8>, u32)>;
@@ -73,9 +77,11 @@ fn select(
     Ok(out)
 }
 
-/// The files volume `v` should hold now; `None` if it is not a kind written here.
+/// The files volume `v` should hold now; `None` if it is not a kind written here. A projected
+/// volume is the union of its sources, a service-account token among them ([`ServiceAccountTokens`]).
 pub async fn files(
     client: Result<&kube::Client, String>,
+    tokens: &mut ServiceAccountTokens,
     pod: &Pod,
     v: &Volume,
     field: impl Fn(&str) -> Result<String, String>,
@@ -87,100 +93,222 @@ pub async fn files(
             Ok(c) => c,
             Err(e) => return Some(Err(e)),
         };
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-        return Some(match api.get_opt(&cm.name).await {
-            Ok(Some(found)) => {
-                let mut data: BTreeMap<String, Vec<u8>> = found
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                data.extend(
-                    found
-                        .binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0)),
-                );
-                select(data, cm.items.as_ref(), mode, &format!("configmap {:?}", cm.name))
-            }
-            Ok(None) if cm.optional == Some(true) => Ok(Files::new()),
-            Ok(None) => Err(format!("configmap {:?} not found", cm.name)),
-            Err(e) => Err(format!("configmap {:?}: {e}", cm.name)),
-        });
+        let source = ConfigSource {
+            name: &cm.name,
+            items: cm.items.as_ref(),
+            optional: cm.optional == Some(true),
+        };
+        return Some(config_map_files(client, namespace, &source, mode).await);
     }
     if let Some(s) = &v.secret {
-        let name = s.secret_name.clone().unwrap_or_default();
         let mode = s.default_mode.map_or(0o644, |m| m as u32);
         let client = match client {
             Ok(c) => c,
             Err(e) => return Some(Err(e)),
         };
-        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        return Some(match api.get_opt(&name).await {
-            Ok(Some(found)) => {
-                let mut data: BTreeMap<String, Vec<u8>> = found
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                data.extend(
-                    found
-                        .string_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes())),
-                );
-                select(data, s.items.as_ref(), mode, &format!("secret {name:?}"))
-            }
-            Ok(None) if s.optional == Some(true) => Ok(Files::new()),
-            Ok(None) => Err(format!("secret {name:?} not found")),
-            Err(e) => Err(format!("secret {name:?}: {e}")),
-        });
+        let name = s.secret_name.clone().unwrap_or_default();
+        let source = ConfigSource {
+            name: &name,
+            items: s.items.as_ref(),
+            optional: s.optional == Some(true),
+        };
+        return Some(secret_files(client, namespace, &source, mode).await);
     }
     if let Some(d) = &v.downward_api {
         let mode = d.default_mode.map_or(0o644, |m| m as u32);
-        let mut out = Files::new();
-        for item in d.items.iter().flatten() {
-            if !safe(&item.path) {
-                return Some(Err(format!(
-                    "downwardAPI: path {:?} must be relative without '..'",
-                    item.path
-                )));
-            }
-            let Some(f) = &item.field_ref else {
-                return Some(Err(format!(
-                    "downwardAPI item {:?}: only fieldRef is supported",
-                    item.path
-                )));
-            };
-            let value = match f.field_path.as_str() {
-                "metadata.labels" | "metadata.annotations" => {
-                    let map = if f.field_path == "metadata.labels" {
-                        pod.metadata.labels.clone()
-                    } else {
-                        pod.metadata.annotations.clone()
-                    };
-                    map.unwrap_or_default()
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v:?}\n"))
-                        .collect::<String>()
-                }
-                path => match field(path) {
-                    Ok(v) => v,
-                    Err(e) => return Some(Err(e)),
-                },
-            };
-            out.insert(
-                item.path.clone(),
-                (value.into_bytes(), item.mode.map_or(mode, |m| m as u32)),
-            );
-        }
-        return Some(Ok(out));
+        return Some(downward_files(
+            pod,
+            d.items.as_deref().unwrap_or_default(),
+            mode,
+            &field,
+        ));
+    }
+    if let Some(p) = &v.projected {
+        return Some(projected_files(client, tokens, pod, &v.name, p, &field).await);
     }
     None
+}
+
+/// What a configMap or secret source (a volume, or one source of a projected volume) selects.
+struct ConfigSource<'a> {
+    name: &'a str,
+    items: Option<&'a Vec<KeyToPath>>,
+    optional: bool,
+}
+
+async fn config_map_files(
+    client: &kube::Client,
+    namespace: &str,
+    source: &ConfigSource<'_>,
+    mode: u32,
+) -> Result<Files, String> {
+    let data_of = |found: ConfigMap| {
+        let mut data: BTreeMap<String, Vec<u8>> = found
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        data.extend(
+            found
+                .binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0)),
+        );
+        data
+    };
+    source_files(client, namespace, source, mode, "configmap", data_of).await
+}
+
+async fn secret_files(
+    client: &kube::Client,
+    namespace: &str,
+    source: &ConfigSource<'_>,
+    mode: u32,
+) -> Result<Files, String> {
+    let data_of = |found: Secret| {
+        let mut data: BTreeMap<String, Vec<u8>> = found
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        data.extend(
+            found
+                .string_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes())),
+        );
+        data
+    };
+    source_files(client, namespace, source, mode, "secret", data_of).await
+}
+
+/// The files a ConfigMap or Secret (`what`) gives: its data (by `data_of`), the selected items.
+async fn source_files<K>(
+    client: &kube::Client,
+    namespace: &str,
+    source: &ConfigSource<'_>,
+    mode: u32,
+    what: &str,
+    data_of: impl FnOnce(K) -> BTreeMap<String, Vec<u8>>,
+) -> Result<Files, String>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = source.name;
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(found)) => select(data_of(found), source.items, mode, &format!("{what} {name:?}")),
+        Ok(None) if source.optional => Ok(Files::new()),
+        Ok(None) => Err(format!("{what} {name:?} not found")),
+        Err(e) => Err(format!("{what} {name:?}: {e}")),
+    }
+}
+
+fn downward_files(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    mode: u32,
+    field: &impl Fn(&str) -> Result<String, String>,
+) -> Result<Files, String> {
+    let mut out = Files::new();
+    for item in items {
+        if !safe(&item.path) {
+            return Err(format!(
+                "downwardAPI: path {:?} must be relative without '..'",
+                item.path
+            ));
+        }
+        let Some(f) = &item.field_ref else {
+            return Err(format!(
+                "downwardAPI item {:?}: only fieldRef is supported",
+                item.path
+            ));
+        };
+        let value = match f.field_path.as_str() {
+            "metadata.labels" | "metadata.annotations" => {
+                let map = if f.field_path == "metadata.labels" {
+                    pod.metadata.labels.clone()
+                } else {
+                    pod.metadata.annotations.clone()
+                };
+                map.unwrap_or_default()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v:?}\n"))
+                    .collect::<String>()
+            }
+            path => field(path)?,
+        };
+        out.insert(
+            item.path.clone(),
+            (value.into_bytes(), item.mode.map_or(mode, |m| m as u32)),
+        );
+    }
+    Ok(out)
+}
+
+/// A projected volume: its sources' files in one directory (a path given twice is an error, as
+/// the API server validates).
+async fn projected_files(
+    client: Result<&kube::Client, String>,
+    tokens: &mut ServiceAccountTokens,
+    pod: &Pod,
+    volume: &str,
+    p: &ProjectedVolumeSource,
+    field: &impl Fn(&str) -> Result<String, String>,
+) -> Result<Files, String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mode = p.default_mode.map_or(0o644, |m| m as u32);
+    let mut out = Files::new();
+    for (index, source) in p.sources.iter().flatten().enumerate() {
+        let files = if let Some(cm) = &source.config_map {
+            let source = ConfigSource {
+                name: &cm.name,
+                items: cm.items.as_ref(),
+                optional: cm.optional == Some(true),
+            };
+            config_map_files(client.clone()?, namespace, &source, mode).await?
+        } else if let Some(s) = &source.secret {
+            let source = ConfigSource {
+                name: &s.name,
+                items: s.items.as_ref(),
+                optional: s.optional == Some(true),
+            };
+            secret_files(client.clone()?, namespace, &source, mode).await?
+        } else if let Some(d) = &source.downward_api {
+            downward_files(pod, d.items.as_deref().unwrap_or_default(), mode, field)?
+        } else if let Some(t) = &source.service_account_token {
+            if !safe(&t.path) {
+                return Err(format!(
+                    "serviceAccountToken: path {:?} must be relative without '..'",
+                    t.path
+                ));
+            }
+            let key = format!("{volume}/{index}");
+            let token = tokens.get(client.clone()?, pod, &key, t).await?;
+            // kubelet writes tokens 0600 unless the volume says otherwise.
+            let mode = p.default_mode.map_or(0o600, |m| m as u32);
+            Files::from([(t.path.clone(), (token.into_bytes(), mode))])
+        } else {
+            // clusterTrustBundle, podCertificate: not served by this control plane.
+            return Err(format!(
+                "projected volume source {index} is of a kind berth does not support"
+            ));
+        };
+        for (path, content) in files {
+            if out.insert(path.clone(), content).is_some() {
+                return Err(format!("projected volume: path {path:?} is given twice"));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn read_current(dir: &Path) -> Option<Files> {

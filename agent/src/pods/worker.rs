@@ -140,6 +140,8 @@ pub struct Worker {
     volumes_synced: Option<Instant>,
     /// The last volume error reported (containers wait while volumes were never written).
     volume_error: Option<String>,
+    /// The service-account tokens of projected volumes, renewed before they expire.
+    tokens: super::tokens::ServiceAccountTokens,
     /// Woken when a container's exit is recorded.
     wake: Arc<Notify>,
     /// The next pass is due by then (a probe, a kill, a retry); unset: after [`RESYNC`].
@@ -159,6 +161,7 @@ impl Worker {
             last_reported: None,
             volumes_synced: None,
             volume_error: None,
+            tokens: super::tokens::ServiceAccountTokens::default(),
             wake: Arc::new(Notify::new()),
             next_pass: None,
         }
@@ -389,7 +392,7 @@ impl Worker {
             {
                 failed = Some(format!("MountVolume.SetUp failed for volume {:?}: {e}", v.name));
             }
-            match super::volumes::files(self.env.api(), pod, v, field).await {
+            match super::volumes::files(self.env.api(), &mut self.tokens, pod, v, field).await {
                 None => {}
                 Some(Ok(files)) => {
                     if let Err(e) = super::volumes::write(&dir.join(&v.name), &files) {

@@ -165,6 +165,7 @@ pub fn on_create(store: &Store, r: &Resource, obj: &mut Value) -> Result<(), Api
             if let Some(spec) = obj.get_mut("spec") {
                 default_tolerations(spec);
             }
+            super::serviceaccounts::admit_pod(store, obj)?;
             validate_pod_spec(obj.get("spec"), "spec").into_result(r.kind, obj)?;
             let qos = qos_class(obj.get("spec"));
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});

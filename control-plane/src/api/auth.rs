@@ -397,6 +397,9 @@ fn authorize_node(
             }
         }
         "events" => matches!(a.verb, "create" | "update" | "patch"),
+        // Tokens for its pods' service accounts (the request is checked against the pod it binds
+        // to by `serviceaccounts::token_request`).
+        "serviceaccounts" => a.verb == "create" && a.subresource == Some("token"),
         "certificatesigningrequests" => a.verb == "create" && a.subresource.is_none(),
         _ => false,
     };

@@ -83,6 +83,7 @@ fn subresource(
         "binding" => ("Binding", "", "", &["create"]),
         "eviction" => ("Eviction", "policy", "v1", &["create"]),
         "log" => ("Pod", "", "", &["get"]),
+        "token" => ("TokenRequest", "authentication.k8s.io", "v1", &["create"]),
         _ => (r.kind, "", "", GET_UPDATE),
     }
 }
@@ -102,7 +103,7 @@ const VERBS: &[&str] = &[
 /// A resource's verbs: access reviews are only created (answered, never stored).
 fn verbs_of(r: &resources::Resource) -> &'static [&'static str] {
     match r.group {
-        "authorization.k8s.io" => &["create"],
+        "authorization.k8s.io" | "authentication.k8s.io" => &["create"],
         _ => VERBS,
     }
 }

@@ -28,6 +28,7 @@ pub mod protobuf;
 pub mod rbac;
 pub mod resources;
 pub mod selector;
+pub mod serviceaccounts;
 pub mod status;
 pub mod streams;
 pub mod subresources;
@@ -161,6 +162,8 @@ pub struct Api {
     admin_token: String,
     /// Which Secrets and ConfigMaps each node's pods use, for the Node authorizer.
     node_graph: node_graph::NodeGraph,
+    /// Signs and verifies service-account tokens (`None`: no key could be made; TokenRequests fail).
+    signer: Option<Arc<crate::jwt::Signer>>,
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -179,12 +182,72 @@ fn percent_decode(s: &str) -> String {
 }
 
 impl Api {
+    /// The API with a service-account signing key held in memory only (its tokens end with the
+    /// process); [`Api::with_signer`] gives the one kept in the data directory.
     pub fn new(store: Arc<Store>, admin_token: String) -> Self {
+        let signer = crate::jwt::Signer::ephemeral().ok().map(Arc::new);
         Api {
             store,
             admin_token,
             node_graph: node_graph::NodeGraph::default(),
+            signer,
         }
+    }
+
+    /// The API signing service-account tokens with `signer`.
+    pub fn with_signer(store: Arc<Store>, admin_token: String, signer: crate::jwt::Signer) -> Self {
+        Api {
+            signer: Some(Arc::new(signer)),
+            ..Api::new(store, admin_token)
+        }
+    }
+
+    fn signer(&self) -> Result<&crate::jwt::Signer, ApiError> {
+        self.signer
+            .as_deref()
+            .ok_or_else(|| ApiError::new(503, "ServiceUnavailable", "no service-account signing key"))
+    }
+
+    /// `/.well-known/openid-configuration` and `/openid/v1/jwks` (`None`: another path). Readable by
+    /// whom RBAC lets `get` the path: service accounts, by the default policy.
+    fn service_account_issuer(&self, req: &ApiRequest<'_>) -> Option<Reply> {
+        let document = match req.path {
+            "/.well-known/openid-configuration" => serviceaccounts::openid_configuration(),
+            "/openid/v1/jwks" => match self.signer() {
+                Ok(signer) => serviceaccounts::jwks(signer),
+                Err(e) => return Some(Reply::error(e)),
+            },
+            _ => return None,
+        };
+        let answer = self.authenticate(req).and_then(|user| {
+            if req.method != "GET" {
+                return Err(ApiError::method_not_allowed(req.method, req.path));
+            }
+            let ask = rbac::Ask {
+                verb: "get",
+                path: Some(req.path),
+                ..rbac::Ask::default()
+            };
+            if auth::allowed(&self.store, &self.node_graph, &user, &ask) {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!(
+                        "forbidden: User \"{}\" cannot get path \"{}\"",
+                        user.name, req.path
+                    ),
+                ))
+            }
+        });
+        Some(match answer {
+            Ok(()) => Reply {
+                content_type: (req.path == "/openid/v1/jwks").then_some("application/jwk-set+json"),
+                ..Reply::json(200, document)
+            },
+            Err(e) => Reply::error(e),
+        })
     }
 
     /// Answers one request.
@@ -212,6 +275,9 @@ impl Api {
                 (Ok(_), method) => Reply::error(ApiError::method_not_allowed(method, path)),
                 (Err(e), _) => Reply::error(e),
             };
+        }
+        if let Some(reply) = self.service_account_issuer(&req) {
+            return reply;
         }
         // Who asks is known before anything is built from the body, and the body's shape is
         // counted before it is parsed (see `limits`).
@@ -241,7 +307,15 @@ impl Api {
         {
             return Ok(auth::User::anonymous());
         }
-        let user = auth::authenticate(&self.store, &self.admin_token, req.token, req.client_cert)?;
+        let user = match (req.token, &self.signer) {
+            // A service account's token: verified by the key that signed it, never taken for a
+            // bootstrap or admin token.
+            (Some(token), Some(signer)) if crate::jwt::looks_like_jwt(token) => {
+                serviceaccounts::authenticate(&self.store, signer, token)
+                    .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?
+            }
+            _ => auth::authenticate(&self.store, &self.admin_token, req.token, req.client_cert)?,
+        };
         match req.impersonation {
             Some(wanted) => auth::impersonate(&user, wanted),
             None => Ok(user),
@@ -560,8 +634,14 @@ impl Api {
             return Err(unknown(path));
         };
         self.authorize(req, user, &target)?;
+        if target.resource.kind == "SelfSubjectRulesReview" {
+            return self.rules_review(req, user);
+        }
         if target.resource.group == "authorization.k8s.io" {
             return self.access_review(req, user, target.resource);
+        }
+        if target.resource.group == "authentication.k8s.io" {
+            return self.authentication_review(req, user, target.resource);
         }
         if target.resource.group == "rbac.authorization.k8s.io"
             && matches!(req.method, "POST" | "PUT" | "PATCH")
@@ -593,6 +673,17 @@ impl Api {
         } else {
             req
         };
+        if let (Some(name), Some("token")) = (target.name, target.subresource)
+            && target.resource.plural == "serviceaccounts"
+        {
+            if req.method != "POST" {
+                return Err(ApiError::method_not_allowed(req.method, req.path));
+            }
+            let namespace = target.namespace.unwrap_or("default");
+            let answer =
+                serviceaccounts::token_request(&self.store, self.signer()?, user, namespace, name, req.body)?;
+            return Ok(Reply::json(201, answer));
+        }
         match (target.name, target.subresource) {
             (None, _) => self.collection(req, target.resource, target.namespace),
             (Some(name), None) => self.item(req, target.resource, target.namespace, name),
@@ -708,11 +799,7 @@ impl Api {
         user: &auth::User,
         r: &'static objects::Resource,
     ) -> Result<Reply, ApiError> {
-        if req.method != "POST" {
-            return Err(ApiError::method_not_allowed(req.method, req.path));
-        }
-        let mut review: Value = serde_json::from_slice(req.body)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not a JSON object: {e}")))?;
+        let mut review = review_body(req)?;
         let spec = review.get("spec").cloned().unwrap_or(json!({}));
         let subject = if r.kind == "SubjectAccessReview" {
             let name = spec.get("user").and_then(Value::as_str).unwrap_or_default();
@@ -779,6 +866,90 @@ impl Api {
             json!({"allowed": true, "reason": "allowed by berth's authorizers (system:masters, Node, RBAC)"})
         } else {
             json!({"allowed": false})
+        };
+        Ok(Reply::json(201, review))
+    }
+
+    /// `SelfSubjectRulesReview` (`kubectl auth can-i --list`): the RBAC rules that apply to the caller
+    /// in `spec.namespace`. Nodes and bootstrap tokens are authorized by more than RBAC, so their
+    /// answer says it is incomplete.
+    fn rules_review(&self, req: &ApiRequest<'_>, user: &auth::User) -> Result<Reply, ApiError> {
+        let mut review = review_body(req)?;
+        let namespace = review
+            .pointer("/spec/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let (mut resource_rules, mut non_resource_rules) = (Vec::new(), Vec::new());
+        for rule in rbac::rules_for(&self.store, user, &namespace) {
+            let field = |f: &str| rule.get(f).cloned().unwrap_or(json!([]));
+            if rule.get("nonResourceURLs").is_some() {
+                non_resource_rules
+                    .push(json!({"verbs": field("verbs"), "nonResourceURLs": field("nonResourceURLs")}));
+            } else {
+                let mut r = json!({"verbs": field("verbs"), "apiGroups": field("apiGroups"), "resources": field("resources")});
+                if let Some(names) = rule.get("resourceNames") {
+                    r["resourceNames"] = names.clone();
+                }
+                resource_rules.push(r);
+            }
+        }
+        let beyond_rbac =
+            user.node_name().is_some() || user.groups.iter().any(|g| g == "system:bootstrappers");
+        review["apiVersion"] = json!("authorization.k8s.io/v1");
+        review["kind"] = json!("SelfSubjectRulesReview");
+        review["status"] = json!({
+            "resourceRules": resource_rules,
+            "nonResourceRules": non_resource_rules,
+            "incomplete": beyond_rbac,
+        });
+        if beyond_rbac {
+            review["status"]["evaluationError"] =
+                json!("the Node and bootstrap-token authorizers grant more than these rules show");
+        }
+        Ok(Reply::json(201, review))
+    }
+
+    /// `SelfSubjectReview` (`kubectl auth whoami`) and `TokenReview` (is this token valid, and whose:
+    /// what kube-rbac-proxy and metrics-server ask the API server).
+    fn authentication_review(
+        &self,
+        req: &ApiRequest<'_>,
+        user: &auth::User,
+        r: &'static objects::Resource,
+    ) -> Result<Reply, ApiError> {
+        let mut review = review_body(req)?;
+        let info = |u: &auth::User| json!({"username": u.name, "groups": u.groups});
+        review["apiVersion"] = json!(r.api_version());
+        review["kind"] = json!(r.kind);
+        review["status"] = if r.kind == "SelfSubjectReview" {
+            json!({"userInfo": info(user)})
+        } else {
+            let token = review
+                .pointer("/spec/token")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if token.is_empty() {
+                return Err(ApiError::invalid(
+                    r.kind,
+                    "",
+                    "spec.token",
+                    "Required value: token must not be empty",
+                ));
+            }
+            let reviewed = ApiRequest {
+                token: Some(&token),
+                client_cert: None,
+                impersonation: None,
+                ..*req
+            };
+            match self.authenticate(&reviewed) {
+                Ok(u) => {
+                    json!({"authenticated": true, "user": info(&u), "audiences": [serviceaccounts::ISSUER]})
+                }
+                Err(_) => json!({"authenticated": false, "error": "invalid bearer token"}),
+            }
         };
         Ok(Reply::json(201, review))
     }
@@ -991,6 +1162,19 @@ impl Api {
             (_, other) => Err(ApiError::method_not_allowed(other, path)),
         }
     }
+}
+
+/// The body of a review (access, rules, token, self-subject): only created, always a JSON object.
+fn review_body(req: &ApiRequest<'_>) -> Result<Value, ApiError> {
+    if req.method != "POST" {
+        return Err(ApiError::method_not_allowed(req.method, req.path));
+    }
+    let review: Value = serde_json::from_slice(req.body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not a JSON object: {e}")))?;
+    if !review.is_object() {
+        return Err(ApiError::bad_request("the request body is not a JSON object"));
+    }
+    Ok(review)
 }
 
 /// What a resource path names: a collection, an object, or an object's subresource.

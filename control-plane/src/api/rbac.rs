@@ -313,6 +313,16 @@ pub fn default_policy() -> Vec<(&'static str, Value)> {
                 ]),
             ),
         ),
+        (
+            "clusterroles",
+            role(
+                "system:service-account-issuer-discovery",
+                bootstrap.clone(),
+                json!([
+                    {"nonResourceURLs": ["/.well-known/openid-configuration", "/.well-known/openid-configuration/", "/openid/v1/jwks", "/openid/v1/jwks/"], "verbs": ["get"]}
+                ]),
+            ),
+        ),
         ("clusterroles", aggregated("admin", &["admin"])),
         ("clusterroles", aggregated("edit", &["edit"])),
         ("clusterroles", aggregated("view", &["view"])),
@@ -373,6 +383,14 @@ pub fn default_policy() -> Vec<(&'static str, Value)> {
                 "system:basic-user",
                 "system:basic-user",
                 json!([group("system:authenticated")]),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:service-account-issuer-discovery",
+                "system:service-account-issuer-discovery",
+                json!([group("system:serviceaccounts")]),
             ),
         ),
         (

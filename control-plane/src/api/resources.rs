@@ -185,7 +185,7 @@ pub const RESOURCES: &[Resource] = &[
         short_names: &["sa"],
         categories: NONE,
         label_names: false,
-        subresources: NONE,
+        subresources: &["token"],
     },
     Resource {
         group: "apps",
@@ -296,6 +296,28 @@ pub const RESOURCES: &[Resource] = &[
         "SubjectAccessReview",
         false,
     ),
+    plain(
+        "authorization.k8s.io",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        "SelfSubjectRulesReview",
+        false,
+    ),
+    // Who am I, and whose is this token: answered, never stored.
+    plain(
+        "authentication.k8s.io",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+        false,
+    ),
+    plain(
+        "authentication.k8s.io",
+        "tokenreviews",
+        "tokenreview",
+        "TokenReview",
+        false,
+    ),
 ];
 
 /// The API groups other than the core group, in discovery order.
@@ -306,6 +328,7 @@ pub const GROUPS: &[&str] = &[
     "certificates.k8s.io",
     "rbac.authorization.k8s.io",
     "authorization.k8s.io",
+    "authentication.k8s.io",
 ];
 
 /// Looks a resource up by group, version and plural.

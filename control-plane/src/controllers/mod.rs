@@ -21,6 +21,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod quantity;
 pub mod replicaset;
+pub mod rootca;
 pub mod scheduler;
 pub mod serviceaccount;
 
@@ -69,6 +70,9 @@ pub struct Config {
     pub tick: Duration,
     /// The CA key that signs node client certificates (`None`: certificate requests wait).
     pub ca_key_pem: Option<String>,
+    /// The cluster CA certificate, published in every namespace as `kube-root-ca.crt` (`None`: not
+    /// published).
+    pub ca_pem: Option<String>,
     /// Elect a leader among control planes sharing the store under this identity (`None`: this
     /// process is the only one and always leads).
     pub leader_identity: Option<String>,
@@ -82,6 +86,7 @@ impl Default for Config {
             node_monitor_grace: Duration::from_secs(40),
             tick: Duration::from_secs(1),
             ca_key_pem: None,
+            ca_pem: None,
             leader_identity: None,
             lease_duration: Duration::from_secs(15),
         }
@@ -136,6 +141,7 @@ pub fn all() -> Vec<Box<dyn Controller>> {
         Box::new(scheduler::Scheduler::default()),
         Box::new(endpoints::EndpointsController::default()),
         Box::new(serviceaccount::ServiceAccountController),
+        Box::new(rootca::RootCaPublisher),
         Box::new(certificates::CertificateController::default()),
         Box::new(namespace::NamespaceController::default()),
         Box::new(bootstrap::BootstrapController::default()),

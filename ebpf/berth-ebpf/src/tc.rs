@@ -168,8 +168,11 @@ fn balance(ctx: &TcContext) -> i32 {
             count(counter::ERRORS);
             return TC_ACT_SHOT as i32;
         }
-    } else if hdr.flags & SVC_F_SNAT != 0 {
-        // externalTrafficPolicy Cluster: replies must come back through this node.
+    } else if hdr.flags & SVC_F_SNAT != 0 || leaves_pod_network(&flow, backend.addr) {
+        // externalTrafficPolicy Cluster: replies must come back through this node. Likewise a pod's
+        // flow to a backend outside the pod network (the API server behind `kubernetes`, a
+        // host-network endpoint): redirected straight to the uplink it would skip the stack's
+        // masquerade, and that backend has no route back to pod addresses.
         let Some(cfg) = CONFIG.get(0) else {
             return TC_ACT_UNSPEC;
         };
@@ -254,6 +257,14 @@ fn balance(ctx: &TcContext) -> i32 {
     let to = Rewrite::of(&forward);
     // The next hop is cached on the flow's second packet (the entry just inserted is a copy).
     finish(ctx, &flow, &to, None, now, counter::NEW_FLOW)
+}
+
+/// Whether a flow from `flow`'s source to `backend` goes from the cluster's pod network out of it.
+#[inline(always)]
+fn leaves_pod_network(flow: &Flow, backend: u32) -> bool {
+    CONFIG
+        .get(0)
+        .is_some_and(|cfg| local::from_cluster(cfg, flow.saddr) && !local::from_cluster(cfg, backend))
 }
 
 /// Traffic that is not for a Service: a pod of this node is reached straight in its namespace (when
