@@ -321,12 +321,29 @@ fn kube_proxy_args(world: &mut ClusterWorld) -> Vec<String> {
 fn kube_proxy_replacement_with_in_cluster_credentials() {
     // As a DaemonSet's pod runs it: no --kubeconfig and no join flags; the service-account token, CA
     // and namespace under /var/run/secrets/kubernetes.io/serviceaccount/ and KUBERNETES_SERVICE_HOST
-    // and _PORT, as kubelet gives a pod (the token here is the admin's: berth's control plane has no
-    // service-account tokens yet).
+    // and _PORT, as kubelet gives a pod. The token is a service account's, with kube-proxy's role
+    // (system:node-proxier) and nothing more.
     let mut world = kube_proxy_node("kprpod");
     let sa = world.bed.scratch().join("serviceaccount");
     std::fs::create_dir_all(&sa).expect("sa dir");
-    let token = std::fs::read_to_string(world.cp.dir.join("admin.token")).expect("admin token");
+    world
+        .cp
+        .kubectl(&["create", "serviceaccount", "berth-agent", "-n", "kube-system"])
+        .expect("service account");
+    world
+        .cp
+        .kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "berth-agent",
+            "--clusterrole=system:node-proxier",
+            "--serviceaccount=kube-system:berth-agent",
+        ])
+        .expect("binding");
+    let token = world
+        .cp
+        .kubectl(&["create", "token", "berth-agent", "-n", "kube-system"])
+        .expect("token");
     std::fs::write(sa.join("token"), token.trim()).expect("token");
     std::fs::copy(world.cp.dir.join("ca.crt"), sa.join("ca.crt")).expect("ca");
     std::fs::write(sa.join("namespace"), "kube-system").expect("namespace");

@@ -323,6 +323,20 @@ pub fn default_policy() -> Vec<(&'static str, Value)> {
                 ]),
             ),
         ),
+        // What kube-proxy (and berth's agent as a kube-proxy replacement) reads and writes.
+        (
+            "clusterroles",
+            role(
+                "system:node-proxier",
+                bootstrap.clone(),
+                json!([
+                    {"apiGroups": [""], "resources": ["endpoints", "services"], "verbs": ["list", "watch"]},
+                    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+                    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+                    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}
+                ]),
+            ),
+        ),
         ("clusterroles", aggregated("admin", &["admin"])),
         ("clusterroles", aggregated("edit", &["edit"])),
         ("clusterroles", aggregated("view", &["view"])),
@@ -391,6 +405,14 @@ pub fn default_policy() -> Vec<(&'static str, Value)> {
                 "system:service-account-issuer-discovery",
                 "system:service-account-issuer-discovery",
                 json!([group("system:serviceaccounts")]),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:node-proxier",
+                "system:node-proxier",
+                json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:kube-proxy"}]),
             ),
         ),
         (
