@@ -225,7 +225,15 @@ fn nodes_joined_by_token_follow_the_api() {
     );
 
     // A node whose agent dies goes NotReady within the grace period (its Lease is no longer
-    // renewed), and comes back Ready once the agent runs again.
+    // renewed) and its pods are evicted once their tolerations run out (here 1 s; berth's node
+    // lifecycle deletes them at once so that their controllers replace them); it comes back Ready
+    // once the agent runs again.
+    world
+        .cp
+        .apply(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stranded\nspec:\n  nodeName: node2\n  tolerations:\n  - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 1}\n  - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 1}\n  containers:\n  - {name: c, image: '192.168.70.100:5999/absent:1'}\n",
+        )
+        .expect("a pod on node2");
     world.node(2).agent().kill();
     let killed = Instant::now();
     wait_ready(&world, "node2", false, Duration::from_secs(GRACE_SECONDS + 15));
@@ -234,6 +242,14 @@ fn nodes_joined_by_token_follow_the_api() {
         "NotReady after {:?}",
         killed.elapsed()
     );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while world.cp.kubectl(&["get", "pod", "stranded"]).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the pod on the unreachable node was not evicted"
+        );
+        sleep(Duration::from_millis(250));
+    }
     world.node(2).agent().restart().expect("restart");
     wait_ready(&world, "node2", true, Duration::from_secs(20));
 }
