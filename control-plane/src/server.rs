@@ -388,13 +388,15 @@ async fn answer(
         };
     }
     // Nobody's body is read before they are known: an unauthenticated client gets its 401 without
-    // the server reading, let alone decoding, what it sends. (The API authenticates again when it
-    // handles the request; this is the same check, made early.)
-    if !matches!(method.as_str(), "GET" | "HEAD")
-        && let Err(e) = api.authenticate_request(&head)
-    {
-        return to_response(Reply::error(e));
-    }
+    // the server reading, let alone decoding, what it sends. The user found is handed to the API.
+    let known = if matches!(method.as_str(), "GET" | "HEAD") {
+        None
+    } else {
+        match api.authenticate_request(&head) {
+            Ok(user) => Some(user),
+            Err(e) => return to_response(Reply::error(e)),
+        }
+    };
     // A declared length over the limit is refused before any of the body is read (a client waiting
     // on `Expect: 100-continue` gets the answer instead of sending megabytes).
     let declared: Option<usize> = req
@@ -427,7 +429,7 @@ async fn answer(
             Some(Err(e)) => return Reply::error(e),
             None => body,
         };
-        api.handle(&ApiRequest {
+        let req = ApiRequest {
             method: &method,
             path: &path,
             query: &query,
@@ -437,7 +439,8 @@ async fn answer(
             body: &body,
             client_cert: client_cert.as_deref(),
             impersonation: impersonation.as_ref(),
-        })
+        };
+        api.handle_as(&req, known)
     })
     .await
     .unwrap_or_else(|e| Reply::error(ApiError::new(500, "InternalError", e.to_string())));

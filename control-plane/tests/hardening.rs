@@ -1,6 +1,6 @@
 //! Defects a hostile client or a careless one could use, each fixed and kept fixed: the data
 //! directory private to the server, watches whose timeout cannot overflow, the system namespaces
-//! undeletable, impersonation refused to all but administrators and honoured for them with the
+//! undeletable, impersonation checked by RBAC (administrators may; a bootstrap token may not) and honoured with the
 //! impersonated user's rights, `/metrics` for administrators only.
 
 mod common;

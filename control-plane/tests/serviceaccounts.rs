@@ -222,6 +222,61 @@ fn tokens_authenticate_their_account_while_what_they_are_bound_to_lives() {
         "system:serviceaccount:default:default"
     );
 
+    // Impersonation by RBAC's `impersonate` verb: this account may act as jane and nobody else, and
+    // may not add groups; acting as jane, it has jane's rights (none).
+    server.ok(&["create", "serviceaccount", "impersonator"]);
+    server.ok(&[
+        "create",
+        "clusterrole",
+        "as-jane",
+        "--verb=impersonate",
+        "--resource=users",
+        "--resource-name=jane",
+    ]);
+    server.ok(&[
+        "create",
+        "clusterrolebinding",
+        "as-jane",
+        "--clusterrole=as-jane",
+        "--serviceaccount=default:impersonator",
+    ]);
+    let impersonator = server.ok(&["create", "token", "impersonator"]).trim().to_string();
+    let (code, body) = server.curl_as(&impersonator, &["-H", "Impersonate-User: jane"], pods);
+    assert!(
+        code == 403 && body.contains(r#"User \"jane\" cannot list"#),
+        "{code} {body}"
+    );
+    let (code, body) = server.curl_as(&impersonator, &["-H", "Impersonate-User: bob"], pods);
+    assert!(
+        code == 403 && body.contains("cannot impersonate resource \\\"users\\\""),
+        "{code} {body}"
+    );
+    let (code, body) = server.curl_as(
+        &impersonator,
+        &[
+            "-H",
+            "Impersonate-User: jane",
+            "-H",
+            "Impersonate-Group: system:masters",
+        ],
+        pods,
+    );
+    assert!(
+        code == 403 && body.contains("cannot impersonate resource \\\"groups\\\""),
+        "{code} {body}"
+    );
+    // An administrator may impersonate a service account, which then has its groups.
+    let who = server.ok(&[
+        "auth",
+        "whoami",
+        "--as",
+        "system:serviceaccount:default:impersonator",
+        "-o",
+        "json",
+    ]);
+    let groups = json(&who)["status"]["userInfo"]["groups"].to_string();
+    assert!(groups.contains("system:serviceaccounts:default"), "{groups}");
+
     // OIDC discovery, for service accounts (the default policy) and not for anonymous callers; the
     // token's key is the one published.
     let (code, body) = server.curl_as(&fresh, &[], "/.well-known/openid-configuration");

@@ -148,27 +148,71 @@ pub struct Impersonation {
     pub groups: Vec<String>,
 }
 
-/// The user `user` acts as when it asks to impersonate: only cluster administrators may impersonate
-/// (without RBAC, `impersonate` is theirs alone, as kube-apiserver's default roles give it), and the
-/// request then has exactly the rights of the impersonated user and groups.
-pub fn impersonate(user: &User, wanted: &Impersonation) -> Result<User, ApiError> {
+/// The user `user` acts as when it asks to impersonate, as kube-apiserver's impersonation filter
+/// decides: the `impersonate` verb on `users` (or on the `serviceaccounts` object for a service
+/// account's user name) and on `groups` for each group asked for, by RBAC (cluster administrators
+/// may do anything; nodes and bootstrap tokens never impersonate). The request then has exactly the
+/// rights of the impersonated user and groups (`system:authenticated` added, and a service
+/// account's groups for one).
+pub fn impersonate(store: &Store, user: &User, wanted: &Impersonation) -> Result<User, ApiError> {
     let Some(name) = wanted.user.clone().filter(|n| !n.is_empty()) else {
         return Err(ApiError::bad_request(
             "requested impersonation of groups without impersonating a user",
         ));
     };
-    if !user.is_admin() {
-        return Err(ApiError::new(
+    let service_account = name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(ns, sa)| (ns.to_string(), sa.to_string()));
+    let may = |resource: &str, namespace: &str, target: &str| {
+        user.is_admin()
+            || (user.node_name().is_none()
+                && !user.in_group("system:bootstrappers")
+                && rbac::allows(
+                    store,
+                    user,
+                    &rbac::Ask {
+                        verb: "impersonate",
+                        resource,
+                        namespace,
+                        name: target,
+                        ..rbac::Ask::default()
+                    },
+                ))
+    };
+    let refuse = |resource: &str, namespace: &str, target: &str| {
+        let scope = if namespace.is_empty() {
+            "at the cluster scope".to_string()
+        } else {
+            format!("in the namespace \"{namespace}\"")
+        };
+        ApiError::new(
             403,
             "Forbidden",
             format!(
-                "users \"{name}\" is forbidden: User \"{}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+                "{resource} \"{target}\" is forbidden: User \"{}\" cannot impersonate resource \"{resource}\" in API group \"\" {scope}",
                 user.name
             ),
-        ));
+        )
+    };
+    match &service_account {
+        Some((ns, sa)) if !may("serviceaccounts", ns, sa) => return Err(refuse("serviceaccounts", ns, sa)),
+        None if !may("users", "", &name) => return Err(refuse("users", "", &name)),
+        _ => {}
+    }
+    for group in &wanted.groups {
+        if !may("groups", "", group) {
+            return Err(refuse("groups", "", group));
+        }
     }
     let mut groups = wanted.groups.clone();
-    if !groups.iter().any(|g| g == "system:authenticated") {
+    if let Some((ns, _)) = service_account.as_ref().filter(|_| groups.is_empty()) {
+        groups = vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+        ];
+    }
+    if name != "system:anonymous" && !groups.iter().any(|g| g == "system:authenticated") {
         groups.push("system:authenticated".into());
     }
     Ok(User { name, groups })

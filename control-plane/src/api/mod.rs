@@ -210,7 +210,11 @@ impl Api {
 
     /// `/.well-known/openid-configuration` and `/openid/v1/jwks` (`None`: another path). Readable by
     /// whom RBAC lets `get` the path: service accounts, by the default policy.
-    fn service_account_issuer(&self, req: &ApiRequest<'_>) -> Option<Reply> {
+    fn service_account_issuer(
+        &self,
+        req: &ApiRequest<'_>,
+        user: &Result<auth::User, ApiError>,
+    ) -> Option<Reply> {
         let document = match req.path {
             "/.well-known/openid-configuration" => serviceaccounts::openid_configuration(),
             "/openid/v1/jwks" => match self.signer() {
@@ -219,7 +223,7 @@ impl Api {
             },
             _ => return None,
         };
-        let answer = self.authenticate(req).and_then(|user| {
+        let answer = user.clone().and_then(|user| {
             if req.method != "GET" {
                 return Err(ApiError::method_not_allowed(req.method, req.path));
             }
@@ -252,6 +256,13 @@ impl Api {
 
     /// Answers one request.
     pub fn handle(&self, req: &ApiRequest<'_>) -> Reply {
+        self.handle_as(req, None)
+    }
+
+    /// Answers one request whose user the caller already authenticated (`known`, from
+    /// [`Api::authenticate_request`]: the server checks who sends a body before reading it, and
+    /// that answer is not computed twice).
+    pub fn handle_as(&self, req: &ApiRequest<'_>, known: Option<auth::User>) -> Reply {
         let path = req.path.trim_end_matches('/');
         match (req.method, path) {
             ("GET", "/healthz" | "/livez" | "/readyz") => return Reply::text("ok"),
@@ -259,10 +270,14 @@ impl Api {
             _ => {}
         }
         let req = ApiRequest { path, ..*req };
+        let user = match known {
+            Some(user) => Ok(user),
+            None => self.authenticate(&req),
+        };
         if path == "/metrics" {
             // Cluster administrators only: no bootstrap token or node reads the server's internals
             // (kube-apiserver's default RBAC grants /metrics to no such user either).
-            return match (self.authenticate(&req), req.method) {
+            return match (user, req.method) {
                 (Ok(user), _) if !user.is_admin() => Reply::error(ApiError::new(
                     403,
                     "Forbidden",
@@ -276,12 +291,12 @@ impl Api {
                 (Err(e), _) => Reply::error(e),
             };
         }
-        if let Some(reply) = self.service_account_issuer(&req) {
+        if let Some(reply) = self.service_account_issuer(&req, &user) {
             return reply;
         }
         // Who asks is known before anything is built from the body, and the body's shape is
         // counted before it is parsed (see `limits`).
-        let answer = self.authenticate(&req).and_then(|user| {
+        let answer = user.and_then(|user| {
             limits::check_body(req.body)?;
             self.route(&req, &user)
         });
@@ -317,7 +332,7 @@ impl Api {
             _ => auth::authenticate(&self.store, &self.admin_token, req.token, req.client_cert)?,
         };
         match req.impersonation {
-            Some(wanted) => auth::impersonate(&user, wanted),
+            Some(wanted) => auth::impersonate(&self.store, &user, wanted),
             None => Ok(user),
         }
     }
@@ -331,12 +346,19 @@ impl Api {
     ) -> Result<(), ApiError> {
         let verb = verb_of(req.method, target.name.is_some(), req.query);
         // A create names its object in the body.
+        // Only the name is read (the rest skipped, nothing built): the create parses the body later.
+        #[derive(serde::Deserialize)]
+        struct Named {
+            metadata: Option<Meta>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            name: Option<String>,
+        }
         let body_name = if target.name.is_none() && req.method == "POST" {
-            serde_json::from_slice::<Value>(req.body).ok().and_then(|b| {
-                b.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
+            serde_json::from_slice::<Named>(req.body)
+                .ok()
+                .and_then(|b| b.metadata?.name)
         } else {
             None
         };
