@@ -337,7 +337,9 @@ async fn answer(
     let accept = header("accept", "application/json");
     let protobuf =
         matches!(method.as_str(), "POST" | "PUT") && content_type.starts_with(protobuf::MEDIA_TYPE);
-    let yaml = matches!(method.as_str(), "POST" | "PUT") && content_type.starts_with("application/yaml");
+    let apply = method == "PATCH" && content_type.starts_with("application/apply-patch+yaml");
+    let yaml =
+        apply || (matches!(method.as_str(), "POST" | "PUT") && content_type.starts_with("application/yaml"));
     if matches!(method.as_str(), "POST" | "PUT" | "PATCH")
         && !content_type.contains("json")
         && !protobuf
@@ -423,7 +425,10 @@ async fn answer(
         };
         let body = match converted {
             Some(Ok(json)) => {
-                content_type = "application/json".into();
+                // An applied configuration stays one (now in JSON); other bodies are plain JSON.
+                if !apply {
+                    content_type = "application/json".into();
+                }
                 json
             }
             Some(Err(e)) => return Reply::error(e),

@@ -150,12 +150,28 @@ fn bad_requests_get_4xx_statuses_and_the_server_stays_up() {
             "application/merge-patch+json",
             404,
         ),
+        // Server-side apply needs a field manager, and a configuration of the right kind.
         (
             "PATCH",
             "/api/v1/namespaces/default",
             Some(file("applypatch", b"{}")),
             "application/apply-patch+yaml",
-            415,
+            422,
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default?fieldManager=t",
+            Some(file("applykind", b"kind: Pod")),
+            "application/apply-patch+yaml",
+            400,
+        ),
+        // A dry run is refused, never made for real.
+        (
+            "DELETE",
+            "/api/v1/namespaces/default/configmaps/kube-root-ca.crt?dryRun=All",
+            None,
+            "application/json",
+            400,
         ),
     ];
     for (method, path, body, content_type, want) in cases {

@@ -13,6 +13,7 @@
 pub mod admission;
 pub mod allocator;
 pub mod apiservers;
+pub mod apply;
 pub mod auth;
 pub mod discovery;
 pub mod fields;
@@ -297,6 +298,7 @@ impl Api {
         // Who asks is known before anything is built from the body, and the body's shape is
         // counted before it is parsed (see `limits`).
         let answer = user.and_then(|user| {
+            refuse_dry_run(&req)?;
             limits::check_body(req.body)?;
             self.route(&req, &user)
         });
@@ -1135,6 +1137,34 @@ impl Api {
             ));
         }
         let kind = req.patch_kind()?;
+        if kind == objects::PatchKind::Apply {
+            if part != objects::Part::Main {
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "server-side apply is served for objects, not for their subresources",
+                ));
+            }
+            let Some(manager) = query_param(req.query, "fieldManager")
+                .map(percent_decode)
+                .filter(|m| !m.is_empty())
+            else {
+                return Err(ApiError::invalid(
+                    "PatchOptions",
+                    "",
+                    "fieldManager",
+                    "Required value: is required for apply patch",
+                ));
+            };
+            let force = query_param(req.query, "force") == Some("true");
+            let opts = apply::ApplyOptions {
+                manager: &manager,
+                force,
+            };
+            let (code, written) =
+                objects::server_side_apply(&self.store, r, namespace, name, req.body, &opts, v)?;
+            return Ok(Reply::written(code, written));
+        }
         Ok(Reply::written(
             200,
             objects::patch(&self.store, r, namespace, name, kind, req.body, v, part)?,
@@ -1183,6 +1213,19 @@ impl Api {
             )),
             (_, other) => Err(ApiError::method_not_allowed(other, path)),
         }
+    }
+}
+
+/// A write asking for a dry run (`dryRun=All`: `kubectl diff`, `--dry-run=server`) is refused before
+/// anything happens: this server cannot yet run a write without making it, and making it would
+/// change what the client only meant to look at.
+fn refuse_dry_run(req: &ApiRequest<'_>) -> Result<(), ApiError> {
+    let writes = matches!(req.method, "POST" | "PUT" | "PATCH" | "DELETE");
+    match query_param(req.query, "dryRun").filter(|v| !v.is_empty()) {
+        Some(_) if writes => Err(ApiError::bad_request(
+            "dry-run requests (dryRun=All: kubectl diff, --dry-run=server) are not supported by this server yet; nothing was changed",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -1281,11 +1324,13 @@ impl ApiRequest<'_> {
             "application/merge-patch+json" => Ok(objects::PatchKind::Merge),
             "application/strategic-merge-patch+json" => Ok(objects::PatchKind::Strategic),
             "application/json-patch+json" => Ok(objects::PatchKind::Json),
+            // The body arrives as YAML; the server turned it into JSON.
+            "application/apply-patch+yaml" => Ok(objects::PatchKind::Apply),
             other => Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
                 format!(
-                    "the patch type {other:?} is not supported (json-patch+json, merge-patch+json and strategic-merge-patch+json are)"
+                    "the patch type {other:?} is not supported (json-patch+json, merge-patch+json, strategic-merge-patch+json and apply-patch+yaml are)"
                 ),
             )),
         }

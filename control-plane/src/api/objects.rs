@@ -716,6 +716,87 @@ pub fn patch(
     }
 }
 
+/// Server-side apply of `body` (the applied configuration, as JSON) to the object `name`, creating it
+/// when it does not exist: (HTTP code, what was written).
+pub fn server_side_apply(
+    store: &Store,
+    r: &'static Resource,
+    namespace: Option<&str>,
+    name: &str,
+    body: &[u8],
+    opts: &super::apply::ApplyOptions<'_>,
+    validation: FieldValidation,
+) -> Result<(u16, Written), ApiError> {
+    let mut applied: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the applied configuration is not an object: {e}")))?;
+    if !applied.is_object() {
+        return Err(ApiError::bad_request(
+            "the applied configuration is not an object",
+        ));
+    }
+    let (api_version, kind) = (
+        applied
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        applied.get("kind").and_then(Value::as_str).unwrap_or_default(),
+    );
+    if api_version != r.api_version() || kind != r.kind {
+        return Err(ApiError::bad_request(format!(
+            "the applied configuration must have apiVersion {:?} and kind {:?} (got {api_version:?}, {kind:?})",
+            r.api_version(),
+            r.kind
+        )));
+    }
+    match applied.pointer("/metadata/name").and_then(Value::as_str) {
+        Some(n) if n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        Some(_) => {}
+        None => applied["metadata"]["name"] = json!(name),
+    }
+    let mut attempts = 0;
+    loop {
+        let written = match get(store, r, namespace, name) {
+            Err(e) if e.code == 404 => {
+                let obj = super::apply::for_create(r.kind, &r.api_version(), &applied, opts);
+                let bytes = serde_json::to_vec(&obj).unwrap_or_default();
+                create(store, r, namespace, &bytes, validation).map(|w| (201, w))
+            }
+            Err(e) => return Err(e),
+            Ok(current) => {
+                let revision = current.pointer("/metadata/resourceVersion").cloned();
+                let mut obj = super::apply::apply(r.kind, &r.api_version(), &current, &applied, opts)?;
+                if let (Some(meta), Some(rv)) =
+                    (obj.get_mut("metadata").and_then(Value::as_object_mut), revision)
+                {
+                    meta.insert("resourceVersion".into(), rv);
+                }
+                let bytes = serde_json::to_vec(&obj).unwrap_or_default();
+                let (parsed, body_name) = parse_object(r, namespace, &bytes)?;
+                write_over(
+                    store,
+                    r,
+                    namespace,
+                    name,
+                    parsed,
+                    &body_name,
+                    validation,
+                    Part::Main,
+                )
+                .map(|w| (200, w))
+            }
+        };
+        match written {
+            // Another writer got there between the read and the write: apply again to what it made.
+            Err(e) if matches!(e.reason, "Conflict" | "AlreadyExists") && attempts < 5 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
 /// How dependents of a deleted object are treated (`propagationPolicy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Propagation {

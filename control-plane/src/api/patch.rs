@@ -36,12 +36,16 @@ pub enum PatchKind {
     Strategic,
     /// `application/json-patch+json`: [`super::jsonpatch`].
     Json,
+    /// `application/apply-patch+yaml`: server-side apply ([`super::apply`]), which needs the object's
+    /// managed fields and is done by `objects::server_side_apply`; here (judging what a write would
+    /// make, before it is made) it counts as a merge of the applied configuration.
+    Apply,
 }
 
 /// Applies a patch of `patch_kind` to `target`, an object of `kind`.
 pub fn apply(patch_kind: PatchKind, kind: &str, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
     match patch_kind {
-        PatchKind::Merge => {
+        PatchKind::Merge | PatchKind::Apply => {
             merge(target, patch);
             Ok(())
         }
@@ -91,10 +95,10 @@ pub fn strategic(kind: &str, target: &mut Value, patch: &Value) -> Result<(), Ap
 
 /// The fields of one API type that strategic merge patch needs to know about: merge lists, and the
 /// fields leading to types that have some. Fields not listed are plain (maps merge, lists replace).
-type Schema = &'static [Field];
+pub(super) type Schema = &'static [Field];
 
 /// One field, as its Go struct tag describes it.
-struct Field {
+pub(super) struct Field {
     /// JSON name.
     name: &'static str,
     /// `patchStrategy:"merge"` (for list fields); `None` means the list is replaced.
@@ -105,7 +109,7 @@ struct Field {
 
 /// How a list with `patchStrategy:"merge"` merges.
 #[derive(Clone, Copy)]
-enum ListMerge {
+pub(super) enum ListMerge {
     /// Objects identified by the `patchMergeKey` member.
     Keyed(&'static str),
     /// Primitives, merged as a set (no `patchMergeKey`).
@@ -231,7 +235,7 @@ const SERVICE_ACCOUNT: Schema = &[nested("metadata", OBJECT_META), keyed("secret
 const METADATA_ONLY: Schema = &[nested("metadata", OBJECT_META)];
 
 /// The table for one kind.
-fn schema_for(kind: &str) -> Schema {
+pub(super) fn schema_for(kind: &str) -> Schema {
     match kind {
         "Pod" => POD,
         "Deployment" | "ReplicaSet" | "DaemonSet" => WORKLOAD,
@@ -244,7 +248,7 @@ fn schema_for(kind: &str) -> Schema {
 }
 
 /// The strategy and type of `name` within `schema` (a plain field when not listed).
-fn lookup(schema: Schema, name: &str) -> (Option<ListMerge>, Schema) {
+pub(super) fn lookup(schema: Schema, name: &str) -> (Option<ListMerge>, Schema) {
     schema
         .iter()
         .find(|f| f.name == name)

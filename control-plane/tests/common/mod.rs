@@ -78,9 +78,13 @@ impl Server {
     }
 
     /// `kubectl apply -f -` with `manifest` on stdin, with kubectl's default validation (the server
-    /// says in its OpenAPI that it validates fields itself). kubectl's typed `create <kind>` commands
-    /// send protobuf, which the server does not read yet.
+    /// says in its OpenAPI that it validates fields itself): what kubectl printed.
     pub fn apply(&self, manifest: &str) -> String {
+        self.kubectl_stdin(&["apply", "-f", "-"], manifest).1
+    }
+
+    /// `kubectl ARGS` with `input` on stdin: (success, stdout + stderr).
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> (bool, String) {
         use std::io::Write;
         let home = self.dir.join("home");
         let _ = std::fs::create_dir_all(&home);
@@ -88,20 +92,23 @@ impl Server {
             .env("HOME", &home)
             .arg("--kubeconfig")
             .arg(self.dir.join("admin.kubeconfig"))
-            .args(["apply", "-f", "-"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("kubectl");
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(manifest.as_bytes()).expect("stdin");
+            stdin.write_all(input.as_bytes()).expect("stdin");
         }
         let out = child.wait_with_output().expect("kubectl");
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         )
     }
 

@@ -1,0 +1,482 @@
+//! Server-side apply (`kubectl apply --server-side`: PATCH with `application/apply-patch+yaml`),
+//! with field ownership recorded in `metadata.managedFields` as kube-apiserver's structured-merge-diff
+//! records it (`fieldsType: FieldsV1`).
+//!
+//! An apply names the fields its manager wants to own, with their values. The server:
+//! - merges them into the live object (maps by key; lists by their merge key where the strategic
+//!   merge table has one, as sets for lists of primitives with `merge`, atomically otherwise; the
+//!   object is created if it does not exist);
+//! - refuses (409, one cause per field) to change a field another manager owns, unless `force=true`,
+//!   which moves the field to the applier; equal values are shared without conflict;
+//! - removes the fields this manager applied last time and no longer applies, unless another manager
+//!   also owns them;
+//! - records the applied set as this manager's `Apply` entry.
+//!
+//! Simplifications, all about which list elements count as the same: list-map keys are the strategic
+//! merge key alone (Kubernetes keys Service ports by port and protocol, container ports by port and
+//! protocol), and writes other than apply (create, update, patch) leave `managedFields` as they are
+//! rather than recording `Update` entries.
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    objects,
+    patch::{self, ListMerge, Schema},
+    status::ApiError,
+};
+
+/// A FieldsV1 set: `f:<field>`, `k:<key object>`, `v:<value>` and `.` members, `{}` at the leaves.
+type FieldSet = Map<String, Value>;
+
+/// One owned field: the FieldsV1 path elements from the object's root.
+type FieldPath = Vec<String>;
+
+/// Metadata fields no manager owns (identity and what the server sets).
+const SERVER_METADATA: &[&str] = &[
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+];
+
+/// The fields `obj` (an applied configuration) sets.
+pub fn fields_of(kind: &str, obj: &Value) -> FieldSet {
+    let schema = patch::schema_for(kind);
+    let mut out = FieldSet::new();
+    for (k, v) in obj.as_object().into_iter().flatten() {
+        let (list, fields) = patch::lookup(schema, k);
+        let member = match k.as_str() {
+            "apiVersion" | "kind" | "status" => continue,
+            "metadata" => {
+                let mut meta = v.clone();
+                if let Some(m) = meta.as_object_mut() {
+                    m.retain(|k, _| !SERVER_METADATA.contains(&k.as_str()));
+                    if m.is_empty() {
+                        continue;
+                    }
+                }
+                value_fields(&meta, list, fields)
+            }
+            _ => value_fields(v, list, fields),
+        };
+        out.insert(format!("f:{k}"), Value::Object(member));
+    }
+    out
+}
+
+/// The fields of one value: its members for a map, its elements for a keyed or set list, nothing
+/// below it for anything else (a leaf).
+fn value_fields(v: &Value, list: Option<ListMerge>, fields: Schema) -> FieldSet {
+    let mut out = FieldSet::new();
+    match (v, list) {
+        (Value::Object(m), _) => {
+            for (k, child) in m {
+                let (list, fields) = patch::lookup(fields, k);
+                out.insert(format!("f:{k}"), Value::Object(value_fields(child, list, fields)));
+            }
+        }
+        (Value::Array(items), Some(ListMerge::Keyed(key))) => {
+            for item in items {
+                let mut element = FieldSet::new();
+                element.insert(".".into(), json!({}));
+                element.extend(value_fields(item, None, fields));
+                out.insert(element_key(key, item), Value::Object(element));
+            }
+        }
+        (Value::Array(items), Some(ListMerge::Set)) => {
+            for item in items {
+                out.insert(format!("v:{item}"), json!({}));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// `k:{"<key>":<value>}` for a keyed list's element.
+fn element_key(key: &str, item: &Value) -> String {
+    let mut k = Map::new();
+    k.insert(key.to_string(), item.get(key).cloned().unwrap_or(Value::Null));
+    format!("k:{}", Value::Object(k))
+}
+
+/// Every leaf of `set` (a member with nothing below it, or a list element's `.`).
+fn leaves(set: &FieldSet) -> Vec<FieldPath> {
+    fn walk(set: &FieldSet, at: &mut FieldPath, out: &mut Vec<FieldPath>) {
+        for (k, v) in set {
+            at.push(k.clone());
+            match v.as_object() {
+                Some(m) if !m.is_empty() => walk(m, at, out),
+                _ => out.push(at.clone()),
+            }
+            at.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(set, &mut Vec::new(), &mut out);
+    out
+}
+
+fn contains(set: &FieldSet, path: &[String]) -> bool {
+    let mut at = set;
+    for (i, p) in path.iter().enumerate() {
+        match at.get(p) {
+            None => return false,
+            Some(v) if i + 1 == path.len() => return v.is_object(),
+            Some(v) => match v.as_object() {
+                Some(m) => at = m,
+                None => return false,
+            },
+        }
+    }
+    true
+}
+
+fn remove_path(set: &mut FieldSet, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        set.remove(first);
+        return;
+    }
+    if let Some(Value::Object(child)) = set.get_mut(first) {
+        remove_path(child, rest);
+        if child.is_empty() {
+            set.remove(first);
+        }
+    }
+}
+
+/// The list element of `items` a `k:` or `v:` path element names.
+fn element_index(items: &[Value], element: &str) -> Option<usize> {
+    if let Some(key) = element.strip_prefix("k:") {
+        let key: Map<String, Value> = serde_json::from_str(key).ok()?;
+        items
+            .iter()
+            .position(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)))
+    } else {
+        let value: Value = serde_json::from_str(element.strip_prefix("v:")?).ok()?;
+        items.iter().position(|item| *item == value)
+    }
+}
+
+/// The value at `path` in `obj`, if there is one.
+fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut at = obj;
+    for p in path {
+        at = match p.as_str() {
+            "." => at,
+            f if f.starts_with("f:") => at.get(&f[2..])?,
+            element => {
+                let items = at.as_array()?;
+                &items[element_index(items, element)?]
+            }
+        };
+    }
+    Some(at)
+}
+
+/// Removes what `path` names from `obj` (a member, or a list element).
+fn remove_at(obj: &mut Value, path: &[String]) {
+    let path = match path.split_last() {
+        Some((last, parent)) if last == "." => parent,
+        _ => path,
+    };
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
+    let mut at = obj;
+    for p in parent {
+        let next = match p.as_str() {
+            f if f.starts_with("f:") => at.get_mut(&f[2..]),
+            element => match at.as_array_mut() {
+                Some(items) => element_index(items, element).map(move |i| &mut items[i]),
+                None => None,
+            },
+        };
+        match next {
+            Some(n) => at = n,
+            None => return,
+        }
+    }
+    if let Some(field) = last.strip_prefix("f:") {
+        if let Some(m) = at.as_object_mut() {
+            m.remove(field);
+        }
+    } else if let Some(items) = at.as_array_mut()
+        && let Some(i) = element_index(items, last)
+    {
+        items.remove(i);
+    }
+}
+
+/// Merges `applied` into `live`: maps member by member, keyed lists element by element, set lists
+/// as a union, everything else replaced.
+fn merge_into(live: &mut Value, applied: &Value, list: Option<ListMerge>, fields: Schema) {
+    match (live, applied, list) {
+        (Value::Object(l), Value::Object(a), _) => {
+            for (k, v) in a {
+                let (list, fields) = patch::lookup(fields, k);
+                match l.get_mut(k) {
+                    Some(existing) => merge_into(existing, v, list, fields),
+                    None => {
+                        l.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(l), Value::Array(a), Some(ListMerge::Keyed(key))) => {
+            for item in a {
+                match l.iter_mut().find(|e| e.get(key) == item.get(key)) {
+                    Some(existing) => merge_into(existing, item, None, fields),
+                    None => l.push(item.clone()),
+                }
+            }
+        }
+        (Value::Array(l), Value::Array(a), Some(ListMerge::Set)) => {
+            for item in a {
+                if !l.contains(item) {
+                    l.push(item.clone());
+                }
+            }
+        }
+        (live, applied, _) => *live = applied.clone(),
+    }
+}
+
+/// `.spec.replicas`, `.spec.containers[name="web"].image`: a path as kube-apiserver prints it in a
+/// conflict.
+fn display(path: &[String]) -> String {
+    let mut out = String::new();
+    for p in path {
+        if let Some(f) = p.strip_prefix("f:") {
+            out.push('.');
+            out.push_str(f);
+        } else if let Some(k) = p.strip_prefix("k:") {
+            let key: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
+            let parts: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!("[{}]", parts.join(",")));
+        } else if let Some(v) = p.strip_prefix("v:") {
+            out.push_str(&format!("[={v}]"));
+        }
+    }
+    out
+}
+
+/// The options of an apply request.
+#[derive(Clone, Debug)]
+pub struct ApplyOptions<'a> {
+    /// `fieldManager` (required).
+    pub manager: &'a str,
+    /// `force=true`: take the fields other managers own.
+    pub force: bool,
+}
+
+fn managed_entries(obj: &Value) -> Vec<Value> {
+    obj.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn entry_set(entry: &Value) -> FieldSet {
+    entry
+        .get("fieldsV1")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn is_ours(entry: &Value, manager: &str) -> bool {
+    entry.get("manager").and_then(Value::as_str) == Some(manager)
+        && entry.get("operation").and_then(Value::as_str) == Some("Apply")
+}
+
+/// The configuration a new object is created from: the applied one with this manager's entry.
+pub fn for_create(kind: &str, api_version: &str, applied: &Value, opts: &ApplyOptions<'_>) -> Value {
+    let mut obj = applied.clone();
+    if let Some(m) = obj.as_object_mut() {
+        m.remove("status");
+    }
+    obj["metadata"]["managedFields"] = json!([entry(opts.manager, api_version, fields_of(kind, applied))]);
+    obj
+}
+
+fn entry(manager: &str, api_version: &str, set: FieldSet) -> Value {
+    json!({
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": api_version,
+        "time": objects::now_rfc3339(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": set,
+    })
+}
+
+/// Applies `applied` to `live` for `opts.manager`: the object to write, or the 409 naming every
+/// field another manager owns with another value.
+pub fn apply(
+    kind: &str,
+    api_version: &str,
+    live: &Value,
+    applied: &Value,
+    opts: &ApplyOptions<'_>,
+) -> Result<Value, ApiError> {
+    let schema = patch::schema_for(kind);
+    let mut applied = applied.clone();
+    if let Some(m) = applied.as_object_mut() {
+        // The main resource's apply does not write status (its subresource does).
+        m.remove("status");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.retain(|k, _| !SERVER_METADATA.contains(&k.as_str()));
+        }
+    }
+    let new_set = fields_of(kind, &applied);
+    let mut merged = live.clone();
+    merge_into(&mut merged, &applied, None, schema);
+
+    let mut entries = managed_entries(live);
+    let mut conflicts: Vec<(String, String)> = Vec::new();
+    let mut taken: Vec<(usize, FieldPath)> = Vec::new();
+    let new_leaves = leaves(&new_set);
+    for (i, e) in entries.iter().enumerate() {
+        if e.get("manager").and_then(Value::as_str) == Some(opts.manager) {
+            continue;
+        }
+        let theirs = entry_set(e);
+        for path in new_leaves.iter().filter(|p| contains(&theirs, p)) {
+            if value_at(live, path) != value_at(&merged, path) {
+                let who = e.get("manager").and_then(Value::as_str).unwrap_or_default();
+                let version = e.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+                conflicts.push((display(path), format!("conflict with \"{who}\" using {version}")));
+                taken.push((i, path.clone()));
+            }
+        }
+    }
+    if !conflicts.is_empty() && !opts.force {
+        let text: Vec<String> = conflicts
+            .iter()
+            .map(|(field, why)| format!("{why}: {field}"))
+            .collect();
+        let mut e = ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Apply failed with {} conflict{}: {}",
+                conflicts.len(),
+                if conflicts.len() == 1 { "" } else { "s" },
+                text.join("\n")
+            ),
+        );
+        e.causes = conflicts;
+        return Err(e);
+    }
+    for (i, path) in &taken {
+        if let Some(Value::Object(set)) = entries[*i].get_mut("fieldsV1") {
+            remove_path(set, path);
+        }
+    }
+    // What this manager applied before and applies no more goes, unless someone else owns it.
+    let previous = entries
+        .iter()
+        .find(|e| is_ours(e, opts.manager))
+        .map(entry_set)
+        .unwrap_or_default();
+    for path in leaves(&previous) {
+        if contains(&new_set, &path) {
+            continue;
+        }
+        let shared = entries
+            .iter()
+            .filter(|e| !is_ours(e, opts.manager))
+            .any(|e| contains(&entry_set(e), &path));
+        if !shared {
+            remove_at(&mut merged, &path);
+        }
+    }
+    entries.retain(|e| !is_ours(e, opts.manager) && !entry_set(e).is_empty());
+    entries.push(entry(opts.manager, api_version, new_set));
+    merged["metadata"]["managedFields"] = Value::Array(entries);
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(manager: &str, force: bool) -> ApplyOptions<'_> {
+        ApplyOptions { manager, force }
+    }
+
+    #[test]
+    fn fields_sets_follow_the_kubernetes_format() {
+        let set = fields_of(
+            "Deployment",
+            &json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "labels": {"app": "web"}},
+                "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": "i", "args": ["a"]}]}}}}),
+        );
+        assert_eq!(
+            Value::Object(set),
+            json!({"f:metadata": {"f:labels": {"f:app": {}}},
+                   "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+                       "k:{\"name\":\"c\"}": {".": {}, "f:name": {}, "f:image": {}, "f:args": {}}}}}}})
+        );
+    }
+
+    #[test]
+    fn managers_conflict_share_equal_values_and_remove_what_they_stop_applying() {
+        let live = json!({"metadata": {"name": "cfg"}});
+        let a1 = json!({"metadata": {"name": "cfg"}, "data": {"x": "1", "y": "2"}});
+        let after_a = apply("ConfigMap", "v1", &live, &a1, &opts("a", false)).expect("a applies");
+        assert_eq!(after_a["data"], json!({"x": "1", "y": "2"}));
+        // b sets x to the same value: shared, no conflict; y to another value: conflict.
+        let b = json!({"metadata": {"name": "cfg"}, "data": {"x": "1"}});
+        let after_b = apply("ConfigMap", "v1", &after_a, &b, &opts("b", false)).expect("same value");
+        let b2 = json!({"metadata": {"name": "cfg"}, "data": {"y": "3"}});
+        let e = apply("ConfigMap", "v1", &after_b, &b2, &opts("b", false)).expect_err("conflict");
+        assert_eq!(e.code, 409);
+        assert!(
+            e.message.contains("conflict with \"a\" using v1: .data.y"),
+            "{}",
+            e.message
+        );
+        // Forced: b takes y.
+        let forced = apply("ConfigMap", "v1", &after_b, &b2, &opts("b", true)).expect("forced");
+        assert_eq!(forced["data"]["y"], "3");
+        // b's last apply named y only, so x is a's alone. a stops applying x and y: x goes, y stays
+        // (b took it).
+        let a2 = json!({"metadata": {"name": "cfg"}, "data": {"z": "9"}});
+        let after = apply("ConfigMap", "v1", &forced, &a2, &opts("a", false)).expect("a again");
+        assert_eq!(after["data"], json!({"y": "3", "z": "9"}));
+        // b stops applying everything: y goes, z stays.
+        let b3 = json!({"metadata": {"name": "cfg"}});
+        let last = apply("ConfigMap", "v1", &after, &b3, &opts("b", false)).expect("b empty");
+        assert_eq!(last["data"], json!({"z": "9"}));
+        let managers: Vec<&str> = last["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["manager"].as_str())
+            .collect();
+        assert_eq!(managers, ["a", "b"]);
+    }
+
+    #[test]
+    fn keyed_list_elements_are_merged_and_removed_one_by_one() {
+        let live = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
+        let mine = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
+        let first = apply("Pod", "v1", &live, &mine, &opts("me", false)).expect("apply");
+        assert_eq!(first["spec"]["containers"].as_array().map(Vec::len), Some(2));
+        let fewer = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
+        let second = apply("Pod", "v1", &first, &fewer, &opts("me", false)).expect("apply");
+        assert_eq!(second["spec"]["containers"], json!([{"name": "a", "image": "x"}]));
+    }
+}

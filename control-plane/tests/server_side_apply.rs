@@ -1,0 +1,135 @@
+//! `kubectl apply --server-side` with the real kubectl: objects are created and updated by what their
+//! managers apply, ownership is recorded in managedFields, another manager's change to a field is a
+//! conflict (kubectl's own message) until it forces it, and a field a manager stops applying goes.
+//! A dry run (`kubectl diff`, `--dry-run=server`) is refused and changes nothing.
+
+mod common;
+
+use common::{Server, temp_dir};
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web, tier: front}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: c
+        image: busybox:1.36
+";
+
+#[test]
+fn managers_own_what_they_apply_and_conflict_over_the_rest() {
+    let dir = temp_dir("ssa");
+    let server = Server::start_with(&dir, &["--no-controllers"]);
+    let apply = |args: &[&str], manifest: &str| {
+        let mut all = vec!["apply", "--server-side", "-f", "-"];
+        all.extend_from_slice(args);
+        server.kubectl_stdin(&all, manifest)
+    };
+
+    let (ok, out) = apply(&[], DEPLOYMENT);
+    assert!(
+        ok && out.contains("deployment.apps/web serverside-applied"),
+        "{out}"
+    );
+    let (ok, out) = apply(&[], DEPLOYMENT);
+    assert!(ok, "applying again changes nothing: {out}");
+    let managed = server.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields}",
+    ]);
+    for part in [
+        r#""manager":"kubectl""#,
+        r#""operation":"Apply""#,
+        r#""f:replicas":{}"#,
+        r#"k:{\"name\":\"c\"}"#,
+    ] {
+        assert!(managed.contains(part), "{part} in {managed}");
+    }
+
+    // Another manager setting replicas to another value: kubectl's conflict message.
+    let scale = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 5\n";
+    let (ok, out) = apply(&["--field-manager", "autoscaler"], scale);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            r#"Apply failed with 1 conflict: conflict with "kubectl" using apps/v1: .spec.replicas"#
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        server.jsonpath("deployment", "web", "default", "{.spec.replicas}"),
+        "2"
+    );
+    let (ok, out) = apply(&["--field-manager", "autoscaler", "--force-conflicts"], scale);
+    assert!(ok, "{out}");
+    assert_eq!(
+        server.jsonpath("deployment", "web", "default", "{.spec.replicas}"),
+        "5"
+    );
+
+    // kubectl's manifest without replicas (given up) and without the tier label: the label goes, the
+    // replicas stay the autoscaler's.
+    let trimmed = DEPLOYMENT
+        .replace("  replicas: 2\n", "")
+        .replace("labels: {app: web, tier: front}", "labels: {app: web}");
+    let (ok, out) = apply(&[], &trimmed);
+    assert!(ok, "{out}");
+    assert_eq!(
+        server.jsonpath("deployment", "web", "default", "{.metadata.labels}"),
+        r#"{"app":"web"}"#
+    );
+    assert_eq!(
+        server.jsonpath("deployment", "web", "default", "{.spec.replicas}"),
+        "5"
+    );
+
+    // Without kubectl's manifest naming it, a second container stays the other manager's.
+    let sidecar = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n      - name: log\n        image: busybox:1.36\n";
+    let (ok, out) = apply(&["--field-manager", "injector"], sidecar);
+    assert!(ok, "{out}");
+    let (ok, out) = apply(&[], &trimmed);
+    assert!(ok, "{out}");
+    assert_eq!(
+        server.jsonpath(
+            "deployment",
+            "web",
+            "default",
+            "{.spec.template.spec.containers[*].name}"
+        ),
+        "c log"
+    );
+
+    // A dry run changes nothing: it is refused.
+    let changed = DEPLOYMENT.replace("busybox:1.36", "busybox:1.37");
+    let (ok, out) = server.kubectl_stdin(&["diff", "-f", "-"], &changed);
+    assert!(!ok && out.contains("dry-run requests"), "{out}");
+    let (ok, out) = apply(&["--dry-run=server"], &changed);
+    assert!(!ok && out.contains("dry-run requests"), "{out}");
+    assert_eq!(
+        server.jsonpath(
+            "deployment",
+            "web",
+            "default",
+            "{.spec.template.spec.containers[0].image}"
+        ),
+        "busybox:1.36"
+    );
+
+    // A ConfigMap created by apply in a namespace that does not exist: NotFound, nothing made.
+    let (ok, out) = apply(
+        &["-n", "nowhere"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata: {a: b}\n",
+    );
+    assert!(!ok && out.contains("not found"), "{out}");
+}
