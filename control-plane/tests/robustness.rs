@@ -165,10 +165,10 @@ fn bad_requests_get_4xx_statuses_and_the_server_stays_up() {
             "application/apply-patch+yaml",
             400,
         ),
-        // A dry run is refused, never made for real.
+        // A dry run of an unknown kind is refused, never made for real.
         (
             "DELETE",
-            "/api/v1/namespaces/default/configmaps/kube-root-ca.crt?dryRun=All",
+            "/api/v1/namespaces/default/configmaps/kube-root-ca.crt?dryRun=Some",
             None,
             "application/json",
             400,

@@ -1,7 +1,7 @@
 //! `kubectl apply --server-side` with the real kubectl: objects are created and updated by what their
 //! managers apply, ownership is recorded in managedFields, another manager's change to a field is a
 //! conflict (kubectl's own message) until it forces it, and a field a manager stops applying goes.
-//! A dry run (`kubectl diff`, `--dry-run=server`) is refused and changes nothing.
+//! Dry runs (`kubectl diff`, `--dry-run=server`) answer what would be and change nothing.
 
 mod common;
 
@@ -110,12 +110,37 @@ fn managers_own_what_they_apply_and_conflict_over_the_rest() {
         "c log"
     );
 
-    // A dry run changes nothing: it is refused.
+    // Dry runs (`kubectl diff`, `--dry-run=server`, a dry-run delete) answer what would be and
+    // change nothing.
     let changed = DEPLOYMENT.replace("busybox:1.36", "busybox:1.37");
-    let (ok, out) = server.kubectl_stdin(&["diff", "-f", "-"], &changed);
-    assert!(!ok && out.contains("dry-run requests"), "{out}");
-    let (ok, out) = apply(&["--dry-run=server"], &changed);
-    assert!(!ok && out.contains("dry-run requests"), "{out}");
+    let (_, out) = server.kubectl_stdin(&["diff", "-f", "-"], &changed);
+    assert!(
+        out.contains("-      - image: busybox:1.36") && out.contains("+      - image: busybox:1.37"),
+        "{out}"
+    );
+    // Server-side, with kubectl's manifest as it applies it now (replicas are the autoscaler's).
+    let changed = trimmed.replace("busybox:1.36", "busybox:1.37");
+    let (_, out) = server.kubectl_stdin(&["diff", "--server-side", "-f", "-"], &changed);
+    assert!(out.contains("+      - image: busybox:1.37"), "{out}");
+    let (ok, out) = apply(
+        &[
+            "--dry-run=server",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+        &changed,
+    );
+    assert!(ok && out == "busybox:1.37", "{out}");
+    let (ok, out) = server.kubectl_stdin(
+        &["create", "--dry-run=server", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports: [{port: 80}]\n",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        !server.kubectl(&["get", "service", "s"]).status.success(),
+        "a dry-run create made nothing"
+    );
+    server.ok(&["delete", "deployment", "web", "--dry-run=server"]);
     assert_eq!(
         server.jsonpath(
             "deployment",

@@ -298,7 +298,6 @@ impl Api {
         // Who asks is known before anything is built from the body, and the body's shape is
         // counted before it is parsed (see `limits`).
         let answer = user.and_then(|user| {
-            refuse_dry_run(&req)?;
             limits::check_body(req.body)?;
             self.route(&req, &user)
         });
@@ -703,6 +702,7 @@ impl Api {
             if req.method != "POST" {
                 return Err(ApiError::method_not_allowed(req.method, req.path));
             }
+            req.no_dry_run()?;
             let namespace = target.namespace.unwrap_or("default");
             let answer =
                 serviceaccounts::token_request(&self.store, self.signer()?, user, namespace, name, req.body)?;
@@ -741,7 +741,7 @@ impl Api {
                 if namespace.is_none() && r.namespaced {
                     return Err(ApiError::method_not_allowed("POST", r.plural));
                 }
-                let v = req.field_validation()?;
+                let v = req.write_options()?;
                 Ok(Reply::written(
                     201,
                     objects::create(&self.store, r, namespace, req.body, v)?,
@@ -1129,7 +1129,7 @@ impl Api {
         name: &str,
         part: objects::Part,
     ) -> Result<Reply, ApiError> {
-        let v = req.field_validation()?;
+        let v = req.write_options()?;
         if req.method == "PUT" {
             return Ok(Reply::written(
                 200,
@@ -1183,6 +1183,9 @@ impl Api {
         if !r.subresources.contains(&sub) {
             return Err(unknown(path));
         }
+        if !matches!(sub, "status" | "approval" | "finalize") && req.method != "GET" {
+            req.no_dry_run()?;
+        }
         match (sub, req.method) {
             ("status", "GET") => Ok(Reply::json(200, objects::get(&self.store, r, namespace, name)?)),
             ("status" | "approval", "PUT" | "PATCH") => {
@@ -1213,19 +1216,6 @@ impl Api {
             )),
             (_, other) => Err(ApiError::method_not_allowed(other, path)),
         }
-    }
-}
-
-/// A write asking for a dry run (`dryRun=All`: `kubectl diff`, `--dry-run=server`) is refused before
-/// anything happens: this server cannot yet run a write without making it, and making it would
-/// change what the client only meant to look at.
-fn refuse_dry_run(req: &ApiRequest<'_>) -> Result<(), ApiError> {
-    let writes = matches!(req.method, "POST" | "PUT" | "PATCH" | "DELETE");
-    match query_param(req.query, "dryRun").filter(|v| !v.is_empty()) {
-        Some(_) if writes => Err(ApiError::bad_request(
-            "dry-run requests (dryRun=All: kubectl diff, --dry-run=server) are not supported by this server yet; nothing was changed",
-        )),
-        _ => Ok(()),
     }
 }
 
@@ -1311,12 +1301,44 @@ impl ApiRequest<'_> {
         typed::FieldValidation::parse(query_param(self.query, "fieldValidation"))
     }
 
+    /// `dryRun=All` (`kubectl diff`, `--dry-run=server`); 400 for any other value.
+    fn dry_run(&self) -> Result<bool, ApiError> {
+        match query_param(self.query, "dryRun").filter(|v| !v.is_empty()) {
+            None => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "unsupported dry run value {other:?}: only \"All\" is"
+            ))),
+        }
+    }
+
+    /// Field validation and dry run of a create, update or patch.
+    fn write_options(&self) -> Result<objects::WriteOptions, ApiError> {
+        Ok(objects::WriteOptions {
+            validation: self.field_validation()?,
+            dry_run: self.dry_run()?,
+        })
+    }
+
+    /// Refuses a dry run of a request that cannot do one (it would be carried out for real).
+    fn no_dry_run(&self) -> Result<(), ApiError> {
+        if self.dry_run()? {
+            return Err(ApiError::bad_request(
+                "dry run is not supported for this request; nothing was changed",
+            ));
+        }
+        Ok(())
+    }
+
     fn delete_options(&self) -> Result<objects::DeleteOptions, ApiError> {
-        objects::DeleteOptions::parse(
+        let mut opts = objects::DeleteOptions::parse(
             self.body,
             query_param(self.query, "gracePeriodSeconds"),
             query_param(self.query, "propagationPolicy"),
-        )
+        )?;
+        // In the query or in the body's DeleteOptions.
+        opts.dry_run |= self.dry_run()?;
+        Ok(opts)
     }
 
     fn patch_kind(&self) -> Result<objects::PatchKind, ApiError> {

@@ -251,14 +251,34 @@ pub enum Part {
     Finalize,
 }
 
+/// How a write is made: its field validation, and whether it is a dry run (`dryRun=All`: every
+/// check and default of the write, nothing stored, anything admission reserved given back). Field
+/// validation alone converts into it, so the server's own writers pass just that.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteOptions {
+    pub validation: FieldValidation,
+    pub dry_run: bool,
+}
+
+impl From<FieldValidation> for WriteOptions {
+    fn from(validation: FieldValidation) -> Self {
+        WriteOptions {
+            validation,
+            dry_run: false,
+        }
+    }
+}
+
 /// POST to a collection.
 pub fn create(
     store: &Store,
     r: &'static Resource,
     namespace: Option<&str>,
     body: &[u8],
-    validation: FieldValidation,
+    options: impl Into<WriteOptions>,
 ) -> Result<Written, ApiError> {
+    let options = options.into();
+    let validation = options.validation;
     let (mut obj, name) = parse_object(r, namespace, body)?;
     if let Some(ns) = namespace.filter(|_| r.namespaced) {
         namespace_accepts(store, r, ns, &name)?;
@@ -297,6 +317,19 @@ pub fn create(
     if let Err(e) = limits::check_stored(&bytes) {
         admission::release(store, r, &obj);
         return Err(e);
+    }
+    if options.dry_run {
+        admission::release(store, r, &obj);
+        if store.get(&key(r, namespace, &name)).is_some() {
+            return Err(ApiError::from_store(
+                crate::store::StoreError::AlreadyExists {
+                    key: key(r, namespace, &name),
+                },
+                r.plural,
+                &name,
+            ));
+        }
+        return Ok((obj, warnings));
     }
     match store.create(&key(r, namespace, &name), bytes) {
         Ok(kv) => Ok((render(&kv)?, warnings)),
@@ -530,11 +563,11 @@ pub fn replace(
     namespace: Option<&str>,
     name: &str,
     body: &[u8],
-    validation: FieldValidation,
+    options: impl Into<WriteOptions>,
     part: Part,
 ) -> Result<Written, ApiError> {
     let (obj, body_name) = parse_object(r, namespace, body)?;
-    write_over(store, r, namespace, name, obj, &body_name, validation, part)
+    write_over(store, r, namespace, name, obj, &body_name, options.into(), part)
 }
 
 /// The object without what is not spec: metadata and status.
@@ -557,9 +590,10 @@ fn write_over(
     name: &str,
     mut obj: Value,
     body_name: &str,
-    validation: FieldValidation,
+    options: WriteOptions,
     part: Part,
 ) -> Result<Written, ApiError> {
+    let validation = options.validation;
     if body_name != name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
@@ -634,6 +668,25 @@ fn write_over(
     }
     // What admission reserved for this write (a Service's new ports) goes back if it fails.
     let bytes = store_bytes(&obj);
+    if options.dry_run {
+        if part == Part::Main {
+            admission::release_dropped(store, r, &obj, &old_obj);
+        }
+        if let Some(rv) = expected.filter(|rv| *rv != old.mod_revision) {
+            return Err(ApiError::from_store(
+                crate::store::StoreError::Conflict {
+                    key: k.clone(),
+                    expected: rv,
+                    actual: old.mod_revision,
+                },
+                r.plural,
+                name,
+            ));
+        }
+        limits::check_stored(&bytes)?;
+        obj["metadata"]["resourceVersion"] = json!(old.mod_revision.to_string());
+        return Ok((obj, warnings));
+    }
     let written = limits::check_stored(&bytes).and_then(|()| {
         store
             .update(&k, bytes, expected)
@@ -690,9 +743,10 @@ pub fn patch(
     name: &str,
     kind: PatchKind,
     body: &[u8],
-    validation: FieldValidation,
+    options: impl Into<WriteOptions>,
     part: Part,
 ) -> Result<Written, ApiError> {
+    let options = options.into();
     let patch_doc: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
     let pinned = patch_doc.pointer("/metadata/resourceVersion").is_some();
@@ -709,7 +763,7 @@ pub fn patch(
         }
         let body = serde_json::to_vec(&obj).unwrap_or_default();
         let (parsed, body_name) = parse_object(r, namespace, &body)?;
-        match write_over(store, r, namespace, name, parsed, &body_name, validation, part) {
+        match write_over(store, r, namespace, name, parsed, &body_name, options, part) {
             Err(e) if e.reason == "Conflict" && !pinned && attempts < 5 => attempts += 1,
             other => return other,
         }
@@ -725,7 +779,7 @@ pub fn server_side_apply(
     name: &str,
     body: &[u8],
     opts: &super::apply::ApplyOptions<'_>,
-    validation: FieldValidation,
+    options: WriteOptions,
 ) -> Result<(u16, Written), ApiError> {
     let mut applied: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the applied configuration is not an object: {e}")))?;
@@ -763,7 +817,7 @@ pub fn server_side_apply(
             Err(e) if e.code == 404 => {
                 let obj = super::apply::for_create(r.kind, &r.api_version(), &applied, opts);
                 let bytes = serde_json::to_vec(&obj).unwrap_or_default();
-                create(store, r, namespace, &bytes, validation).map(|w| (201, w))
+                create(store, r, namespace, &bytes, options).map(|w| (201, w))
             }
             Err(e) => return Err(e),
             Ok(current) => {
@@ -776,17 +830,8 @@ pub fn server_side_apply(
                 }
                 let bytes = serde_json::to_vec(&obj).unwrap_or_default();
                 let (parsed, body_name) = parse_object(r, namespace, &bytes)?;
-                write_over(
-                    store,
-                    r,
-                    namespace,
-                    name,
-                    parsed,
-                    &body_name,
-                    validation,
-                    Part::Main,
-                )
-                .map(|w| (200, w))
+                write_over(store, r, namespace, name, parsed, &body_name, options, Part::Main)
+                    .map(|w| (200, w))
             }
         };
         match written {
@@ -816,6 +861,8 @@ pub struct DeleteOptions {
     pub propagation: Propagation,
     pub precondition_uid: Option<String>,
     pub precondition_resource_version: Option<String>,
+    /// `dryRun=All`: the preconditions are checked and the object answered, nothing deleted.
+    pub dry_run: bool,
 }
 
 impl Default for DeleteOptions {
@@ -825,6 +872,7 @@ impl Default for DeleteOptions {
             propagation: Propagation::Background,
             precondition_uid: None,
             precondition_resource_version: None,
+            dry_run: false,
         }
     }
 }
@@ -875,6 +923,11 @@ impl DeleteOptions {
             propagation,
             precondition_uid: pre("uid"),
             precondition_resource_version: pre("resourceVersion"),
+            // kubectl sends a delete's dry run in the body (`"dryRun": ["All"]`).
+            dry_run: doc
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|v| v == "All")),
         })
     }
 }
@@ -964,6 +1017,9 @@ pub fn delete(
             && *rv != kv.mod_revision.to_string()
         {
             return Err(conflict(&format!("ResourceVersion in precondition: {rv}")));
+        }
+        if opts.dry_run {
+            return Ok(obj);
         }
         let marked = obj.pointer("/metadata/deletionTimestamp").is_some();
         let mut fins = finalizers(&obj);
