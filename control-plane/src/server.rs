@@ -333,6 +333,11 @@ async fn answer(
             .to_string()
     };
     let impersonation = impersonation(req.headers());
+    let user_agent = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let mut content_type = header("content-type", "application/json");
     let accept = header("accept", "application/json");
     let protobuf =
@@ -365,6 +370,7 @@ async fn answer(
         body: &[],
         client_cert: client_cert.as_deref(),
         impersonation: impersonation.as_ref(),
+        user_agent: user_agent.as_deref(),
     };
     if let Some(plan) = api.watch_plan(&head) {
         return match plan {
@@ -444,6 +450,7 @@ async fn answer(
             body: &body,
             client_cert: client_cert.as_deref(),
             impersonation: impersonation.as_ref(),
+            user_agent: user_agent.as_deref(),
         };
         api.handle_as(&req, known)
     })

@@ -57,6 +57,39 @@ fn managers_own_what_they_apply_and_conflict_over_the_rest() {
         assert!(managed.contains(part), "{part} in {managed}");
     }
 
+    // A plain patch (kubectl's manager `kubectl-patch`) takes the field it changes: re-applying the
+    // old value conflicts with it until forced.
+    server.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"metadata":{"labels":{"tier":"back"}}}"#,
+    ]);
+    let managed = server.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields}",
+    ]);
+    assert!(
+        managed.contains(r#""manager":"kubectl-patch","operation":"Update""#),
+        "{managed}"
+    );
+    let (ok, out) = apply(&[], DEPLOYMENT);
+    assert!(
+        !ok && out.contains(r#"conflict with "kubectl-patch" using apps/v1: .metadata.labels.tier"#),
+        "{out}"
+    );
+    let (ok, out) = apply(&["--force-conflicts"], DEPLOYMENT);
+    assert!(ok, "{out}");
+    assert_eq!(
+        server.jsonpath("deployment", "web", "default", "{.metadata.labels.tier}"),
+        "front"
+    );
+
     // Another manager setting replicas to another value: kubectl's conflict message.
     let scale = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 5\n";
     let (ok, out) = apply(&["--field-manager", "autoscaler"], scale);

@@ -12,10 +12,15 @@
 //!   also owns them;
 //! - records the applied set as this manager's `Apply` entry.
 //!
-//! Simplifications, all about which list elements count as the same: list-map keys are the strategic
+//! Other writes by a named manager (`fieldManager`, else the client's User-Agent up to its first `/`,
+//! as kube-apiserver names them: `kubectl-edit`, `kubectl-client-side-apply`...) are recorded as that
+//! manager's `Update` entry ([`record_update`]): the fields it changed become its own and nobody
+//! else's, so a later apply of another value conflicts with it. The server's own controllers write
+//! without a manager and are not recorded.
+//!
+//! Simplification, about which list elements count as the same: list-map keys are the strategic
 //! merge key alone (Kubernetes keys Service ports by port and protocol, container ports by port and
-//! protocol), and writes other than apply (create, update, patch) leave `managedFields` as they are
-//! rather than recording `Update` entries.
+//! protocol).
 
 use serde_json::{Map, Value, json};
 
@@ -310,9 +315,13 @@ pub fn for_create(kind: &str, api_version: &str, applied: &Value, opts: &ApplyOp
 }
 
 fn entry(manager: &str, api_version: &str, set: FieldSet) -> Value {
+    entry_of("Apply", manager, api_version, set)
+}
+
+fn entry_of(operation: &str, manager: &str, api_version: &str, set: FieldSet) -> Value {
     json!({
         "manager": manager,
-        "operation": "Apply",
+        "operation": operation,
         "apiVersion": api_version,
         "time": objects::now_rfc3339(),
         "fieldsType": "FieldsV1",
@@ -407,6 +416,84 @@ pub fn apply(
     Ok(merged)
 }
 
+/// Records a create (`old` `None`) or update of `new` by `manager`: the fields it set or changed
+/// move to its `Update` entry, the fields it removed leave every entry. `managedFields` the client
+/// sent that differ from the stored ones are taken as they are (`[]` resets them, as in Kubernetes).
+pub fn record_update(kind: &str, api_version: &str, manager: &str, old: Option<&Value>, new: &mut Value) {
+    let sent = new.pointer("/metadata/managedFields").cloned();
+    let stored = old.and_then(|o| o.pointer("/metadata/managedFields")).cloned();
+    if sent.is_some() && sent != stored {
+        return;
+    }
+    let mut entries = stored.and_then(|v| v.as_array().cloned()).unwrap_or_default();
+    let new_set = fields_of(kind, new);
+    let changed: Vec<FieldPath> = leaves(&new_set)
+        .into_iter()
+        .filter(|p| old.is_none_or(|o| value_at(o, p) != value_at(new, p)))
+        .collect();
+    let removed: Vec<FieldPath> = old
+        .map(|o| leaves(&fields_of(kind, o)))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| !contains(&new_set, p))
+        .collect();
+    if changed.is_empty() && removed.is_empty() {
+        return;
+    }
+    for e in &mut entries {
+        if let Some(Value::Object(set)) = e.get_mut("fieldsV1") {
+            for p in changed.iter().chain(&removed) {
+                remove_path(set, p);
+            }
+        }
+    }
+    let ours = |e: &Value| {
+        e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("operation").and_then(Value::as_str) == Some("Update")
+    };
+    let mut set = entries
+        .iter()
+        .find(|e| ours(e))
+        .map(entry_set)
+        .unwrap_or_default();
+    for p in &changed {
+        insert_path(&mut set, p);
+    }
+    entries.retain(|e| !ours(e) && !entry_set(e).is_empty());
+    if !set.is_empty() {
+        entries.push(entry_of("Update", manager, api_version, set));
+    }
+    if entries.is_empty() {
+        if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+        }
+    } else {
+        new["metadata"]["managedFields"] = Value::Array(entries);
+    }
+}
+
+fn insert_path(set: &mut FieldSet, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let child = set.entry(first.clone()).or_insert_with(|| json!({}));
+    if let Value::Object(m) = child {
+        insert_path(m, rest);
+    }
+}
+
+/// The manager a write is recorded for: `fieldManager`, else the User-Agent up to its first `/`
+/// (at most 128 characters), as kube-apiserver derives it.
+pub fn manager_of(field_manager: Option<&str>, user_agent: Option<&str>) -> Option<String> {
+    field_manager
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            let ua = user_agent?.split('/').next()?.trim();
+            (!ua.is_empty()).then(|| ua.chars().take(128).collect())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,6 +554,42 @@ mod tests {
             .filter_map(|e| e["manager"].as_str())
             .collect();
         assert_eq!(managers, ["a", "b"]);
+    }
+
+    #[test]
+    fn updates_take_the_fields_they_change_and_then_conflict_with_an_apply() {
+        let live = json!({"metadata": {"name": "cfg"}});
+        let applied = json!({"metadata": {"name": "cfg"}, "data": {"x": "1", "y": "2"}});
+        let mut obj = apply("ConfigMap", "v1", &live, &applied, &opts("kubectl", false)).expect("apply");
+        // kubectl edit changes y and removes nothing: y is kubectl-edit's now.
+        let old = obj.clone();
+        obj["data"]["y"] = json!("5");
+        record_update("ConfigMap", "v1", "kubectl-edit", Some(&old), &mut obj);
+        let entries = obj["metadata"]["managedFields"].to_string();
+        assert!(
+            entries.contains(r#""manager":"kubectl-edit","operation":"Update""#),
+            "{entries}"
+        );
+        let e = apply("ConfigMap", "v1", &obj, &applied, &opts("kubectl", false)).expect_err("conflict");
+        assert!(
+            e.message
+                .contains(r#"conflict with "kubectl-edit" using v1: .data.y"#),
+            "{}",
+            e.message
+        );
+        // An update that changes nothing records nothing.
+        let before = obj.clone();
+        record_update("ConfigMap", "v1", "other", Some(&before), &mut obj);
+        assert_eq!(obj, before);
+        assert_eq!(
+            manager_of(None, Some("kubectl-edit/v1.33.0 (linux/amd64)")).as_deref(),
+            Some("kubectl-edit")
+        );
+        assert_eq!(
+            manager_of(Some("helm"), Some("kubectl/v1")).as_deref(),
+            Some("helm")
+        );
+        assert_eq!(manager_of(None, None), None);
     }
 
     #[test]

@@ -966,6 +966,7 @@ impl Api {
                 token: Some(&token),
                 client_cert: None,
                 impersonation: None,
+                user_agent: None,
                 ..*req
             };
             match self.authenticate(&reviewed) {
@@ -1294,6 +1295,8 @@ pub struct ApiRequest<'a> {
     pub client_cert: Option<&'a [u8]>,
     /// `Impersonate-User` / `Impersonate-Group` headers (`kubectl --as`), if any.
     pub impersonation: Option<&'a auth::Impersonation>,
+    /// The `User-Agent` header (names the field manager of a write that names none).
+    pub user_agent: Option<&'a str>,
 }
 
 impl ApiRequest<'_> {
@@ -1314,9 +1317,11 @@ impl ApiRequest<'_> {
 
     /// Field validation and dry run of a create, update or patch.
     fn write_options(&self) -> Result<objects::WriteOptions, ApiError> {
+        let field_manager = query_param(self.query, "fieldManager").map(percent_decode);
         Ok(objects::WriteOptions {
             validation: self.field_validation()?,
             dry_run: self.dry_run()?,
+            manager: apply::manager_of(field_manager.as_deref(), self.user_agent),
         })
     }
 

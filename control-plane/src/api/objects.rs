@@ -254,10 +254,12 @@ pub enum Part {
 /// How a write is made: its field validation, and whether it is a dry run (`dryRun=All`: every
 /// check and default of the write, nothing stored, anything admission reserved given back). Field
 /// validation alone converts into it, so the server's own writers pass just that.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct WriteOptions {
     pub validation: FieldValidation,
     pub dry_run: bool,
+    /// Who writes, for `managedFields` (`None`: the server's own writers, not recorded).
+    pub manager: Option<String>,
 }
 
 impl From<FieldValidation> for WriteOptions {
@@ -265,6 +267,7 @@ impl From<FieldValidation> for WriteOptions {
         WriteOptions {
             validation,
             dry_run: false,
+            manager: None,
         }
     }
 }
@@ -313,6 +316,9 @@ pub fn create(
     }
     let (mut obj, warnings) = typed::normalize(r.kind, obj, validation)?;
     admission::on_create(store, r, &mut obj)?;
+    if let Some(manager) = &options.manager {
+        super::apply::record_update(r.kind, &r.api_version(), manager, None, &mut obj);
+    }
     let bytes = store_bytes(&obj);
     if let Err(e) = limits::check_stored(&bytes) {
         admission::release(store, r, &obj);
@@ -658,6 +664,9 @@ fn write_over(
     let (mut obj, warnings) = typed::normalize(r.kind, obj, validation)?;
     if part == Part::Main {
         admission::on_update(store, r, &old_obj, &mut obj)?;
+        if let Some(manager) = &options.manager {
+            super::apply::record_update(r.kind, &r.api_version(), manager, Some(&old_obj), &mut obj);
+        }
         if r.tracks_generation() && spec_of(&obj) != spec_of(&old_obj) {
             let generation = old_obj
                 .pointer("/metadata/generation")
@@ -763,7 +772,16 @@ pub fn patch(
         }
         let body = serde_json::to_vec(&obj).unwrap_or_default();
         let (parsed, body_name) = parse_object(r, namespace, &body)?;
-        match write_over(store, r, namespace, name, parsed, &body_name, options, part) {
+        match write_over(
+            store,
+            r,
+            namespace,
+            name,
+            parsed,
+            &body_name,
+            options.clone(),
+            part,
+        ) {
             Err(e) if e.reason == "Conflict" && !pinned && attempts < 5 => attempts += 1,
             other => return other,
         }
@@ -781,6 +799,11 @@ pub fn server_side_apply(
     opts: &super::apply::ApplyOptions<'_>,
     options: WriteOptions,
 ) -> Result<(u16, Written), ApiError> {
+    // The apply keeps managedFields itself.
+    let options = WriteOptions {
+        manager: None,
+        ..options
+    };
     let mut applied: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the applied configuration is not an object: {e}")))?;
     if !applied.is_object() {
@@ -817,7 +840,7 @@ pub fn server_side_apply(
             Err(e) if e.code == 404 => {
                 let obj = super::apply::for_create(r.kind, &r.api_version(), &applied, opts);
                 let bytes = serde_json::to_vec(&obj).unwrap_or_default();
-                create(store, r, namespace, &bytes, options).map(|w| (201, w))
+                create(store, r, namespace, &bytes, options.clone()).map(|w| (201, w))
             }
             Err(e) => return Err(e),
             Ok(current) => {
@@ -830,8 +853,17 @@ pub fn server_side_apply(
                 }
                 let bytes = serde_json::to_vec(&obj).unwrap_or_default();
                 let (parsed, body_name) = parse_object(r, namespace, &bytes)?;
-                write_over(store, r, namespace, name, parsed, &body_name, options, Part::Main)
-                    .map(|w| (200, w))
+                write_over(
+                    store,
+                    r,
+                    namespace,
+                    name,
+                    parsed,
+                    &body_name,
+                    options.clone(),
+                    Part::Main,
+                )
+                .map(|w| (200, w))
             }
         };
         match written {

@@ -18,6 +18,7 @@ fn req<'a>(
         body,
         client_cert: None,
         impersonation: None,
+        user_agent: None,
     }
 }
 

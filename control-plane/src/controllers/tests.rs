@@ -66,6 +66,7 @@ impl World {
             body: &body,
             client_cert: None,
             impersonation: None,
+            user_agent: None,
         });
         assert!(reply.code < 300, "{method} {path}: {} {}", reply.code, reply.body);
         match reply.encoded {
