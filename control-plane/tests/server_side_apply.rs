@@ -7,6 +7,17 @@ mod common;
 
 use common::{Server, temp_dir};
 
+fn managed_fields(server: &Server) -> String {
+    server.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields}",
+    ])
+}
+
 const DEPLOYMENT: &str = "apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -40,14 +51,7 @@ fn managers_own_what_they_apply_and_conflict_over_the_rest() {
     );
     let (ok, out) = apply(&[], DEPLOYMENT);
     assert!(ok, "applying again changes nothing: {out}");
-    let managed = server.ok(&[
-        "get",
-        "deployment",
-        "web",
-        "--show-managed-fields",
-        "-o",
-        "jsonpath={.metadata.managedFields}",
-    ]);
+    let managed = managed_fields(&server);
     for part in [
         r#""manager":"kubectl""#,
         r#""operation":"Apply""#,
@@ -66,14 +70,7 @@ fn managers_own_what_they_apply_and_conflict_over_the_rest() {
         "-p",
         r#"{"metadata":{"labels":{"tier":"back"}}}"#,
     ]);
-    let managed = server.ok(&[
-        "get",
-        "deployment",
-        "web",
-        "--show-managed-fields",
-        "-o",
-        "jsonpath={.metadata.managedFields}",
-    ]);
+    let managed = managed_fields(&server);
     assert!(
         managed.contains(r#""manager":"kubectl-patch","operation":"Update""#),
         "{managed}"

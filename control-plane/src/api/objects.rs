@@ -761,31 +761,39 @@ pub fn patch(
     let pinned = patch_doc.pointer("/metadata/resourceVersion").is_some();
     let mut attempts = 0;
     loop {
-        let current = get(store, r, namespace, name)?;
-        let revision = current.pointer("/metadata/resourceVersion").cloned();
-        let mut obj = current;
+        let mut obj = get(store, r, namespace, name)?;
+        // A patch that names a resourceVersion is checked against it; otherwise against the read.
+        let revision = obj
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .filter(|_| !pinned);
         patch::apply(kind, r.kind, &mut obj, &patch_doc)?;
-        if !pinned
-            && let (Some(meta), Some(rv)) = (obj.get_mut("metadata").and_then(Value::as_object_mut), revision)
-        {
-            meta.insert("resourceVersion".into(), rv);
-        }
-        let body = serde_json::to_vec(&obj).unwrap_or_default();
-        let (parsed, body_name) = parse_object(r, namespace, &body)?;
-        match write_over(
-            store,
-            r,
-            namespace,
-            name,
-            parsed,
-            &body_name,
-            options.clone(),
-            part,
-        ) {
+        match write_back(store, r, namespace, name, obj, revision, options.clone(), part) {
             Err(e) if e.reason == "Conflict" && !pinned && attempts < 5 => attempts += 1,
             other => return other,
         }
     }
+}
+
+/// Writes `obj`, made from the stored object read at `revision` (`None`: the revision `obj` names
+/// itself), over it: through the same checks as a PUT, compare-and-swap on that revision.
+#[allow(clippy::too_many_arguments)]
+fn write_back(
+    store: &Store,
+    r: &'static Resource,
+    namespace: Option<&str>,
+    name: &str,
+    mut obj: Value,
+    revision: Option<Value>,
+    options: WriteOptions,
+    part: Part,
+) -> Result<Written, ApiError> {
+    if let (Some(meta), Some(rv)) = (obj.get_mut("metadata").and_then(Value::as_object_mut), revision) {
+        meta.insert("resourceVersion".into(), rv);
+    }
+    let body = serde_json::to_vec(&obj).unwrap_or_default();
+    let (parsed, body_name) = parse_object(r, namespace, &body)?;
+    write_over(store, r, namespace, name, parsed, &body_name, options, part)
 }
 
 /// Server-side apply of `body` (the applied configuration, as JSON) to the object `name`, creating it
@@ -845,21 +853,14 @@ pub fn server_side_apply(
             Err(e) => return Err(e),
             Ok(current) => {
                 let revision = current.pointer("/metadata/resourceVersion").cloned();
-                let mut obj = super::apply::apply(r.kind, &r.api_version(), &current, &applied, opts)?;
-                if let (Some(meta), Some(rv)) =
-                    (obj.get_mut("metadata").and_then(Value::as_object_mut), revision)
-                {
-                    meta.insert("resourceVersion".into(), rv);
-                }
-                let bytes = serde_json::to_vec(&obj).unwrap_or_default();
-                let (parsed, body_name) = parse_object(r, namespace, &bytes)?;
-                write_over(
+                let obj = super::apply::apply(r.kind, &r.api_version(), &current, &applied, opts)?;
+                write_back(
                     store,
                     r,
                     namespace,
                     name,
-                    parsed,
-                    &body_name,
+                    obj,
+                    revision,
                     options.clone(),
                     Part::Main,
                 )
