@@ -299,9 +299,14 @@ fn entry_set(entry: &Value) -> FieldSet {
         .unwrap_or_default()
 }
 
-fn is_ours(entry: &Value, manager: &str) -> bool {
+/// Whether `entry` is `manager`'s entry for `operation` (`Apply` or `Update`).
+fn is_entry(entry: &Value, manager: &str, operation: &str) -> bool {
     entry.get("manager").and_then(Value::as_str) == Some(manager)
-        && entry.get("operation").and_then(Value::as_str) == Some("Apply")
+        && entry.get("operation").and_then(Value::as_str) == Some(operation)
+}
+
+fn is_ours(entry: &Value, manager: &str) -> bool {
+    is_entry(entry, manager, "Apply")
 }
 
 /// The configuration a new object is created from: the applied one with this manager's entry.
@@ -447,10 +452,7 @@ pub fn record_update(kind: &str, api_version: &str, manager: &str, old: Option<&
             }
         }
     }
-    let ours = |e: &Value| {
-        e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation").and_then(Value::as_str) == Some("Update")
-    };
+    let ours = |e: &Value| is_entry(e, manager, "Update");
     let mut set = entries
         .iter()
         .find(|e| ours(e))

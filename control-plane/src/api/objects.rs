@@ -91,8 +91,9 @@ pub fn now_micro_rfc3339() -> String {
 /// The characters Kubernetes puts in generated names and hashes: no vowels, so no words.
 pub const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-/// Five random characters for `generateName` (27^5 = 14 million names per prefix).
-fn random_suffix() -> String {
+/// Five random characters for `generateName` (27^5 = 14 million names per prefix) and other
+/// generated names (`kube-api-access-XXXXX`).
+pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = NAME_ALPHABET;
     random_bytes::<5>()
         .iter()

@@ -340,10 +340,7 @@ pub fn admit_pod(store: &Store, pod: &mut Value) -> Result<(), ApiError> {
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return Ok(());
     };
-    let suffix: String = objects::random_bytes::<5>()
-        .iter()
-        .map(|b| char::from(objects::NAME_ALPHABET[usize::from(*b) % objects::NAME_ALPHABET.len()]))
-        .collect();
+    let suffix = objects::random_suffix();
     let volume = format!("kube-api-access-{suffix}");
     let mut mounted = false;
     for list in ["initContainers", "containers"] {
