@@ -133,8 +133,9 @@ struct RunArgs {
     /// Pod-facing interfaces: names or `*` patterns (repeatable).
     #[arg(long = "pod-interfaces")]
     pod_interfaces: Vec<String>,
-    /// cgroup v2 directory of the node's own subtree, for socket-level load balancing.
-    #[arg(long)]
+    /// cgroup v2 directory of the node's own subtree, for socket-level load balancing; empty for none
+    /// (so a manifest can turn it off through a variable).
+    #[arg(long, value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from))]
     cgroup: Option<PathBuf>,
     /// Default backend selection for new flows.
     #[arg(long, value_enum, default_value_t = LbAlgorithm::Random)]
@@ -351,7 +352,7 @@ fn real_main() -> anyhow::Result<()> {
                     node_ips: a.node_ips,
                     uplink: a.uplink,
                     pod_interfaces: a.pod_interfaces,
-                    cgroup: a.cgroup,
+                    cgroup: a.cgroup.filter(|c| !c.as_os_str().is_empty()),
                     bpffs_root: cli.bpffs_root,
                     algorithm: a.lb_algorithm,
                     snat_ports: a.snat_ports,

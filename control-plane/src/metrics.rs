@@ -6,7 +6,8 @@
 //! own `process_*` metrics.
 //!
 //! One process-wide registry ([`global`]): requests are recorded by the server, scheduling attempts by
-//! the scheduler, commits by the store, without threading a handle through every layer.
+//! the scheduler, without threading a handle through every layer. The store's figures (commit times,
+//! objects, revisions) are read from the store when rendered: the store does not know this module.
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use crate::store::Store;
+use crate::store::{COMMIT_BUCKETS, Store};
 
 /// The exposition format's media type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -24,11 +25,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const REQUEST_BUCKETS: &[f64] = &[
     0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0,
     20.0, 30.0, 45.0, 60.0,
-];
-
-/// etcd's backend commit buckets (seconds): 1 ms doubling to about 8 s.
-const COMMIT_BUCKETS: &[f64] = &[
-    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192,
 ];
 
 /// A cumulative histogram.
@@ -103,7 +99,6 @@ struct Registry {
     durations: BTreeMap<RequestLabels, Histogram>,
     open_watches: BTreeMap<RequestLabels, i64>,
     schedule_attempts: BTreeMap<&'static str, u64>,
-    commits: Option<Histogram>,
 }
 
 /// The process-wide metrics.
@@ -152,14 +147,6 @@ impl Metrics {
     /// One scheduling attempt: `scheduled`, `unschedulable` or `error`.
     pub fn schedule_attempt(&self, result: &'static str) {
         *self.lock().schedule_attempts.entry(result).or_default() += 1;
-    }
-
-    /// One commit of the embedded store to disk.
-    pub fn commit(&self, elapsed: Duration) {
-        self.lock()
-            .commits
-            .get_or_insert_with(|| Histogram::new(COMMIT_BUCKETS))
-            .observe(elapsed.as_secs_f64());
     }
 
     /// Everything, in the text exposition format.
@@ -216,8 +203,14 @@ impl Metrics {
                 "histogram",
                 "Latency of the embedded store's commits to disk (one per write or batch of writes), as etcd_disk_backend_commit_duration_seconds.",
             );
-            if let Some(h) = &r.commits {
-                h.write(&mut out, "berth_store_commit_duration_seconds", "");
+            if let Some(times) = store.commit_times().filter(|t| t.count > 0) {
+                let histogram = Histogram {
+                    bounds: COMMIT_BUCKETS,
+                    counts: times.counts,
+                    sum: times.sum_seconds,
+                    count: times.count,
+                };
+                histogram.write(&mut out, "berth_store_commit_duration_seconds", "");
             }
         }
         header(

@@ -345,21 +345,6 @@ async fn answer(
     let apply = method == "PATCH" && content_type.starts_with("application/apply-patch+yaml");
     let yaml =
         apply || (matches!(method.as_str(), "POST" | "PUT") && content_type.starts_with("application/yaml"));
-    if matches!(method.as_str(), "POST" | "PUT" | "PATCH")
-        && !content_type.contains("json")
-        && !protobuf
-        && !yaml
-    {
-        let e = ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, {} (got {content_type})",
-                protobuf::MEDIA_TYPE
-            ),
-        );
-        return to_response(Reply::error(e));
-    }
     let head = ApiRequest {
         method: &method,
         path: &path,
@@ -405,6 +390,22 @@ async fn answer(
             Err(e) => return to_response(Reply::error(e)),
         }
     };
+    // Authentication comes first (kube-apiserver answers 401 before it looks at the body's type).
+    if matches!(method.as_str(), "POST" | "PUT" | "PATCH")
+        && !content_type.contains("json")
+        && !protobuf
+        && !yaml
+    {
+        let e = ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, {} (got {content_type})",
+                protobuf::MEDIA_TYPE
+            ),
+        );
+        return to_response(Reply::error(e));
+    }
     // A declared length over the limit is refused before any of the body is read (a client waiting
     // on `Expect: 100-continue` gets the answer instead of sending megabytes).
     let declared: Option<usize> = req

@@ -291,6 +291,23 @@ fn bodies_are_read_only_from_authenticated_clients() {
     let answer = answer.expect("an answer without sending the body");
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     let _ = tls.wait();
+    // Nor does the body's type tell a stranger anything: 401 before 415, as kube-apiserver.
+    let body = dir.join("text-body");
+    std::fs::write(&body, "metadata: {name: a}").expect("body");
+    let data = format!("@{}", body.display());
+    let (code, text) = server.curl_as(
+        "not-a-token",
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            &data,
+        ],
+        "/api/v1/namespaces/default/configmaps",
+    );
+    assert_eq!(code, 401, "{text}");
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -186,6 +186,8 @@ pub struct ImageSpec {
     pub tag: String,
     /// (path inside the image, content, mode).
     pub files: Vec<(String, String, u32)>,
+    /// Files of this machine copied in, with their mode: (path here, path inside the image).
+    pub copies: Vec<(PathBuf, String)>,
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     pub env: Vec<String>,
@@ -258,6 +260,14 @@ pub fn build_image(layout: &Path, spec: &ImageSpec) -> Result<(), BedError> {
         std::fs::write(&p, content).map_err(io(&p))?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).map_err(io(&p))?;
     }
+    for (from, path) in &spec.copies {
+        let p = root.join(path.trim_start_matches('/'));
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        // A copy of the target, not of a symlink (shared libraries are named through links).
+        std::fs::copy(from, &p).map_err(io(from))?;
+    }
     run(
         "umoci",
         &[
@@ -292,6 +302,35 @@ pub fn build_image(layout: &Path, spec: &ImageSpec) -> Result<(), BedError> {
     run("umoci", &args)?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// berth's agent as an image (for a DaemonSet): busybox with `berth-agent` at `/usr/bin/berth-agent`
+/// as its entrypoint, and the shared libraries `ldd` names for it at the same paths as here. Built into
+/// `layout` under `tag`.
+pub fn agent_image(layout: &Path, tag: &str) -> Result<(), BedError> {
+    let binary = crate::workspace_bin("berth-agent");
+    let ldd = run("ldd", &[&binary.display().to_string()])?;
+    let mut copies = vec![(binary, "/usr/bin/berth-agent".to_string())];
+    // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` and `/lib64/ld-linux-x86-64.so.2 (0x...)`.
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            copies.push((PathBuf::from(path), path.to_string()));
+        }
+    }
+    build_image(
+        layout,
+        &ImageSpec {
+            tag: tag.into(),
+            copies,
+            entrypoint: vec!["/usr/bin/berth-agent".into()],
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            ..Default::default()
+        },
+    )
 }
 
 /// Media types an image is pushed with.

@@ -16,6 +16,7 @@ use berth_tests::{
     lbworld::hold_from,
     overlayworld::probe,
     probe::Attempt,
+    registry::{Format, agent_image, push},
     testbed::Netns,
 };
 
@@ -391,6 +392,141 @@ fn kube_proxy_replacement_with_in_cluster_credentials() {
         stderr.contains("no API server: give --kubeconfig, the join flags"),
         "{stderr}"
     );
+}
+
+/// Waits until `kubectl get ARGS -o jsonpath=PATH` prints `want`; panics with the last answer and `log`.
+fn wait_jsonpath(world: &ClusterWorld, args: &[&str], path: &str, want: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let jsonpath = format!("jsonpath={path}");
+    loop {
+        let mut full = args.to_vec();
+        full.extend(["-o", &jsonpath]);
+        let got = world.cp.kubectl(&full).unwrap_or_default();
+        if got.trim() == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl get {args:?} {path}: {got:?}, not {want:?}\n{}",
+            log()
+        );
+        sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn kube_proxy_replacement_as_a_daemonset() {
+    // What an operator does: build and push the agent's image, fill in deploy/kube-proxy-replacement.yaml
+    // and `kubectl apply` it. The node's kubelet is berth's agent in that role only (pods, no interfaces
+    // of its own, no overlay), so the DaemonSet's agent is the node's only Service load balancer: it runs
+    // as a privileged hostNetwork pod from the registry, with its ServiceAccount's projected token.
+    let mut world = ClusterWorld::new("kprds", 0, 0, &[]).expect("cluster");
+    world.add_node(1).expect("node");
+    let (_registry, prefix) = world.start_registry().expect("registry");
+    let layout = world.bed.scratch().join("agent-oci");
+    agent_image(&layout, "dev").expect("agent image");
+    let image = format!("{prefix}/berth-agent:dev");
+    push(&layout, "dev", &image, Format::Oci, Some(&world.cp.ns)).expect("push");
+    let mut kubelet_args = Vec::new();
+    let mut join = world.join_args(1).expect("join args").into_iter();
+    while let Some(arg) = join.next() {
+        if ["--uplink", "--pod-interfaces", "--overlay-dev"].contains(&arg.as_str()) {
+            join.next();
+        } else {
+            kubelet_args.push(arg);
+        }
+    }
+    kubelet_args.extend(["--masquerade".into(), "false".into()]);
+    world.start_agent(1, &kubelet_args).expect("kubelet");
+    world.wait_joined(1).expect("joined");
+    world.wire_pods(1, 2).expect("pods");
+    let (a, b) = (world.pod(1, 0).clone(), world.pod(1, 1).clone());
+
+    let pins = world.bed.bpffs_root().join("daemonset");
+    let state = world.bed.scratch().join("daemonset-state");
+    let mut manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/kube-proxy-replacement.yaml"
+    ))
+    .expect("deploy/kube-proxy-replacement.yaml");
+    for (from, to) in [
+        ("image: berth-agent:0.1.0", format!("image: {image}")),
+        ("https://192.0.2.10:6443", "https://192.168.70.100:6443".into()),
+        ("pod-interfaces: \"veth*\"", "pod-interfaces: \"vp*\"".into()),
+        // Socket LB on the machine's root cgroup is not for a shared test machine.
+        (
+            "socket-lb-cgroup: \"/sys/fs/cgroup\"",
+            "socket-lb-cgroup: \"\"".into(),
+        ),
+        (
+            "bpffs-root: \"/sys/fs/bpf/berth\"",
+            format!("bpffs-root: \"{}\"", pins.display()),
+        ),
+        ("path: /var/lib/berth\n", format!("path: {}\n", state.display())),
+    ] {
+        assert!(manifest.contains(from), "the manifest no longer has {from:?}");
+        manifest = manifest.replace(from, &to);
+    }
+    world.cp.apply(&manifest).expect("kubectl apply");
+    let agent_log = || {
+        let pods = ["-n", "kube-system", "logs", "ds/berth-agent", "--tail", "30"];
+        format!(
+            "daemonset agent: {}\nkubelet: {}",
+            world_log(&world, &pods),
+            world.nodes[0].agent.as_ref().map(|a| a.log()).unwrap_or_default()
+        )
+    };
+    let selector = ["-n", "kube-system", "get", "pods", "-l", "k8s-app=berth-agent"];
+    wait_jsonpath(
+        &world,
+        &selector,
+        "{.items[0].status.phase}",
+        "Running",
+        agent_log,
+    );
+    // In the node's network: its address is the node's.
+    wait_jsonpath(
+        &world,
+        &selector,
+        "{.items[0].status.podIP}",
+        "192.168.70.1",
+        agent_log,
+    );
+    let local: &[(Ipv4Addr, &str)] = &[(a.ip, "node1"), (b.ip, "node1")];
+    world
+        .cp
+        .apply(&service_with_endpoints("web", WEB_IP, local))
+        .expect("apply");
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_served_by(
+            &a.ns,
+            &[&a.id, &b.id],
+            Duration::from_secs(30),
+            "the DaemonSet's agent",
+        )
+    }));
+    assert!(served.is_ok(), "{}", agent_log());
+    // Its pins are where the ConfigMap put them, and `kubectl logs` reaches it.
+    assert!(pins.join("node1").exists(), "no pins under {}", pins.display());
+    let logs = world_log(&world, &["-n", "kube-system", "logs", "ds/berth-agent"]);
+    assert!(logs.contains("node1"), "{logs}");
+    wait_jsonpath(
+        &world,
+        &selector,
+        "{.items[0].status.containerStatuses[0].restartCount}",
+        "0",
+        agent_log,
+    );
+    // Removed as it came: the DaemonSet's deletion takes its pod, and the node's kubelet stops it.
+    world
+        .cp
+        .kubectl(&["-n", "kube-system", "delete", "daemonset", "berth-agent"])
+        .expect("delete");
+    wait_jsonpath(&world, &selector, "{.items[*].metadata.name}", "", agent_log);
+}
+
+fn world_log(world: &ClusterWorld, args: &[&str]) -> String {
+    world.cp.kubectl(args).unwrap_or_else(|e| e.to_string())
 }
 
 #[test]

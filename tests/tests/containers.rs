@@ -76,10 +76,11 @@ fn run_container(node: &Node, sandbox: &Sandbox, id: &str, args: &[&str]) -> (Sh
         env: node.image.config.env.clone(),
         cwd: "/".into(),
         namespaces: SharedNamespaces {
-            network: Some(sandbox.net()),
+            network: sandbox.net(),
             ipc: Some(sandbox.ipc()),
-            uts: Some(sandbox.uts()),
+            uts: sandbox.uts(),
             pid: None,
+            host_network: false,
         },
         cgroups_path: format!("{}/{id}", node.bed.cgroup_parent()),
         ..Default::default()
@@ -125,7 +126,7 @@ fn log_lines(dir: &Path) -> Vec<String> {
 #[test]
 fn a_container_runs_in_its_pod_sandbox_logs_and_exits_with_its_code() {
     let node = node("ctr");
-    let sandbox = Sandbox::create(&node.bed.scratch().join("pods/p1"), "web-0").expect("sandbox");
+    let sandbox = Sandbox::create(&node.bed.scratch().join("pods/p1"), "web-0", false).expect("sandbox");
     assert!(sandbox.is_complete());
     let (report, dir) = run_container(
         &node,
@@ -163,7 +164,7 @@ fn a_container_runs_in_its_pod_sandbox_logs_and_exits_with_its_code() {
 #[test]
 fn a_long_running_container_is_killed_by_signal_and_reported_as_such() {
     let node = node("ctrkill");
-    let sandbox = Sandbox::create(&node.bed.scratch().join("pods/p1"), "sleeper").expect("sandbox");
+    let sandbox = Sandbox::create(&node.bed.scratch().join("pods/p1"), "sleeper", false).expect("sandbox");
     let (report, dir) = run_container(&node, &sandbox, "c2", &["sleep", "600"]);
     let ShimReport::Started { pid } = report else {
         panic!("{report:?}");
@@ -185,7 +186,7 @@ fn a_long_running_container_is_killed_by_signal_and_reported_as_such() {
 #[test]
 fn a_command_that_does_not_exist_is_a_clear_start_failure() {
     let node = node("ctrbad");
-    let sandbox = Sandbox::create(&node.bed.scratch().join("pods/p1"), "bad").expect("sandbox");
+    let sandbox = Sandbox::create(&node.bed.scratch().join("pods/p1"), "bad", false).expect("sandbox");
     let (report, dir) = run_container(&node, &sandbox, "c3", &["/no/such/program"]);
     let ShimReport::Failed { message } = report else {
         panic!("{report:?}");

@@ -41,6 +41,16 @@ enum Task {
     /// Run the demo on the local cluster (started first if none is up): a Deployment from the local
     /// registry behind a NodePort Service, requests from outside, a pod replaced, its logs.
     Demo,
+    /// Build berth's agent as an OCI image into target/berth-image (for
+    /// deploy/kube-proxy-replacement.yaml), and push it if asked.
+    Image {
+        /// Push it here: `HOST[:PORT]/REPOSITORY:TAG`.
+        #[arg(long)]
+        push: Option<String>,
+        /// Push over plain HTTP / without verifying the registry's certificate.
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Run every test (setup and build-ebpf first).
     Test {
         /// Extra arguments for `cargo test`.
@@ -97,6 +107,19 @@ fn main() -> Result<()> {
             build_all()?;
             // `berth-cluster demo` starts the cluster itself when none is up.
             cluster(&["demo"])
+        }
+        Task::Image { push, insecure } => {
+            build_all()?;
+            let root = run::workspace_root();
+            let mut cmd = std::process::Command::new(root.join("target/release/berth-cluster"));
+            cmd.current_dir(&root).arg("image");
+            if let Some(dest) = &push {
+                cmd.args(["--push", dest]);
+            }
+            if insecure {
+                cmd.arg("--insecure");
+            }
+            run::status(&mut cmd)
         }
         Task::Test { args } => {
             setup::run()?;

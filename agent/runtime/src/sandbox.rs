@@ -2,6 +2,8 @@
 //! onto files in the pod's directory (as `ip netns add` pins a network namespace, and CRI-O's `pinns`
 //! all of them) instead of being held by a pause process. Nothing runs while a pod has no container,
 //! an agent restart does not touch them, and the hostname is set once, when the UTS namespace is made.
+//! A `hostNetwork` pod's sandbox pins only its IPC namespace: its containers run in the node's network
+//! and UTS namespaces, as kubelet's runtimes run them.
 
 use std::{
     ffi::CString,
@@ -38,6 +40,7 @@ const PINNED: [(&str, libc::c_int); 3] = [
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sandbox {
     dir: PathBuf,
+    host_network: bool,
 }
 
 fn sys(path: &Path, call: &'static str) -> SandboxError {
@@ -61,35 +64,53 @@ impl Sandbox {
     pub fn at(dir: &Path) -> Self {
         Sandbox {
             dir: dir.to_path_buf(),
+            host_network: false,
         }
+    }
+
+    /// The namespaces this sandbox pins: all three, or IPC alone for a `hostNetwork` pod.
+    fn pinned(&self) -> impl Iterator<Item = &'static (&'static str, libc::c_int)> + '_ {
+        PINNED
+            .iter()
+            .filter(|(_, flag)| !self.host_network || *flag == libc::CLONE_NEWIPC)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The pinned network namespace (a path `setns` and runc take).
-    pub fn net(&self) -> PathBuf {
-        self.dir.join("net")
+    /// The pinned network namespace (a path `setns` and runc take); `None` in the node's network.
+    pub fn net(&self) -> Option<PathBuf> {
+        (!self.host_network).then(|| self.dir.join("net"))
     }
 
     pub fn ipc(&self) -> PathBuf {
         self.dir.join("ipc")
     }
 
-    pub fn uts(&self) -> PathBuf {
-        self.dir.join("uts")
+    /// The pinned UTS namespace; `None` with the node's network (and so its hostname).
+    pub fn uts(&self) -> Option<PathBuf> {
+        (!self.host_network).then(|| self.dir.join("uts"))
     }
 
-    /// Whether all three namespaces are pinned (a mount is on each file).
+    /// Whether the pod runs in the node's network namespace.
+    pub fn host_network(&self) -> bool {
+        self.host_network
+    }
+
+    /// Whether every namespace of the sandbox is pinned (a mount is on each file).
     pub fn is_complete(&self) -> bool {
-        PINNED.iter().all(|(name, _)| is_nsfs(&self.dir.join(name)))
+        self.pinned().all(|(name, _)| is_nsfs(&self.dir.join(name)))
     }
 
-    /// Makes new namespaces, sets their hostname and pins them in `dir` (created). A sandbox already
+    /// Makes new namespaces, sets their hostname and pins them in `dir` (created); with
+    /// `host_network`, the IPC namespace alone (the hostname stays the node's). A sandbox already
     /// complete there is kept as it is.
-    pub fn create(dir: &Path, hostname: &str) -> Result<Self, SandboxError> {
-        let sandbox = Sandbox::at(dir);
+    pub fn create(dir: &Path, hostname: &str, host_network: bool) -> Result<Self, SandboxError> {
+        let sandbox = Sandbox {
+            dir: dir.to_path_buf(),
+            host_network,
+        };
         if sandbox.is_complete() {
             return Ok(sandbox);
         }
@@ -102,7 +123,7 @@ impl Sandbox {
         })?;
         let made = std::thread::scope(|s| {
             // A thread of its own: unshare moves only the calling thread, which then ends.
-            s.spawn(|| pin_in_new_namespaces(dir, hostname))
+            s.spawn(|| pin_in_new_namespaces(dir, &sandbox, hostname))
                 .join()
                 .map_err(|_| SandboxError::Thread(dir.to_path_buf()))?
         });
@@ -137,18 +158,21 @@ impl Sandbox {
     }
 }
 
-/// Runs on its own thread: unshares, names the host, bind-mounts each namespace onto its file.
-fn pin_in_new_namespaces(dir: &Path, hostname: &str) -> Result<(), SandboxError> {
-    let flags = PINNED.iter().fold(0, |f, (_, flag)| f | flag);
+/// Runs on its own thread: unshares, names the host (in a UTS namespace of its own), bind-mounts each
+/// namespace onto its file.
+fn pin_in_new_namespaces(dir: &Path, sandbox: &Sandbox, hostname: &str) -> Result<(), SandboxError> {
+    let flags = sandbox.pinned().fold(0, |f, (_, flag)| f | flag);
     // SAFETY: unshare affects only this thread, which exits after pinning.
     if unsafe { libc::unshare(flags) } != 0 {
         return Err(sys(dir, "unshare"));
     }
     // SAFETY: pointer and length of a live byte slice.
-    if unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } != 0 {
+    if flags & libc::CLONE_NEWUTS != 0
+        && unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } != 0
+    {
         return Err(sys(dir, "sethostname"));
     }
-    for (name, _) in PINNED {
+    for (name, _) in sandbox.pinned() {
         let target = dir.join(name);
         std::fs::File::create(&target).map_err(|source| SandboxError::Sys {
             path: target.clone(),

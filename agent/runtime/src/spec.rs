@@ -53,6 +53,9 @@ pub struct SharedNamespaces {
     pub uts: Option<PathBuf>,
     /// The pod's shared PID namespace (`shareProcessNamespace`); a container's own otherwise.
     pub pid: Option<PathBuf>,
+    /// `hostNetwork`: the container stays in the node's network and UTS namespaces (those of the
+    /// runtime), neither joined nor made; `network` and `uts` are then ignored.
+    pub host_network: bool,
 }
 
 /// cgroup limits of the container (kubelet's mapping of requests and limits).
@@ -224,7 +227,20 @@ fn namespace(typ: LinuxNamespaceType, path: Option<&PathBuf>) -> Result<LinuxNam
 fn mounts(spec: &ContainerSpec) -> Result<Vec<Mount>, SpecError> {
     let mut out: Vec<Mount> = get_default_mounts()
         .into_iter()
-        // The cgroup mount of the defaults: kept, read-only, as runc's own spec has it.
+        // The sysfs and cgroup mounts of the defaults are read-only, as runc's own spec has them;
+        // a privileged container gets them writable, as containerd and CRI-O give them.
+        .map(|m| {
+            if !spec.privileged {
+                return m;
+            }
+            let options = m
+                .options()
+                .as_ref()
+                .map(|o| o.iter().filter(|o| *o != "ro").cloned().collect::<Vec<_>>());
+            let mut m = m;
+            m.set_options(options);
+            m
+        })
         .collect();
     for m in &spec.mounts {
         let mut options = match &m.kind {
@@ -304,13 +320,15 @@ pub fn build(spec: &ContainerSpec) -> Result<(Spec, Clamped), SpecError> {
     .build()?;
 
     let ns = &spec.namespaces;
-    let namespaces = vec![
+    let mut namespaces = vec![
         namespace(LinuxNamespaceType::Pid, ns.pid.as_ref())?,
-        namespace(LinuxNamespaceType::Network, ns.network.as_ref())?,
         namespace(LinuxNamespaceType::Ipc, ns.ipc.as_ref())?,
-        namespace(LinuxNamespaceType::Uts, ns.uts.as_ref())?,
         namespace(LinuxNamespaceType::Mount, None)?,
     ];
+    if !ns.host_network {
+        namespaces.push(namespace(LinuxNamespaceType::Network, ns.network.as_ref())?);
+        namespaces.push(namespace(LinuxNamespaceType::Uts, ns.uts.as_ref())?);
+    }
     let r = &spec.resources;
     let mut resources = LinuxResourcesBuilder::default().devices(vec![
         LinuxDeviceCgroupBuilder::default()
@@ -338,11 +356,14 @@ pub fn build(spec: &ContainerSpec) -> Result<(Spec, Clamped), SpecError> {
         .namespaces(namespaces)
         .resources(resources.build()?)
         .cgroups_path(PathBuf::from(&spec.cgroups_path));
-    if !spec.privileged {
-        linux = linux
+    // A privileged container sees /proc and /sys whole (the builder's defaults would mask parts).
+    linux = if spec.privileged {
+        linux.masked_paths(Vec::new()).readonly_paths(Vec::new())
+    } else {
+        linux
             .masked_paths(get_default_maskedpaths())
-            .readonly_paths(get_default_readonly_paths());
-    }
+            .readonly_paths(get_default_readonly_paths())
+    };
     let mut built = SpecBuilder::default()
         .version("1.0.2")
         .root(
@@ -443,5 +464,45 @@ mod tests {
         assert_eq!(json["linux"]["resources"]["pids"]["limit"], 100);
         assert_eq!(json["linux"]["cgroupsPath"], "/kubepods/pod1/c1");
         assert!(json.get("hostname").is_none(), "the sandbox names the host");
+    }
+
+    #[test]
+    fn a_privileged_host_network_container_keeps_the_nodes_network_and_writable_sysfs() {
+        let spec = ContainerSpec {
+            rootfs: "/r".into(),
+            args: vec!["agent".into()],
+            privileged: true,
+            namespaces: SharedNamespaces {
+                network: Some("/ignored".into()),
+                ipc: Some("/pod/ipc".into()),
+                host_network: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (built, _) = build(&spec).expect("spec");
+        let json = serde_json::to_value(&built).expect("json");
+        let types: Vec<_> = json["linux"]["namespaces"]
+            .as_array()
+            .expect("namespaces")
+            .iter()
+            .map(|n| n["type"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert!(!types.contains(&"network".to_string()), "{types:?}");
+        assert!(!types.contains(&"uts".to_string()), "{types:?}");
+        assert!(types.contains(&"ipc".to_string()), "{types:?}");
+        for m in json["mounts"].as_array().expect("mounts") {
+            if m["destination"] == "/sys" || m["destination"] == "/sys/fs/cgroup" {
+                assert!(
+                    !m["options"].as_array().expect("options").contains(&"ro".into()),
+                    "{m}"
+                );
+            }
+        }
+        let masked = json["linux"]
+            .get("maskedPaths")
+            .and_then(|m| m.as_array())
+            .map_or(0, Vec::len);
+        assert_eq!(masked, 0, "{}", json["linux"]);
     }
 }

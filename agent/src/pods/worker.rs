@@ -314,13 +314,19 @@ impl Worker {
         let state_dir = self.env.state_dir.clone();
         let cgroup = self.env.pod_cgroup(pod, &uid);
         let limits = super::resources::pod_resources(pod, self.env.pod_max_pids);
+        let host_network = host_network(pod);
         let made = tokio::task::spawn_blocking(move || -> Result<(Sandbox, String), String> {
             // The pod's cgroup with its summed limits; runc makes the containers' below it.
             env.engine
                 .cgroups
                 .ensure(&cgroup, &limits)
                 .map_err(|e| e.to_string())?;
-            let sandbox = Sandbox::create(&dir.join("sandbox"), &hostname).map_err(|e| e.to_string())?;
+            let sandbox =
+                Sandbox::create(&dir.join("sandbox"), &hostname, host_network).map_err(|e| e.to_string())?;
+            if host_network {
+                // The node's network: the node's address, nothing to allocate or wire.
+                return Ok((sandbox, env.node_ip.clone()));
+            }
             // Adopt the address the pod already has (an agent restart): re-wiring would cut its flows.
             let subnet = Subnet::read(&state_dir).map_err(|e| e.to_string())?;
             let ipam = Ipam::open(&state_dir, subnet.node).map_err(|e| e.to_string())?;
@@ -332,7 +338,7 @@ impl Worker {
             let ip = match existing {
                 Some((ip, _)) => ip,
                 None => {
-                    let net = sandbox.net().display().to_string();
+                    let net = sandbox.net().unwrap_or_default().display().to_string();
                     podnet::add(&state_dir, &uid, &net, "eth0")
                         .map_err(|e| e.to_string())?
                         .ip
@@ -438,9 +444,18 @@ impl Worker {
             .and_then(|s| s.subdomain.clone())
             .map(|sub| format!("{hostname}.{sub}.{namespace}.svc.{domain}\t"))
             .unwrap_or_default();
-        let mut hosts = format!(
-            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{fqdn}{hostname}\n"
-        );
+        let host_network = host_network(pod);
+        let mut hosts = if host_network {
+            // The node's own hosts file and name, as kubelet gives a hostNetwork pod.
+            format!(
+                "# Kubernetes-managed hosts file (host network).\n{}",
+                std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+            )
+        } else {
+            format!(
+                "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{fqdn}{hostname}\n"
+            )
+        };
         for alias in spec.and_then(|s| s.host_aliases.as_ref()).into_iter().flatten() {
             hosts.push_str(&format!(
                 "\n# Entries added by HostAliases.\n{}\t{}\n",
@@ -449,11 +464,22 @@ impl Worker {
             ));
         }
         std::fs::write(etc.join("hosts"), hosts)?;
+        let hostname = if host_network {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or(hostname)
+        } else {
+            hostname
+        };
         std::fs::write(etc.join("hostname"), format!("{hostname}\n"))?;
         let policy = spec
             .and_then(|s| s.dns_policy.as_deref())
             .unwrap_or("ClusterFirst");
-        let resolv = if policy == "Default" || self.env.cluster_dns.is_empty() {
+        // A hostNetwork pod gets cluster DNS only when it asks with ClusterFirstWithHostNet.
+        let node_resolver = policy == "Default"
+            || (host_network && policy == "ClusterFirst")
+            || self.env.cluster_dns.is_empty();
+        let resolv = if node_resolver {
             // No cluster DNS configured (kubelet's --cluster-dns): the node's resolver, as kubelet does.
             std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
         } else {
@@ -840,10 +866,11 @@ impl Worker {
         let id = instance.id.clone();
         let ctx = PodContext {
             namespaces: SharedNamespaces {
-                network: Some(sandbox.net()),
+                network: sandbox.net(),
                 ipc: Some(sandbox.ipc()),
-                uts: Some(sandbox.uts()),
+                uts: sandbox.uts(),
                 pid: None,
+                host_network: sandbox.host_network(),
             },
             pod_ip: pod_ip.unwrap_or_default(),
             host_ip: env.node_ip.clone(),
@@ -1267,6 +1294,11 @@ fn find_container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .find(|c| c.name == name)
+}
+
+/// Whether the pod runs in the node's network namespace (`spec.hostNetwork`).
+fn host_network(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
 }
 
 fn name(pod: &Pod) -> String {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde_json::{Value, json};
 
-use super::{allocator, names, objects::Resource, selector, status::ApiError};
+use super::{allocator, names, resources::Resource, selector, status::ApiError};
 use crate::store::Store;
 
 /// How long pods tolerate a node that is not ready or unreachable before they are evicted, when
@@ -551,7 +551,7 @@ fn validate_pod_spec(spec: Option<&Value>, at: &str) -> Problems {
             let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
             if name.is_empty() {
                 p.add(format!("{field}.name"), "Required value");
-            } else if let Err(why) = super::objects::validate_name(name, true) {
+            } else if let Err(why) = names::validate_name(name, true) {
                 p.add(
                     format!("{field}.name"),
                     format!("Invalid value: \"{name}\": {why}"),

@@ -100,7 +100,7 @@ fn owner_of(store: &Store, pool: &Pool, value: u32) -> Option<String> {
 }
 
 fn random_u32() -> u32 {
-    u32::from_le_bytes(super::objects::random_bytes::<4>())
+    u32::from_le_bytes(super::names::random_bytes::<4>())
 }
 
 /// Reserves `value` for `owner` (an object path such as `services/default/web`). Already reserved

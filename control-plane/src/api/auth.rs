@@ -17,7 +17,15 @@
 
 use serde_json::Value;
 
-use super::{node_graph::NodeGraph, objects, rbac, resources::Resource, status::ApiError};
+use super::{node_graph::NodeGraph, objects, rbac, rbac::RbacIndex, resources::Resource, status::ApiError};
+
+/// What the authorizers keep in memory, caught up from the store's events on each question: which
+/// Secrets and ConfigMaps each node's pods use (Node authorizer) and RBAC's roles and bindings.
+#[derive(Default)]
+pub struct Indexes {
+    pub node_graph: NodeGraph,
+    pub rbac: RbacIndex,
+}
 use crate::store::Store;
 
 /// An authenticated user.
@@ -154,7 +162,12 @@ pub struct Impersonation {
 /// may do anything; nodes and bootstrap tokens never impersonate). The request then has exactly the
 /// rights of the impersonated user and groups (`system:authenticated` added, and a service
 /// account's groups for one).
-pub fn impersonate(store: &Store, user: &User, wanted: &Impersonation) -> Result<User, ApiError> {
+pub fn impersonate(
+    store: &Store,
+    indexes: &Indexes,
+    user: &User,
+    wanted: &Impersonation,
+) -> Result<User, ApiError> {
     let Some(name) = wanted.user.clone().filter(|n| !n.is_empty()) else {
         return Err(ApiError::bad_request(
             "requested impersonation of groups without impersonating a user",
@@ -170,6 +183,7 @@ pub fn impersonate(store: &Store, user: &User, wanted: &Impersonation) -> Result
                 && !user.in_group("system:bootstrappers")
                 && rbac::allows(
                     store,
+                    &indexes.rbac,
                     user,
                     &rbac::Ask {
                         verb: "impersonate",
@@ -270,12 +284,12 @@ fn reads(verb: &str) -> bool {
 }
 
 /// Allows or refuses (403) a request.
-pub fn authorize(store: &Store, graph: &NodeGraph, user: &User, a: &Attributes<'_>) -> Result<(), ApiError> {
+pub fn authorize(store: &Store, indexes: &Indexes, user: &User, a: &Attributes<'_>) -> Result<(), ApiError> {
     if user.in_group("system:masters") {
         return Ok(());
     }
     if let Some(node) = user.node_name() {
-        return authorize_node(store, graph, user, node, a);
+        return authorize_node(store, &indexes.node_graph, user, node, a);
     }
     let cluster_info = a.resource.plural == "configmaps"
         && a.subresource.is_none()
@@ -306,7 +320,7 @@ pub fn authorize(store: &Store, graph: &NodeGraph, user: &User, a: &Attributes<'
         name: a.name.unwrap_or_default(),
         path: None,
     };
-    if rbac::allows(store, user, &ask) {
+    if rbac::allows(store, &indexes.rbac, user, &ask) {
         return Ok(());
     }
     Err(forbidden(user, a, ""))
@@ -314,12 +328,12 @@ pub fn authorize(store: &Store, graph: &NodeGraph, user: &User, a: &Attributes<'
 
 /// Whether `user` may do what `ask` says, by the same authorizers as a real request (for access
 /// reviews: `kubectl auth can-i`). A resource this server does not serve is RBAC's alone.
-pub fn allowed(store: &Store, graph: &NodeGraph, user: &User, ask: &rbac::Ask<'_>) -> bool {
+pub fn allowed(store: &Store, indexes: &Indexes, user: &User, ask: &rbac::Ask<'_>) -> bool {
     if user.in_group("system:masters") {
         return true;
     }
     if ask.path.is_some() {
-        return user.node_name().is_none() && rbac::allows(store, user, ask);
+        return user.node_name().is_none() && rbac::allows(store, &indexes.rbac, user, ask);
     }
     let served = super::resources::RESOURCES
         .iter()
@@ -333,9 +347,9 @@ pub fn allowed(store: &Store, graph: &NodeGraph, user: &User, ask: &rbac::Ask<'_
                 namespace: Some(ask.namespace).filter(|s| !s.is_empty()),
                 name: Some(ask.name).filter(|s| !s.is_empty()),
             };
-            authorize(store, graph, user, &attributes).is_ok()
+            authorize(store, indexes, user, &attributes).is_ok()
         }
-        None => user.node_name().is_none() && rbac::allows(store, user, ask),
+        None => user.node_name().is_none() && rbac::allows(store, &indexes.rbac, user, ask),
     }
 }
 

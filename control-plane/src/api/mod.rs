@@ -34,6 +34,7 @@ pub mod status;
 pub mod streams;
 pub mod subresources;
 pub mod table;
+pub mod token_cache;
 pub mod typed;
 pub mod watch;
 
@@ -162,9 +163,12 @@ pub struct Api {
     store: Arc<Store>,
     admin_token: String,
     /// Which Secrets and ConfigMaps each node's pods use, for the Node authorizer.
-    node_graph: node_graph::NodeGraph,
+    /// What the authorizers keep in memory (node graph, RBAC).
+    indexes: auth::Indexes,
     /// Signs and verifies service-account tokens (`None`: no key could be made; TokenRequests fail).
     signer: Option<Arc<crate::jwt::Signer>>,
+    /// Service-account tokens whose signature was verified.
+    token_cache: token_cache::TokenCache,
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -190,8 +194,9 @@ impl Api {
         Api {
             store,
             admin_token,
-            node_graph: node_graph::NodeGraph::default(),
+            indexes: auth::Indexes::default(),
             signer,
+            token_cache: token_cache::TokenCache::default(),
         }
     }
 
@@ -233,7 +238,7 @@ impl Api {
                 path: Some(req.path),
                 ..rbac::Ask::default()
             };
-            if auth::allowed(&self.store, &self.node_graph, &user, &ask) {
+            if auth::allowed(&self.store, &self.indexes, &user, &ask) {
                 Ok(())
             } else {
                 Err(ApiError::new(
@@ -327,13 +332,13 @@ impl Api {
             // A service account's token: verified by the key that signed it, never taken for a
             // bootstrap or admin token.
             (Some(token), Some(signer)) if crate::jwt::looks_like_jwt(token) => {
-                serviceaccounts::authenticate(&self.store, signer, token)
+                serviceaccounts::authenticate(&self.store, signer, &self.token_cache, token)
                     .ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?
             }
             _ => auth::authenticate(&self.store, &self.admin_token, req.token, req.client_cert)?,
         };
         match req.impersonation {
-            Some(wanted) => auth::impersonate(&self.store, &user, wanted),
+            Some(wanted) => auth::impersonate(&self.store, &self.indexes, &user, wanted),
             None => Ok(user),
         }
     }
@@ -370,7 +375,7 @@ impl Api {
             namespace: target.namespace,
             name: target.name.or(body_name.as_deref()),
         };
-        auth::authorize(&self.store, &self.node_graph, user, &attributes)
+        auth::authorize(&self.store, &self.indexes, user, &attributes)
     }
 
     /// What every cluster has, made at start: the namespaces `default`, `kube-system`,
@@ -864,7 +869,7 @@ impl Api {
                     name: &name,
                     path: None,
                 };
-                auth::allowed(&self.store, &self.node_graph, &subject, &ask)
+                auth::allowed(&self.store, &self.indexes, &subject, &ask)
             }
             (None, Some(a)) => {
                 let (verb, path) = (text(a, "verb"), text(a, "path"));
@@ -873,7 +878,7 @@ impl Api {
                     path: Some(&path),
                     ..rbac::Ask::default()
                 };
-                auth::allowed(&self.store, &self.node_graph, &subject, &ask)
+                auth::allowed(&self.store, &self.indexes, &subject, &ask)
             }
             _ => {
                 return Err(ApiError::invalid(
@@ -905,7 +910,7 @@ impl Api {
             .unwrap_or_default()
             .to_string();
         let (mut resource_rules, mut non_resource_rules) = (Vec::new(), Vec::new());
-        for rule in rbac::rules_for(&self.store, user, &namespace) {
+        for rule in rbac::rules_for(&self.store, &self.indexes.rbac, user, &namespace) {
             let field = |f: &str| rule.get(f).cloned().unwrap_or(json!([]));
             if rule.get("nonResourceURLs").is_some() {
                 non_resource_rules
@@ -1010,7 +1015,7 @@ impl Api {
                 name,
                 ..rbac::Ask::default()
             };
-            rbac::allows(&self.store, user, &ask)
+            rbac::allows(&self.store, &self.indexes.rbac, user, &ask)
         };
         let refuse = |why: String| {
             ApiError::new(
@@ -1035,7 +1040,7 @@ impl Api {
                     .and_then(Value::as_array)
                     .cloned()
                     .unwrap_or_default();
-                rbac::covers(&self.store, user, namespace, &rules).map_err(refuse)
+                rbac::covers(&self.store, &self.indexes.rbac, user, namespace, &rules).map_err(refuse)
             }
             _ => {
                 let role_kind = proposed
@@ -1054,12 +1059,13 @@ impl Api {
                 if may("bind", role_plural, role_name) {
                     return Ok(());
                 }
-                let rules = rbac::bound_rules(&self.store, &proposed, namespace).ok_or_else(|| {
-                    refuse(format!(
-                        "the {role_kind} {role_name:?} it refers to does not exist"
-                    ))
-                })?;
-                rbac::covers(&self.store, user, namespace, &rules).map_err(refuse)
+                let rules = rbac::bound_rules(&self.store, &self.indexes.rbac, &proposed, namespace)
+                    .ok_or_else(|| {
+                        refuse(format!(
+                            "the {role_kind} {role_name:?} it refers to does not exist"
+                        ))
+                    })?;
+                rbac::covers(&self.store, &self.indexes.rbac, user, namespace, &rules).map_err(refuse)
             }
         }
     }

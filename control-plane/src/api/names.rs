@@ -1,6 +1,7 @@
 //! The shapes of names Kubernetes checks everywhere (k8s.io/apimachinery's `validation`): DNS-1123
 //! labels and subdomains, qualified names (label and annotation keys, finalizers) and label values,
-//! with the messages kube-apiserver answers, since users search for them.
+//! with the messages kube-apiserver answers, since users search for them; and the random parts of the
+//! names and UIDs the server makes.
 
 const NAME_PART: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 
@@ -124,6 +125,43 @@ pub fn finalizer(s: &str) -> Result<(), Vec<String>> {
         ]);
     }
     Ok(())
+}
+
+/// Random bytes from the kernel (zeros if `/dev/urandom` cannot be read, which leaves generated
+/// names and addresses valid, only predictable).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    b
+}
+
+/// The characters Kubernetes puts in generated names and hashes: no vowels, so no words.
+pub const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// Five random characters for `generateName` (27^5 = 14 million names per prefix) and other
+/// generated names (`kube-api-access-XXXXX`).
+pub fn random_suffix() -> String {
+    const ALPHABET: &[u8] = NAME_ALPHABET;
+    random_bytes::<5>()
+        .iter()
+        .map(|x| char::from(ALPHABET[usize::from(*x) % ALPHABET.len()]))
+        .collect()
+}
+
+/// A random (version 4) UUID.
+pub fn new_uid() -> String {
+    let mut b = random_bytes::<16>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    )
 }
 
 #[cfg(test)]

@@ -55,27 +55,15 @@ impl Graph {
             self.rebuild(store);
             return;
         }
-        loop {
-            match store.events_after(PODS, self.position, 4096) {
-                Ok((events, next)) => {
-                    for e in &events {
-                        match e.kind {
-                            EventKind::Put => self.put(&e.kv),
-                            EventKind::Delete => self.remove(&e.kv.key),
-                        }
-                    }
-                    let done = next >= store.revision() || next == self.position;
-                    self.position = next;
-                    if done {
-                        return;
-                    }
-                }
-                // Fell behind a compaction: start over from the pods as they are.
-                Err(_) => {
-                    self.rebuild(store);
-                    return;
-                }
-            }
+        let mut position = self.position;
+        let caught_up = store.catch_up(PODS, &mut position, |e| match e.kind {
+            EventKind::Put => self.put(&e.kv),
+            EventKind::Delete => self.remove(&e.kv.key),
+        });
+        self.position = position;
+        // Fell behind a compaction: start over from the pods as they are.
+        if caught_up.is_err() {
+            self.rebuild(store);
         }
     }
 

@@ -30,7 +30,7 @@ pub fn prefix(r: &Resource, namespace: Option<&str>) -> String {
     }
 }
 
-pub use super::names::validate_name;
+pub use super::names::{NAME_ALPHABET, new_uid, random_bytes, random_suffix, validate_name};
 
 /// The object as clients see it: the stored JSON with `metadata.resourceVersion`.
 pub fn render(kv: &KeyValue) -> Result<Value, ApiError> {
@@ -72,49 +72,12 @@ pub fn rfc3339_at(secs: u64) -> String {
     )
 }
 
-/// Random bytes from the kernel (zeros if `/dev/urandom` cannot be read, which leaves generated
-/// names and addresses valid, only predictable).
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    b
-}
-
 /// Now as a `MicroTime` (Leases' `acquireTime` and `renewTime`).
 pub fn now_micro_rfc3339() -> String {
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_micros());
     format!("{}.{micros:06}Z", now_rfc3339().trim_end_matches('Z'))
-}
-
-/// The characters Kubernetes puts in generated names and hashes: no vowels, so no words.
-pub const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-/// Five random characters for `generateName` (27^5 = 14 million names per prefix) and other
-/// generated names (`kube-api-access-XXXXX`).
-pub fn random_suffix() -> String {
-    const ALPHABET: &[u8] = NAME_ALPHABET;
-    random_bytes::<5>()
-        .iter()
-        .map(|x| char::from(ALPHABET[usize::from(*x) % ALPHABET.len()]))
-        .collect()
-}
-
-/// A random (version 4) UUID.
-pub fn new_uid() -> String {
-    let mut b = random_bytes::<16>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h[0..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..16].concat()
-    )
 }
 
 /// Parses a request body into an object of `r`'s kind, checking apiVersion, kind, name and namespace.

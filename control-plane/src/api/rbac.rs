@@ -10,10 +10,105 @@
 //! for `system:masters`, `system:discovery`, `system:basic-user`, `system:public-info-viewer`, and the
 //! user-facing `admin`, `edit`, `view`, aggregated from roles labelled `aggregate-to-*`).
 
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
 use serde_json::{Value, json};
 
 use super::auth::User;
-use crate::store::Store;
+use crate::store::{EventKind, Store};
+
+const CLUSTER_ROLE_BINDINGS: &str = "/registry/clusterrolebindings/";
+const CLUSTER_ROLES: &str = "/registry/clusterroles/";
+const ROLE_BINDINGS: &str = "/registry/rolebindings/";
+const ROLES: &str = "/registry/roles/";
+
+/// RBAC's roles and bindings, parsed once and kept from the store's events (caught up on each
+/// question, as [`super::node_graph`]): authorizing a request reads no store key and parses no JSON.
+/// Listing and parsing every ClusterRoleBinding and role per request made RBAC the largest part of
+/// a small request's cost.
+#[derive(Default)]
+pub struct RbacIndex(Mutex<Mirrors>);
+
+#[derive(Default)]
+struct Mirrors {
+    cluster_role_bindings: Mirror,
+    cluster_roles: Mirror,
+    role_bindings: Mirror,
+    roles: Mirror,
+}
+
+/// The objects under one key prefix, by key.
+#[derive(Default)]
+struct Mirror {
+    /// The store revision the mirror reflects (0: not built).
+    position: u64,
+    objects: BTreeMap<String, Arc<Value>>,
+}
+
+impl Mirror {
+    fn catch_up(&mut self, store: &Store, prefix: &str) {
+        if self.position == 0 {
+            self.rebuild(store, prefix);
+            return;
+        }
+        let objects = &mut self.objects;
+        let caught_up = store.catch_up(prefix, &mut self.position, |e| {
+            let parsed = match e.kind {
+                EventKind::Put => serde_json::from_slice(&e.kv.value).ok(),
+                EventKind::Delete => None,
+            };
+            match parsed {
+                Some(v) => objects.insert(e.kv.key.clone(), Arc::new(v)),
+                None => objects.remove(&e.kv.key),
+            };
+        });
+        // Fell behind a compaction: read the prefix as it is.
+        if caught_up.is_err() {
+            self.rebuild(store, prefix);
+        }
+    }
+
+    fn rebuild(&mut self, store: &Store, prefix: &str) {
+        self.objects.clear();
+        let Ok(page) = store.list(prefix, None, None, 0) else {
+            return;
+        };
+        for kv in &page.items {
+            if let Ok(v) = serde_json::from_slice(&kv.value) {
+                self.objects.insert(kv.key.clone(), Arc::new(v));
+            }
+        }
+        self.position = page.revision.max(1);
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.objects.get(key).map(Arc::as_ref)
+    }
+
+    /// The objects whose keys start with `prefix`.
+    fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.objects
+            .range(prefix.to_string()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+impl RbacIndex {
+    /// The mirrors, caught up with the store.
+    fn current(&self, store: &Store) -> std::sync::MutexGuard<'_, Mirrors> {
+        // A panic while catching up leaves a mirror behind, never wrong: keep using it.
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.cluster_role_bindings.catch_up(store, CLUSTER_ROLE_BINDINGS);
+        m.cluster_roles.catch_up(store, CLUSTER_ROLES);
+        m.role_bindings.catch_up(store, ROLE_BINDINGS);
+        m.roles.catch_up(store, ROLES);
+        m
+    }
+}
 
 /// What a request asks, in RBAC's terms.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -88,30 +183,12 @@ fn subject_is(subject: &Value, user: &User, binding_namespace: &str) -> bool {
     }
 }
 
-fn read(store: &Store, key: &str) -> Option<Value> {
-    store
-        .get(key)
-        .and_then(|kv| serde_json::from_slice(&kv.value).ok())
-}
-
-fn list(store: &Store, prefix: &str) -> Vec<Value> {
-    store
-        .list(prefix, None, None, 0)
-        .map(|page| {
-            page.items
-                .iter()
-                .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The rules every binding naming `user` grants in `namespace` (`""`: cluster-wide only).
-pub fn rules_for(store: &Store, user: &User, namespace: &str) -> Vec<Value> {
+pub fn rules_for(store: &Store, index: &RbacIndex, user: &User, namespace: &str) -> Vec<Value> {
+    let m = index.current(store);
     let mut rules = Vec::new();
-    let mut add_role = |role: Option<Value>| {
+    let mut add_role = |role: Option<&Value>| {
         for r in role
-            .as_ref()
             .and_then(|r| r.get("rules"))
             .and_then(Value::as_array)
             .into_iter()
@@ -120,18 +197,23 @@ pub fn rules_for(store: &Store, user: &User, namespace: &str) -> Vec<Value> {
             rules.push(r.clone());
         }
     };
-    for binding in list(store, "/registry/clusterrolebindings/") {
+    let role_name = |binding: &Value| {
+        binding
+            .pointer("/roleRef/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    for binding in m.cluster_role_bindings.objects.values() {
         let subjects = binding.get("subjects").and_then(Value::as_array);
         if subjects.into_iter().flatten().any(|s| subject_is(s, user, "")) {
-            let role = binding
-                .pointer("/roleRef/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            add_role(read(store, &format!("/registry/clusterroles/{role}")));
+            let role = role_name(binding);
+            add_role(m.cluster_roles.get(&format!("{CLUSTER_ROLES}{role}")));
         }
     }
     if !namespace.is_empty() {
-        for binding in list(store, &format!("/registry/rolebindings/{namespace}/")) {
+        let prefix = format!("{ROLE_BINDINGS}{namespace}/");
+        for binding in m.role_bindings.under(&prefix) {
             let subjects = binding.get("subjects").and_then(Value::as_array);
             if !subjects
                 .into_iter()
@@ -140,13 +222,10 @@ pub fn rules_for(store: &Store, user: &User, namespace: &str) -> Vec<Value> {
             {
                 continue;
             }
-            let role = binding
-                .pointer("/roleRef/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let role = role_name(binding);
             match binding.pointer("/roleRef/kind").and_then(Value::as_str) {
-                Some("ClusterRole") => add_role(read(store, &format!("/registry/clusterroles/{role}"))),
-                Some("Role") => add_role(read(store, &format!("/registry/roles/{namespace}/{role}"))),
+                Some("ClusterRole") => add_role(m.cluster_roles.get(&format!("{CLUSTER_ROLES}{role}"))),
+                Some("Role") => add_role(m.roles.get(&format!("{ROLES}{namespace}/{role}"))),
                 _ => {}
             }
         }
@@ -155,8 +234,8 @@ pub fn rules_for(store: &Store, user: &User, namespace: &str) -> Vec<Value> {
 }
 
 /// Whether RBAC allows `ask` for `user`.
-pub fn allows(store: &Store, user: &User, ask: &Ask<'_>) -> bool {
-    rules_for(store, user, ask.namespace)
+pub fn allows(store: &Store, index: &RbacIndex, user: &User, ask: &Ask<'_>) -> bool {
+    rules_for(store, index, user, ask.namespace)
         .iter()
         .any(|rule| rule_allows(rule, ask))
 }
@@ -198,8 +277,14 @@ fn atoms(rule: &Value) -> Vec<(String, String, String, String, Option<String>)> 
 
 /// Whether `user`'s own rules in `namespace` cover `rules` (each atom allowed; a `*` in `rules` is
 /// covered only by a `*`).
-pub fn covers(store: &Store, user: &User, namespace: &str, rules: &[Value]) -> Result<(), String> {
-    let held = rules_for(store, user, namespace);
+pub fn covers(
+    store: &Store,
+    index: &RbacIndex,
+    user: &User,
+    namespace: &str,
+    rules: &[Value],
+) -> Result<(), String> {
+    let held = rules_for(store, index, user, namespace);
     for rule in rules {
         for (verb, group, resource, name, path) in atoms(rule) {
             let (resource, subresource) = resource.split_once('/').unwrap_or((resource.as_str(), ""));
@@ -221,11 +306,12 @@ pub fn covers(store: &Store, user: &User, namespace: &str, rules: &[Value]) -> R
 }
 
 /// The rules of the role a binding refers to (`None`: no such role).
-pub fn bound_rules(store: &Store, binding: &Value, namespace: &str) -> Option<Vec<Value>> {
+pub fn bound_rules(store: &Store, index: &RbacIndex, binding: &Value, namespace: &str) -> Option<Vec<Value>> {
     let name = binding.pointer("/roleRef/name").and_then(Value::as_str)?;
+    let m = index.current(store);
     let role = match binding.pointer("/roleRef/kind").and_then(Value::as_str)? {
-        "ClusterRole" => read(store, &format!("/registry/clusterroles/{name}"))?,
-        "Role" => read(store, &format!("/registry/roles/{namespace}/{name}"))?,
+        "ClusterRole" => m.cluster_roles.get(&format!("{CLUSTER_ROLES}{name}"))?,
+        "Role" => m.roles.get(&format!("{ROLES}{namespace}/{name}"))?,
         _ => return None,
     };
     Some(

@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use super::{auth::User, objects, status::ApiError, table::epoch_seconds};
+use super::{auth::User, objects, status::ApiError, table::epoch_seconds, token_cache::TokenCache};
 use crate::{jwt::Signer, store::Store};
 
 /// The issuer (`iss`) of the tokens and the audience the API server accepts (kube-apiserver's
@@ -211,9 +211,11 @@ pub fn token_request(
 
 /// The user of a service-account token this server issued, if it is still valid: signed by this
 /// server's key, for this API server's audience, within its lifetime, and its service account (and
-/// the object it is bound to) still the one it was issued for.
-pub fn authenticate(store: &Store, signer: &Signer, token: &str) -> Option<User> {
-    let claims = signer.verify(token).ok()?;
+/// the object it is bound to) still the one it was issued for. The signature is checked once per
+/// token (`cache`), the rest on every call.
+pub fn authenticate(store: &Store, signer: &Signer, cache: &TokenCache, token: &str) -> Option<User> {
+    let now = now();
+    let claims = cache.claims(token, now, || signer.verify(token).ok())?;
     if claims.get("iss").and_then(Value::as_str) != Some(ISSUER) {
         return None;
     }
@@ -222,7 +224,6 @@ pub fn authenticate(store: &Store, signer: &Signer, token: &str) -> Option<User>
         Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(ISSUER)),
         _ => false,
     };
-    let now = now();
     let exp = claims.get("exp").and_then(Value::as_i64)?;
     let nbf = claims.get("nbf").and_then(Value::as_i64).unwrap_or(i64::MIN);
     if !for_us || now - LEEWAY_SECONDS > exp || now + LEEWAY_SECONDS < nbf {

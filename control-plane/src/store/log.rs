@@ -26,6 +26,34 @@ pub struct Row<'a> {
 pub struct Log {
     conn: Connection,
     path: PathBuf,
+    /// How long the commits took, for `/metrics` (read by the metrics module, never pushed to it).
+    commits: CommitTimes,
+}
+
+/// etcd's backend commit buckets (seconds): 1 ms doubling to about 8 s.
+pub const COMMIT_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096, 8.192,
+];
+
+/// Commit latencies by [`COMMIT_BUCKETS`] (not cumulative; one more count past the last bound).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CommitTimes {
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl CommitTimes {
+    fn observe(&mut self, seconds: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; COMMIT_BUCKETS.len()];
+        }
+        if let Some(i) = COMMIT_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.counts[i] += 1;
+        }
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
 }
 
 /// Upper bound for keys starting with `prefix` (keys are UTF-8; U+10FFFF sorts after any of them).
@@ -68,6 +96,7 @@ impl Log {
         Ok(Log {
             conn,
             path: path.to_path_buf(),
+            commits: CommitTimes::default(),
         })
     }
 
@@ -149,8 +178,13 @@ impl Log {
             }
         }
         tx.commit().map_err(sqlite)?;
-        crate::metrics::global().commit(started.elapsed());
+        self.commits.observe(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// How long the commits so far took.
+    pub fn commit_times(&self) -> &CommitTimes {
+        &self.commits
     }
 
     /// The keys under `prefix` as they were at `revision`.

@@ -24,6 +24,7 @@ use std::{
 
 use thiserror::Error;
 
+pub use log::{COMMIT_BUCKETS, CommitTimes};
 pub use watch::Watcher;
 
 /// Errors of the store. The API server maps them to Kubernetes `Status` answers.
@@ -271,6 +272,31 @@ impl Store {
     /// The SQLite file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Hands `apply` every event under `prefix` after `*position`, up to the current revision, and
+    /// advances `*position`: how an in-memory index follows the store. `Err` when those events were
+    /// compacted away (the index is then rebuilt from a list).
+    pub fn catch_up(
+        &self,
+        prefix: &str,
+        position: &mut u64,
+        mut apply: impl FnMut(&Event),
+    ) -> Result<(), StoreError> {
+        loop {
+            let (events, next) = self.events_after(prefix, *position, 4096)?;
+            events.iter().for_each(&mut apply);
+            let done = next >= self.revision() || next == *position;
+            *position = next;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// How long the embedded store's commits to disk took (`None` with etcd).
+    pub fn commit_times(&self) -> Option<CommitTimes> {
+        self.lock().log.as_ref().map(|l| l.commit_times().clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use berth_tests::{
     clusterworld::{CP_IP, CP_PORT, ClusterWorld, REGISTRY_PORT},
-    registry::{Format, ImageSpec, build_image, push},
+    registry::{Format, ImageSpec, agent_image, build_image, push},
     testbed::{Netns, TestBed},
 };
 use clap::{Parser, Subcommand};
@@ -50,6 +50,22 @@ enum Cmd {
     Down,
     /// The demo workload on the running cluster.
     Demo,
+    /// berth's agent as an OCI image (for deploy/kube-proxy-replacement.yaml), into an OCI layout.
+    Image {
+        /// The OCI layout directory (tags accumulate).
+        #[arg(long, default_value = "target/berth-image")]
+        layout: PathBuf,
+        /// The image's tag in the layout.
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        tag: String,
+        /// Also push it here (`HOST[:PORT]/REPOSITORY:TAG`, with `skopeo`; registry credentials as
+        /// `skopeo login` left them).
+        #[arg(long)]
+        push: Option<String>,
+        /// Push over plain HTTP / without verifying the registry's certificate.
+        #[arg(long)]
+        insecure: bool,
+    },
     /// (internal) Forward connections from LISTEN into namespace NETNS to TO.
     #[command(hide = true)]
     Forward {
@@ -68,6 +84,12 @@ fn main() -> std::process::ExitCode {
         Cmd::Up { nodes } => up(&dir, nodes),
         Cmd::Down => down(&dir),
         Cmd::Demo => demo(&dir),
+        Cmd::Image {
+            layout,
+            tag,
+            push,
+            insecure,
+        } => image(&layout, &tag, push.as_deref(), insecure),
         Cmd::Forward { listen, netns, to } => forward(listen, &netns, to),
     });
     match result {
@@ -77,6 +99,33 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `berth-cluster image`: builds the agent's image into `layout` and pushes it if asked.
+fn image(layout: &Path, tag: &str, dest: Option<&str>, insecure: bool) -> Result<()> {
+    step(
+        &format!("berth-agent image {tag} in {}", layout.display()),
+        || agent_image(layout, tag).context("building the agent image"),
+    )?;
+    if let Some(dest) = dest {
+        step(&format!("push to {dest}"), || {
+            let mut cmd = Command::new("skopeo");
+            cmd.args(["copy", "--quiet"]);
+            if insecure {
+                cmd.arg("--dest-tls-verify=false");
+            }
+            let out = cmd
+                .arg(format!("oci:{}:{tag}", layout.display()))
+                .arg(format!("docker://{dest}"))
+                .output()
+                .context("running skopeo")?;
+            if !out.status.success() {
+                bail!("skopeo copy: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
 fn absolute(dir: &Path) -> Result<PathBuf> {
