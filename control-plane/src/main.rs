@@ -288,7 +288,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(kubeconfig = %kubeconfig.display(), revision = store.revision(), "store open");
     let signer = berth_control_plane::jwt::Signer::load_or_create(&data_dir.join("sa.key"))
         .context("loading the service-account signing key")?;
-    let api = Arc::new(Api::with_signer(store, creds.admin_token.clone(), signer));
+    let signer = Arc::new(signer);
+    let api = Arc::new(Api::with_signer(
+        store,
+        creds.admin_token.clone(),
+        Arc::clone(&signer),
+    ));
     at_start("creating the cluster's base objects", || api.bootstrap(listen))?;
     // A restart keeps a join token that is still valid (and its expiry); one that expired, or whose
     // Secret the token cleaner deleted, is replaced by a new one.
@@ -372,6 +377,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             node_monitor_grace: Duration::from_secs(cli.node_monitor_grace_seconds),
             ca_key_pem: Some(creds.ca_key_pem.clone()),
             ca_pem: Some(creds.ca_pem.clone()),
+            token_signer: Some(Arc::clone(&signer)),
             lease_duration,
             leader_identity: cli.etcd_servers.as_ref().map(|_| identity.clone()),
             ..controllers::Config::default()

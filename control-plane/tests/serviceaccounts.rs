@@ -443,3 +443,83 @@ fn pods_get_their_account_volume_and_nodes_tokens_only_for_their_own_pods() {
     let (code, body) = post_as_node(&server, &one, robot, &request("web"));
     assert!(code == 403, "another account than the pod's: {code} {body}");
 }
+
+#[test]
+fn token_secrets_made_by_hand_get_a_long_lived_token_that_dies_with_the_secret() {
+    // Kubernetes' documented way to a long-lived token: a Secret of type
+    // kubernetes.io/service-account-token naming the account; the control plane fills it in.
+    let dir = temp_dir("sa-secrets");
+    let server = Server::start(&dir);
+    let pods = "/api/v1/namespaces/default/pods";
+    server.ok(&["create", "serviceaccount", "ci"]);
+    server.ok(&[
+        "create",
+        "rolebinding",
+        "ci",
+        "--clusterrole=view",
+        "--serviceaccount=default:ci",
+    ]);
+    server.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: ci-token\n  annotations: {kubernetes.io/service-account.name: ci}\ntype: kubernetes.io/service-account-token\n",
+    );
+    let mut token = String::new();
+    for _ in 0..100 {
+        token = server.jsonpath("secret", "ci-token", "default", "{.data.token}");
+        if !token.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    use base64::Engine;
+    let decode = |b: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .expect("base64"),
+        )
+        .expect("utf-8")
+    };
+    let token = decode(&token);
+    assert!(!token.is_empty(), "the controller filled in no token");
+    let ca = decode(&server.jsonpath("secret", "ci-token", "default", "{.data.ca\\.crt}"));
+    assert!(ca.contains("BEGIN CERTIFICATE"), "{ca}");
+    let uid = server.jsonpath("serviceaccount", "ci", "default", "{.metadata.uid}");
+    let annotated = server.jsonpath(
+        "secret",
+        "ci-token",
+        "default",
+        "{.metadata.annotations.kubernetes\\.io/service-account\\.uid}",
+    );
+    assert_eq!(annotated.trim(), uid.trim());
+    let who = json(&server.ok(&["auth", "whoami", "--token", &token, "-o", "json"]));
+    assert_eq!(
+        who["status"]["userInfo"]["username"],
+        "system:serviceaccount:default:ci"
+    );
+    let (code, body) = server.curl_as(&token, &[], pods);
+    assert_eq!(code, 200, "{body}");
+    // Deleting the Secret revokes the token at once.
+    server.ok(&["delete", "secret", "ci-token"]);
+    assert_eq!(server.curl_as(&token, &[], pods).0, 401, "its Secret is gone");
+    // A token Secret of an account that does not exist is removed, as Kubernetes does.
+    server.apply(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: orphan\n  annotations: {kubernetes.io/service-account.name: nobody}\ntype: kubernetes.io/service-account-token\n",
+    );
+    let mut gone = false;
+    for _ in 0..100 {
+        if !server.kubectl(&["get", "secret", "orphan"]).status.success() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(gone, "the orphan token Secret stayed");
+    // One that names no account is refused, as kube-apiserver refuses it.
+    let (ok, out) = server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: nameless}\ntype: kubernetes.io/service-account-token\n",
+    );
+    assert!(!ok && out.contains("kubernetes.io/service-account.name"), "{out}");
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -434,6 +434,19 @@ fn validate_data(kind: &str, obj: &Value) -> Problems {
             format!("Too long: must have at most {MAX_DATA_BYTES} bytes"),
         );
     }
+    // A token Secret names its account (the tokens controller fills in the rest).
+    if kind == "Secret"
+        && obj.get("type").and_then(Value::as_str) == Some(super::serviceaccounts::LEGACY_TOKEN_TYPE)
+        && obj
+            .pointer("/metadata/annotations/kubernetes.io~1service-account.name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        p.add(
+            "metadata.annotations[kubernetes.io/service-account.name]",
+            "Required value",
+        );
+    }
     p
 }
 

@@ -201,9 +201,9 @@ impl Api {
     }
 
     /// The API signing service-account tokens with `signer`.
-    pub fn with_signer(store: Arc<Store>, admin_token: String, signer: crate::jwt::Signer) -> Self {
+    pub fn with_signer(store: Arc<Store>, admin_token: String, signer: Arc<crate::jwt::Signer>) -> Self {
         Api {
-            signer: Some(Arc::new(signer)),
+            signer: Some(signer),
             ..Api::new(store, admin_token)
         }
     }

@@ -5,6 +5,7 @@
 //! the JWKS let others verify them; and the ServiceAccount admission plugin mounts a pod's token,
 //! the cluster CA and its namespace at `/var/run/secrets/kubernetes.io/serviceaccount`.
 
+use base64::Engine;
 use serde_json::{Value, json};
 
 use super::{auth::User, objects, status::ApiError, table::epoch_seconds, token_cache::TokenCache};
@@ -13,6 +14,13 @@ use crate::{jwt::Signer, store::Store};
 /// The issuer (`iss`) of the tokens and the audience the API server accepts (kube-apiserver's
 /// default `--service-account-issuer` and `--api-audiences` on kubeadm clusters).
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// The issuer of the non-expiring tokens kept in `kubernetes.io/service-account-token` Secrets
+/// (`controllers/legacytokens.rs`), as kube-controller-manager writes them.
+pub const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
+
+/// The type of a Secret that holds a service account's token.
+pub const LEGACY_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 
 /// Where containers find their token, the CA and their namespace.
 pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -216,6 +224,9 @@ pub fn token_request(
 pub fn authenticate(store: &Store, signer: &Signer, cache: &TokenCache, token: &str) -> Option<User> {
     let now = now();
     let claims = cache.claims(token, now, || signer.verify(token).ok())?;
+    if claims.get("iss").and_then(Value::as_str) == Some(LEGACY_ISSUER) {
+        return legacy_user(store, &claims, token);
+    }
     if claims.get("iss").and_then(Value::as_str) != Some(ISSUER) {
         return None;
     }
@@ -255,14 +266,47 @@ pub fn authenticate(store: &Store, signer: &Signer, cache: &TokenCache, token: &
     } else if private.get("node").is_some() {
         same("nodes", None, "node")?;
     }
-    Some(User {
+    Some(account_user(namespace, name))
+}
+
+/// The user of a token from a `kubernetes.io/service-account-token` Secret: valid while that Secret
+/// still holds exactly this token and its account still has the UID the token names (no expiry, as
+/// in Kubernetes; deleting the Secret revokes it).
+fn legacy_user(store: &Store, claims: &Value, token: &str) -> Option<User> {
+    let claim = |name: &str| {
+        claims
+            .get(format!("kubernetes.io/serviceaccount/{name}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let (namespace, name) = (claim("namespace"), claim("service-account.name"));
+    let account = stored(store, "serviceaccounts", Some(namespace), name)?;
+    if str_at(&account, "/metadata/uid") != claim("service-account.uid") {
+        return None;
+    }
+    let secret = stored(store, "secrets", Some(namespace), claim("secret.name"))?;
+    let held = secret
+        .pointer("/data/token")
+        .and_then(Value::as_str)
+        .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok());
+    if secret.get("type").and_then(Value::as_str) != Some(LEGACY_TOKEN_TYPE)
+        || held.as_deref() != Some(token.as_bytes())
+    {
+        return None;
+    }
+    Some(account_user(namespace, name))
+}
+
+/// A service account's user: its name and groups.
+fn account_user(namespace: &str, name: &str) -> User {
+    User {
         name: format!("system:serviceaccount:{namespace}:{name}"),
         groups: vec![
             "system:serviceaccounts".into(),
             format!("system:serviceaccounts:{namespace}"),
             "system:authenticated".into(),
         ],
-    })
+    }
 }
 
 /// `/.well-known/openid-configuration`: where the keys are and what tokens look like, for anyone

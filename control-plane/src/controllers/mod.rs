@@ -17,6 +17,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod gc;
 pub mod leader;
+pub mod legacytokens;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod quantity;
@@ -58,6 +59,9 @@ pub enum ControllerError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A service-account token could not be signed.
+    #[error("signing a service-account token: {0}")]
+    Signing(#[source] crate::jwt::JwtError),
 }
 
 /// Settings of the controllers.
@@ -73,6 +77,8 @@ pub struct Config {
     /// The cluster CA certificate, published in every namespace as `kube-root-ca.crt` (`None`: not
     /// published).
     pub ca_pem: Option<String>,
+    /// Signs the tokens of `kubernetes.io/service-account-token` Secrets (`None`: they stay empty).
+    pub token_signer: Option<std::sync::Arc<crate::jwt::Signer>>,
     /// Elect a leader among control planes sharing the store under this identity (`None`: this
     /// process is the only one and always leads).
     pub leader_identity: Option<String>,
@@ -87,6 +93,7 @@ impl Default for Config {
             tick: Duration::from_secs(1),
             ca_key_pem: None,
             ca_pem: None,
+            token_signer: None,
             leader_identity: None,
             lease_duration: Duration::from_secs(15),
         }
@@ -142,6 +149,7 @@ pub fn all() -> Vec<Box<dyn Controller>> {
         Box::new(endpoints::EndpointsController::default()),
         Box::new(serviceaccount::ServiceAccountController),
         Box::new(rootca::RootCaPublisher),
+        Box::new(legacytokens::LegacyTokenController),
         Box::new(certificates::CertificateController::default()),
         Box::new(namespace::NamespaceController::default()),
         Box::new(bootstrap::BootstrapController::default()),
