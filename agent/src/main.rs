@@ -135,7 +135,7 @@ struct RunArgs {
     pod_interfaces: Vec<String>,
     /// cgroup v2 directory of the node's own subtree, for socket-level load balancing; empty for none
     /// (so a manifest can turn it off through a variable).
-    #[arg(long, value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from))]
+    #[arg(long, value_parser = path_or_empty)]
     cgroup: Option<PathBuf>,
     /// Default backend selection for new flows.
     #[arg(long, value_enum, default_value_t = LbAlgorithm::Random)]
@@ -240,6 +240,11 @@ fn default_node_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_lowercase())
         .unwrap_or_default()
+}
+
+/// A path, empty allowed (clap's own path parser refuses an empty value).
+fn path_or_empty(s: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(s))
 }
 
 fn parse_mac_arg(s: &str) -> Result<[u8; 6], String> {

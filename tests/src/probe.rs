@@ -256,9 +256,74 @@ pub fn serve_udp(id: String, port: u16) -> std::io::Result<()> {
 
 /// One TCP attempt: connect, read the greeting.
 pub fn tcp_once(target: SocketAddr, timeout: Duration) -> Attempt {
+    tcp_once_from(target, timeout, None)
+}
+
+/// A TCP stream to `target` from local port `port` (SO_REUSEADDR), connect bounded by `timeout`.
+fn connect_from(target: SocketAddr, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = target else {
+        return Err(std::io::Error::from(std::io::ErrorKind::Unsupported));
+    };
+    // SAFETY: plain socket(2); the descriptor is owned by the TcpStream made below (or closed here).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a socket this function just made and nothing else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let local = sockaddr(Ipv4Addr::UNSPECIFIED, port);
+    let remote = sockaddr(*v4.ip(), v4.port());
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: valid option pointers and lengths; sockaddr_in pointers with their size.
+    let ok = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            4,
+        ) == 0
+            && libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            ) == 0
+            && libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) == 0
+            && libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) == 0
+    };
+    if ok {
+        Ok(stream)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One TCP attempt, from local port `source_port` when given. A connection from a fixed port ends
+/// with a reset (SO_LINGER 0), so the same port can connect again at once: a client reusing a tuple.
+pub fn tcp_once_from(target: SocketAddr, timeout: Duration, source_port: Option<u16>) -> Attempt {
     let start = Instant::now();
     let micros = || start.elapsed().as_micros() as u64;
-    let stream = match TcpStream::connect_timeout(&target, timeout) {
+    let connected = match source_port {
+        Some(port) => connect_from(target, port, timeout),
+        None => TcpStream::connect_timeout(&target, timeout),
+    };
+    let stream = match connected {
         Ok(s) => s,
         Err(e) => {
             return Attempt::Err {
@@ -270,7 +335,25 @@ pub fn tcp_once(target: SocketAddr, timeout: Duration) -> Attempt {
     let _ = stream.set_read_timeout(Some(timeout));
     let from = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut line = String::new();
-    match BufReader::new(&stream).read_line(&mut line) {
+    let read = BufReader::new(&stream).read_line(&mut line);
+    if source_port.is_some() {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid option pointer and its size, on the stream's own descriptor.
+        unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    }
+    match read {
         Ok(n) if n > 0 => {
             let mut it = line.split_whitespace();
             let id = it.next().unwrap_or("?").to_string();

@@ -267,6 +267,32 @@ fn affinity_ends_when_its_backend_starts_terminating() {
 }
 
 #[test]
+fn a_client_reusing_its_port_after_a_backend_left_is_balanced_anew() {
+    // A busy client reuses source ports within seconds. The old connection's conntrack entry still
+    // names its backend; once that backend has left the Service, a new connection on the same tuple
+    // must go to a backend the Service has now (as netfilter's conntrack re-balances a SYN on a closed
+    // entry). The demo's deleted pod lost requests to exactly this.
+    let mut world = LbWorld::build("portreuse", 3).expect("world");
+    world.start_agent(false, &[]).expect("agent");
+    world.apply("web.yaml", &web_yaml(&world, &[0, 1], ""), 2);
+    let target = web_target().to_string();
+    let from_port = ["tcp", target.as_str(), "--count", "1", "--source-port", "40404"];
+    let first = world.probe(&world.pods[2].ns, None, &from_port);
+    let served = first[0].id().expect("served").to_string();
+    let left: usize = served.trim_start_matches("pod").parse().expect("pod index");
+    let stays = 1 - left;
+    world.apply("web.yaml", &web_yaml(&world, &[stays], ""), 2);
+    for _ in 0..3 {
+        let again = world.probe(&world.pods[2].ns, None, &from_port);
+        assert_eq!(
+            again[0].id(),
+            Some(format!("pod{stays}").as_str()),
+            "the same tuple went to the backend that left ({served}): {again:?}"
+        );
+    }
+}
+
+#[test]
 fn restart_with_a_broken_manifest_keeps_its_services() {
     let mut world = LbWorld::build("brokenrst", 2).expect("world");
     world.start_agent(false, &[]).expect("agent");

@@ -229,16 +229,14 @@ fn mounts(spec: &ContainerSpec) -> Result<Vec<Mount>, SpecError> {
         .into_iter()
         // The sysfs and cgroup mounts of the defaults are read-only, as runc's own spec has them;
         // a privileged container gets them writable, as containerd and CRI-O give them.
-        .map(|m| {
-            if !spec.privileged {
-                return m;
+        .map(|mut m| {
+            if spec.privileged {
+                let writable = m
+                    .options()
+                    .as_ref()
+                    .map(|o| o.iter().filter(|o| *o != "ro").cloned().collect());
+                m.set_options(writable);
             }
-            let options = m
-                .options()
-                .as_ref()
-                .map(|o| o.iter().filter(|o| *o != "ro").cloned().collect::<Vec<_>>());
-            let mut m = m;
-            m.set_options(options);
             m
         })
         .collect();

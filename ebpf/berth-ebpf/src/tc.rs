@@ -83,11 +83,15 @@ fn balance(ctx: &TcContext) -> i32 {
     if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {
         // SAFETY: pointer from a successful lookup; plain integer fields.
         let entry = unsafe { &mut *entry };
-        // A SYN on an existing forward entry is a client reusing the tuple for a new connection. If
-        // the flow's reply entry was taken over meanwhile (same client port, same backend, another
-        // Service), replies would be rewritten wrongly: balance the connection anew instead.
-        let reused =
-            is_fresh_syn(&flow) && entry.flags & CT_F_REPLY == 0 && !reply_matches(&key, entry, &flow);
+        // A SYN on an existing forward entry is a client reusing the tuple for a new connection (or
+        // retransmitting its first SYN). After the old connection closed (FIN or RST seen), the new
+        // one is balanced anew, as netfilter's conntrack does: its backend may have gone meanwhile
+        // (a deleted pod), and a busy client reuses ports within seconds. Also balanced anew when
+        // the flow's reply entry was taken over (same client port, same backend, another Service),
+        // as replies would be rewritten wrongly. A retransmitted SYN keeps its backend.
+        let reused = is_fresh_syn(&flow)
+            && entry.flags & CT_F_REPLY == 0
+            && (entry.flags & CT_F_CLOSING != 0 || !reply_matches(&key, entry, &flow));
         if !reused {
             if entry.last_seen_ns != now {
                 entry.last_seen_ns = now;

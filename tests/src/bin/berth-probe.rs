@@ -37,6 +37,10 @@ enum Cmd {
         count: u32,
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// Connect from this local port (each connection then ends with a reset, so the next one can
+        /// reuse the port at once).
+        #[arg(long)]
+        source_port: Option<u16>,
     },
     /// COUNT UDP request/responses, one line each.
     Udp {
@@ -125,9 +129,11 @@ fn main() -> Result<()> {
             target,
             count,
             timeout_ms,
+            source_port,
         } => {
             for _ in 0..count {
-                probe::print(&probe::tcp_once(target, Duration::from_millis(timeout_ms)));
+                let timeout = Duration::from_millis(timeout_ms);
+                probe::print(&probe::tcp_once_from(target, timeout, source_port));
             }
         }
         Cmd::Udp {
