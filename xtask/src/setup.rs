@@ -30,6 +30,8 @@ const APT_PACKAGES: &[&str] = &[
     "skopeo",
     "docker-registry",
     "busybox-static",
+    // `strip`: the agent's image (`cargo xtask image`) carries the binary without debug info.
+    "binutils",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
