@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::Context;
 use berth_control_plane::{
-    api::{Api, ApiError, admission, apiservers},
+    api::{Api, ApiError, apiservers, kinds},
     controllers, pki, server, sim,
     store::Store,
 };
@@ -338,7 +338,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         None => println!("The token never expires (--token-ttl 0).\n"),
     }
-    admission::set_default_toleration_seconds(cli.default_toleration_seconds);
+    kinds::set_default_toleration_seconds(cli.default_toleration_seconds);
     let stop = Arc::new(AtomicBool::new(false));
     let identity = cli.id.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();

@@ -489,7 +489,7 @@ pub fn admit_node_pod(user: &User, body: &[u8]) -> Result<(), ApiError> {
     let Ok(pod) = serde_json::from_slice::<Value>(body) else {
         return refuse(format!("node {node:?} must send a mirror pod as JSON"));
     };
-    if !super::admission::is_mirror_pod(&pod) {
+    if !super::kinds::is_mirror_pod(&pod) {
         return refuse(format!(
             "pod does not have \"kubernetes.io/config.mirror\" annotation, node {node:?} can only create mirror pods"
         ));

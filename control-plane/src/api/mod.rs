@@ -18,6 +18,7 @@ pub mod auth;
 pub mod discovery;
 pub mod fields;
 pub mod jsonpatch;
+pub mod kinds;
 pub mod limits;
 pub mod logs;
 pub mod names;

@@ -1,15 +1,13 @@
 //! Create / read / list / replace / patch / delete of objects over the store, as JSON: the store keeps
 //! each object's JSON without `resourceVersion`, which is the key's modify revision and is put back on
-//! every read. What is particular to a kind (defaults, validation, allocated addresses and ports) is
-//! in [`super::admission`]; graceful deletion and finalizers are here, because every kind has them.
+//! every read. This is the generic registry: every kind is written the same way, and where kinds
+//! differ (defaults, validation, allocated addresses and ports, how a deletion waits) the resource's
+//! [`Strategy`](super::kinds::Strategy) decides, through [`super::admission`] for writes; finalizers
+//! and the deletion protocol are here, because every kind has them.
 
 use serde_json::{Map, Value, json};
 
-use super::{
-    admission, limits, patch,
-    status::ApiError,
-    typed::{self, FieldValidation},
-};
+use super::{admission, kinds::Deletion, limits, patch, status::ApiError, typed::FieldValidation};
 use crate::store::{KeyValue, Store};
 
 pub use super::resources::{Resource, by_plural as resource};
@@ -191,17 +189,6 @@ fn namespace_accepts(store: &Store, r: &Resource, namespace: &str, name: &str) -
     Ok(())
 }
 
-/// A namespace's `spec.finalizers`: while any is left (`kubernetes`, until the namespace controller
-/// has deleted its content), a deleted namespace stays, `Terminating`.
-pub fn namespace_finalizers(ns: &Value) -> Vec<String> {
-    ns.pointer("/spec/finalizers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f.as_str().map(str::to_string))
-        .collect()
-}
-
 /// A written object and the warnings to send with it.
 pub type Written = (Value, Vec<String>);
 
@@ -273,12 +260,12 @@ pub fn create(
     }
     // Status is the controllers' and nodes' to write (a node registers with its status).
     if r.has_status()
-        && r.kind != "Node"
+        && !r.strategy.status_on_create()
         && let Some(map) = obj.as_object_mut()
     {
         map.remove("status");
     }
-    let (mut obj, warnings) = typed::normalize(r.kind, obj, validation)?;
+    let (mut obj, warnings) = r.strategy.decode(obj, validation)?;
     admission::on_create(store, r, &mut obj)?;
     if let Some(manager) = &options.manager {
         super::apply::record_update(r.kind, &r.api_version(), manager, None, &mut obj);
@@ -625,7 +612,7 @@ fn write_over(
             };
         }
     }
-    let (mut obj, warnings) = typed::normalize(r.kind, obj, validation)?;
+    let (mut obj, warnings) = r.strategy.decode(obj, validation)?;
     if part == Part::Main {
         admission::on_update(store, r, &old_obj, &mut obj)?;
         if let Some(manager) = &options.manager {
@@ -940,17 +927,9 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
 /// Whether an object marked for deletion may go now: no finalizers left, and for a pod on a node,
 /// its node has confirmed the containers stopped (a delete with grace period 0).
 fn deletion_complete(r: &Resource, obj: &Value) -> bool {
-    if obj.pointer("/metadata/deletionTimestamp").is_none() || !finalizers(obj).is_empty() {
-        return false;
-    }
-    if r.kind == "Namespace" && !namespace_finalizers(obj).is_empty() {
-        return false;
-    }
-    r.kind != "Pod"
-        || obj
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .is_none_or(|g| g == 0)
+    obj.pointer("/metadata/deletionTimestamp").is_some()
+        && finalizers(obj).is_empty()
+        && r.strategy.deletion_complete(obj)
 }
 
 /// Removes an object from the store for good (compare-and-swap on `revision`), releasing what it
@@ -1027,24 +1006,8 @@ pub fn delete(
             Propagation::Orphan if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
             _ => {}
         }
-        let on_node = r.kind == "Pod"
-            && obj
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .is_some_and(|n| !n.is_empty())
-            && !obj
-                .pointer("/status/phase")
-                .and_then(Value::as_str)
-                .is_some_and(|p| p == "Succeeded" || p == "Failed");
-        let grace = opts.grace_period_seconds.unwrap_or_else(|| {
-            obj.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .unwrap_or(30)
-        });
-        let graceful = on_node && grace > 0;
-        // A namespace with spec finalizers goes `Terminating` while its content is deleted.
-        let finalizing = r.kind == "Namespace" && !namespace_finalizers(&obj).is_empty();
-        if fins.is_empty() && !graceful && !finalizing {
+        let deletion = r.strategy.deletion(&obj, opts.grace_period_seconds);
+        if fins.is_empty() && deletion == Deletion::Now {
             return match remove(store, r, &k, kv.mod_revision, &obj) {
                 Ok(_) => Ok(obj),
                 Err(e) if e.reason == "Conflict" && attempts < 5 => {
@@ -1065,19 +1028,13 @@ pub fn delete(
         if !marked {
             next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
         }
-        if r.kind == "Namespace" {
-            if !next.get("status").is_some_and(Value::is_object) {
-                next["status"] = json!({});
-            }
-            next["status"]["phase"] = json!("Terminating");
-        }
-        if r.kind == "Pod" {
-            // A shorter grace period may replace a longer one; 0 is the node confirming.
-            let g = if graceful { grace } else { 0 };
-            next["metadata"]["deletionGracePeriodSeconds"] = json!(current_grace.map_or(g, |c| c.min(g)));
-        } else if !marked {
-            next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-        }
+        r.strategy.mark_for_deletion(&mut next);
+        // A shorter grace period may replace a longer one; 0 is the node confirming.
+        let grace = match deletion {
+            Deletion::Graceful(g) => g,
+            Deletion::Now | Deletion::Finalizing => 0,
+        };
+        next["metadata"]["deletionGracePeriodSeconds"] = json!(current_grace.map_or(grace, |c| c.min(grace)));
         if next == obj {
             return Ok(obj);
         }

@@ -3,9 +3,9 @@
 //! Strategic merge patch is what `kubectl apply`, `kubectl patch` and most controllers send for
 //! built-in kinds. It differs from a merge patch in how lists are treated: a list field whose Go type
 //! carries `patchStrategy:"merge"` is merged, element by element, instead of being replaced. Which
-//! fields those are is not in the JSON, so this module carries a table copied from the
+//! fields those are is not in the JSON, so each kind's strategy carries a table copied from the
 //! `patchStrategy`/`patchMergeKey` struct tags of k8s.io/api (checked against the tags compiled into
-//! kubectl 1.33). The semantics follow k8s.io/apimachinery/pkg/util/strategicpatch as the API server
+//! kubectl 1.33; see [`super::kinds::Strategy::merge_keys`]), built from the pieces here. The semantics follow k8s.io/apimachinery/pkg/util/strategicpatch as the API server
 //! applies it (parallel lists merged, unmatched nulls ignored):
 //!
 //! - maps merge recursively and `null` deletes a key;
@@ -90,15 +90,15 @@ pub fn strategic(kind: &str, target: &mut Value, patch: &Value) -> Result<(), Ap
 }
 
 // ---------------------------------------------------------------------------------------------
-// The merge-key table.
+// The merge-key tables' pieces.
 // ---------------------------------------------------------------------------------------------
 
 /// The fields of one API type that strategic merge patch needs to know about: merge lists, and the
 /// fields leading to types that have some. Fields not listed are plain (maps merge, lists replace).
-pub(super) type Schema = &'static [Field];
+pub type Schema = &'static [Field];
 
 /// One field, as its Go struct tag describes it.
-pub(super) struct Field {
+pub struct Field {
     /// JSON name.
     name: &'static str,
     /// `patchStrategy:"merge"` (for list fields); `None` means the list is replaced.
@@ -109,7 +109,7 @@ pub(super) struct Field {
 
 /// How a list with `patchStrategy:"merge"` merges.
 #[derive(Clone, Copy)]
-pub(super) enum ListMerge {
+pub enum ListMerge {
     /// Objects identified by the `patchMergeKey` member.
     Keyed(&'static str),
     /// Primitives, merged as a set (no `patchMergeKey`).
@@ -117,7 +117,7 @@ pub(super) enum ListMerge {
 }
 
 /// A struct-typed field that leads to merge lists.
-const fn nested(name: &'static str, fields: Schema) -> Field {
+pub(super) const fn nested(name: &'static str, fields: Schema) -> Field {
     Field {
         name,
         list: None,
@@ -126,7 +126,7 @@ const fn nested(name: &'static str, fields: Schema) -> Field {
 }
 
 /// `patchStrategy:"merge" patchMergeKey:"<key>"` on a list of objects.
-const fn keyed(name: &'static str, key: &'static str, fields: Schema) -> Field {
+pub(super) const fn keyed(name: &'static str, key: &'static str, fields: Schema) -> Field {
     Field {
         name,
         list: Some(ListMerge::Keyed(key)),
@@ -135,7 +135,7 @@ const fn keyed(name: &'static str, key: &'static str, fields: Schema) -> Field {
 }
 
 /// `patchStrategy:"merge"` on a list of primitives.
-const fn set(name: &'static str) -> Field {
+pub(super) const fn set(name: &'static str) -> Field {
     Field {
         name,
         list: Some(ListMerge::Set),
@@ -144,107 +144,15 @@ const fn set(name: &'static str) -> Field {
 }
 
 /// metav1.ObjectMeta. `managedFields` has no strategy (replaced).
-const OBJECT_META: Schema = &[set("finalizers"), keyed("ownerReferences", "uid", &[])];
-
-/// core/v1 Container and EphemeralContainerCommon (same tags). `envFrom` and `resizePolicy` have no
-/// strategy (replaced).
-const CONTAINER: Schema = &[
-    keyed("ports", "containerPort", &[]),
-    keyed("env", "name", &[]),
-    keyed("volumeMounts", "mountPath", &[]),
-    keyed("volumeDevices", "devicePath", &[]),
-];
-
-/// core/v1 PodSpec. `volumes` and `resourceClaims` are `merge,retainKeys`: their elements are
-/// one-of unions, so kubectl sends `$retainKeys` in them (honoured wherever it appears, as in Go).
-/// `tolerations` and `readinessGates` have no strategy (replaced). `topologySpreadConstraints` merges
-/// by `topologyKey` alone, although its list-map keys for server-side apply also include
-/// `whenUnsatisfiable`.
-const POD_SPEC: Schema = &[
-    keyed("volumes", "name", &[]),
-    keyed("initContainers", "name", CONTAINER),
-    keyed("containers", "name", CONTAINER),
-    keyed("ephemeralContainers", "name", CONTAINER),
-    keyed("imagePullSecrets", "name", &[]),
-    keyed("hostAliases", "ip", &[]),
-    keyed("topologySpreadConstraints", "topologyKey", &[]),
-    keyed("schedulingGates", "name", &[]),
-    keyed("resourceClaims", "name", &[]),
-];
-
-/// core/v1 PodStatus. `containerStatuses`, `initContainerStatuses` and `ephemeralContainerStatuses`
-/// have no strategy (replaced).
-const POD_STATUS: Schema = &[
-    keyed("conditions", "type", &[]),
-    keyed("podIPs", "ip", &[]),
-    keyed("hostIPs", "ip", &[]),
-    keyed("resourceClaimStatuses", "name", &[]),
-];
-
-/// core/v1 PodTemplateSpec, where workload controllers keep their pods' spec.
-const POD_TEMPLATE: Schema = &[nested("metadata", OBJECT_META), nested("spec", POD_SPEC)];
-
-/// apps/v1 Deployment, ReplicaSet and DaemonSet: the pod template, and status conditions by `type`.
-/// Deployment `spec.strategy` is `patchStrategy:"retainKeys"` (kubectl sends `$retainKeys` when the
-/// strategy type changes); DaemonSet `updateStrategy` has no tag; `selector.matchExpressions` has no
-/// strategy (replaced).
-const WORKLOAD: Schema = &[
-    nested("metadata", OBJECT_META),
-    nested("spec", &[nested("template", POD_TEMPLATE)]),
-    nested("status", &[keyed("conditions", "type", &[])]),
-];
-
-/// core/v1 Pod.
-const POD: Schema = &[
-    nested("metadata", OBJECT_META),
-    nested("spec", POD_SPEC),
-    nested("status", POD_STATUS),
-];
-
-/// core/v1 Service: ServiceSpec `ports` merge by `port` (alone, so TCP and UDP on one port number
-/// collide, as in Kubernetes); ServiceStatus `conditions` by `type`.
-const SERVICE: Schema = &[
-    nested("metadata", OBJECT_META),
-    nested("spec", &[keyed("ports", "port", &[])]),
-    nested("status", &[keyed("conditions", "type", &[])]),
-];
-
-/// core/v1 Node: NodeSpec `podCIDRs` merge as a set, `taints` have no strategy (replaced);
-/// NodeStatus `addresses` and `conditions` merge by `type`.
-const NODE: Schema = &[
-    nested("metadata", OBJECT_META),
-    nested("spec", &[set("podCIDRs")]),
-    nested(
-        "status",
-        &[keyed("addresses", "type", &[]), keyed("conditions", "type", &[])],
-    ),
-];
-
-/// core/v1 Namespace: `spec.finalizers` has no strategy (replaced); status conditions by `type`.
-const NAMESPACE: Schema = &[
-    nested("metadata", OBJECT_META),
-    nested("status", &[keyed("conditions", "type", &[])]),
-];
-
-/// core/v1 ServiceAccount: `secrets` merge by `name`; `imagePullSecrets` here has no strategy
-/// (unlike PodSpec's) and is replaced.
-const SERVICE_ACCOUNT: Schema = &[nested("metadata", OBJECT_META), keyed("secrets", "name", &[])];
+pub(super) const OBJECT_META: Schema = &[set("finalizers"), keyed("ownerReferences", "uid", &[])];
 
 /// Kinds with no merge lists outside their metadata: ConfigMap, Secret, Endpoints (subsets and their
 /// addresses/ports are replaced), Event, EndpointSlice, Lease.
-const METADATA_ONLY: Schema = &[nested("metadata", OBJECT_META)];
+pub(super) const METADATA_ONLY: Schema = &[nested("metadata", OBJECT_META)];
 
-/// The table for one kind.
+/// The table for one kind (metadata only for kinds not served).
 pub(super) fn schema_for(kind: &str) -> Schema {
-    match kind {
-        "Pod" => POD,
-        "Deployment" | "ReplicaSet" | "DaemonSet" => WORKLOAD,
-        "Service" => SERVICE,
-        "Node" => NODE,
-        "Namespace" => NAMESPACE,
-        "ServiceAccount" => SERVICE_ACCOUNT,
-        _ => METADATA_ONLY,
-    }
+    super::resources::by_kind(kind).map_or(METADATA_ONLY, |r| r.strategy.merge_keys())
 }
 
 /// The strategy and type of `name` within `schema` (a plain field when not listed).

@@ -1,8 +1,10 @@
 //! The resource types the server serves: one table, from which routing, discovery, OpenAPI and the
-//! store layout are all derived, so adding a kind is one entry here plus its type in `typed.rs`.
+//! store layout are all derived, and whose entries carry their kind's rules ([`kinds`]), so adding
+//! a kind is one entry here plus its strategy.
+
+use super::kinds::{self, Strategy};
 
 /// A served resource type.
-#[derive(Debug)]
 pub struct Resource {
     /// API group (`""` for the core group).
     pub group: &'static str,
@@ -19,6 +21,19 @@ pub struct Resource {
     pub label_names: bool,
     /// Subresources (`status`, `scale`, `binding`, `eviction`, `log`).
     pub subresources: &'static [&'static str],
+    /// The kind's rules: type, defaults, validation, allocation, deletion, merge keys, columns.
+    pub strategy: &'static dyn Strategy,
+}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resource")
+            .field("group", &self.group)
+            .field("version", &self.version)
+            .field("plural", &self.plural)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Resource {
@@ -39,7 +54,7 @@ impl Resource {
     /// Whether `metadata.generation` counts changes of the spec (workload controllers compare it with
     /// `status.observedGeneration`).
     pub fn tracks_generation(&self) -> bool {
-        matches!(self.kind, "Deployment" | "ReplicaSet" | "DaemonSet" | "Pod")
+        self.strategy.tracks_generation()
     }
 }
 
@@ -53,6 +68,7 @@ const fn plain(
     singular: &'static str,
     kind: &'static str,
     namespaced: bool,
+    strategy: &'static dyn Strategy,
 ) -> Resource {
     Resource {
         group,
@@ -65,6 +81,7 @@ const fn plain(
         categories: NONE,
         label_names: false,
         subresources: NONE,
+        strategy,
     }
 }
 const ALL: &[&str] = &["all"];
@@ -82,6 +99,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: NONE,
         label_names: true,
         subresources: &["status", "finalize"],
+        strategy: &kinds::NAMESPACES,
     },
     Resource {
         group: "",
@@ -94,6 +112,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: NONE,
         label_names: false,
         subresources: NONE,
+        strategy: &kinds::CONFIG_MAPS,
     },
     Resource {
         group: "",
@@ -106,6 +125,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: NONE,
         label_names: false,
         subresources: NONE,
+        strategy: &kinds::SECRETS,
     },
     Resource {
         group: "",
@@ -126,6 +146,7 @@ pub const RESOURCES: &[Resource] = &[
             "attach",
             "portforward",
         ],
+        strategy: &kinds::PODS,
     },
     Resource {
         group: "",
@@ -138,6 +159,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: ALL,
         label_names: true,
         subresources: &["status"],
+        strategy: &kinds::SERVICES,
     },
     Resource {
         group: "",
@@ -150,6 +172,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: NONE,
         label_names: false,
         subresources: NONE,
+        strategy: &kinds::ENDPOINTS,
     },
     Resource {
         group: "",
@@ -162,6 +185,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: NONE,
         label_names: false,
         subresources: &["status"],
+        strategy: &kinds::NODES,
     },
     Resource {
         group: "",
@@ -174,6 +198,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: NONE,
         label_names: false,
         subresources: NONE,
+        strategy: &kinds::EVENTS,
     },
     Resource {
         group: "",
@@ -186,6 +211,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: NONE,
         label_names: false,
         subresources: &["token"],
+        strategy: &kinds::SERVICE_ACCOUNTS,
     },
     Resource {
         group: "apps",
@@ -198,6 +224,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: ALL,
         label_names: false,
         subresources: &["status", "scale"],
+        strategy: &kinds::DEPLOYMENTS,
     },
     Resource {
         group: "apps",
@@ -210,6 +237,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: ALL,
         label_names: false,
         subresources: &["status", "scale"],
+        strategy: &kinds::REPLICA_SETS,
     },
     Resource {
         group: "apps",
@@ -222,6 +250,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: ALL,
         label_names: false,
         subresources: &["status"],
+        strategy: &kinds::DAEMON_SETS,
     },
     Resource {
         group: "discovery.k8s.io",
@@ -234,6 +263,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: NONE,
         label_names: false,
         subresources: NONE,
+        strategy: &kinds::ENDPOINT_SLICES,
     },
     Resource {
         group: "coordination.k8s.io",
@@ -246,6 +276,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: NONE,
         label_names: false,
         subresources: NONE,
+        strategy: &kinds::LEASES,
     },
     Resource {
         group: "certificates.k8s.io",
@@ -258,6 +289,7 @@ pub const RESOURCES: &[Resource] = &[
         categories: NONE,
         label_names: false,
         subresources: &["status", "approval"],
+        strategy: &kinds::CERTIFICATE_SIGNING_REQUESTS,
     },
     plain(
         "rbac.authorization.k8s.io",
@@ -265,6 +297,7 @@ pub const RESOURCES: &[Resource] = &[
         "clusterrole",
         "ClusterRole",
         false,
+        &kinds::CLUSTER_ROLES,
     ),
     plain(
         "rbac.authorization.k8s.io",
@@ -272,14 +305,23 @@ pub const RESOURCES: &[Resource] = &[
         "clusterrolebinding",
         "ClusterRoleBinding",
         false,
+        &kinds::CLUSTER_ROLE_BINDINGS,
     ),
-    plain("rbac.authorization.k8s.io", "roles", "role", "Role", true),
+    plain(
+        "rbac.authorization.k8s.io",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &kinds::ROLES,
+    ),
     plain(
         "rbac.authorization.k8s.io",
         "rolebindings",
         "rolebinding",
         "RoleBinding",
         true,
+        &kinds::ROLE_BINDINGS,
     ),
     // Access reviews: answered, never stored.
     plain(
@@ -288,6 +330,7 @@ pub const RESOURCES: &[Resource] = &[
         "selfsubjectaccessreview",
         "SelfSubjectAccessReview",
         false,
+        &kinds::NOT_STORED,
     ),
     plain(
         "authorization.k8s.io",
@@ -295,6 +338,7 @@ pub const RESOURCES: &[Resource] = &[
         "subjectaccessreview",
         "SubjectAccessReview",
         false,
+        &kinds::NOT_STORED,
     ),
     plain(
         "authorization.k8s.io",
@@ -302,6 +346,7 @@ pub const RESOURCES: &[Resource] = &[
         "selfsubjectrulesreview",
         "SelfSubjectRulesReview",
         false,
+        &kinds::NOT_STORED,
     ),
     // Who am I, and whose is this token: answered, never stored.
     plain(
@@ -310,6 +355,7 @@ pub const RESOURCES: &[Resource] = &[
         "selfsubjectreview",
         "SelfSubjectReview",
         false,
+        &kinds::NOT_STORED,
     ),
     plain(
         "authentication.k8s.io",
@@ -317,6 +363,7 @@ pub const RESOURCES: &[Resource] = &[
         "tokenreview",
         "TokenReview",
         false,
+        &kinds::NOT_STORED,
     ),
 ];
 

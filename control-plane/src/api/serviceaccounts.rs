@@ -22,6 +22,9 @@ pub const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
 /// The type of a Secret that holds a service account's token.
 pub const LEGACY_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
 
+/// The annotation of a token Secret that names its account (the one field its author must set).
+pub const LEGACY_TOKEN_ACCOUNT_ANNOTATION: &str = "kubernetes.io/service-account.name";
+
 /// Where containers find their token, the CA and their namespace.
 pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -351,7 +354,7 @@ fn make_default_account(store: &Store, namespace: &str) -> Option<Value> {
 /// pod or the account opts out (`automountServiceAccountToken: false`) every container gets the
 /// `kube-api-access-*` projected volume (token, CA bundle, namespace) at [`MOUNT_PATH`].
 pub fn admit_pod(store: &Store, pod: &mut Value) -> Result<(), ApiError> {
-    if super::admission::is_mirror_pod(pod) {
+    if super::kinds::is_mirror_pod(pod) {
         return Ok(());
     }
     let namespace = str_at(pod, "/metadata/namespace").to_string();

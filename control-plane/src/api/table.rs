@@ -1,9 +1,14 @@
 //! `kubectl get` output: when a client asks for `application/json;as=Table;v=v1;g=meta.k8s.io`, lists,
-//! gets and watch events answer with a `meta.k8s.io/v1` Table — columns chosen per kind as the real
-//! API server prints them (namespaces: status; configmaps: data count; secrets: type and data count),
+//! gets and watch events answer with a `meta.k8s.io/v1` Table: NAME, the kind's columns as the real
+//! API server prints them (each kind's [`super::kinds::Strategy::columns`]), AGE, and any after it,
 //! each row carrying the object's metadata (or the whole object with `includeObject=Object`).
 
 use serde_json::{Value, json};
+
+use super::{
+    kinds::{Columns, column},
+    resources,
+};
 
 /// Whether the `Accept` header asks for a Table.
 pub fn wanted(accept: &str) -> bool {
@@ -11,79 +16,6 @@ pub fn wanted(accept: &str) -> bool {
         .split(',')
         .next()
         .is_some_and(|first| first.contains("as=Table"))
-}
-
-/// (name, type, priority) of each column; priority 1 columns show with `-o wide`.
-fn columns(kind: &str) -> Vec<(&'static str, &'static str, u8)> {
-    let mut cols = vec![("Name", "string", 0)];
-    match kind {
-        "Namespace" => cols.push(("Status", "string", 0)),
-        "ConfigMap" => cols.push(("Data", "integer", 0)),
-        "Secret" => cols.extend([("Type", "string", 0), ("Data", "integer", 0)]),
-        "Pod" => cols.extend([
-            ("Ready", "string", 0),
-            ("Status", "string", 0),
-            ("Restarts", "string", 0),
-        ]),
-        "Service" => cols.extend([
-            ("Type", "string", 0),
-            ("Cluster-IP", "string", 0),
-            ("External-IP", "string", 0),
-            ("Port(s)", "string", 0),
-        ]),
-        "Node" => cols.extend([("Status", "string", 0), ("Roles", "string", 0)]),
-        "Deployment" => cols.extend([
-            ("Ready", "string", 0),
-            ("Up-to-date", "integer", 0),
-            ("Available", "integer", 0),
-        ]),
-        "ReplicaSet" => cols.extend([
-            ("Desired", "integer", 0),
-            ("Current", "integer", 0),
-            ("Ready", "integer", 0),
-        ]),
-        "DaemonSet" => cols.extend([
-            ("Desired", "integer", 0),
-            ("Current", "integer", 0),
-            ("Ready", "integer", 0),
-            ("Up-to-date", "integer", 0),
-            ("Available", "integer", 0),
-        ]),
-        "Endpoints" => cols.push(("Endpoints", "string", 0)),
-        "EndpointSlice" => cols.extend([
-            ("AddressType", "string", 0),
-            ("Ports", "string", 0),
-            ("Endpoints", "string", 0),
-        ]),
-        "Lease" => cols.push(("Holder", "string", 0)),
-        "CertificateSigningRequest" => cols.extend([
-            ("SignerName", "string", 0),
-            ("Requestor", "string", 0),
-            ("Condition", "string", 0),
-        ]),
-        "Event" => cols.extend([
-            ("Type", "string", 0),
-            ("Reason", "string", 0),
-            ("Object", "string", 0),
-            ("Message", "string", 0),
-        ]),
-        _ => {}
-    }
-    cols.push(("Age", "string", 0));
-    match kind {
-        "Pod" => cols.extend([("IP", "string", 1), ("Node", "string", 1)]),
-        "Service" => cols.push(("Selector", "string", 1)),
-        "Node" => cols.push(("Version", "string", 0)),
-        "Deployment" | "ReplicaSet" | "DaemonSet" => {
-            cols.extend([
-                ("Containers", "string", 1),
-                ("Images", "string", 1),
-                ("Selector", "string", 1),
-            ]);
-        }
-        _ => {}
-    }
-    cols
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 UTC timestamp (`2026-11-22T04:40:07Z`).
@@ -100,6 +32,11 @@ pub fn epoch_seconds(ts: &str) -> Option<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// An object's age as `kubectl get` shows it.
+fn age_of(obj: &Value) -> String {
+    age(obj.pointer("/metadata/creationTimestamp").and_then(Value::as_str))
 }
 
 /// kubectl's short age format.
@@ -122,11 +59,8 @@ pub fn age(created: Option<&str>) -> String {
     }
 }
 
-fn count(v: Option<&Value>) -> usize {
-    v.and_then(Value::as_object).map_or(0, |m| m.len())
-}
-
-fn text(obj: &Value, pointer: &str) -> String {
+/// The value at `pointer` as text (strings unquoted; empty when absent or null).
+pub(super) fn text(obj: &Value, pointer: &str) -> String {
     match obj.pointer(pointer) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -134,18 +68,21 @@ fn text(obj: &Value, pointer: &str) -> String {
     }
 }
 
-fn int(obj: &Value, pointer: &str) -> i64 {
+/// The integer at `pointer`, or 0.
+pub(super) fn int(obj: &Value, pointer: &str) -> i64 {
     obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn list<'a>(obj: &'a Value, pointer: &str) -> impl Iterator<Item = &'a Value> {
+/// The elements of the array at `pointer` (none when it is not one).
+pub(super) fn list<'a>(obj: &'a Value, pointer: &str) -> impl Iterator<Item = &'a Value> {
     obj.pointer(pointer)
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
 }
 
-fn joined(values: impl Iterator<Item = String>, none: &str) -> String {
+/// Values joined by commas as kubectl shows them: `none` for no value, at most three and a count.
+pub(super) fn joined(values: impl Iterator<Item = String>, none: &str) -> String {
     let all: Vec<String> = values.collect();
     if all.is_empty() {
         none.to_string()
@@ -156,238 +93,31 @@ fn joined(values: impl Iterator<Item = String>, none: &str) -> String {
     }
 }
 
-/// What `kubectl get pods` shows as STATUS.
-fn pod_status(obj: &Value) -> String {
-    if obj.pointer("/metadata/deletionTimestamp").is_some() {
-        return "Terminating".into();
-    }
-    for s in list(obj, "/status/containerStatuses") {
-        if let Some(reason) = s.pointer("/state/waiting/reason").and_then(Value::as_str) {
-            return reason.into();
-        }
-        if let Some(reason) = s.pointer("/state/terminated/reason").and_then(Value::as_str) {
-            return reason.into();
-        }
-    }
-    let phase = text(obj, "/status/phase");
-    if phase.is_empty() { "Pending".into() } else { phase }
-}
-
-fn condition(obj: &Value, kind: &str) -> Option<String> {
-    list(obj, "/status/conditions")
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
-        .map(|c| text(c, "/status"))
-}
-
-fn service_ports(obj: &Value) -> String {
-    joined(
-        list(obj, "/spec/ports").map(|p| {
-            let port = text(p, "/port");
-            let proto = text(p, "/protocol");
-            match p.get("nodePort") {
-                Some(np) => format!("{port}:{np}/{proto}"),
-                None => format!("{port}/{proto}"),
-            }
-        }),
-        "<none>",
-    )
-}
-
-fn cells(kind: &str, obj: &Value) -> Vec<Value> {
-    let name = obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
-    let mut row = vec![name];
-    match kind {
-        "Namespace" => row.push(obj.pointer("/status/phase").cloned().unwrap_or(json!(""))),
-        "ConfigMap" => row.push(json!(count(obj.get("data")) + count(obj.get("binaryData")))),
-        "Secret" => {
-            row.push(obj.get("type").cloned().unwrap_or(json!("Opaque")));
-            row.push(json!(count(obj.get("data"))));
-        }
-        "Pod" => {
-            let total = list(obj, "/spec/containers").count();
-            let ready = list(obj, "/status/containerStatuses")
-                .filter(|s| s.get("ready").and_then(Value::as_bool) == Some(true))
-                .count();
-            let restarts: i64 = list(obj, "/status/containerStatuses")
-                .map(|s| int(s, "/restartCount"))
-                .sum();
-            row.extend([
-                json!(format!("{ready}/{total}")),
-                json!(pod_status(obj)),
-                json!(restarts.to_string()),
-            ]);
-        }
-        "Service" => {
-            let external = joined(
-                list(obj, "/status/loadBalancer/ingress")
-                    .map(|i| text(i, "/ip"))
-                    .chain(list(obj, "/spec/externalIPs").map(|v| text(v, ""))),
-                if text(obj, "/spec/type") == "LoadBalancer" {
-                    "<pending>"
-                } else {
-                    "<none>"
-                },
-            );
-            row.extend([
-                json!(text(obj, "/spec/type")),
-                json!(text(obj, "/spec/clusterIP")),
-                json!(external),
-                json!(service_ports(obj)),
-            ]);
-        }
-        "Node" => {
-            let mut status = match condition(obj, "Ready").as_deref() {
-                Some("True") => "Ready".to_string(),
-                _ => "NotReady".to_string(),
-            };
-            if obj.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
-                status.push_str(",SchedulingDisabled");
-            }
-            let roles = joined(
-                obj.pointer("/metadata/labels")
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/").map(str::to_string)),
-                "<none>",
-            );
-            row.extend([json!(status), json!(roles)]);
-        }
-        "Deployment" => row.extend([
-            json!(format!(
-                "{}/{}",
-                int(obj, "/status/readyReplicas"),
-                int(obj, "/spec/replicas")
-            )),
-            json!(int(obj, "/status/updatedReplicas")),
-            json!(int(obj, "/status/availableReplicas")),
-        ]),
-        "ReplicaSet" => row.extend([
-            json!(int(obj, "/spec/replicas")),
-            json!(int(obj, "/status/replicas")),
-            json!(int(obj, "/status/readyReplicas")),
-        ]),
-        "DaemonSet" => row.extend([
-            json!(int(obj, "/status/desiredNumberScheduled")),
-            json!(int(obj, "/status/currentNumberScheduled")),
-            json!(int(obj, "/status/numberReady")),
-            json!(int(obj, "/status/updatedNumberScheduled")),
-            json!(int(obj, "/status/numberAvailable")),
-        ]),
-        "Endpoints" => row.push(json!(joined(
-            list(obj, "/subsets").flat_map(|s| {
-                let ports: Vec<String> = list(s, "/ports").map(|p| text(p, "/port")).collect();
-                list(s, "/addresses")
-                    .flat_map(move |a| {
-                        let ip = text(a, "/ip");
-                        let ports = if ports.is_empty() {
-                            vec![String::new()]
-                        } else {
-                            ports.clone()
-                        };
-                        ports.into_iter().map(move |p| {
-                            if p.is_empty() {
-                                ip.clone()
-                            } else {
-                                format!("{ip}:{p}")
-                            }
-                        })
-                    })
-                    .collect::<Vec<_>>()
-            }),
-            "<none>",
-        ))),
-        "EndpointSlice" => row.extend([
-            json!(text(obj, "/addressType")),
-            json!(joined(list(obj, "/ports").map(|p| text(p, "/port")), "<unset>")),
-            json!(joined(
-                list(obj, "/endpoints").flat_map(|e| list(e, "/addresses").map(|a| text(a, ""))),
-                "<unset>",
-            )),
-        ]),
-        "Lease" => row.push(json!(text(obj, "/spec/holderIdentity"))),
-        "CertificateSigningRequest" => {
-            let mut state: Vec<String> = list(obj, "/status/conditions")
-                .filter(|c| text(c, "/status") == "True")
-                .map(|c| text(c, "/type"))
-                .collect();
-            if obj.pointer("/status/certificate").is_some() {
-                state.push("Issued".into());
-            }
-            row.extend([
-                json!(text(obj, "/spec/signerName")),
-                json!(text(obj, "/spec/username")),
-                json!(if state.is_empty() {
-                    "Pending".into()
-                } else {
-                    state.join(",")
-                }),
-            ]);
-        }
-        "Event" => row.extend([
-            json!(text(obj, "/type")),
-            json!(text(obj, "/reason")),
-            json!(format!(
-                "{}/{}",
-                text(obj, "/involvedObject/kind").to_lowercase(),
-                text(obj, "/involvedObject/name")
-            )),
-            json!(text(obj, "/message")),
-        ]),
-        _ => {}
-    }
-    row.push(json!(age(obj
-        .pointer("/metadata/creationTimestamp")
-        .and_then(Value::as_str))));
-    match kind {
-        "Pod" => {
-            let ip = text(obj, "/status/podIP");
-            let node = text(obj, "/spec/nodeName");
-            row.push(json!(if ip.is_empty() { "<none>".into() } else { ip }));
-            row.push(json!(if node.is_empty() { "<none>".into() } else { node }));
-        }
-        "Service" => row.push(json!(joined(
-            obj.pointer("/spec/selector")
-                .and_then(Value::as_object)
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())),
-            "<none>",
-        ))),
-        "Node" => row.push(json!(text(obj, "/status/nodeInfo/kubeletVersion"))),
-        "Deployment" | "ReplicaSet" | "DaemonSet" => {
-            let containers: Vec<&Value> = list(obj, "/spec/template/spec/containers").collect();
-            row.push(json!(
-                containers
-                    .iter()
-                    .map(|c| text(c, "/name"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ));
-            row.push(json!(
-                containers
-                    .iter()
-                    .map(|c| text(c, "/image"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ));
-            row.push(json!(super::subresources::selector_string(
-                obj.pointer("/spec/selector")
-            )));
-        }
-        _ => {}
-    }
-    row
-}
-
 /// A Table of `objects` of `kind`, at `resource_version`.
 pub fn of(kind: &str, objects: &[Value], resource_version: Option<&Value>, whole_objects: bool) -> Value {
-    let defs: Vec<Value> = columns(kind)
-        .into_iter()
-        .map(|(name, ty, priority)| {
-            json!({"name": name, "type": ty, "format": if name == "Name" { "name" } else { "" }, "description": "", "priority": priority})
+    let strategy = resources::by_kind(kind).map(|r| r.strategy);
+    let columns = strategy.map_or(Columns::NONE, |s| s.columns());
+    let name = column("Name", "string");
+    let age = column("Age", "string");
+    let defs: Vec<Value> = std::iter::once(&name)
+        .chain(columns.before_age)
+        .chain(std::iter::once(&age))
+        .chain(columns.after_age)
+        .map(|c| {
+            json!({"name": c.name, "type": c.ty, "format": if c.name == "Name" { "name" } else { "" }, "description": "", "priority": c.priority})
         })
         .collect();
+    let cells = |obj: &Value| {
+        let mut row = vec![obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+        if let Some(s) = strategy {
+            row.extend(s.cells(obj));
+        }
+        row.push(json!(age_of(obj)));
+        if let Some(s) = strategy {
+            row.extend(s.cells_after_age(obj));
+        }
+        row
+    };
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
@@ -396,7 +126,7 @@ pub fn of(kind: &str, objects: &[Value], resource_version: Option<&Value>, whole
             } else {
                 json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o.get("metadata").cloned().unwrap_or(json!({}))})
             };
-            json!({"cells": cells(kind, o), "object": object})
+            json!({"cells": cells(o), "object": object})
         })
         .collect();
     let mut meta = json!({});

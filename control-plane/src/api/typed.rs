@@ -4,14 +4,6 @@
 //! (kubectl's default once the OpenAPI says the server validates), `Warn` drops them with a warning,
 //! `Ignore` drops them silently.
 
-use k8s_openapi::api::{
-    apps::v1::{DaemonSet, Deployment, ReplicaSet},
-    certificates::v1::CertificateSigningRequest,
-    coordination::v1::Lease,
-    core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount},
-    discovery::v1::EndpointSlice,
-    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
-};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -39,7 +31,9 @@ impl FieldValidation {
     }
 }
 
-fn through<T: DeserializeOwned + Serialize>(
+/// `obj` through the Kubernetes type `T` and back, and the warnings to send (each kind's
+/// [`super::kinds::Strategy::decode`]).
+pub fn through<T: DeserializeOwned + Serialize>(
     obj: Value,
     validation: FieldValidation,
 ) -> Result<(Value, Vec<String>), ApiError> {
@@ -61,38 +55,4 @@ fn through<T: DeserializeOwned + Serialize>(
     let value = serde_json::to_value(&typed)
         .map_err(|e| ApiError::new(500, "InternalError", format!("re-encoding the object: {e}")))?;
     Ok((value, warnings))
-}
-
-/// `obj` as its kind's type sees it, and the warnings to send.
-pub fn normalize(
-    kind: &str,
-    obj: Value,
-    validation: FieldValidation,
-) -> Result<(Value, Vec<String>), ApiError> {
-    match kind {
-        "Namespace" => through::<Namespace>(obj, validation),
-        "ConfigMap" => through::<ConfigMap>(obj, validation),
-        "Secret" => through::<Secret>(obj, validation),
-        "Pod" => through::<Pod>(obj, validation),
-        "Service" => through::<Service>(obj, validation),
-        "Endpoints" => through::<Endpoints>(obj, validation),
-        "Node" => through::<Node>(obj, validation),
-        "Event" => through::<Event>(obj, validation),
-        "ServiceAccount" => through::<ServiceAccount>(obj, validation),
-        "Deployment" => through::<Deployment>(obj, validation),
-        "ReplicaSet" => through::<ReplicaSet>(obj, validation),
-        "DaemonSet" => through::<DaemonSet>(obj, validation),
-        "EndpointSlice" => through::<EndpointSlice>(obj, validation),
-        "Lease" => through::<Lease>(obj, validation),
-        "CertificateSigningRequest" => through::<CertificateSigningRequest>(obj, validation),
-        "ClusterRole" => through::<ClusterRole>(obj, validation),
-        "ClusterRoleBinding" => through::<ClusterRoleBinding>(obj, validation),
-        "Role" => through::<Role>(obj, validation),
-        "RoleBinding" => through::<RoleBinding>(obj, validation),
-        other => Err(ApiError::new(
-            500,
-            "InternalError",
-            format!("no type for kind {other}"),
-        )),
-    }
 }

@@ -14,10 +14,11 @@ use super::{
     cache::{Cache, str_at},
     objects::{DeleteOptions, Part},
 };
-use crate::api::serviceaccounts::{LEGACY_ISSUER, LEGACY_TOKEN_TYPE};
+use crate::api::serviceaccounts::{
+    LEGACY_ISSUER, LEGACY_TOKEN_ACCOUNT_ANNOTATION as NAME_ANNOTATION, LEGACY_TOKEN_TYPE,
+};
 
-/// The annotations that tie the Secret to its account.
-pub const NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
+/// The annotation that ties the Secret to its account's UID (its name's is the API's).
 pub const UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
 
 pub struct LegacyTokenController;
@@ -33,8 +34,14 @@ impl Controller for LegacyTokenController {
         };
         match change.plural {
             "secrets" if is_token(change.new) => keys.push(change.key.to_string()),
-            // An account deleted or replaced: its namespace's token Secrets are looked at again.
-            "serviceaccounts" => keys.push(change.key.to_string()),
+            // An account deleted or replaced: its namespace's token Secrets are looked at again
+            // (a new account has none yet that are not queued already by their own event).
+            "serviceaccounts" => {
+                let uid = |v: Option<&Value>| v.and_then(|a| a.pointer("/metadata/uid")).cloned();
+                if change.old.is_some() && uid(change.old) != uid(change.new) {
+                    keys.push(change.key.to_string());
+                }
+            }
             _ => {}
         }
     }

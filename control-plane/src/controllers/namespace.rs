@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::{Change, Controller, ControllerError, Ctx, cache::Cache, cache::str_at};
 use crate::api::{
+    kinds,
     objects::{self, DeleteOptions, Part},
     resources::RESOURCES,
 };
@@ -76,7 +77,7 @@ impl Controller for NamespaceController {
         };
         let name = str_at(&ns, "/metadata/name");
         if ns.pointer("/metadata/deletionTimestamp").is_none()
-            || !objects::namespace_finalizers(&ns).iter().any(|f| f == FINALIZER)
+            || !kinds::namespace_finalizers(&ns).iter().any(|f| f == FINALIZER)
         {
             self.terminating.remove(&name);
             return Ok(());
@@ -103,7 +104,7 @@ impl Controller for NamespaceController {
             )?;
         }
         if remaining.instances.is_empty() {
-            let left: Vec<String> = objects::namespace_finalizers(&ns)
+            let left: Vec<String> = kinds::namespace_finalizers(&ns)
                 .into_iter()
                 .filter(|f| f != FINALIZER)
                 .collect();

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{Config, Manager};
 use crate::{
-    api::{Api, ApiRequest, admission},
+    api::{Api, ApiRequest, kinds},
     sim::HollowNodes,
     store::Store,
 };
@@ -253,7 +253,7 @@ fn deployments_roll_out_spread_scale_roll_and_go() {
 #[test]
 fn a_silent_node_is_tainted_and_its_pods_move() {
     let w = World::new("lifecycle");
-    admission::set_default_toleration_seconds(1);
+    kinds::set_default_toleration_seconds(1);
     let mut nodes = HollowNodes::register(Arc::clone(w.api.store()), "m", 2).expect("nodes");
     // Renewals well inside the 2 s grace.
     nodes.lease_renew = Duration::from_millis(300);

@@ -1,0 +1,298 @@
+//! Services: defaults (type, affinity, IP families, traffic policies, target ports), validation,
+//! the ClusterIP and NodePorts handed out ([`allocator`]) and kept across updates, merge keys and
+//! `kubectl get services` columns.
+
+use k8s_openapi::api::core::v1::Service;
+use serde_json::{Value, json};
+
+use super::{Column, Columns, Problems, Strategy, column, default, immutable, name_of, owner, wide};
+use crate::api::{
+    allocator::{self, Pool},
+    patch::{OBJECT_META, Schema, keyed, nested},
+    resources::Resource,
+    status::ApiError,
+    table::{joined, list, text},
+    typed::{self, FieldValidation},
+};
+use crate::store::Store;
+
+/// The strategy of core/v1 Services.
+pub struct Services;
+
+/// The entry of the resource table.
+pub const SERVICES: Services = Services;
+
+impl Strategy for Services {
+    fn decode(&self, obj: Value, validation: FieldValidation) -> Result<(Value, Vec<String>), ApiError> {
+        typed::through::<Service>(obj, validation)
+    }
+
+    fn create(&self, store: &Store, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+        default_service(obj);
+        validate_service(obj).into_result(r.kind, obj)?;
+        allocate_service(store, r, obj, None).map_err(|e| e.about(r.kind, name_of(obj)))
+    }
+
+    fn update(&self, store: &Store, r: &Resource, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
+        default_service(obj);
+        // A client that leaves the handed-out values out (kubectl apply does) keeps them.
+        if obj
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+            && let Some(ip) = old.pointer("/spec/clusterIP")
+        {
+            obj["spec"]["clusterIP"] = ip.clone();
+            if let Some(ips) = old.pointer("/spec/clusterIPs") {
+                obj["spec"]["clusterIPs"] = ips.clone();
+            }
+        }
+        let old_ip = old.pointer("/spec/clusterIP");
+        if old_ip.is_some() && obj.pointer("/spec/clusterIP") != old_ip {
+            return Err(immutable(r.kind, obj, "spec.clusterIPs[0]"));
+        }
+        validate_service(obj).into_result(r.kind, obj)?;
+        allocate_service(store, r, obj, Some(old)).map_err(|e| e.about(r.kind, name_of(obj)))
+    }
+
+    /// Its ClusterIP and NodePorts.
+    fn held(&self, obj: &Value) -> Vec<(&'static Pool, u32)> {
+        let mut out = Vec::new();
+        if let Some(ip) = obj
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .and_then(allocator::CLUSTER_IPS.parse)
+        {
+            out.push((&allocator::CLUSTER_IPS, ip));
+        }
+        for port in list(obj, "/spec/ports") {
+            if let Some(np) = port.get("nodePort").and_then(Value::as_u64) {
+                out.push((&allocator::NODE_PORTS, np as u32));
+            }
+        }
+        out
+    }
+
+    /// ServiceSpec `ports` merge by `port` (alone, so TCP and UDP on one port number collide, as in
+    /// Kubernetes); ServiceStatus `conditions` by `type`.
+    fn merge_keys(&self) -> Schema {
+        const SERVICE: Schema = &[
+            nested("metadata", OBJECT_META),
+            nested("spec", &[keyed("ports", "port", &[])]),
+            nested("status", &[keyed("conditions", "type", &[])]),
+        ];
+        SERVICE
+    }
+
+    fn columns(&self) -> Columns {
+        const BEFORE: &[Column] = &[
+            column("Type", "string"),
+            column("Cluster-IP", "string"),
+            column("External-IP", "string"),
+            column("Port(s)", "string"),
+        ];
+        const AFTER: &[Column] = &[wide("Selector", "string")];
+        Columns {
+            before_age: BEFORE,
+            after_age: AFTER,
+        }
+    }
+
+    fn cells(&self, obj: &Value) -> Vec<Value> {
+        let external = joined(
+            list(obj, "/status/loadBalancer/ingress")
+                .map(|i| text(i, "/ip"))
+                .chain(list(obj, "/spec/externalIPs").map(|v| text(v, ""))),
+            if text(obj, "/spec/type") == "LoadBalancer" {
+                "<pending>"
+            } else {
+                "<none>"
+            },
+        );
+        let ports = joined(
+            list(obj, "/spec/ports").map(|p| {
+                let port = text(p, "/port");
+                let proto = text(p, "/protocol");
+                match p.get("nodePort") {
+                    Some(np) => format!("{port}:{np}/{proto}"),
+                    None => format!("{port}/{proto}"),
+                }
+            }),
+            "<none>",
+        );
+        vec![
+            json!(text(obj, "/spec/type")),
+            json!(text(obj, "/spec/clusterIP")),
+            json!(external),
+            json!(ports),
+        ]
+    }
+
+    fn cells_after_age(&self, obj: &Value) -> Vec<Value> {
+        vec![json!(joined(
+            obj.pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())),
+            "<none>",
+        ))]
+    }
+}
+
+fn default_service(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec") else {
+        return;
+    };
+    default(spec, "type", json!("ClusterIP"));
+    default(spec, "sessionAffinity", json!("None"));
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if ty != "ExternalName" {
+        default(spec, "ipFamilies", json!(["IPv4"]));
+        default(spec, "ipFamilyPolicy", json!("SingleStack"));
+        default(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        default(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            default(p, "protocol", json!("TCP"));
+            let port = p.get("port").cloned().unwrap_or(Value::Null);
+            default(p, "targetPort", port);
+        }
+    }
+}
+
+fn validate_service(obj: &Value) -> Problems {
+    let mut p = Problems::default();
+    let Some(spec) = obj.get("spec") else {
+        p.add("spec", "Required value");
+        return p;
+    };
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
+    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
+        p.add(
+            "spec.type",
+            format!("Unsupported value: \"{ty}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
+        );
+    }
+    let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+    let ports = spec
+        .get("ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if ports.is_empty() && ty != "ExternalName" && !headless {
+        p.add("spec.ports", "Required value");
+    }
+    let mut names = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
+        if !(1..=65535).contains(&number) {
+            p.add(
+                format!("spec.ports[{i}].port"),
+                format!("Invalid value: {number}: must be between 1 and 65535, inclusive"),
+            );
+        }
+        let name = port.get("name").and_then(Value::as_str).unwrap_or_default();
+        if ports.len() > 1 && name.is_empty() {
+            p.add(format!("spec.ports[{i}].name"), "Required value");
+        } else if names.contains(&name) {
+            p.add(
+                format!("spec.ports[{i}].name"),
+                format!("Duplicate value: \"{name}\""),
+            );
+        }
+        names.push(name);
+        let protocol = port.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+        if !matches!(protocol, "TCP" | "UDP" | "SCTP") {
+            p.add(
+                format!("spec.ports[{i}].protocol"),
+                format!("Unsupported value: \"{protocol}\": supported values: \"SCTP\", \"TCP\", \"UDP\""),
+            );
+        }
+        if port.get("nodePort").is_some() && !(ty == "NodePort" || ty == "LoadBalancer") {
+            p.add(
+                format!("spec.ports[{i}].nodePort"),
+                "Forbidden: may not be used when `type` is 'ClusterIP'",
+            );
+        }
+    }
+    p
+}
+
+fn allocate_service(
+    store: &Store,
+    r: &Resource,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let who = owner(r, obj);
+    let ty = obj
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    if ty == "ExternalName" {
+        return Ok(());
+    }
+    match obj.pointer("/spec/clusterIP").and_then(Value::as_str) {
+        Some("None") => {
+            obj["spec"]["clusterIPs"] = json!(["None"]);
+        }
+        Some(ip) if !ip.is_empty() => {
+            let value = (allocator::CLUSTER_IPS.parse)(ip).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "spec.clusterIPs[0]",
+                    &format!("Invalid value: \"{ip}\": must be a valid IP address"),
+                )
+            })?;
+            allocator::reserve(store, &allocator::CLUSTER_IPS, value, &who, "spec.clusterIPs[0]")?;
+            obj["spec"]["clusterIPs"] = json!([ip]);
+        }
+        _ => {
+            let value = allocator::allocate(store, &allocator::CLUSTER_IPS, &who, "spec.clusterIPs")?;
+            let ip = (allocator::CLUSTER_IPS.format)(value);
+            obj["spec"]["clusterIP"] = json!(ip);
+            obj["spec"]["clusterIPs"] = json!([ip]);
+        }
+    }
+    let wants_node_ports = ty == "NodePort" || ty == "LoadBalancer";
+    let old_ports: Vec<Value> = old
+        .and_then(|o| o.pointer("/spec/ports"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    for (i, port) in ports.iter_mut().enumerate() {
+        if !wants_node_ports {
+            port.as_object_mut().map(|m| m.remove("nodePort"));
+            continue;
+        }
+        let field = format!("spec.ports[{i}].nodePort");
+        if port.get("nodePort").is_none() {
+            // An update keeps the port it had for the same port and protocol.
+            let same = old_ports
+                .iter()
+                .find(|o| o.get("port") == port.get("port") && o.get("protocol") == port.get("protocol"));
+            if let Some(np) = same.and_then(|o| o.get("nodePort")) {
+                port["nodePort"] = np.clone();
+            }
+        }
+        match port.get("nodePort").and_then(Value::as_u64) {
+            Some(np) => allocator::reserve(store, &allocator::NODE_PORTS, np as u32, &who, &field)?,
+            None => {
+                let np = allocator::allocate(store, &allocator::NODE_PORTS, &who, &field)?;
+                port["nodePort"] = json!(np);
+            }
+        }
+    }
+    Ok(())
+}
