@@ -306,7 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let expiration = match kept {
         Some(t) => t
             .expires
-            .map(|e| berth_control_plane::api::objects::rfc3339_at(e.max(0) as u64)),
+            .map(|e| berth_control_plane::api::times::rfc3339_at(e.max(0) as u64)),
         None => {
             if !made_now {
                 (token_id, token_secret) = pki::new_join_token(&data_dir)?;

@@ -59,7 +59,7 @@ impl HollowNodes {
                 "status": {
                     "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
                     "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
-                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "hollow node is posting ready status", "lastHeartbeatTime": objects::now_rfc3339(), "lastTransitionTime": objects::now_rfc3339()}],
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "hollow node is posting ready status", "lastHeartbeatTime": crate::api::times::now_rfc3339(), "lastTransitionTime": crate::api::times::now_rfc3339()}],
                     "addresses": [{"type": "InternalIP", "address": format!("10.255.{}.{}", i / 250, i % 250 + 1)}, {"type": "Hostname", "address": name}],
                     "nodeInfo": {"kubeletVersion": "v1.33.0-berth-hollow", "kubeProxyVersion": "", "architecture": "amd64", "operatingSystem": "linux", "bootID": "", "containerRuntimeVersion": "hollow", "kernelVersion": "", "machineID": "", "osImage": "", "systemUUID": ""}
                 }
@@ -101,7 +101,7 @@ impl HollowNodes {
     fn renew_leases(&self) -> Result<(), ApiError> {
         let leases = res("leases")?;
         let silent = self.silent.lock().map(|s| s.clone()).unwrap_or_default();
-        let now = objects::now_micro_rfc3339();
+        let now = crate::api::times::now_micro_rfc3339();
         for name in self.names.iter().filter(|n| !silent.contains(*n)) {
             self.post_ready(name)?;
             let lease = json!({
@@ -157,7 +157,7 @@ impl HollowNodes {
         if ready {
             return Ok(());
         }
-        let now = objects::now_rfc3339();
+        let now = crate::api::times::now_rfc3339();
         conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("Ready"));
         conditions.push(json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "hollow node is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}));
         objects::patch(
@@ -290,7 +290,7 @@ impl HollowNodes {
             base.rsplit_once('.').map_or("10.244.255", |(a, _)| a),
             counter
         );
-        let now = objects::now_rfc3339();
+        let now = crate::api::times::now_rfc3339();
         let statuses: Vec<Value> = pod
             .pointer("/spec/containers")
             .and_then(Value::as_array)

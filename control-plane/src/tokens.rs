@@ -99,7 +99,7 @@ pub fn expiration(ttl: Option<Duration>) -> Option<String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    ttl.map(|ttl| crate::api::objects::rfc3339_at(now + ttl.as_secs()))
+    ttl.map(|ttl| crate::api::times::rfc3339_at(now + ttl.as_secs()))
 }
 
 /// The Secret of a token that authenticates nodes joining and signs cluster-info for them.
@@ -261,7 +261,7 @@ impl TokenSecret {
         Some(TokenSecret {
             id: field("token-id")?,
             secret: field("token-secret")?,
-            expires: field("expiration").map(|e| crate::api::table::epoch_seconds(&e).unwrap_or(i64::MIN)),
+            expires: field("expiration").map(|e| crate::api::times::epoch_seconds(&e).unwrap_or(i64::MIN)),
             signing: field("usage-bootstrap-signing").as_deref() == Some("true"),
             authentication: field("usage-bootstrap-authentication").as_deref() == Some("true"),
             extra_groups: field("auth-extra-groups"),

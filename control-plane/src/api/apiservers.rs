@@ -75,7 +75,7 @@ impl ApiServerEndpoints {
 
     fn renew(&self, store: &Store) -> Result<(), ApiError> {
         let leases = resource("leases")?;
-        let now = objects::now_micro_rfc3339();
+        let now = super::times::now_micro_rfc3339();
         let patch = json!({
             "metadata": {"annotations": {ADDRESS_ANNOTATION: self.address.to_string()}},
             "spec": {"renewTime": now, "holderIdentity": self.identity}

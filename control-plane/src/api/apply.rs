@@ -25,9 +25,9 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    objects,
     patch::{self, ListMerge, Schema},
     status::ApiError,
+    times::now_rfc3339,
 };
 
 /// A FieldsV1 set: `f:<field>`, `k:<key object>`, `v:<value>` and `.` members, `{}` at the leaves.
@@ -328,7 +328,7 @@ fn entry_of(operation: &str, manager: &str, api_version: &str, set: FieldSet) ->
         "manager": manager,
         "operation": operation,
         "apiVersion": api_version,
-        "time": objects::now_rfc3339(),
+        "time": now_rfc3339(),
         "fieldsType": "FieldsV1",
         "fieldsV1": set,
     })

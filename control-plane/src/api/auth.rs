@@ -17,7 +17,10 @@
 
 use serde_json::Value;
 
-use super::{node_graph::NodeGraph, objects, rbac, rbac::RbacIndex, resources::Resource, status::ApiError};
+use super::{
+    node_graph::NodeGraph, objects, rbac, rbac::RbacIndex, resources::Resource, status::ApiError,
+    times::now_epoch,
+};
 
 /// What the authorizers keep in memory, caught up from the store's events on each question: which
 /// Secrets and ConfigMaps each node's pods use (Node authorizer) and RBAC's roles and bindings.
@@ -108,12 +111,6 @@ fn bootstrap_user(store: &Store, token: &str) -> Option<User> {
         name: format!("system:bootstrap:{id}"),
         groups,
     })
-}
-
-fn now_epoch() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The user of a client certificate the TLS layer verified against the cluster CA.

@@ -35,6 +35,7 @@ pub mod status;
 pub mod streams;
 pub mod subresources;
 pub mod table;
+pub mod times;
 pub mod token_cache;
 pub mod typed;
 pub mod watch;

@@ -7,7 +7,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{admission, kinds::Deletion, limits, patch, status::ApiError, typed::FieldValidation};
+use super::{
+    admission, kinds::Deletion, limits, patch, status::ApiError, times::now_rfc3339, typed::FieldValidation,
+};
 use crate::store::{KeyValue, Store};
 
 pub use super::resources::{Resource, by_plural as resource};
@@ -38,44 +40,6 @@ pub fn render(kv: &KeyValue) -> Result<Value, ApiError> {
         meta.insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     }
     Ok(obj)
-}
-
-/// Now, as Kubernetes timestamps are written.
-pub fn now_rfc3339() -> String {
-    rfc3339_at(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-}
-
-/// `secs` since the Unix epoch as RFC 3339 UTC (`2006-01-02T15:04:05Z`).
-pub fn rfc3339_at(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Now as a `MicroTime` (Leases' `acquireTime` and `renewTime`).
-pub fn now_micro_rfc3339() -> String {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_micros());
-    format!("{}.{micros:06}Z", now_rfc3339().trim_end_matches('Z'))
 }
 
 /// Parses a request body into an object of `r`'s kind, checking apiVersion, kind, name and namespace.
@@ -1072,12 +1036,5 @@ mod tests {
         assert!(validate_name("-a", false).is_err());
         assert!(validate_name(&"a".repeat(64), true).is_err());
         assert!(validate_name("", false).is_err());
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        let t = now_rfc3339();
-        assert_eq!(t.len(), 20, "{t}");
-        assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
     }
 }

@@ -29,7 +29,7 @@ use std::sync::OnceLock;
 use base64::Engine;
 use serde_json::{Map, Number, Value};
 
-use super::limits;
+use super::{limits, times::rfc3339};
 
 /// The media type of Kubernetes protobuf bodies.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
@@ -1044,39 +1044,6 @@ fn special_value(
             Some(Value::Array(items))
         }
     })
-}
-
-/// `seconds` since the Unix epoch as `2006-01-02T15:04:05Z` (UTC, as Kubernetes writes it), with
-/// `.000000` microseconds for `MicroTime`.
-fn rfc3339(seconds: i64, micros: Option<i32>) -> String {
-    let days = seconds.div_euclid(86_400);
-    let secs = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let mut out = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
-    if let Some(micros) = micros {
-        out.push_str(&format!(".{micros:06}"));
-    }
-    out.push('Z');
-    out
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// A nanosecond count as Go's `time.Duration.String` writes it: `1h2m3.5s`, `1.5ms`, `0s`.

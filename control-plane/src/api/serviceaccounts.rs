@@ -8,7 +8,7 @@
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{auth::User, objects, status::ApiError, table::epoch_seconds, token_cache::TokenCache};
+use super::{auth::User, objects, status::ApiError, times::epoch_seconds, token_cache::TokenCache};
 use crate::{jwt::Signer, store::Store};
 
 /// The issuer (`iss`) of the tokens and the audience the API server accepts (kube-apiserver's
@@ -215,7 +215,7 @@ pub fn token_request(
     request["spec"]["expirationSeconds"] = json!(expiration);
     request["status"] = json!({
         "token": token,
-        "expirationTimestamp": objects::rfc3339_at(expires.max(0) as u64),
+        "expirationTimestamp": super::times::rfc3339_at(expires.max(0) as u64),
     });
     Ok(request)
 }

@@ -185,7 +185,7 @@ pub fn set_condition(pod: &mut Value, kind: &str, status: &str, reason: &str) {
     if pod.get("status").is_none_or(Value::is_null) {
         pod["status"] = json!({});
     }
-    let now = objects::now_rfc3339();
+    let now = super::times::now_rfc3339();
     let mut condition =
         json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
     if !reason.is_empty() {

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::{
     kinds::{Columns, column},
     resources,
+    times::epoch_seconds,
 };
 
 /// Whether the `Accept` header asks for a Table.
@@ -16,22 +17,6 @@ pub fn wanted(accept: &str) -> bool {
         .split(',')
         .next()
         .is_some_and(|first| first.contains("as=Table"))
-}
-
-/// Seconds since the Unix epoch of an RFC 3339 UTC timestamp (`2026-11-22T04:40:07Z`).
-pub fn epoch_seconds(ts: &str) -> Option<i64> {
-    let num = |r: std::ops::Range<usize>| ts.get(r).and_then(|s| s.parse::<i64>().ok());
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days from civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// An object's age as `kubectl get` shows it.
@@ -146,8 +131,6 @@ mod tests {
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
         ));
         assert!(!wanted("application/json"));
-        assert_eq!(epoch_seconds("1970-01-02T00:00:01Z"), Some(86_401));
-        assert_eq!(epoch_seconds("2024-03-01T00:00:00Z"), Some(1_709_251_200));
         let t = of(
             "Secret",
             &[json!({"metadata": {"name": "pw"}, "type": "Opaque", "data": {"a": "", "b": ""}})],

@@ -138,7 +138,7 @@ impl Controller for CertificateController {
                 ),
             };
             let mut status = csr.get("status").cloned().unwrap_or(json!({}));
-            let now = crate::api::objects::now_rfc3339();
+            let now = crate::api::times::now_rfc3339();
             status["conditions"] = json!([{"type": "Approved", "status": "True", "reason": "AutoApproved", "message": message, "lastUpdateTime": now, "lastTransitionTime": now}]);
             super::patch(
                 ctx.store,
@@ -188,7 +188,7 @@ impl CertificateController {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let now = crate::api::objects::now_rfc3339();
+        let now = crate::api::times::now_rfc3339();
         conditions.push(json!({"type": "Failed", "status": "True", "reason": "SigningError", "message": why, "lastUpdateTime": now, "lastTransitionTime": now}));
         super::patch(
             ctx.store,

@@ -62,7 +62,7 @@ impl Elector {
         let Some(leases) = resources::by_plural("leases") else {
             return false;
         };
-        let now = objects::now_micro_rfc3339();
+        let now = crate::api::times::now_micro_rfc3339();
         let secs = self.duration.as_secs().max(1);
         let current = objects::get(store, leases, Some("kube-system"), LEASE).ok();
         let Some(lease) = current else {

@@ -512,7 +512,7 @@ pub fn set_condition(
     message: &str,
     update_time: bool,
 ) -> bool {
-    let now = objects::now_rfc3339();
+    let now = crate::api::times::now_rfc3339();
     let finish = |mut c: Value| {
         if !update_time && let Some(m) = c.as_object_mut() {
             m.remove("lastUpdateTime");

@@ -83,7 +83,7 @@ impl Controller for NamespaceController {
             return Ok(());
         }
         self.terminating.insert(name.clone());
-        let since = crate::api::table::epoch_seconds(&str_at(&ns, "/metadata/deletionTimestamp"));
+        let since = crate::api::times::epoch_seconds(&str_at(&ns, "/metadata/deletionTimestamp"));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -171,7 +171,7 @@ fn delete_content(ctx: &mut Ctx<'_>, namespace: &str) -> Result<Remaining, Contr
 
 /// The namespace's conditions, as kube-controller-manager words them.
 fn conditions(remaining: &Remaining) -> Value {
-    let now = objects::now_rfc3339();
+    let now = crate::api::times::now_rfc3339();
     let condition = |kind: &str, status: bool, reason: &str, message: String| json!({"type": kind, "status": if status { "True" } else { "False" }, "lastTransitionTime": now, "reason": reason, "message": message});
     let content = if remaining.instances.is_empty() {
         condition(

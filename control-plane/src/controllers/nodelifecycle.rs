@@ -149,7 +149,7 @@ impl Controller for NodeLifecycle {
                     .cloned()
                     .unwrap_or_default();
                 conditions.retain(|c| str_at(c, "/type") != "Ready");
-                let stamp = crate::api::objects::now_rfc3339();
+                let stamp = crate::api::times::now_rfc3339();
                 conditions.push(json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status.", "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}));
                 super::patch(
                     ctx.store,
@@ -166,7 +166,7 @@ impl Controller for NodeLifecycle {
                     .and_then(Value::as_array)
                     .cloned()
                     .unwrap_or_default();
-                let stamp = crate::api::objects::now_rfc3339();
+                let stamp = crate::api::times::now_rfc3339();
                 taints.push(json!({"key": UNREACHABLE, "effect": "NoSchedule"}));
                 taints.push(json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": stamp}));
                 super::patch(

@@ -291,7 +291,7 @@ impl Controller for Scheduler {
                         .cloned()
                         .unwrap_or_default();
                     conditions.retain(|c| str_at(c, "/type") != "PodScheduled");
-                    conditions.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastProbeTime": null, "lastTransitionTime": objects::now_rfc3339()}));
+                    conditions.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastProbeTime": null, "lastTransitionTime": crate::api::times::now_rfc3339()}));
                     super::patch(
                         ctx.store,
                         "pods",

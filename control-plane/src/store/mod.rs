@@ -10,7 +10,8 @@
 //! current state never touch SQLite; history (lists at an older revision, watches that fell behind the
 //! in-memory ring of recent events) is read from the log.
 //!
-//! Not yet: group commit (several writers' rows in one transaction), the etcd backend.
+//! Two backends ([`Backend`]): the SQLite file, or etcd, whose changes a mirror thread applies to the
+//! same in-memory state, so reads and watches are served the same way over both.
 
 pub mod etcd;
 mod log;
@@ -99,9 +100,16 @@ pub struct ListResult {
 /// How many recent events are kept in memory for watchers.
 pub const DEFAULT_RECENT_EVENTS: usize = 8192;
 
+/// Where the data is durable.
+enum Backend {
+    /// The SQLite log. Appended to with the state's lock held (the state's lock is always taken
+    /// first), so revisions are written in the order they are assigned.
+    File(Mutex<log::Log>),
+    /// etcd: it assigns revisions; the mirror thread applies its changes to the state.
+    Etcd(etcd::Etcd),
+}
+
 struct Inner {
-    /// The SQLite log (`None` when etcd holds the data).
-    log: Option<log::Log>,
     current: BTreeMap<String, KeyValue>,
     revision: u64,
     compacted: u64,
@@ -119,7 +127,7 @@ pub struct Store {
     mirrored: std::sync::Condvar,
     notify: tokio::sync::watch::Sender<u64>,
     path: PathBuf,
-    etcd: Option<etcd::Etcd>,
+    backend: Backend,
 }
 
 impl Store {
@@ -136,7 +144,6 @@ impl Store {
         let (notify, _) = tokio::sync::watch::channel(revision);
         Ok(Store {
             inner: Mutex::new(Inner {
-                log: Some(log),
                 current,
                 revision,
                 compacted,
@@ -147,7 +154,7 @@ impl Store {
             mirrored: std::sync::Condvar::new(),
             notify,
             path: path.to_path_buf(),
-            etcd: None,
+            backend: Backend::File(Mutex::new(log)),
         })
     }
 
@@ -159,7 +166,6 @@ impl Store {
         let (notify, _) = tokio::sync::watch::channel(revision);
         let store = Arc::new(Store {
             inner: Mutex::new(Inner {
-                log: None,
                 current: items.into_iter().map(|kv| (kv.key.clone(), kv)).collect(),
                 revision,
                 compacted: 0,
@@ -170,7 +176,7 @@ impl Store {
             mirrored: std::sync::Condvar::new(),
             notify,
             path: PathBuf::from(endpoint),
-            etcd: Some(client.clone()),
+            backend: Backend::Etcd(client.clone()),
         });
         let weak = Arc::downgrade(&store);
         std::thread::Builder::new()
@@ -296,7 +302,10 @@ impl Store {
 
     /// How long the embedded store's commits to disk took (`None` with etcd).
     pub fn commit_times(&self) -> Option<CommitTimes> {
-        self.lock().log.as_ref().map(|l| l.commit_times().clone())
+        match &self.backend {
+            Backend::File(log) => Some(lock_log(log).commit_times().clone()),
+            Backend::Etcd(_) => None,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -354,19 +363,10 @@ impl Store {
 
     /// Creates `key`; fails if it exists.
     pub fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
-        if let Some(client) = &self.etcd {
-            let compare = serde_json::json!({"target": "CREATE", "create_revision": "0", "result": "EQUAL"});
-            let (ok, revision, _) = self.etcd_write(client, key, compare, Some(&value))?;
-            if !ok {
-                return Err(StoreError::AlreadyExists { key: key.into() });
-            }
-            return Ok(KeyValue {
-                key: key.to_string(),
-                value: value.into(),
-                create_revision: revision,
-                mod_revision: revision,
-            });
-        }
+        let log = match &self.backend {
+            Backend::File(log) => log,
+            Backend::Etcd(client) => return self.create_in_etcd(client, key, value),
+        };
         let mut inner = self.lock();
         if inner.current.contains_key(key) {
             return Err(StoreError::AlreadyExists { key: key.into() });
@@ -379,26 +379,42 @@ impl Store {
             mod_revision: revision,
         };
         // A key created again after a delete builds on its tombstone (the log's per-key chain).
-        let prev_revision = match &inner.log {
-            Some(log) => log.last_revision_of(key)?,
-            None => 0,
-        };
-        self.commit(&mut inner, kv.clone(), prev_revision, EventKind::Put, None)?;
+        let prev_revision = lock_log(log).last_revision_of(key)?;
+        self.commit(&mut inner, log, kv.clone(), prev_revision, EventKind::Put, None)?;
         Ok(kv)
+    }
+
+    /// [`create`](Self::create) as an etcd transaction: put if the key's create revision is 0.
+    fn create_in_etcd(&self, client: &etcd::Etcd, key: &str, value: Vec<u8>) -> Result<KeyValue, StoreError> {
+        let compare = serde_json::json!({"target": "CREATE", "create_revision": "0", "result": "EQUAL"});
+        let (ok, revision, _) = self.etcd_write(client, key, compare, Some(&value))?;
+        if !ok {
+            return Err(StoreError::AlreadyExists { key: key.into() });
+        }
+        Ok(KeyValue {
+            key: key.to_string(),
+            value: value.into(),
+            create_revision: revision,
+            mod_revision: revision,
+        })
     }
 
     /// Replaces `key`'s value if its modify revision is `expected` (or unconditionally when `None`).
     pub fn update(&self, key: &str, value: Vec<u8>, expected: Option<u64>) -> Result<KeyValue, StoreError> {
-        if let Some(client) = &self.etcd {
-            let (ok, revision, kv) = self.etcd_write(client, key, etcd_compare(expected), Some(&value))?;
-            let prev = etcd_outcome(key, ok, expected, kv)?;
-            return Ok(KeyValue {
-                key: key.to_string(),
-                value: value.into(),
-                create_revision: prev.create_revision,
-                mod_revision: revision,
-            });
-        }
+        let log = match &self.backend {
+            Backend::File(log) => log,
+            Backend::Etcd(client) => {
+                let (ok, revision, kv) =
+                    self.etcd_write(client, key, etcd_compare(expected), Some(&value))?;
+                let prev = etcd_outcome(key, ok, expected, kv)?;
+                return Ok(KeyValue {
+                    key: key.to_string(),
+                    value: value.into(),
+                    create_revision: prev.create_revision,
+                    mod_revision: revision,
+                });
+            }
+        };
         let mut inner = self.lock();
         let old = current_as_expected(&inner, key, expected)?;
         let kv = KeyValue {
@@ -408,7 +424,14 @@ impl Store {
             mod_revision: inner.revision + 1,
         };
         let prev_revision = old.mod_revision;
-        self.commit(&mut inner, kv.clone(), prev_revision, EventKind::Put, Some(old))?;
+        self.commit(
+            &mut inner,
+            log,
+            kv.clone(),
+            prev_revision,
+            EventKind::Put,
+            Some(old),
+        )?;
         Ok(kv)
     }
 
@@ -420,12 +443,12 @@ impl Store {
         &self,
         writes: Vec<(String, Vec<u8>, Option<u64>)>,
     ) -> Result<Vec<Result<KeyValue, StoreError>>, StoreError> {
-        if self.etcd.is_some() {
+        let Backend::File(log) = &self.backend else {
             return Ok(writes
                 .into_iter()
                 .map(|(key, value, expected)| self.update(&key, value, expected))
                 .collect());
-        }
+        };
         let mut inner = self.lock();
         let mut results = Vec::with_capacity(writes.len());
         // (new value, the value it replaces), in revision order.
@@ -466,9 +489,6 @@ impl Store {
         if accepted.is_empty() {
             return Ok(results);
         }
-        let Some(log) = inner.log.as_mut() else {
-            return Err(StoreError::Etcd("a local commit on an etcd-backed store".into()));
-        };
         let rows: Vec<log::Row<'_>> = accepted
             .iter()
             .map(|(kv, old)| log::Row {
@@ -480,7 +500,7 @@ impl Store {
                 value: &kv.value,
             })
             .collect();
-        log.append(&rows)?;
+        lock_log(log).append(&rows)?;
         drop(rows);
         for (kv, old) in accepted {
             inner.revision = kv.mod_revision;
@@ -501,14 +521,17 @@ impl Store {
     /// Deletes `key` if its modify revision is `expected` (or unconditionally when `None`). Returns its
     /// last value, with `mod_revision` the revision of the delete.
     pub fn delete(&self, key: &str, expected: Option<u64>) -> Result<KeyValue, StoreError> {
-        if let Some(client) = &self.etcd {
-            let (ok, revision, kv) = self.etcd_write(client, key, etcd_compare(expected), None)?;
-            let prev = etcd_outcome(key, ok, expected, kv)?;
-            return Ok(KeyValue {
-                mod_revision: revision,
-                ..prev
-            });
-        }
+        let log = match &self.backend {
+            Backend::File(log) => log,
+            Backend::Etcd(client) => {
+                let (ok, revision, kv) = self.etcd_write(client, key, etcd_compare(expected), None)?;
+                let prev = etcd_outcome(key, ok, expected, kv)?;
+                return Ok(KeyValue {
+                    mod_revision: revision,
+                    ..prev
+                });
+            }
+        };
         let mut inner = self.lock();
         let old = current_as_expected(&inner, key, expected)?;
         let gone = KeyValue {
@@ -518,6 +541,7 @@ impl Store {
         let prev_revision = old.mod_revision;
         self.commit(
             &mut inner,
+            log,
             gone.clone(),
             prev_revision,
             EventKind::Delete,
@@ -530,16 +554,14 @@ impl Store {
     fn commit(
         &self,
         inner: &mut Inner,
+        log: &Mutex<log::Log>,
         kv: KeyValue,
         prev_revision: u64,
         kind: EventKind,
         prev: Option<KeyValue>,
     ) -> Result<(), StoreError> {
         let deleted = kind == EventKind::Delete;
-        let Some(log) = inner.log.as_mut() else {
-            return Err(StoreError::Etcd("a local commit on an etcd-backed store".into()));
-        };
-        log.append(&[log::Row {
+        lock_log(log).append(&[log::Row {
             revision: kv.mod_revision,
             key: &kv.key,
             create_revision: kv.create_revision,
@@ -592,10 +614,9 @@ impl Store {
                     oldest: inner.compacted,
                 });
             }
-            let at = match (&inner.log, &self.etcd) {
-                (Some(log), _) => log.list_at(prefix, revision)?,
-                (None, Some(client)) => client.range(prefix, Some(revision))?.0,
-                (None, None) => Vec::new(),
+            let at = match &self.backend {
+                Backend::File(log) => lock_log(log).list_at(prefix, revision)?,
+                Backend::Etcd(client) => client.range(prefix, Some(revision))?.0,
             };
             at.into_iter()
                 .filter(|kv| start_after.is_none_or(|s| kv.key.as_str() > s))
@@ -664,9 +685,9 @@ impl Store {
         // Behind the ring: read a bounded window of revisions from the log (etcd's mirror keeps no
         // older history: the watcher lists again, as with kube-apiserver's watch cache).
         let upto = after.saturating_add(limit as u64).min(inner.revision);
-        match &inner.log {
-            Some(log) => Ok((log.events(prefix, after, upto)?, upto)),
-            None => Err(StoreError::Compacted {
+        match &self.backend {
+            Backend::File(log) => Ok((lock_log(log).events(prefix, after, upto)?, upto)),
+            Backend::Etcd(_) => Err(StoreError::Compacted {
                 requested: after,
                 oldest: inner.ring_floor,
             }),
@@ -681,17 +702,22 @@ impl Store {
         if target <= inner.compacted {
             return Ok(0);
         }
-        let removed = match (inner.log.as_mut(), &self.etcd) {
-            (Some(log), _) => log.compact(target)?,
-            (None, Some(client)) => {
+        let removed = match &self.backend {
+            Backend::File(log) => lock_log(log).compact(target)?,
+            Backend::Etcd(client) => {
                 client.compact(target)?;
                 0
             }
-            (None, None) => 0,
         };
         inner.compacted = target;
         Ok(removed)
     }
+}
+
+/// The log, locked (after the state's lock, by whoever holds that). A writer that panicked left no
+/// half-written row: SQLite's transaction rolled back.
+fn lock_log(log: &Mutex<log::Log>) -> MutexGuard<'_, log::Log> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Adds an event to the ring of recent ones, dropping the oldest when full.
