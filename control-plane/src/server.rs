@@ -390,12 +390,18 @@ async fn answer(
             Err(e) => return to_response(Reply::error(e)),
         }
     };
-    // Authentication comes first (kube-apiserver answers 401 before it looks at the body's type).
+    // Authentication and authorization come first (kube-apiserver answers 401 and 403 before it
+    // looks at the body's type).
     if matches!(method.as_str(), "POST" | "PUT" | "PATCH")
         && !content_type.contains("json")
         && !protobuf
         && !yaml
     {
+        if let Some(user) = &known
+            && let Err(e) = api.authorize_without_body(&head, user)
+        {
+            return to_response(Reply::error(e));
+        }
         let e = ApiError::new(
             415,
             "UnsupportedMediaType",

@@ -308,6 +308,27 @@ fn bodies_are_read_only_from_authenticated_clients() {
         "/api/v1/namespaces/default/configmaps",
     );
     assert_eq!(code, 401, "{text}");
+    // Nor to a known client that may not write there: 403 before 415. The one that may gets 415.
+    let account_token = server.ok(&["create", "token", "default"]);
+    let text_post = |token: &str| {
+        server.curl_as(
+            token,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: text/plain",
+                "--data-binary",
+                &data,
+            ],
+            "/api/v1/namespaces/default/configmaps",
+        )
+    };
+    let (code, text) = text_post(account_token.trim());
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("system:serviceaccount:default:default"), "{text}");
+    let (code, text) = text_post(&server.token());
+    assert_eq!(code, 415, "{text}");
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -346,6 +346,28 @@ impl Api {
     }
 
     /// Checks that `user` may do what `req` asks of `target`.
+    /// Whether `user` may make this request at all, judged from its method and path alone (a create's
+    /// name in the body is not read): a client that may not write a resource gets its 403 before the
+    /// server looks at the body's media type, as from kube-apiserver. Paths that name no resource
+    /// are judged later, with the body.
+    pub fn authorize_without_body(&self, req: &ApiRequest<'_>, user: &auth::User) -> Result<(), ApiError> {
+        let segments: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+        if discovery::answer_for(&segments, req.accept).is_some() {
+            return Ok(());
+        }
+        let Ok(Some(target)) = Target::parse(&segments) else {
+            return Ok(());
+        };
+        let attributes = auth::Attributes {
+            verb: verb_of(req.method, target.name.is_some(), req.query),
+            resource: target.resource,
+            subresource: target.subresource,
+            namespace: target.namespace,
+            name: target.name,
+        };
+        auth::authorize(&self.store, &self.indexes, user, &attributes)
+    }
+
     fn authorize(
         &self,
         req: &ApiRequest<'_>,
