@@ -1,7 +1,8 @@
 //! `kubectl apply --server-side` with the real kubectl: objects are created and updated by what their
 //! managers apply, ownership is recorded in managedFields, another manager's change to a field is a
 //! conflict (kubectl's own message) until it forces it, and a field a manager stops applying goes.
-//! Dry runs (`kubectl diff`, `--dry-run=server`) answer what would be and change nothing.
+//! Dry runs (`kubectl diff`, `--dry-run=server`) answer what would be and change nothing. Writers
+//! through `scale` and `status` are managers of their own, and a status can be applied.
 
 mod common;
 
@@ -92,9 +93,7 @@ fn managers_own_what_they_apply_and_conflict_over_the_rest() {
     let (ok, out) = apply(&["--field-manager", "autoscaler"], scale);
     assert!(!ok, "{out}");
     assert!(
-        out.contains(
-            r#"Apply failed with 1 conflict: conflict with "kubectl" using apps/v1: .spec.replicas"#
-        ),
+        out.contains(r#"Apply failed with 1 conflict: conflict with "kubectl": .spec.replicas"#),
         "{out}"
     );
     assert_eq!(
@@ -187,4 +186,126 @@ fn managers_own_what_they_apply_and_conflict_over_the_rest() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata: {a: b}\n",
     );
     assert!(!ok && out.contains("not found"), "{out}");
+}
+
+#[test]
+fn scale_and_status_writers_are_managers_of_their_own() {
+    let dir = temp_dir("ssa-subresources");
+    let server = Server::start_with(&dir, &["--no-controllers"]);
+    let (ok, out) = server.kubectl_stdin(&["apply", "--server-side", "-f", "-"], DEPLOYMENT);
+    assert!(ok, "{out}");
+
+    // `kubectl scale` writes through the scale subresource: its manager owns the replicas there,
+    // and kubectl's next apply of its own replicas conflicts with it, named as kube-apiserver does.
+    server.ok(&["scale", "deployment", "web", "--replicas=4"]);
+    let managed: serde_json::Value =
+        serde_json::from_str(&managed_fields(&server)).expect("managedFields are JSON");
+    let scaler = managed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["subresource"] == "scale")
+        .unwrap_or_else(|| panic!("no scale manager in {managed}"));
+    assert_eq!(scaler["operation"], "Update", "{scaler}");
+    assert_eq!(
+        scaler["fieldsV1"],
+        serde_json::json!({"f:spec": {"f:replicas": {}}}),
+        "{scaler}"
+    );
+    let kubectl_apply = managed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["manager"] == "kubectl" && e["operation"] == "Apply")
+        .unwrap_or_else(|| panic!("no apply manager in {managed}"));
+    assert!(
+        kubectl_apply["fieldsV1"]["f:spec"].get("f:replicas").is_none(),
+        "the scaler took the replicas: {kubectl_apply}"
+    );
+    let (ok, out) = server.kubectl_stdin(&["apply", "--server-side", "-f", "-"], DEPLOYMENT);
+    let expected = format!(
+        "conflict with {:?} with subresource \"scale\" using apps/v1: .spec.replicas",
+        scaler["manager"].as_str().unwrap_or_default()
+    );
+    assert!(!ok && out.contains(&expected), "{expected} in {out}");
+    assert_eq!(
+        server.jsonpath("deployment", "web", "default", "{.spec.replicas}"),
+        "4"
+    );
+
+    // A status applied through the status subresource: only the status changes, owned by its
+    // manager there; a status patch by another writer then conflicts with that manager's next apply.
+    let status = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 9\nstatus:\n  observedGeneration: 1\n  conditions:\n  - {type: Available, status: \"True\", reason: Probe}\n";
+    let health = [
+        "apply",
+        "--server-side",
+        "--subresource=status",
+        "--field-manager=health",
+        "-f",
+        "-",
+    ];
+    let (ok, out) = server.kubectl_stdin(&health, status);
+    assert!(ok, "{out}");
+    assert_eq!(
+        server.jsonpath(
+            "deployment",
+            "web",
+            "default",
+            "{.status.conditions[0].reason} {.spec.replicas}"
+        ),
+        "Probe 4"
+    );
+    let managed: serde_json::Value =
+        serde_json::from_str(&managed_fields(&server)).expect("managedFields are JSON");
+    let health_entry = managed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["manager"] == "health")
+        .unwrap_or_else(|| panic!("no status applier in {managed}"));
+    assert_eq!(
+        (&health_entry["operation"], &health_entry["subresource"]),
+        (&serde_json::json!("Apply"), &serde_json::json!("status")),
+        "{health_entry}"
+    );
+    let owned: Vec<&String> = health_entry["fieldsV1"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(owned, ["f:status"], "{health_entry}");
+    server.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Available","status":"False","reason":"Probe"}]}}"#,
+    ]);
+    let (ok, out) = server.kubectl_stdin(&health, status);
+    assert!(
+        !ok && out.contains(
+            r#"with subresource "status" using apps/v1: .status.conditions[type="Available"].status"#
+        ),
+        "{out}"
+    );
+    let (ok, out) = server.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--subresource=status",
+            "--field-manager=health",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        status,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        server.jsonpath("deployment", "web", "default", "{.status.conditions[0].status}"),
+        "True"
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
 }

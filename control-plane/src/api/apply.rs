@@ -52,12 +52,22 @@ const SERVER_METADATA: &[&str] = &[
 
 /// The fields `obj` (an applied configuration) sets.
 pub fn fields_of(kind: &str, obj: &Value) -> FieldSet {
+    fields_in(kind, obj, None)
+}
+
+/// The fields `obj` sets in the part a write through `subresource` changes: the status for
+/// `status`, everything else for the object itself (and `scale`, which changes its replicas).
+fn fields_in(kind: &str, obj: &Value, subresource: Option<&str>) -> FieldSet {
     let schema = patch::schema_for(kind);
+    let status_only = subresource == Some("status");
     let mut out = FieldSet::new();
     for (k, v) in obj.as_object().into_iter().flatten() {
+        if status_only != (k == "status") {
+            continue;
+        }
         let (list, fields) = patch::lookup(schema, k);
         let member = match k.as_str() {
-            "apiVersion" | "kind" | "status" => continue,
+            "apiVersion" | "kind" => continue,
             "metadata" => {
                 let mut meta = v.clone();
                 if let Some(m) = meta.as_object_mut() {
@@ -188,6 +198,16 @@ fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
     Some(at)
 }
 
+/// Whether `path` changed from `a` to `b`. A list element (`.../k:{...}/.`) changes when it comes
+/// or goes; a change inside it is its fields' (as structured-merge-diff compares).
+fn differs(a: &Value, b: &Value, path: &[String]) -> bool {
+    if path.last().is_some_and(|p| p == ".") {
+        value_at(a, path).is_some() != value_at(b, path).is_some()
+    } else {
+        value_at(a, path) != value_at(b, path)
+    }
+}
+
 /// Removes what `path` names from `obj` (a member, or a list element).
 fn remove_at(obj: &mut Value, path: &[String]) {
     let path = match path.split_last() {
@@ -282,6 +302,8 @@ pub struct ApplyOptions<'a> {
     pub manager: &'a str,
     /// `force=true`: take the fields other managers own.
     pub force: bool,
+    /// `status` for an apply to `.../status` (which changes only the status), `None` for the object.
+    pub subresource: Option<&'a str>,
 }
 
 fn managed_entries(obj: &Value) -> Vec<Value> {
@@ -299,14 +321,16 @@ fn entry_set(entry: &Value) -> FieldSet {
         .unwrap_or_default()
 }
 
-/// Whether `entry` is `manager`'s entry for `operation` (`Apply` or `Update`).
-fn is_entry(entry: &Value, manager: &str, operation: &str) -> bool {
+/// Whether `entry` is `manager`'s entry for `operation` (`Apply` or `Update`) through `subresource`
+/// (managers are told apart by all three, as in Kubernetes).
+fn is_entry(entry: &Value, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
     entry.get("manager").and_then(Value::as_str) == Some(manager)
         && entry.get("operation").and_then(Value::as_str) == Some(operation)
+        && entry.get("subresource").and_then(Value::as_str) == subresource
 }
 
-fn is_ours(entry: &Value, manager: &str) -> bool {
-    is_entry(entry, manager, "Apply")
+fn is_ours(entry: &Value, opts: &ApplyOptions<'_>) -> bool {
+    is_entry(entry, opts.manager, "Apply", opts.subresource)
 }
 
 /// The configuration a new object is created from: the applied one with this manager's entry.
@@ -315,23 +339,35 @@ pub fn for_create(kind: &str, api_version: &str, applied: &Value, opts: &ApplyOp
     if let Some(m) = obj.as_object_mut() {
         m.remove("status");
     }
-    obj["metadata"]["managedFields"] = json!([entry(opts.manager, api_version, fields_of(kind, applied))]);
+    obj["metadata"]["managedFields"] = json!([entry_of(
+        "Apply",
+        opts.manager,
+        None,
+        api_version,
+        fields_of(kind, applied)
+    )]);
     obj
 }
 
-fn entry(manager: &str, api_version: &str, set: FieldSet) -> Value {
-    entry_of("Apply", manager, api_version, set)
-}
-
-fn entry_of(operation: &str, manager: &str, api_version: &str, set: FieldSet) -> Value {
-    json!({
+fn entry_of(
+    operation: &str,
+    manager: &str,
+    subresource: Option<&str>,
+    api_version: &str,
+    set: FieldSet,
+) -> Value {
+    let mut entry = json!({
         "manager": manager,
         "operation": operation,
         "apiVersion": api_version,
         "time": now_rfc3339(),
         "fieldsType": "FieldsV1",
         "fieldsV1": set,
-    })
+    });
+    if let Some(sub) = subresource {
+        entry["subresource"] = json!(sub);
+    }
+    entry
 }
 
 /// Applies `applied` to `live` for `opts.manager`: the object to write, or the 409 naming every
@@ -346,13 +382,18 @@ pub fn apply(
     let schema = patch::schema_for(kind);
     let mut applied = applied.clone();
     if let Some(m) = applied.as_object_mut() {
-        // The main resource's apply does not write status (its subresource does).
-        m.remove("status");
+        if opts.subresource == Some("status") {
+            // An apply to the status subresource writes the status alone.
+            m.retain(|k, _| k == "status");
+        } else {
+            // The main resource's apply does not write status (its subresource does).
+            m.remove("status");
+        }
         if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.retain(|k, _| !SERVER_METADATA.contains(&k.as_str()));
         }
     }
-    let new_set = fields_of(kind, &applied);
+    let new_set = fields_in(kind, &applied, opts.subresource);
     let mut merged = live.clone();
     merge_into(&mut merged, &applied, None, schema);
 
@@ -361,35 +402,25 @@ pub fn apply(
     let mut taken: Vec<(usize, FieldPath)> = Vec::new();
     let new_leaves = leaves(&new_set);
     for (i, e) in entries.iter().enumerate() {
-        if e.get("manager").and_then(Value::as_str) == Some(opts.manager) {
+        // Managers are told apart by name, operation and subresource: this applier's own entry
+        // never conflicts, its name's `Update` or status entries do, as in Kubernetes.
+        if is_ours(e, opts) {
             continue;
         }
         let theirs = entry_set(e);
         for path in new_leaves.iter().filter(|p| contains(&theirs, p)) {
-            if value_at(live, path) != value_at(&merged, path) {
-                let who = e.get("manager").and_then(Value::as_str).unwrap_or_default();
-                let version = e.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-                conflicts.push((display(path), format!("conflict with \"{who}\" using {version}")));
+            if differs(live, &merged, path) {
+                conflicts.push((display(path), describe_manager(e)));
                 taken.push((i, path.clone()));
             }
         }
     }
     if !conflicts.is_empty() && !opts.force {
-        let text: Vec<String> = conflicts
-            .iter()
-            .map(|(field, why)| format!("{why}: {field}"))
+        let mut e = ApiError::new(409, "Conflict", conflict_message(&conflicts));
+        e.causes = conflicts
+            .into_iter()
+            .map(|(field, manager)| (field, format!("conflict with {manager}")))
             .collect();
-        let mut e = ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Apply failed with {} conflict{}: {}",
-                conflicts.len(),
-                if conflicts.len() == 1 { "" } else { "s" },
-                text.join("\n")
-            ),
-        );
-        e.causes = conflicts;
         return Err(e);
     }
     for (i, path) in &taken {
@@ -400,7 +431,7 @@ pub fn apply(
     // What this manager applied before and applies no more goes, unless someone else owns it.
     let previous = entries
         .iter()
-        .find(|e| is_ours(e, opts.manager))
+        .find(|e| is_ours(e, opts))
         .map(entry_set)
         .unwrap_or_default();
     for path in leaves(&previous) {
@@ -409,35 +440,87 @@ pub fn apply(
         }
         let shared = entries
             .iter()
-            .filter(|e| !is_ours(e, opts.manager))
+            .filter(|e| !is_ours(e, opts))
             .any(|e| contains(&entry_set(e), &path));
         if !shared {
             remove_at(&mut merged, &path);
         }
     }
-    entries.retain(|e| !is_ours(e, opts.manager) && !entry_set(e).is_empty());
-    entries.push(entry(opts.manager, api_version, new_set));
+    entries.retain(|e| !is_ours(e, opts) && !entry_set(e).is_empty());
+    entries.push(entry_of(
+        "Apply",
+        opts.manager,
+        opts.subresource,
+        api_version,
+        new_set,
+    ));
     merged["metadata"]["managedFields"] = Value::Array(entries);
     Ok(merged)
 }
 
-/// Records a create (`old` `None`) or update of `new` by `manager`: the fields it set or changed
-/// move to its `Update` entry, the fields it removed leave every entry. `managedFields` the client
-/// sent that differ from the stored ones are taken as they are (`[]` resets them, as in Kubernetes).
-pub fn record_update(kind: &str, api_version: &str, manager: &str, old: Option<&Value>, new: &mut Value) {
+/// A manager as kube-apiserver names it in a conflict: `"name"`, `with subresource "status"` when
+/// it wrote through one, and `using apps/v1` for an `Update` (an applier's version is not part of
+/// who it is).
+fn describe_manager(entry: &Value) -> String {
+    let text = |field: &str| entry.get(field).and_then(Value::as_str).unwrap_or_default();
+    let mut who = format!("{:?}", text("manager"));
+    if !text("subresource").is_empty() {
+        who.push_str(&format!(" with subresource {:?}", text("subresource")));
+    }
+    if text("operation") == "Update" {
+        who.push_str(&format!(" using {}", text("apiVersion")));
+    }
+    who
+}
+
+/// The message of a failed apply, as kube-apiserver words it: the one conflict, or the fields
+/// grouped by manager.
+fn conflict_message(conflicts: &[(String, String)]) -> String {
+    if let [(field, manager)] = conflicts {
+        return format!("Apply failed with 1 conflict: conflict with {manager}: {field}");
+    }
+    let mut managers: Vec<&str> = conflicts.iter().map(|(_, m)| m.as_str()).collect();
+    managers.sort_unstable();
+    managers.dedup();
+    let mut lines = Vec::new();
+    for manager in managers {
+        lines.push(format!("conflicts with {manager}:"));
+        for (field, _) in conflicts.iter().filter(|(_, m)| m == manager) {
+            lines.push(format!("- {field}"));
+        }
+    }
+    format!(
+        "Apply failed with {} conflicts: {}",
+        conflicts.len(),
+        lines.join("\n")
+    )
+}
+
+/// Records a create (`old` `None`) or update of `new` by `manager`, through `subresource` (`status`,
+/// `scale`) or of the object itself (`None`): the fields it set or changed in that part move to its
+/// `Update` entry, the fields it removed leave every entry. `managedFields` the client sent that
+/// differ from the stored ones are taken as they are (`[]` resets them, as in Kubernetes).
+pub fn record_update(
+    kind: &str,
+    api_version: &str,
+    manager: &str,
+    subresource: Option<&str>,
+    old: Option<&Value>,
+    new: &mut Value,
+) {
     let sent = new.pointer("/metadata/managedFields").cloned();
     let stored = old.and_then(|o| o.pointer("/metadata/managedFields")).cloned();
     if sent.is_some() && sent != stored {
         return;
     }
     let mut entries = stored.and_then(|v| v.as_array().cloned()).unwrap_or_default();
-    let new_set = fields_of(kind, new);
+    let new_set = fields_in(kind, new, subresource);
     let changed: Vec<FieldPath> = leaves(&new_set)
         .into_iter()
-        .filter(|p| old.is_none_or(|o| value_at(o, p) != value_at(new, p)))
+        .filter(|p| old.is_none_or(|o| differs(o, new, p)))
         .collect();
     let removed: Vec<FieldPath> = old
-        .map(|o| leaves(&fields_of(kind, o)))
+        .map(|o| leaves(&fields_in(kind, o, subresource)))
         .unwrap_or_default()
         .into_iter()
         .filter(|p| !contains(&new_set, p))
@@ -452,7 +535,7 @@ pub fn record_update(kind: &str, api_version: &str, manager: &str, old: Option<&
             }
         }
     }
-    let ours = |e: &Value| is_entry(e, manager, "Update");
+    let ours = |e: &Value| is_entry(e, manager, "Update", subresource);
     let mut set = entries
         .iter()
         .find(|e| ours(e))
@@ -463,7 +546,7 @@ pub fn record_update(kind: &str, api_version: &str, manager: &str, old: Option<&
     }
     entries.retain(|e| !ours(e) && !entry_set(e).is_empty());
     if !set.is_empty() {
-        entries.push(entry_of("Update", manager, api_version, set));
+        entries.push(entry_of("Update", manager, subresource, api_version, set));
     }
     if entries.is_empty() {
         if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -501,7 +584,11 @@ mod tests {
     use super::*;
 
     fn opts(manager: &str, force: bool) -> ApplyOptions<'_> {
-        ApplyOptions { manager, force }
+        ApplyOptions {
+            manager,
+            force,
+            subresource: None,
+        }
     }
 
     #[test]
@@ -533,7 +620,7 @@ mod tests {
         let e = apply("ConfigMap", "v1", &after_b, &b2, &opts("b", false)).expect_err("conflict");
         assert_eq!(e.code, 409);
         assert!(
-            e.message.contains("conflict with \"a\" using v1: .data.y"),
+            e.message.contains("conflict with \"a\": .data.y"),
             "{}",
             e.message
         );
@@ -566,7 +653,7 @@ mod tests {
         // kubectl edit changes y and removes nothing: y is kubectl-edit's now.
         let old = obj.clone();
         obj["data"]["y"] = json!("5");
-        record_update("ConfigMap", "v1", "kubectl-edit", Some(&old), &mut obj);
+        record_update("ConfigMap", "v1", "kubectl-edit", None, Some(&old), &mut obj);
         let entries = obj["metadata"]["managedFields"].to_string();
         assert!(
             entries.contains(r#""manager":"kubectl-edit","operation":"Update""#),
@@ -581,7 +668,7 @@ mod tests {
         );
         // An update that changes nothing records nothing.
         let before = obj.clone();
-        record_update("ConfigMap", "v1", "other", Some(&before), &mut obj);
+        record_update("ConfigMap", "v1", "other", None, Some(&before), &mut obj);
         assert_eq!(obj, before);
         assert_eq!(
             manager_of(None, Some("kubectl-edit/v1.33.0 (linux/amd64)")).as_deref(),

@@ -1169,11 +1169,11 @@ impl Api {
         }
         let kind = req.patch_kind()?;
         if kind == objects::PatchKind::Apply {
-            if part != objects::Part::Main {
+            if !matches!(part, objects::Part::Main | objects::Part::Status) {
                 return Err(ApiError::new(
                     415,
                     "UnsupportedMediaType",
-                    "server-side apply is served for objects, not for their subresources",
+                    "server-side apply is served for objects and their status, not for their other subresources",
                 ));
             }
             let Some(manager) = query_param(req.query, "fieldManager")
@@ -1191,6 +1191,7 @@ impl Api {
             let opts = apply::ApplyOptions {
                 manager: &manager,
                 force,
+                subresource: part.subresource(),
             };
             let (code, written) =
                 objects::server_side_apply(&self.store, r, namespace, name, req.body, &opts, v)?;
@@ -1232,9 +1233,10 @@ impl Api {
                     "PATCH" => Some(req.patch_kind()?),
                     _ => None,
                 };
+                let manager = req.write_options()?.manager;
                 Ok(Reply::json(
                     200,
-                    subresources::scale_write(&self.store, r, namespace, name, req.body, patch)?,
+                    subresources::scale_write(&self.store, r, namespace, name, req.body, patch, manager)?,
                 ))
             }
             ("binding", "POST") => Ok(Reply::json(

@@ -164,6 +164,26 @@ pub enum Part {
     Status,
     /// A namespace's `spec.finalizers` (`namespaces/NAME/finalize`), the rest kept as stored.
     Finalize,
+    /// The object's replicas through `.../scale`: written as the object is, recorded in
+    /// `managedFields` as the `scale` subresource's.
+    Scale,
+}
+
+impl Part {
+    /// Whether the write changes the object itself (not only its status or finalizers).
+    fn is_main(self) -> bool {
+        matches!(self, Part::Main | Part::Scale)
+    }
+
+    /// The subresource `managedFields` records the write under (`None`: the object's own).
+    pub fn subresource(self) -> Option<&'static str> {
+        match self {
+            Part::Main => None,
+            Part::Status => Some("status"),
+            Part::Finalize => Some("finalize"),
+            Part::Scale => Some("scale"),
+        }
+    }
 }
 
 /// How a write is made: its field validation, and whether it is a dry run (`dryRun=All`: every
@@ -232,7 +252,7 @@ pub fn create(
     let (mut obj, warnings) = r.strategy.decode(obj, validation)?;
     admission::on_create(store, r, &mut obj)?;
     if let Some(manager) = &options.manager {
-        super::apply::record_update(r.kind, &r.api_version(), manager, None, &mut obj);
+        super::apply::record_update(r.kind, &r.api_version(), manager, None, None, &mut obj);
     }
     let bytes = store_bytes(&obj);
     if let Err(e) = limits::check_stored(&bytes) {
@@ -532,8 +552,10 @@ fn write_over(
         _ => None,
     };
     if part == Part::Status {
-        // Only the status changes; everything else stays as stored.
+        // Only the status changes; everything else stays as stored, but for the managed fields a
+        // status apply (or a client resetting them) sends.
         let status = obj.get("status").cloned();
+        let managed = obj.pointer("/metadata/managedFields").cloned();
         obj = old_obj.clone();
         match status {
             Some(s) => obj["status"] = s,
@@ -542,6 +564,9 @@ fn write_over(
                     map.remove("status");
                 }
             }
+        }
+        if let Some(managed) = managed {
+            obj["metadata"]["managedFields"] = managed;
         }
     } else if part == Part::Finalize {
         let finalizers = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
@@ -577,23 +602,30 @@ fn write_over(
         }
     }
     let (mut obj, warnings) = r.strategy.decode(obj, validation)?;
-    if part == Part::Main {
+    if part.is_main() {
         admission::on_update(store, r, &old_obj, &mut obj)?;
-        if let Some(manager) = &options.manager {
-            super::apply::record_update(r.kind, &r.api_version(), manager, Some(&old_obj), &mut obj);
-        }
-        if r.tracks_generation() && spec_of(&obj) != spec_of(&old_obj) {
-            let generation = old_obj
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            obj["metadata"]["generation"] = json!(generation + 1);
-        }
+    }
+    if let Some(manager) = &options.manager {
+        super::apply::record_update(
+            r.kind,
+            &r.api_version(),
+            manager,
+            part.subresource(),
+            Some(&old_obj),
+            &mut obj,
+        );
+    }
+    if part.is_main() && r.tracks_generation() && spec_of(&obj) != spec_of(&old_obj) {
+        let generation = old_obj
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        obj["metadata"]["generation"] = json!(generation + 1);
     }
     // What admission reserved for this write (a Service's new ports) goes back if it fails.
     let bytes = store_bytes(&obj);
     if options.dry_run {
-        if part == Part::Main {
+        if part.is_main() {
             admission::release_dropped(store, r, &obj, &old_obj);
         }
         if let Some(rv) = expected.filter(|rv| *rv != old.mod_revision) {
@@ -619,14 +651,14 @@ fn write_over(
     let kv = match written {
         Ok(kv) => kv,
         Err(e) => {
-            if part == Part::Main {
+            if part.is_main() {
                 admission::release_dropped(store, r, &obj, &old_obj);
             }
             return Err(e);
         }
     };
     let written = render(&kv)?;
-    if part == Part::Main {
+    if part.is_main() {
         admission::release_dropped(store, r, &old_obj, &written);
     }
     if deletion_complete(r, &written) {
@@ -760,7 +792,8 @@ pub fn server_side_apply(
     let mut attempts = 0;
     loop {
         let written = match get(store, r, namespace, name) {
-            Err(e) if e.code == 404 => {
+            // A status is applied to an object that exists.
+            Err(e) if e.code == 404 && opts.subresource.is_none() => {
                 let obj = super::apply::for_create(r.kind, &r.api_version(), &applied, opts);
                 let bytes = serde_json::to_vec(&obj).unwrap_or_default();
                 create(store, r, namespace, &bytes, options.clone()).map(|w| (201, w))
@@ -777,7 +810,11 @@ pub fn server_side_apply(
                     obj,
                     revision,
                     options.clone(),
-                    Part::Main,
+                    if opts.subresource == Some("status") {
+                        Part::Status
+                    } else {
+                        Part::Main
+                    },
                 )
                 .map(|w| (200, w))
             }

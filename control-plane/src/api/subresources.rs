@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    objects::{self, DeleteOptions, Part, PatchKind, Resource},
+    objects::{self, DeleteOptions, Part, PatchKind, Resource, WriteOptions},
     patch,
     status::ApiError,
     typed::FieldValidation,
@@ -70,7 +70,8 @@ pub fn scale_of(_r: &Resource, obj: &Value) -> Value {
     })
 }
 
-/// PUT (`patch` `None`) or PATCH of `.../scale`: sets `spec.replicas`.
+/// PUT (`patch` `None`) or PATCH of `.../scale`: sets `spec.replicas`, recorded as `manager`'s
+/// through the `scale` subresource (so a later apply of other replicas conflicts with it).
 pub fn scale_write(
     store: &Store,
     r: &'static Resource,
@@ -78,6 +79,7 @@ pub fn scale_write(
     name: &str,
     body: &[u8],
     patch_kind: Option<PatchKind>,
+    manager: Option<String>,
 ) -> Result<Value, ApiError> {
     let doc: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the Scale is not JSON: {e}")))?;
@@ -115,8 +117,11 @@ pub fn scale_write(
         name,
         PatchKind::Merge,
         change.to_string().as_bytes(),
-        FieldValidation::Strict,
-        Part::Main,
+        WriteOptions {
+            manager,
+            ..FieldValidation::Strict.into()
+        },
+        Part::Scale,
     )?;
     Ok(scale_of(r, &written))
 }
