@@ -309,3 +309,70 @@ fn scale_and_status_writers_are_managers_of_their_own() {
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn ports_are_one_per_number_and_protocol() {
+    let dir = temp_dir("ssa-ports");
+    let server = Server::start_with(&dir, &["--no-controllers"]);
+    // CoreDNS's Service: port 53 over UDP and over TCP are two ports, for apply as for Kubernetes.
+    let dns = |ports: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: dns\nspec:\n  selector: {{k8s-app: dns}}\n  ports:\n{ports}"
+        )
+    };
+    let both = "  - {name: dns, port: 53, protocol: UDP}\n  - {name: dns-tcp, port: 53, protocol: TCP}\n";
+    let (ok, out) = server.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &dns(both));
+    assert!(ok, "{out}");
+    assert_eq!(
+        server.jsonpath(
+            "service",
+            "dns",
+            "default",
+            "{range .spec.ports[*]}{.name}/{.protocol} {end}"
+        ),
+        "dns/UDP dns-tcp/TCP "
+    );
+    let managed = server.ok(&[
+        "get",
+        "service",
+        "dns",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[0].fieldsV1}",
+    ]);
+    assert!(
+        managed.contains(r#"k:{\"port\":53,\"protocol\":\"UDP\"}"#),
+        "{managed}"
+    );
+    // The TCP port no longer applied goes; the UDP one stays. A port without a protocol is TCP's.
+    let (ok, out) = server.kubectl_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &dns("  - {name: dns, port: 53, protocol: UDP}\n"),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        server.jsonpath(
+            "service",
+            "dns",
+            "default",
+            "{range .spec.ports[*]}{.name}/{.protocol} {end}"
+        ),
+        "dns/UDP "
+    );
+    let (ok, out) = server.kubectl_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &dns("  - {name: dns, port: 53, protocol: UDP}\n  - {name: dns-tcp, port: 53}\n"),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        server.jsonpath(
+            "service",
+            "dns",
+            "default",
+            "{range .spec.ports[*]}{.name}/{.protocol} {end}"
+        ),
+        "dns/UDP dns-tcp/TCP "
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}

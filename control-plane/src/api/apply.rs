@@ -96,12 +96,12 @@ fn value_fields(v: &Value, list: Option<ListMerge>, fields: Schema) -> FieldSet 
                 out.insert(format!("f:{k}"), Value::Object(value_fields(child, list, fields)));
             }
         }
-        (Value::Array(items), Some(ListMerge::Keyed(key))) => {
+        (Value::Array(items), Some(ListMerge::Keyed(key, more))) => {
             for item in items {
                 let mut element = FieldSet::new();
                 element.insert(".".into(), json!({}));
                 element.extend(value_fields(item, None, fields));
-                out.insert(element_key(key, item), Value::Object(element));
+                out.insert(element_key(key, more, item), Value::Object(element));
             }
         }
         (Value::Array(items), Some(ListMerge::Set)) => {
@@ -114,11 +114,30 @@ fn value_fields(v: &Value, list: Option<ListMerge>, fields: Schema) -> FieldSet 
     out
 }
 
-/// `k:{"<key>":<value>}` for a keyed list's element.
-fn element_key(key: &str, item: &Value) -> String {
+/// `k:{"<key>":<value>,...}` for a keyed list's element: its list-map keys, in order.
+fn element_key(key: &str, more: &[&str], item: &Value) -> String {
     let mut k = Map::new();
     k.insert(key.to_string(), item.get(key).cloned().unwrap_or(Value::Null));
+    for field in more {
+        if let Some(v) = key_value(item, field) {
+            k.insert(field.to_string(), v);
+        }
+    }
     format!("k:{}", Value::Object(k))
+}
+
+/// An element's list-map key `field`, or its default when absent (a port's protocol is `TCP`:
+/// kube-apiserver's OpenAPI gives the default, so an applied port without one is the TCP port).
+fn key_value(item: &Value, field: &str) -> Option<Value> {
+    item.get(field).cloned().or_else(|| match field {
+        "protocol" => Some(json!("TCP")),
+        _ => None,
+    })
+}
+
+/// Whether two elements of a keyed list are the same element.
+fn same_element(a: &Value, b: &Value, key: &str, more: &[&str]) -> bool {
+    a.get(key) == b.get(key) && more.iter().all(|f| key_value(a, f) == key_value(b, f))
 }
 
 /// Every leaf of `set` (a member with nothing below it, or a list element's `.`).
@@ -175,7 +194,7 @@ fn element_index(items: &[Value], element: &str) -> Option<usize> {
         let key: Map<String, Value> = serde_json::from_str(key).ok()?;
         items
             .iter()
-            .position(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)))
+            .position(|item| key.iter().all(|(k, v)| key_value(item, k).as_ref() == Some(v)))
     } else {
         let value: Value = serde_json::from_str(element.strip_prefix("v:")?).ok()?;
         items.iter().position(|item| *item == value)
@@ -257,9 +276,9 @@ fn merge_into(live: &mut Value, applied: &Value, list: Option<ListMerge>, fields
                 }
             }
         }
-        (Value::Array(l), Value::Array(a), Some(ListMerge::Keyed(key))) => {
+        (Value::Array(l), Value::Array(a), Some(ListMerge::Keyed(key, more))) => {
             for item in a {
-                match l.iter_mut().find(|e| e.get(key) == item.get(key)) {
+                match l.iter_mut().find(|e| same_element(e, item, key, more)) {
                     Some(existing) => merge_into(existing, item, None, fields),
                     None => l.push(item.clone()),
                 }

@@ -110,8 +110,10 @@ pub struct Field {
 /// How a list with `patchStrategy:"merge"` merges.
 #[derive(Clone, Copy)]
 pub enum ListMerge {
-    /// Objects identified by the `patchMergeKey` member.
-    Keyed(&'static str),
+    /// Objects identified by the `patchMergeKey` member; for server-side apply, by it and the
+    /// further `x-kubernetes-list-map-keys` listed (a Service's ports are one per port *and*
+    /// protocol, where a strategic merge patch knows only the port).
+    Keyed(&'static str, &'static [&'static str]),
     /// Primitives, merged as a set (no `patchMergeKey`).
     Set,
 }
@@ -127,9 +129,19 @@ pub(super) const fn nested(name: &'static str, fields: Schema) -> Field {
 
 /// `patchStrategy:"merge" patchMergeKey:"<key>"` on a list of objects.
 pub(super) const fn keyed(name: &'static str, key: &'static str, fields: Schema) -> Field {
+    keyed_also_by(name, key, &[], fields)
+}
+
+/// [`keyed`], where server-side apply tells elements apart by `more` keys as well.
+pub(super) const fn keyed_also_by(
+    name: &'static str,
+    key: &'static str,
+    more: &'static [&'static str],
+    fields: Schema,
+) -> Field {
     Field {
         name,
-        list: Some(ListMerge::Keyed(key)),
+        list: Some(ListMerge::Keyed(key, more)),
         fields,
     }
 }
@@ -331,7 +343,7 @@ fn merge_list(
             Some(Value::String(d)) if d == "replace" => replace = true,
             Some(Value::String(d)) if d == "merge" => {}
             Some(Value::String(d)) if d == "delete" => match list {
-                Some(ListMerge::Keyed(key)) => deletions.push(e.get(key).ok_or_else(|| {
+                Some(ListMerge::Keyed(key, _)) => deletions.push(e.get(key).ok_or_else(|| {
                     ApiError::bad_request(format!(
                         "a $patch: delete element of {field} has no merge key {key:?}"
                     ))
@@ -363,7 +375,7 @@ fn merge_list(
     // Elements are found by their identity through a hash index, not by scanning: a patch of n
     // elements against a list of m costs O(n + m), so a hostile list cannot make a request quadratic.
     match list {
-        ListMerge::Keyed(key) => {
+        ListMerge::Keyed(key, _) => {
             if !deletions.is_empty() {
                 let gone: HashSet<String> = deletions.iter().map(|d| identity_key(d)).collect();
                 merged.retain(|e| !e.get(key).is_some_and(|v| gone.contains(&identity_key(v))));
@@ -499,7 +511,7 @@ fn check_order(field: &str, items: &[Value], wanted: &[&Value], list: ListMerge)
 /// What identifies an element of a merge list: its merge key, or itself for primitives.
 fn identity(list: ListMerge, e: &Value) -> Option<&Value> {
     match list {
-        ListMerge::Keyed(key) => e.get(key),
+        ListMerge::Keyed(key, _) => e.get(key),
         ListMerge::Set => Some(e),
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{Column, Columns, Deletion, Problems, Strategy, column, default, name_of, wide};
 use crate::api::{
     names,
-    patch::{OBJECT_META, Schema, keyed, nested},
+    patch::{OBJECT_META, Schema, keyed, keyed_also_by, nested},
     resources::Resource,
     serviceaccounts,
     status::ApiError,
@@ -185,9 +185,9 @@ fn pod_status(obj: &Value) -> String {
 // ---- Merge keys ----
 
 /// core/v1 Container and EphemeralContainerCommon (same tags). `envFrom` and `resizePolicy` have no
-/// strategy (replaced).
+/// strategy (replaced). Ports are one per port and protocol for server-side apply.
 const CONTAINER: Schema = &[
-    keyed("ports", "containerPort", &[]),
+    keyed_also_by("ports", "containerPort", &["protocol"], &[]),
     keyed("env", "name", &[]),
     keyed("volumeMounts", "mountPath", &[]),
     keyed("volumeDevices", "devicePath", &[]),
@@ -196,8 +196,7 @@ const CONTAINER: Schema = &[
 /// core/v1 PodSpec. `volumes` and `resourceClaims` are `merge,retainKeys`: their elements are
 /// one-of unions, so kubectl sends `$retainKeys` in them (honoured wherever it appears, as in Go).
 /// `tolerations` and `readinessGates` have no strategy (replaced). `topologySpreadConstraints` merges
-/// by `topologyKey` alone, although its list-map keys for server-side apply also include
-/// `whenUnsatisfiable`.
+/// by `topologyKey` alone; server-side apply tells them apart by `whenUnsatisfiable` too.
 const POD_SPEC: Schema = &[
     keyed("volumes", "name", &[]),
     keyed("initContainers", "name", CONTAINER),
@@ -205,7 +204,12 @@ const POD_SPEC: Schema = &[
     keyed("ephemeralContainers", "name", CONTAINER),
     keyed("imagePullSecrets", "name", &[]),
     keyed("hostAliases", "ip", &[]),
-    keyed("topologySpreadConstraints", "topologyKey", &[]),
+    keyed_also_by(
+        "topologySpreadConstraints",
+        "topologyKey",
+        &["whenUnsatisfiable"],
+        &[],
+    ),
     keyed("schedulingGates", "name", &[]),
     keyed("resourceClaims", "name", &[]),
 ];

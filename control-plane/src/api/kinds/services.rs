@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{Column, Columns, Problems, Strategy, column, default, immutable, name_of, owner, wide};
 use crate::api::{
     allocator::{self, Pool},
-    patch::{OBJECT_META, Schema, keyed, nested},
+    patch::{OBJECT_META, Schema, keyed, keyed_also_by, nested},
     resources::Resource,
     status::ApiError,
     table::{joined, list, text},
@@ -73,12 +73,13 @@ impl Strategy for Services {
         out
     }
 
-    /// ServiceSpec `ports` merge by `port` (alone, so TCP and UDP on one port number collide, as in
-    /// Kubernetes); ServiceStatus `conditions` by `type`.
+    /// ServiceSpec `ports` merge by `port` (alone, so TCP and UDP on one port number collide in a
+    /// strategic merge patch, as in Kubernetes; server-side apply keys them by port and protocol);
+    /// ServiceStatus `conditions` by `type`.
     fn merge_keys(&self) -> Schema {
         const SERVICE: Schema = &[
             nested("metadata", OBJECT_META),
-            nested("spec", &[keyed("ports", "port", &[])]),
+            nested("spec", &[keyed_also_by("ports", "port", &["protocol"], &[])]),
             nested("status", &[keyed("conditions", "type", &[])]),
         ];
         SERVICE
