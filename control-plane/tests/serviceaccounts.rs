@@ -424,6 +424,40 @@ fn pods_get_their_account_volume_and_nodes_tokens_only_for_their_own_pods() {
         .unwrap_or_default()
         .to_string();
     assert_eq!(server.curl_as(&token, &[], "/api").0, 200);
+    // The kubelet's volume token (3607 s) is issued for a year, marked with when to replace it,
+    // and answered with the lifetime asked for (kube-apiserver's extended expiration).
+    let volume_request = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":3607,"boundObjectRef":{"apiVersion":"v1","kind":"Pod","name":"web"}}}"#;
+    let (code, body) = post_as_node(&server, &one, path, volume_request);
+    assert_eq!(code, 201, "{body}");
+    let answer = json(&body);
+    let claims = |token: &str| {
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap_or_default())
+            .expect("payload");
+        json(&String::from_utf8_lossy(&payload))
+    };
+    let volume = claims(answer["status"]["token"].as_str().unwrap_or_default());
+    let iat = volume["iat"].as_i64().unwrap_or_default();
+    assert_eq!(volume["exp"].as_i64(), Some(iat + 365 * 24 * 3600), "{volume}");
+    assert_eq!(
+        volume["kubernetes.io"]["warnafter"].as_i64(),
+        Some(iat + 3607),
+        "{volume}"
+    );
+    assert_eq!(answer["spec"]["expirationSeconds"], 3607);
+    let stated = answer["status"]["expirationTimestamp"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(stated, rfc3339_of(iat + 3607));
+    // Any other lifetime is what it says.
+    let (_, body) = post_as_node(&server, &one, path, &request("web"));
+    let short = claims(json(&body)["status"]["token"].as_str().unwrap_or_default());
+    assert_eq!(
+        short["exp"].as_i64().unwrap_or_default() - short["iat"].as_i64().unwrap_or_default(),
+        3600
+    );
+    assert!(short["kubernetes.io"].get("warnafter").is_none(), "{short}");
     let (code, body) = post_as_node(&server, &two, path, &request("web"));
     assert!(
         code == 403 && body.contains("scheduled on a different node"),
@@ -522,4 +556,13 @@ fn token_secrets_made_by_hand_get_a_long_lived_token_that_dies_with_the_secret()
     assert!(!ok && out.contains("kubernetes.io/service-account.name"), "{out}");
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `secs` since the epoch as RFC 3339 (by `date -u`).
+fn rfc3339_of(secs: i64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -8,7 +8,13 @@
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{auth::User, objects, status::ApiError, times::epoch_seconds, token_cache::TokenCache};
+use super::{
+    auth::User,
+    objects,
+    status::ApiError,
+    times::{epoch_seconds, now_epoch},
+    token_cache::TokenCache,
+};
 use crate::{jwt::Signer, store::Store};
 
 /// The issuer (`iss`) of the tokens and the audience the API server accepts (kube-apiserver's
@@ -44,11 +50,11 @@ const DELETED_POD_GRACE_SECONDS: i64 = 60;
 /// `warnafter` marker value: 1 h plus 7 s).
 const VOLUME_TOKEN_SECONDS: i64 = 3607;
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+/// What a pod-bound token asked for with [`VOLUME_TOKEN_SECONDS`] really lives: one year, as
+/// kube-apiserver's `--service-account-extend-token-expiration` (on by default) issues it, so that
+/// clients which read their token once keep working; the token says when it should have been
+/// replaced (`kubernetes.io/warnafter`), and the node still refreshes it at the hour.
+const EXTENDED_TOKEN_SECONDS: i64 = 365 * 24 * 3600;
 
 fn stored(store: &Store, plural: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
     let key = match namespace {
@@ -193,15 +199,22 @@ pub fn token_request(
             ));
         }
     }
-    let issued = now();
+    let issued = now_epoch();
     let expires = issued + expiration;
+    // A volume token (bound to a pod, for this API server) lives a year past its stated expiry.
+    let lifetime = if bound_pod.is_some() && expiration == VOLUME_TOKEN_SECONDS && audiences == [ISSUER] {
+        private["warnafter"] = json!(expires);
+        EXTENDED_TOKEN_SECONDS
+    } else {
+        expiration
+    };
     let claims = json!({
         "iss": ISSUER,
         "sub": format!("system:serviceaccount:{namespace}:{name}"),
         "aud": audiences,
         "iat": issued,
         "nbf": issued,
-        "exp": expires,
+        "exp": issued + lifetime,
         "jti": objects::new_uid(),
         "kubernetes.io": private,
     });
@@ -225,7 +238,7 @@ pub fn token_request(
 /// the object it is bound to) still the one it was issued for. The signature is checked once per
 /// token (`cache`), the rest on every call.
 pub fn authenticate(store: &Store, signer: &Signer, cache: &TokenCache, token: &str) -> Option<User> {
-    let now = now();
+    let now = now_epoch();
     let claims = cache.claims(token, now, || signer.verify(token).ok())?;
     if claims.get("iss").and_then(Value::as_str) == Some(LEGACY_ISSUER) {
         return legacy_user(store, &claims, token);
