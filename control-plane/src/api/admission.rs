@@ -6,7 +6,13 @@
 
 use serde_json::Value;
 
-use super::{allocator, kinds::Problems, names, resources, resources::Resource, status::ApiError};
+use super::{
+    allocator,
+    kinds::{self, Problems, Write},
+    names, resources,
+    resources::Resource,
+    status::ApiError,
+};
 use crate::store::Store;
 
 /// The most bytes an object's annotations (keys and values) may hold, as kube-apiserver allows.
@@ -74,18 +80,26 @@ fn validate_metadata(obj: &Value) -> Problems {
 /// Defaults, checks and reserves for a new object.
 pub fn on_create(store: &Store, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     validate_metadata(obj).into_result(r.kind, obj)?;
-    r.strategy.create(store, r, obj)
+    r.strategy.create(&write(store, r, obj), obj)
 }
 
 /// Keeps immutable fields, carries over what the server handed out, and checks an update.
 pub fn on_update(store: &Store, r: &Resource, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
     validate_metadata(obj).into_result(r.kind, obj)?;
-    r.strategy.update(store, r, old, obj)
+    r.strategy.update(&write(store, r, obj), old, obj)
+}
+
+fn write<'a>(store: &'a Store, r: &'a Resource, obj: &Value) -> Write<'a> {
+    Write {
+        store,
+        kind: r.kind,
+        owner: kinds::owner(r.plural, r.namespaced, obj),
+    }
 }
 
 /// Releases what a deleted object held.
 pub fn release(store: &Store, r: &Resource, obj: &Value) {
-    let who = super::kinds::owner(r, obj);
+    let who = kinds::owner(r.plural, r.namespaced, obj);
     for (pool, value) in r.strategy.held(obj) {
         allocator::release(store, pool, value, &who);
     }
@@ -94,7 +108,7 @@ pub fn release(store: &Store, r: &Resource, obj: &Value) {
 /// After an update: gives back what the old object held and the new one does not.
 pub fn release_dropped(store: &Store, r: &Resource, old: &Value, new: &Value) {
     let kept = r.strategy.held(new);
-    let who = super::kinds::owner(r, new);
+    let who = kinds::owner(r.plural, r.namespaced, new);
     for (pool, value) in r.strategy.held(old) {
         if !kept.iter().any(|(p, v)| p.name == pool.name && *v == value) {
             allocator::release(store, pool, value, &who);

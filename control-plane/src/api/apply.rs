@@ -50,15 +50,14 @@ const SERVER_METADATA: &[&str] = &[
     "selfLink",
 ];
 
-/// The fields `obj` (an applied configuration) sets.
-pub fn fields_of(kind: &str, obj: &Value) -> FieldSet {
-    fields_in(kind, obj, None)
+/// The fields `obj` (an applied configuration, of a kind whose lists merge as `schema` says) sets.
+pub fn fields_of(schema: Schema, obj: &Value) -> FieldSet {
+    fields_in(schema, obj, None)
 }
 
 /// The fields `obj` sets in the part a write through `subresource` changes: the status for
 /// `status`, everything else for the object itself (and `scale`, which changes its replicas).
-fn fields_in(kind: &str, obj: &Value, subresource: Option<&str>) -> FieldSet {
-    let schema = patch::schema_for(kind);
+fn fields_in(schema: Schema, obj: &Value, subresource: Option<&str>) -> FieldSet {
     let status_only = subresource == Some("status");
     let mut out = FieldSet::new();
     for (k, v) in obj.as_object().into_iter().flatten() {
@@ -353,7 +352,7 @@ fn is_ours(entry: &Value, opts: &ApplyOptions<'_>) -> bool {
 }
 
 /// The configuration a new object is created from: the applied one with this manager's entry.
-pub fn for_create(kind: &str, api_version: &str, applied: &Value, opts: &ApplyOptions<'_>) -> Value {
+pub fn for_create(schema: Schema, api_version: &str, applied: &Value, opts: &ApplyOptions<'_>) -> Value {
     let mut obj = applied.clone();
     if let Some(m) = obj.as_object_mut() {
         m.remove("status");
@@ -363,7 +362,7 @@ pub fn for_create(kind: &str, api_version: &str, applied: &Value, opts: &ApplyOp
         opts.manager,
         None,
         api_version,
-        fields_of(kind, applied)
+        fields_of(schema, applied)
     )]);
     obj
 }
@@ -392,13 +391,12 @@ fn entry_of(
 /// Applies `applied` to `live` for `opts.manager`: the object to write, or the 409 naming every
 /// field another manager owns with another value.
 pub fn apply(
-    kind: &str,
+    schema: Schema,
     api_version: &str,
     live: &Value,
     applied: &Value,
     opts: &ApplyOptions<'_>,
 ) -> Result<Value, ApiError> {
-    let schema = patch::schema_for(kind);
     let mut applied = applied.clone();
     if let Some(m) = applied.as_object_mut() {
         if opts.subresource == Some("status") {
@@ -412,7 +410,7 @@ pub fn apply(
             meta.retain(|k, _| !SERVER_METADATA.contains(&k.as_str()));
         }
     }
-    let new_set = fields_in(kind, &applied, opts.subresource);
+    let new_set = fields_in(schema, &applied, opts.subresource);
     let mut merged = live.clone();
     merge_into(&mut merged, &applied, None, schema);
 
@@ -520,7 +518,7 @@ fn conflict_message(conflicts: &[(String, String)]) -> String {
 /// `Update` entry, the fields it removed leave every entry. `managedFields` the client sent that
 /// differ from the stored ones are taken as they are (`[]` resets them, as in Kubernetes).
 pub fn record_update(
-    kind: &str,
+    schema: Schema,
     api_version: &str,
     manager: &str,
     subresource: Option<&str>,
@@ -533,13 +531,13 @@ pub fn record_update(
         return;
     }
     let mut entries = stored.and_then(|v| v.as_array().cloned()).unwrap_or_default();
-    let new_set = fields_in(kind, new, subresource);
+    let new_set = fields_in(schema, new, subresource);
     let changed: Vec<FieldPath> = leaves(&new_set)
         .into_iter()
         .filter(|p| old.is_none_or(|o| differs(o, new, p)))
         .collect();
     let removed: Vec<FieldPath> = old
-        .map(|o| leaves(&fields_in(kind, o, subresource)))
+        .map(|o| leaves(&fields_in(schema, o, subresource)))
         .unwrap_or_default()
         .into_iter()
         .filter(|p| !contains(&new_set, p))
@@ -601,6 +599,35 @@ pub fn manager_of(field_manager: Option<&str>, user_agent: Option<&str>) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn keys(kind: &str) -> Schema {
+        crate::api::resources::by_kind(kind).map_or(patch::METADATA_ONLY, |r| r.strategy.merge_keys())
+    }
+
+    fn fields_of(kind: &str, obj: &Value) -> FieldSet {
+        super::fields_of(keys(kind), obj)
+    }
+
+    fn apply(
+        kind: &str,
+        version: &str,
+        live: &Value,
+        applied: &Value,
+        o: &ApplyOptions<'_>,
+    ) -> Result<Value, ApiError> {
+        super::apply(keys(kind), version, live, applied, o)
+    }
+
+    fn record_update(
+        kind: &str,
+        version: &str,
+        manager: &str,
+        sub: Option<&str>,
+        old: Option<&Value>,
+        new: &mut Value,
+    ) {
+        super::record_update(keys(kind), version, manager, sub, old, new)
+    }
 
     fn opts(manager: &str, force: bool) -> ApplyOptions<'_> {
         ApplyOptions {

@@ -1113,7 +1113,12 @@ impl Api {
                 let Ok(mut proposed) = objects::get(&self.store, r, namespace, name) else {
                     return Ok(None);
                 };
-                patch::apply(req.patch_kind()?, r.kind, &mut proposed, &json(req.body)?)?;
+                patch::apply(
+                    req.patch_kind()?,
+                    r.strategy.merge_keys(),
+                    &mut proposed,
+                    &json(req.body)?,
+                )?;
                 Ok(Some(proposed))
             }
             ("POST" | "PUT", _) => Ok(Some(json(req.body)?)),
@@ -1145,7 +1150,12 @@ impl Api {
                     return Ok(()); // the write itself answers NotFound
                 };
                 let mut proposed = current.clone();
-                patch::apply(req.patch_kind()?, r.kind, &mut proposed, &json(req.body)?)?;
+                patch::apply(
+                    req.patch_kind()?,
+                    r.strategy.merge_keys(),
+                    &mut proposed,
+                    &json(req.body)?,
+                )?;
                 auth::admit_node_write(user, Some(&current), &proposed)
             }
             _ => Ok(()),

@@ -252,7 +252,14 @@ pub fn create(
     let (mut obj, warnings) = r.strategy.decode(obj, validation)?;
     admission::on_create(store, r, &mut obj)?;
     if let Some(manager) = &options.manager {
-        super::apply::record_update(r.kind, &r.api_version(), manager, None, None, &mut obj);
+        super::apply::record_update(
+            r.strategy.merge_keys(),
+            &r.api_version(),
+            manager,
+            None,
+            None,
+            &mut obj,
+        );
     }
     let bytes = store_bytes(&obj);
     if let Err(e) = limits::check_stored(&bytes) {
@@ -607,7 +614,7 @@ fn write_over(
     }
     if let Some(manager) = &options.manager {
         super::apply::record_update(
-            r.kind,
+            r.strategy.merge_keys(),
             &r.api_version(),
             manager,
             part.subresource(),
@@ -714,7 +721,7 @@ pub fn patch(
             .pointer("/metadata/resourceVersion")
             .cloned()
             .filter(|_| !pinned);
-        patch::apply(kind, r.kind, &mut obj, &patch_doc)?;
+        patch::apply(kind, r.strategy.merge_keys(), &mut obj, &patch_doc)?;
         match write_back(store, r, namespace, name, obj, revision, options.clone(), part) {
             Err(e) if e.reason == "Conflict" && !pinned && attempts < 5 => attempts += 1,
             other => return other,
@@ -794,14 +801,20 @@ pub fn server_side_apply(
         let written = match get(store, r, namespace, name) {
             // A status is applied to an object that exists.
             Err(e) if e.code == 404 && opts.subresource.is_none() => {
-                let obj = super::apply::for_create(r.kind, &r.api_version(), &applied, opts);
+                let obj = super::apply::for_create(r.strategy.merge_keys(), &r.api_version(), &applied, opts);
                 let bytes = serde_json::to_vec(&obj).unwrap_or_default();
                 create(store, r, namespace, &bytes, options.clone()).map(|w| (201, w))
             }
             Err(e) => return Err(e),
             Ok(current) => {
                 let revision = current.pointer("/metadata/resourceVersion").cloned();
-                let obj = super::apply::apply(r.kind, &r.api_version(), &current, &applied, opts)?;
+                let obj = super::apply::apply(
+                    r.strategy.merge_keys(),
+                    &r.api_version(),
+                    &current,
+                    &applied,
+                    opts,
+                )?;
                 write_back(
                     store,
                     r,

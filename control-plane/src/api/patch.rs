@@ -42,14 +42,20 @@ pub enum PatchKind {
     Apply,
 }
 
-/// Applies a patch of `patch_kind` to `target`, an object of `kind`.
-pub fn apply(patch_kind: PatchKind, kind: &str, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+/// Applies a patch of `patch_kind` to `target`, an object whose kind merges lists as `schema` says
+/// (its strategy's [`merge_keys`](super::kinds::Strategy::merge_keys)).
+pub fn apply(
+    patch_kind: PatchKind,
+    schema: Schema,
+    target: &mut Value,
+    patch: &Value,
+) -> Result<(), ApiError> {
     match patch_kind {
         PatchKind::Merge | PatchKind::Apply => {
             merge(target, patch);
             Ok(())
         }
-        PatchKind::Strategic => strategic(kind, target, patch),
+        PatchKind::Strategic => strategic(schema, target, patch),
         PatchKind::Json => super::jsonpatch::apply(target, patch),
     }
 }
@@ -74,19 +80,18 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Applies a strategic merge patch to `target`, an object of the given `kind`.
+/// Applies a strategic merge patch to `target`, whose kind's merge-key table is `schema`.
 ///
-/// The kind selects the merge-key table; kinds without keyed lists (and kinds this module does not
-/// know) still get the `ObjectMeta` rules, because every object has metadata and the API server
-/// merges `finalizers` and `ownerReferences` for all of them. Malformed patches and unknown
-/// directives are a 400, as from the API server.
-pub fn strategic(kind: &str, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+/// Kinds without keyed lists still get the `ObjectMeta` rules ([`METADATA_ONLY`]), because every
+/// object has metadata and the API server merges `finalizers` and `ownerReferences` for all of
+/// them. Malformed patches and unknown directives are a 400, as from the API server.
+pub fn strategic(schema: Schema, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
     let Value::Object(p) = patch else {
         return Err(ApiError::bad_request(
             "a strategic merge patch must be a JSON object",
         ));
     };
-    patch_map(target, p, schema_for(kind))
+    patch_map(target, p, schema)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,11 +166,6 @@ pub(super) const OBJECT_META: Schema = &[set("finalizers"), keyed("ownerReferenc
 /// Kinds with no merge lists outside their metadata: ConfigMap, Secret, Endpoints (subsets and their
 /// addresses/ports are replaced), Event, EndpointSlice, Lease.
 pub(super) const METADATA_ONLY: Schema = &[nested("metadata", OBJECT_META)];
-
-/// The table for one kind (metadata only for kinds not served).
-pub(super) fn schema_for(kind: &str) -> Schema {
-    super::resources::by_kind(kind).map_or(METADATA_ONLY, |r| r.strategy.merge_keys())
-}
 
 /// The strategy and type of `name` within `schema` (a plain field when not listed).
 pub(super) fn lookup(schema: Schema, name: &str) -> (Option<ListMerge>, Schema) {
@@ -598,6 +598,12 @@ fn same(a: &Value, b: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// [`super::strategic`] for an object of `kind`, with its kind's merge keys.
+    fn strategic(kind: &str, target: &mut Value, patch: &Value) -> Result<(), ApiError> {
+        let schema = crate::api::resources::by_kind(kind).map_or(METADATA_ONLY, |r| r.strategy.merge_keys());
+        super::strategic(schema, target, patch)
+    }
 
     fn apply(kind: &str, mut doc: Value, patch: Value) -> Value {
         strategic(kind, &mut doc, &patch).expect("patch applies");

@@ -363,13 +363,10 @@ fn make_default_account(store: &Store, namespace: &str) -> Option<Value> {
     }
 }
 
-/// The ServiceAccount admission plugin on a new pod: its service account must exist, and unless the
+/// The ServiceAccount admission plugin on a new pod (mirror pods skip it): its service account must exist, and unless the
 /// pod or the account opts out (`automountServiceAccountToken: false`) every container gets the
 /// `kube-api-access-*` projected volume (token, CA bundle, namespace) at [`MOUNT_PATH`].
 pub fn admit_pod(store: &Store, pod: &mut Value) -> Result<(), ApiError> {
-    if super::kinds::is_mirror_pod(pod) {
-        return Ok(());
-    }
     let namespace = str_at(pod, "/metadata/namespace").to_string();
     let account = str_at(pod, "/spec/serviceAccountName").to_string();
     if account.is_empty() {

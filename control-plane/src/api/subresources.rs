@@ -12,41 +12,6 @@ use super::{
 };
 use crate::store::Store;
 
-/// A LabelSelector in its string form (`app=web,tier in (a,b)`), as `Scale.status.selector` has it.
-pub fn selector_string(selector: Option<&Value>) -> String {
-    let Some(sel) = selector else {
-        return String::new();
-    };
-    let mut parts: Vec<String> = sel
-        .get("matchLabels")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-        .collect();
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-        let values: Vec<&str> = e
-            .get("values")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        match e.get("operator").and_then(Value::as_str) {
-            Some("In") => parts.push(format!("{key} in ({})", values.join(","))),
-            Some("NotIn") => parts.push(format!("{key} notin ({})", values.join(","))),
-            Some("Exists") => parts.push(key.to_string()),
-            Some("DoesNotExist") => parts.push(format!("!{key}")),
-            _ => {}
-        }
-    }
-    parts.join(",")
-}
-
 /// The Scale view of a Deployment or ReplicaSet.
 pub fn scale_of(_r: &Resource, obj: &Value) -> Value {
     let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
@@ -65,7 +30,7 @@ pub fn scale_of(_r: &Resource, obj: &Value) -> Value {
         "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)},
         "status": {
             "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector_string(obj.pointer("/spec/selector")),
+            "selector": super::selector::selector_string(obj.pointer("/spec/selector")),
         },
     })
 }
@@ -87,7 +52,7 @@ pub fn scale_write(
     let mut scale = scale_of(r, &current);
     match patch_kind {
         None => scale = doc.clone(),
-        Some(kind) => patch::apply(kind, "Scale", &mut scale, &doc)?,
+        Some(kind) => patch::apply(kind, patch::METADATA_ONLY, &mut scale, &doc)?,
     }
     let replicas = scale
         .pointer("/spec/replicas")

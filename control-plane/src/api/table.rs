@@ -44,40 +44,6 @@ pub fn age(created: Option<&str>) -> String {
     }
 }
 
-/// The value at `pointer` as text (strings unquoted; empty when absent or null).
-pub(super) fn text(obj: &Value, pointer: &str) -> String {
-    match obj.pointer(pointer) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(v) => v.to_string(),
-    }
-}
-
-/// The integer at `pointer`, or 0.
-pub(super) fn int(obj: &Value, pointer: &str) -> i64 {
-    obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
-}
-
-/// The elements of the array at `pointer` (none when it is not one).
-pub(super) fn list<'a>(obj: &'a Value, pointer: &str) -> impl Iterator<Item = &'a Value> {
-    obj.pointer(pointer)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-}
-
-/// Values joined by commas as kubectl shows them: `none` for no value, at most three and a count.
-pub(super) fn joined(values: impl Iterator<Item = String>, none: &str) -> String {
-    let all: Vec<String> = values.collect();
-    if all.is_empty() {
-        none.to_string()
-    } else if all.len() > 3 {
-        format!("{} + {} more...", all[..3].join(","), all.len() - 3)
-    } else {
-        all.join(",")
-    }
-}
-
 /// A Table of `objects` of `kind`, at `resource_version`.
 pub fn of(kind: &str, objects: &[Value], resource_version: Option<&Value>, whole_objects: bool) -> Value {
     let strategy = resources::by_kind(kind).map(|r| r.strategy);

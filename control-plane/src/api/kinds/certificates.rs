@@ -4,10 +4,9 @@
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use serde_json::{Value, json};
 
-use super::{Column, Columns, Strategy, column};
+use super::{Column, Columns, Strategy, column, list, text};
 use crate::api::{
     status::ApiError,
-    table::{list, text},
     typed::{self, FieldValidation},
 };
 

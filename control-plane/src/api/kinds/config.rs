@@ -5,14 +5,12 @@
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde_json::{Value, json};
 
-use super::{Column, Columns, Problems, Strategy, column};
+use super::{Column, Columns, Problems, Strategy, Write, column};
 use crate::api::{
-    resources::Resource,
     serviceaccounts::{LEGACY_TOKEN_ACCOUNT_ANNOTATION, LEGACY_TOKEN_TYPE},
     status::ApiError,
     typed::{self, FieldValidation},
 };
-use crate::store::Store;
 
 /// The strategy of core/v1 ConfigMaps.
 pub struct ConfigMaps;
@@ -25,12 +23,12 @@ impl Strategy for ConfigMaps {
         typed::through::<ConfigMap>(obj, validation)
     }
 
-    fn create(&self, _store: &Store, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
-        validate_data(r.kind, obj).into_result(r.kind, obj)
+    fn create(&self, w: &Write<'_>, obj: &mut Value) -> Result<(), ApiError> {
+        validate_data(w.kind, obj).into_result(w.kind, obj)
     }
 
-    fn update(&self, _store: &Store, r: &Resource, _old: &Value, obj: &mut Value) -> Result<(), ApiError> {
-        validate_data(r.kind, obj).into_result(r.kind, obj)
+    fn update(&self, w: &Write<'_>, _old: &Value, obj: &mut Value) -> Result<(), ApiError> {
+        validate_data(w.kind, obj).into_result(w.kind, obj)
     }
 
     fn columns(&self) -> Columns {
@@ -53,9 +51,9 @@ pub struct Secrets;
 pub const SECRETS: Secrets = Secrets;
 
 impl Secrets {
-    fn check(&self, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    fn check(&self, kind: &str, obj: &mut Value) -> Result<(), ApiError> {
         fold_string_data(obj);
-        let mut p = validate_data(r.kind, obj);
+        let mut p = validate_data(kind, obj);
         // A token Secret names its account (the tokens controller fills in the rest).
         let account = obj
             .pointer("/metadata/annotations")
@@ -69,7 +67,7 @@ impl Secrets {
                 "Required value",
             );
         }
-        p.into_result(r.kind, obj)
+        p.into_result(kind, obj)
     }
 }
 
@@ -78,12 +76,12 @@ impl Strategy for Secrets {
         typed::through::<Secret>(obj, validation)
     }
 
-    fn create(&self, _store: &Store, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
-        self.check(r, obj)
+    fn create(&self, w: &Write<'_>, obj: &mut Value) -> Result<(), ApiError> {
+        self.check(w.kind, obj)
     }
 
-    fn update(&self, _store: &Store, r: &Resource, _old: &Value, obj: &mut Value) -> Result<(), ApiError> {
-        self.check(r, obj)
+    fn update(&self, w: &Write<'_>, _old: &Value, obj: &mut Value) -> Result<(), ApiError> {
+        self.check(w.kind, obj)
     }
 
     fn columns(&self) -> Columns {

@@ -4,14 +4,11 @@
 use k8s_openapi::api::{core::v1::Endpoints, discovery::v1::EndpointSlice};
 use serde_json::{Value, json};
 
-use super::{Column, Columns, Problems, Strategy, column};
+use super::{Column, Columns, Problems, Strategy, Write, column, joined, list, text};
 use crate::api::{
-    resources::Resource,
     status::ApiError,
-    table::{joined, list, text},
     typed::{self, FieldValidation},
 };
-use crate::store::Store;
 
 /// The strategy of core/v1 Endpoints.
 pub struct EndpointsStrategy;
@@ -61,7 +58,7 @@ impl Strategy for EndpointSlices {
         typed::through::<EndpointSlice>(obj, validation)
     }
 
-    fn create(&self, _store: &Store, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    fn create(&self, w: &Write<'_>, obj: &mut Value) -> Result<(), ApiError> {
         let mut p = Problems::default();
         if !matches!(
             obj.get("addressType").and_then(Value::as_str),
@@ -72,7 +69,7 @@ impl Strategy for EndpointSlices {
                 "Unsupported value: must be one of IPv4, IPv6, FQDN",
             );
         }
-        p.into_result(r.kind, obj)
+        p.into_result(w.kind, obj)
     }
 
     fn columns(&self) -> Columns {

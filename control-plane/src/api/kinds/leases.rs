@@ -3,10 +3,9 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use serde_json::{Value, json};
 
-use super::{Column, Columns, Strategy, column};
+use super::{Column, Columns, Strategy, column, text};
 use crate::api::{
     status::ApiError,
-    table::text,
     typed::{self, FieldValidation},
 };
 

@@ -44,7 +44,6 @@ pub use workloads::{DAEMON_SETS, DEPLOYMENTS, REPLICA_SETS};
 use super::{
     allocator::Pool,
     patch::{self, Schema},
-    resources::Resource,
     status::ApiError,
     typed::{self, FieldValidation},
 };
@@ -58,12 +57,12 @@ pub trait Strategy: Sync {
     fn decode(&self, obj: Value, validation: FieldValidation) -> Result<(Value, Vec<String>), ApiError>;
 
     /// Defaults, validation and reservations of a new object (its metadata already checked).
-    fn create(&self, _store: &Store, _r: &Resource, _obj: &mut Value) -> Result<(), ApiError> {
+    fn create(&self, _w: &Write<'_>, _obj: &mut Value) -> Result<(), ApiError> {
         Ok(())
     }
 
     /// The same for a replacement of `old`: immutable fields, values handed out kept.
-    fn update(&self, _store: &Store, _r: &Resource, _old: &Value, _obj: &mut Value) -> Result<(), ApiError> {
+    fn update(&self, _w: &Write<'_>, _old: &Value, _obj: &mut Value) -> Result<(), ApiError> {
         Ok(())
     }
 
@@ -119,6 +118,16 @@ pub trait Strategy: Sync {
     fn cells_after_age(&self, _obj: &Value) -> Vec<Value> {
         Vec::new()
     }
+}
+
+/// What a strategy knows of the write at hand.
+pub struct Write<'a> {
+    /// Where reservations are taken and other objects looked up.
+    pub store: &'a Store,
+    /// The object's kind, for messages.
+    pub kind: &'a str,
+    /// Who holds the object's reservations: its store path below `/registry/` (see [`owner`]).
+    pub owner: String,
 }
 
 /// How a DELETE goes for one object (see [`Strategy::deletion`]).
@@ -215,6 +224,40 @@ pub const NOT_STORED: NotStored = NotStored;
 
 // ---- Helpers shared by the kinds ----
 
+/// The value at `pointer` as text (strings unquoted; empty when absent or null).
+pub fn text(obj: &Value, pointer: &str) -> String {
+    match obj.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// The integer at `pointer`, or 0.
+pub fn int(obj: &Value, pointer: &str) -> i64 {
+    obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// The elements of the array at `pointer` (none when it is not one).
+pub fn list<'a>(obj: &'a Value, pointer: &str) -> impl Iterator<Item = &'a Value> {
+    obj.pointer(pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// Values joined by commas as kubectl shows them: `none` for no value, at most three and a count.
+pub fn joined(values: impl Iterator<Item = String>, none: &str) -> String {
+    let all: Vec<String> = values.collect();
+    if all.is_empty() {
+        none.to_string()
+    } else if all.len() > 3 {
+        format!("{} + {} more...", all[..3].join(","), all.len() - 3)
+    } else {
+        all.join(",")
+    }
+}
+
 /// Collected validation failures: (field path, message).
 #[derive(Default)]
 pub(super) struct Problems(pub(super) Vec<(String, String)>);
@@ -245,11 +288,11 @@ pub(super) fn name_of(obj: &Value) -> &str {
         .unwrap_or_default()
 }
 
-/// Who holds a reservation: the object's store path below `/registry/`.
-pub(super) fn owner(r: &Resource, obj: &Value) -> String {
+/// Who holds a reservation: the object's store path below `/registry/` (`plural/[ns/]name`).
+pub fn owner(plural: &str, namespaced: bool, obj: &Value) -> String {
     match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
-        Some(ns) if r.namespaced => format!("{}/{ns}/{}", r.plural, name_of(obj)),
-        _ => format!("{}/{}", r.plural, name_of(obj)),
+        Some(ns) if namespaced => format!("{plural}/{ns}/{}", name_of(obj)),
+        _ => format!("{plural}/{}", name_of(obj)),
     }
 }
 

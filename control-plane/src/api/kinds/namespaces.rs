@@ -6,15 +6,12 @@
 use k8s_openapi::api::core::v1::Namespace;
 use serde_json::{Value, json};
 
-use super::{Column, Columns, Deletion, Strategy, column};
+use super::{Column, Columns, Deletion, Strategy, Write, column, text};
 use crate::api::{
     patch::{OBJECT_META, Schema, keyed, nested},
-    resources::Resource,
     status::ApiError,
-    table::text,
     typed::{self, FieldValidation},
 };
-use crate::store::Store;
 
 /// The strategy of core/v1 Namespaces.
 pub struct Namespaces;
@@ -38,7 +35,7 @@ impl Strategy for Namespaces {
         typed::through::<Namespace>(obj, validation)
     }
 
-    fn create(&self, _store: &Store, _r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    fn create(&self, _w: &Write<'_>, obj: &mut Value) -> Result<(), ApiError> {
         if !obj.get("spec").is_some_and(Value::is_object) {
             obj["spec"] = json!({});
         }
@@ -50,7 +47,7 @@ impl Strategy for Namespaces {
     }
 
     /// `spec.finalizers` changes only through `namespaces/NAME/finalize`, as in Kubernetes.
-    fn update(&self, _store: &Store, _r: &Resource, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
+    fn update(&self, _w: &Write<'_>, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
         let finalizers = old.pointer("/spec/finalizers").cloned();
         if !obj.get("spec").is_some_and(Value::is_object) {
             obj["spec"] = json!({});

@@ -4,16 +4,13 @@
 use k8s_openapi::api::core::v1::Node;
 use serde_json::{Value, json};
 
-use super::{Column, Columns, Strategy, column, name_of, owner};
+use super::{Column, Columns, Strategy, Write, column, joined, list, name_of, text};
 use crate::api::{
     allocator::{self, Pool},
     patch::{OBJECT_META, Schema, keyed, nested, set},
-    resources::Resource,
     status::ApiError,
-    table::{joined, list, text},
     typed::{self, FieldValidation},
 };
-use crate::store::Store;
 
 /// The strategy of core/v1 Nodes.
 pub struct Nodes;
@@ -26,12 +23,12 @@ impl Strategy for Nodes {
         typed::through::<Node>(obj, validation)
     }
 
-    fn create(&self, store: &Store, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
-        allocate_pod_cidr(store, r, obj, None).map_err(|e| e.about(r.kind, name_of(obj)))
+    fn create(&self, w: &Write<'_>, obj: &mut Value) -> Result<(), ApiError> {
+        allocate_pod_cidr(w, obj, None).map_err(|e| e.about(w.kind, name_of(obj)))
     }
 
-    fn update(&self, store: &Store, r: &Resource, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
-        allocate_pod_cidr(store, r, obj, Some(old)).map_err(|e| e.about(r.kind, name_of(obj)))
+    fn update(&self, w: &Write<'_>, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
+        allocate_pod_cidr(w, obj, Some(old)).map_err(|e| e.about(w.kind, name_of(obj)))
     }
 
     /// A node registers with its status (addresses, capacity, conditions).
@@ -99,13 +96,8 @@ impl Strategy for Nodes {
     }
 }
 
-fn allocate_pod_cidr(
-    store: &Store,
-    r: &Resource,
-    obj: &mut Value,
-    old: Option<&Value>,
-) -> Result<(), ApiError> {
-    let who = owner(r, obj);
+fn allocate_pod_cidr(w: &Write<'_>, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let (store, who) = (w.store, w.owner.as_str());
     if obj.get("spec").is_none_or(Value::is_null) {
         obj["spec"] = json!({});
     }
@@ -129,12 +121,12 @@ fn allocate_pod_cidr(
         Some(cidr) if !cidr.is_empty() => {
             // A podCIDR outside the pool (another cluster CIDR) is the node's own business.
             if let Some(v) = (allocator::POD_CIDRS.parse)(cidr) {
-                allocator::reserve(store, &allocator::POD_CIDRS, v, &who, "spec.podCIDR")?;
+                allocator::reserve(store, &allocator::POD_CIDRS, v, who, "spec.podCIDR")?;
             }
             let cidr = cidr.to_string();
             obj["spec"]["podCIDRs"] = json!([cidr]);
         }
-        _ => match allocator::allocate(store, &allocator::POD_CIDRS, &who, "spec.podCIDR") {
+        _ => match allocator::allocate(store, &allocator::POD_CIDRS, who, "spec.podCIDR") {
             Ok(v) => {
                 let cidr = (allocator::POD_CIDRS.format)(v);
                 obj["spec"]["podCIDR"] = json!(cidr);

@@ -8,17 +8,16 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
-use super::{Column, Columns, Deletion, Problems, Strategy, column, default, name_of, wide};
+use super::{
+    Column, Columns, Deletion, Problems, Strategy, Write, column, default, int, list, name_of, text, wide,
+};
 use crate::api::{
     names,
     patch::{OBJECT_META, Schema, keyed, keyed_also_by, nested},
-    resources::Resource,
     serviceaccounts,
     status::ApiError,
-    table::{int, list, text},
     typed::{self, FieldValidation},
 };
-use crate::store::Store;
 
 /// How long pods tolerate a node that is not ready or unreachable before they are evicted, when
 /// they do not say (kube-apiserver's `--default-not-ready-toleration-seconds` and
@@ -64,23 +63,25 @@ impl Strategy for Pods {
         typed::through::<Pod>(obj, validation)
     }
 
-    fn create(&self, store: &Store, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    fn create(&self, w: &Write<'_>, obj: &mut Value) -> Result<(), ApiError> {
         default_pod(obj);
         if let Some(spec) = obj.get_mut("spec") {
             default_tolerations(spec);
         }
-        serviceaccounts::admit_pod(store, obj)?;
-        validate_pod_spec(obj.get("spec"), "spec").into_result(r.kind, obj)?;
+        if !is_mirror_pod(obj) {
+            serviceaccounts::admit_pod(w.store, obj)?;
+        }
+        validate_pod_spec(obj.get("spec"), "spec").into_result(w.kind, obj)?;
         let qos = qos_class(obj.get("spec"));
         obj["status"] = json!({"phase": "Pending", "qosClass": qos});
         Ok(())
     }
 
-    fn update(&self, _store: &Store, r: &Resource, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
+    fn update(&self, w: &Write<'_>, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
         default_pod(obj);
         if without_mutable_fields(obj.get("spec")) != without_mutable_fields(old.get("spec")) {
             return Err(ApiError::invalid_all(
-                r.kind,
+                w.kind,
                 name_of(obj),
                 vec![(
                     "spec".into(),
@@ -88,7 +89,7 @@ impl Strategy for Pods {
                 )],
             ));
         }
-        validate_pod_spec(obj.get("spec"), "spec").into_result(r.kind, obj)
+        validate_pod_spec(obj.get("spec"), "spec").into_result(w.kind, obj)
     }
 
     fn tracks_generation(&self) -> bool {

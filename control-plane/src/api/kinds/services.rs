@@ -5,16 +5,15 @@
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
 
-use super::{Column, Columns, Problems, Strategy, column, default, immutable, name_of, owner, wide};
+use super::{
+    Column, Columns, Problems, Strategy, Write, column, default, immutable, joined, list, name_of, text, wide,
+};
 use crate::api::{
     allocator::{self, Pool},
     patch::{OBJECT_META, Schema, keyed, keyed_also_by, nested},
-    resources::Resource,
     status::ApiError,
-    table::{joined, list, text},
     typed::{self, FieldValidation},
 };
-use crate::store::Store;
 
 /// The strategy of core/v1 Services.
 pub struct Services;
@@ -27,13 +26,13 @@ impl Strategy for Services {
         typed::through::<Service>(obj, validation)
     }
 
-    fn create(&self, store: &Store, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    fn create(&self, w: &Write<'_>, obj: &mut Value) -> Result<(), ApiError> {
         default_service(obj);
-        validate_service(obj).into_result(r.kind, obj)?;
-        allocate_service(store, r, obj, None).map_err(|e| e.about(r.kind, name_of(obj)))
+        validate_service(obj).into_result(w.kind, obj)?;
+        allocate_service(w, obj, None).map_err(|e| e.about(w.kind, name_of(obj)))
     }
 
-    fn update(&self, store: &Store, r: &Resource, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
+    fn update(&self, w: &Write<'_>, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
         default_service(obj);
         // A client that leaves the handed-out values out (kubectl apply does) keeps them.
         if obj
@@ -49,10 +48,10 @@ impl Strategy for Services {
         }
         let old_ip = old.pointer("/spec/clusterIP");
         if old_ip.is_some() && obj.pointer("/spec/clusterIP") != old_ip {
-            return Err(immutable(r.kind, obj, "spec.clusterIPs[0]"));
+            return Err(immutable(w.kind, obj, "spec.clusterIPs[0]"));
         }
-        validate_service(obj).into_result(r.kind, obj)?;
-        allocate_service(store, r, obj, Some(old)).map_err(|e| e.about(r.kind, name_of(obj)))
+        validate_service(obj).into_result(w.kind, obj)?;
+        allocate_service(w, obj, Some(old)).map_err(|e| e.about(w.kind, name_of(obj)))
     }
 
     /// Its ClusterIP and NodePorts.
@@ -227,13 +226,8 @@ fn validate_service(obj: &Value) -> Problems {
     p
 }
 
-fn allocate_service(
-    store: &Store,
-    r: &Resource,
-    obj: &mut Value,
-    old: Option<&Value>,
-) -> Result<(), ApiError> {
-    let who = owner(r, obj);
+fn allocate_service(w: &Write<'_>, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let (store, who) = (w.store, w.owner.as_str());
     let ty = obj
         .pointer("/spec/type")
         .and_then(Value::as_str)
@@ -253,11 +247,11 @@ fn allocate_service(
                     &format!("Invalid value: \"{ip}\": must be a valid IP address"),
                 )
             })?;
-            allocator::reserve(store, &allocator::CLUSTER_IPS, value, &who, "spec.clusterIPs[0]")?;
+            allocator::reserve(store, &allocator::CLUSTER_IPS, value, who, "spec.clusterIPs[0]")?;
             obj["spec"]["clusterIPs"] = json!([ip]);
         }
         _ => {
-            let value = allocator::allocate(store, &allocator::CLUSTER_IPS, &who, "spec.clusterIPs")?;
+            let value = allocator::allocate(store, &allocator::CLUSTER_IPS, who, "spec.clusterIPs")?;
             let ip = (allocator::CLUSTER_IPS.format)(value);
             obj["spec"]["clusterIP"] = json!(ip);
             obj["spec"]["clusterIPs"] = json!([ip]);
@@ -288,9 +282,9 @@ fn allocate_service(
             }
         }
         match port.get("nodePort").and_then(Value::as_u64) {
-            Some(np) => allocator::reserve(store, &allocator::NODE_PORTS, np as u32, &who, &field)?,
+            Some(np) => allocator::reserve(store, &allocator::NODE_PORTS, np as u32, who, &field)?,
             None => {
-                let np = allocator::allocate(store, &allocator::NODE_PORTS, &who, &field)?;
+                let np = allocator::allocate(store, &allocator::NODE_PORTS, who, &field)?;
                 port["nodePort"] = json!(np);
             }
         }

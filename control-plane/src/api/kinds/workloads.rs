@@ -9,20 +9,16 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use super::{
-    Column, Columns, Problems, Strategy, column, default, immutable,
+    Column, Columns, Problems, Strategy, Write, column, default, immutable, int, list,
     pods::{POD_TEMPLATE, default_pod_spec, validate_pod_spec},
-    wide,
+    text, wide,
 };
 use crate::api::{
     patch::{OBJECT_META, Schema, keyed, nested},
-    resources::Resource,
-    selector,
+    selector::{self, selector_string},
     status::ApiError,
-    subresources::selector_string,
-    table::{int, list, text},
     typed::{self, FieldValidation},
 };
-use crate::store::Store;
 
 /// The strategy of one workload kind, of Kubernetes type `T`.
 pub struct Workload<T> {
@@ -141,17 +137,17 @@ impl<T: DeserializeOwned + Serialize> Strategy for Workload<T> {
         typed::through::<T>(obj, validation)
     }
 
-    fn create(&self, _store: &Store, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    fn create(&self, w: &Write<'_>, obj: &mut Value) -> Result<(), ApiError> {
         self.apply_defaults(obj);
-        validate_workload(obj).into_result(r.kind, obj)
+        validate_workload(obj).into_result(w.kind, obj)
     }
 
-    fn update(&self, _store: &Store, r: &Resource, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
+    fn update(&self, w: &Write<'_>, old: &Value, obj: &mut Value) -> Result<(), ApiError> {
         self.apply_defaults(obj);
         if old.pointer("/spec/selector") != obj.pointer("/spec/selector") {
-            return Err(immutable(r.kind, obj, "spec.selector"));
+            return Err(immutable(w.kind, obj, "spec.selector"));
         }
-        validate_workload(obj).into_result(r.kind, obj)
+        validate_workload(obj).into_result(w.kind, obj)
     }
 
     fn tracks_generation(&self) -> bool {
