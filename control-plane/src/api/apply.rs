@@ -156,10 +156,13 @@ fn leaves(set: &FieldSet) -> Vec<FieldPath> {
     out
 }
 
+/// Whether `set` holds `path`. A list element's `k:` key matches one that holds a subset of its keys
+/// or a superset: entries recorded before an element was keyed by all its list-map keys
+/// (`k:{"port":53}` then, `k:{"port":53,"protocol":"UDP"}` now) still name the same element.
 fn contains(set: &FieldSet, path: &[String]) -> bool {
     let mut at = set;
     for (i, p) in path.iter().enumerate() {
-        match at.get(p) {
+        match matching_key(at, p).and_then(|k| at.get(&k)) {
             None => return false,
             Some(v) if i + 1 == path.len() => return v.is_object(),
             Some(v) => match v.as_object() {
@@ -171,18 +174,43 @@ fn contains(set: &FieldSet, path: &[String]) -> bool {
     true
 }
 
+/// The member of `set` that `element` names: itself, or a `k:` key naming the same element.
+fn matching_key(set: &FieldSet, element: &str) -> Option<String> {
+    if set.contains_key(element) {
+        return Some(element.to_string());
+    }
+    let wanted = element_keys(element)?;
+    set.keys()
+        .find(|k| element_keys(k).is_some_and(|keys| same_keys(&keys, &wanted)))
+        .cloned()
+}
+
+/// The key members of a `k:{...}` path element.
+fn element_keys(element: &str) -> Option<Map<String, Value>> {
+    serde_json::from_str(element.strip_prefix("k:")?).ok()
+}
+
+/// Whether two element keys agree on every member both have (one holds the other).
+fn same_keys(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    small.iter().all(|(k, v)| large.get(k) == Some(v))
+}
+
 fn remove_path(set: &mut FieldSet, path: &[String]) {
     let Some((first, rest)) = path.split_first() else {
         return;
     };
+    let Some(first) = matching_key(set, first) else {
+        return;
+    };
     if rest.is_empty() {
-        set.remove(first);
+        set.remove(&first);
         return;
     }
-    if let Some(Value::Object(child)) = set.get_mut(first) {
+    if let Some(Value::Object(child)) = set.get_mut(&first) {
         remove_path(child, rest);
         if child.is_empty() {
-            set.remove(first);
+            set.remove(&first);
         }
     }
 }
@@ -415,7 +443,7 @@ pub fn apply(
     merge_into(&mut merged, &applied, None, schema);
 
     let mut entries = managed_entries(live);
-    let mut conflicts: Vec<(String, String)> = Vec::new();
+    let mut conflicts: Vec<Conflict> = Vec::new();
     let mut taken: Vec<(usize, FieldPath)> = Vec::new();
     let new_leaves = leaves(&new_set);
     for (i, e) in entries.iter().enumerate() {
@@ -427,7 +455,11 @@ pub fn apply(
         let theirs = entry_set(e);
         for path in new_leaves.iter().filter(|p| contains(&theirs, p)) {
             if differs(live, &merged, path) {
-                conflicts.push((display(path), describe_manager(e)));
+                conflicts.push(Conflict {
+                    field: display(path),
+                    manager: describe_manager(e),
+                    identity: manager_identity(e),
+                });
                 taken.push((i, path.clone()));
             }
         }
@@ -436,7 +468,7 @@ pub fn apply(
         let mut e = ApiError::new(409, "Conflict", conflict_message(&conflicts));
         e.causes = conflicts
             .into_iter()
-            .map(|(field, manager)| (field, format!("conflict with {manager}")))
+            .map(|c| (c.field, format!("conflict with {}", c.manager)))
             .collect();
         return Err(e);
     }
@@ -490,20 +522,56 @@ fn describe_manager(entry: &Value) -> String {
     who
 }
 
+/// One field another manager holds with another value.
+struct Conflict {
+    /// As kube-apiserver prints a path (`.spec.replicas`).
+    field: String,
+    /// As kube-apiserver names a manager ([`describe_manager`]).
+    manager: String,
+    /// What managers are sorted by in a message.
+    identity: ManagerIdentity,
+}
+
+/// A manager as kube-apiserver tells managers apart and sorts them (its encoded identifier): name,
+/// operation, the API version of an `Update`, subresource.
+type ManagerIdentity = (String, String, String, String);
+
+fn manager_identity(entry: &Value) -> ManagerIdentity {
+    let text = |field: &str| {
+        entry
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let version = if text("operation") == "Apply" {
+        String::new()
+    } else {
+        text("apiVersion")
+    };
+    (text("manager"), text("operation"), version, text("subresource"))
+}
+
 /// The message of a failed apply, as kube-apiserver words it: the one conflict, or the fields
 /// grouped by manager.
-fn conflict_message(conflicts: &[(String, String)]) -> String {
-    if let [(field, manager)] = conflicts {
-        return format!("Apply failed with 1 conflict: conflict with {manager}: {field}");
+fn conflict_message(conflicts: &[Conflict]) -> String {
+    if let [c] = conflicts {
+        return format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            c.manager, c.field
+        );
     }
-    let mut managers: Vec<&str> = conflicts.iter().map(|(_, m)| m.as_str()).collect();
+    let mut managers: Vec<(&ManagerIdentity, &str)> = conflicts
+        .iter()
+        .map(|c| (&c.identity, c.manager.as_str()))
+        .collect();
     managers.sort_unstable();
     managers.dedup();
     let mut lines = Vec::new();
-    for manager in managers {
+    for (identity, manager) in managers {
         lines.push(format!("conflicts with {manager}:"));
-        for (field, _) in conflicts.iter().filter(|(_, m)| m == manager) {
-            lines.push(format!("- {field}"));
+        for c in conflicts.iter().filter(|c| &c.identity == identity) {
+            lines.push(format!("- {}", c.field));
         }
     }
     format!(
@@ -736,5 +804,20 @@ mod tests {
         let fewer = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
         let second = apply("Pod", "v1", &first, &fewer, &opts("me", false)).expect("apply");
         assert_eq!(second["spec"]["containers"], json!([{"name": "a", "image": "x"}]));
+    }
+
+    #[test]
+    fn entries_keyed_before_all_list_map_keys_still_name_their_elements() {
+        // A Service applied when ports were keyed by port alone; the same manifest applied again
+        // keeps both ports (the old paths name the same elements as the new ones).
+        let live = json!({"metadata": {"name": "dns", "managedFields": [{
+            "manager": "kubectl", "operation": "Apply", "apiVersion": "v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:ports": {
+                "k:{\"port\":53}": {".": {}, "f:name": {}, "f:port": {}, "f:protocol": {}}}}}}]},
+            "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}});
+        let applied = json!({"metadata": {"name": "dns"},
+            "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}});
+        let after = apply("Service", "v1", &live, &applied, &opts("kubectl", false)).expect("apply");
+        assert_eq!(after["spec"]["ports"], applied["spec"]["ports"]);
     }
 }

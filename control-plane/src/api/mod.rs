@@ -345,7 +345,6 @@ impl Api {
         }
     }
 
-    /// Checks that `user` may do what `req` asks of `target`.
     /// Whether `user` may make this request at all, judged from its method and path alone (a create's
     /// name in the body is not read): a client that may not write a resource gets its 403 before the
     /// server looks at the body's media type, as from kube-apiserver. Paths that name no resource
@@ -368,6 +367,7 @@ impl Api {
         auth::authorize(&self.store, &self.indexes, user, &attributes)
     }
 
+    /// Checks that `user` may do what `req` asks of `target`.
     fn authorize(
         &self,
         req: &ApiRequest<'_>,
@@ -1230,9 +1230,8 @@ impl Api {
         }
         match (sub, req.method) {
             ("status", "GET") => Ok(Reply::json(200, objects::get(&self.store, r, namespace, name)?)),
-            ("status" | "approval", "PUT" | "PATCH") => {
-                self.write(req, r, namespace, name, objects::Part::Status)
-            }
+            ("status", "PUT" | "PATCH") => self.write(req, r, namespace, name, objects::Part::Status),
+            ("approval", "PUT" | "PATCH") => self.write(req, r, namespace, name, objects::Part::Approval),
             ("finalize", "PUT") => self.write(req, r, namespace, name, objects::Part::Finalize),
             ("scale", "GET") => Ok(Reply::json(
                 200,
@@ -1364,6 +1363,7 @@ impl ApiRequest<'_> {
             validation: self.field_validation()?,
             dry_run: self.dry_run()?,
             manager: apply::manager_of(field_manager.as_deref(), self.user_agent),
+            applied: false,
         })
     }
 

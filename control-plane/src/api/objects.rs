@@ -167,6 +167,8 @@ pub enum Part {
     /// The object's replicas through `.../scale`: written as the object is, recorded in
     /// `managedFields` as the `scale` subresource's.
     Scale,
+    /// A CertificateSigningRequest's approval conditions (`.../approval`): written as a status is.
+    Approval,
 }
 
 impl Part {
@@ -182,6 +184,7 @@ impl Part {
             Part::Status => Some("status"),
             Part::Finalize => Some("finalize"),
             Part::Scale => Some("scale"),
+            Part::Approval => Some("approval"),
         }
     }
 }
@@ -195,6 +198,9 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// Who writes, for `managedFields` (`None`: the server's own writers, not recorded).
     pub manager: Option<String>,
+    /// A server-side apply, which wrote `managedFields` itself (the only write through a
+    /// subresource whose `managedFields` are taken from the request).
+    pub applied: bool,
 }
 
 impl From<FieldValidation> for WriteOptions {
@@ -203,6 +209,7 @@ impl From<FieldValidation> for WriteOptions {
             validation,
             dry_run: false,
             manager: None,
+            applied: false,
         }
     }
 }
@@ -558,11 +565,14 @@ fn write_over(
         })?),
         _ => None,
     };
-    if part == Part::Status {
+    if matches!(part, Part::Status | Part::Approval) {
         // Only the status changes; everything else stays as stored, but for the managed fields a
-        // status apply (or a client resetting them) sends.
+        // status apply computed.
         let status = obj.get("status").cloned();
-        let managed = obj.pointer("/metadata/managedFields").cloned();
+        let managed = obj
+            .pointer("/metadata/managedFields")
+            .cloned()
+            .filter(|_| options.applied);
         obj = old_obj.clone();
         match status {
             Some(s) => obj["status"] = s,
@@ -764,6 +774,7 @@ pub fn server_side_apply(
     // The apply keeps managedFields itself.
     let options = WriteOptions {
         manager: None,
+        applied: true,
         ..options
     };
     let mut applied: Value = serde_json::from_slice(body)
@@ -1043,12 +1054,16 @@ pub fn delete(
             next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
         }
         r.strategy.mark_for_deletion(&mut next);
-        // A shorter grace period may replace a longer one; 0 is the node confirming.
+        // Set when the object is marked; then a shorter grace period may replace a longer one (0 is
+        // the node confirming a pod's containers stopped).
         let grace = match deletion {
             Deletion::Graceful(g) => g,
             Deletion::Now | Deletion::Finalizing => 0,
         };
-        next["metadata"]["deletionGracePeriodSeconds"] = json!(current_grace.map_or(grace, |c| c.min(grace)));
+        if !marked || current_grace.is_some() {
+            next["metadata"]["deletionGracePeriodSeconds"] =
+                json!(current_grace.map_or(grace, |c| c.min(grace)));
+        }
         if next == obj {
             return Ok(obj);
         }

@@ -24,11 +24,11 @@ impl Strategy for ConfigMaps {
     }
 
     fn create(&self, w: &Write<'_>, obj: &mut Value) -> Result<(), ApiError> {
-        validate_data(w.kind, obj).into_result(w.kind, obj)
+        validate_data(CONFIG_MAP_DATA, obj).into_result(w.kind, obj)
     }
 
     fn update(&self, w: &Write<'_>, _old: &Value, obj: &mut Value) -> Result<(), ApiError> {
-        validate_data(w.kind, obj).into_result(w.kind, obj)
+        validate_data(CONFIG_MAP_DATA, obj).into_result(w.kind, obj)
     }
 
     fn columns(&self) -> Columns {
@@ -53,7 +53,7 @@ pub const SECRETS: Secrets = Secrets;
 impl Secrets {
     fn check(&self, kind: &str, obj: &mut Value) -> Result<(), ApiError> {
         fold_string_data(obj);
-        let mut p = validate_data(kind, obj);
+        let mut p = validate_data(SECRET_DATA, obj);
         // A token Secret names its account (the tokens controller fills in the rest).
         let account = obj
             .pointer("/metadata/annotations")
@@ -148,17 +148,26 @@ fn config_key(key: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The keys and size of a ConfigMap's `data`/`binaryData` or a Secret's `data`.
-fn validate_data(kind: &str, obj: &Value) -> Problems {
+/// A ConfigMap's fields of keyed data: `data` (text) and `binaryData` (base64).
+const CONFIG_MAP_DATA: &[(&str, Encoding)] = &[("data", Encoding::Text), ("binaryData", Encoding::Base64)];
+
+/// A Secret's keyed data: `data` (base64).
+const SECRET_DATA: &[(&str, Encoding)] = &[("data", Encoding::Base64)];
+
+/// How a data field's values hold their bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Text,
+    /// Base64: the value holds three quarters of its length.
+    Base64,
+}
+
+/// The keys and size of an object's keyed data `fields`.
+fn validate_data(fields: &[(&str, Encoding)], obj: &Value) -> Problems {
     let mut p = Problems::default();
-    let fields: &[&str] = match kind {
-        "ConfigMap" => &["data", "binaryData"],
-        "Secret" => &["data"],
-        _ => return p,
-    };
     let mut total = 0usize;
     let mut seen = std::collections::HashSet::new();
-    for field in fields {
+    for (field, encoding) in fields {
         for (key, value) in obj.get(*field).and_then(Value::as_object).into_iter().flatten() {
             if let Err(why) = config_key(key) {
                 p.add(
@@ -173,11 +182,9 @@ fn validate_data(kind: &str, obj: &Value) -> Problems {
                 );
             }
             let len = value.as_str().map_or(0, str::len);
-            // binaryData and Secret data are base64: what they hold is three quarters of it.
-            let bytes = if *field == "data" && kind == "ConfigMap" {
-                len
-            } else {
-                len / 4 * 3
+            let bytes = match encoding {
+                Encoding::Text => len,
+                Encoding::Base64 => len / 4 * 3,
             };
             total += key.len() + bytes;
         }
