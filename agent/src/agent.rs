@@ -31,8 +31,8 @@ use crate::{
     pods::{PodEnv, PodManager, PodSources},
     source::{self, Inputs},
     subsystems::{
-        endpoints::LocalEndpoints, interfaces::Interfaces, peers::OverlayPeers, pod_network::PodNetwork,
-        services::ServiceLb,
+        endpoints::LocalEndpoints, health_checks::HealthChecks, interfaces::Interfaces, peers::OverlayPeers,
+        pod_network::PodNetwork, services::ServiceLb,
     },
 };
 
@@ -405,6 +405,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
         }
         .run(inputs.clone()),
     );
+    tokio::spawn(HealthChecks::new(cfg.node_name.clone(), Ipv4Addr::UNSPECIFIED).run(inputs.clone()));
     if let Some(programmer) = overlay_peers {
         tokio::spawn(
             OverlayPeers {

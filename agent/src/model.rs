@@ -71,6 +71,9 @@ pub struct ServiceSpec {
     pub session_affinity_config: Option<SessionAffinityConfig>,
     pub external_traffic_policy: Option<String>,
     pub internal_traffic_policy: Option<String>,
+    /// The node port on which LoadBalancer Services with `externalTrafficPolicy: Local` are
+    /// health-checked ([`crate::lb::health_checks`]).
+    pub health_check_node_port: Option<i32>,
 }
 
 /// A Service port.

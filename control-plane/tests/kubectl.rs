@@ -280,3 +280,51 @@ fn wait_for(server: &Server, path: &str, wanted: &str) -> String {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn load_balancers_with_local_traffic_get_a_health_check_node_port() {
+    let dir = common::temp_dir("hcnp");
+    let server = Server::start(&dir);
+    server.ok(&["create", "service", "loadbalancer", "lb", "--tcp=80:8080"]);
+    let check = |name: &str| server.jsonpath("service", name, "default", "{.spec.healthCheckNodePort}");
+    assert_eq!(check("lb"), "", "Cluster traffic policy: none");
+    server.ok(&[
+        "patch",
+        "service",
+        "lb",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ]);
+    let port: u16 = check("lb").parse().expect("a health-check node port");
+    assert!((30000..=32767).contains(&port), "{port}");
+    let node_port = server.jsonpath("service", "lb", "default", "{.spec.ports[0].nodePort}");
+    assert_ne!(node_port, port.to_string());
+    // Taken: another Service cannot have it.
+    let other = |name: &str, policy: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: {policy}\n  healthCheckNodePort: {port}\n  ports: [{{port: 80}}]\n"
+        )
+    };
+    let (ok, out) = server.kubectl_stdin(&["create", "-f", "-"], &other("second", "Local"));
+    assert!(!ok && out.contains("is already allocated"), "{out}");
+    // Back to Cluster: the port goes and is free again.
+    server.ok(&[
+        "patch",
+        "service",
+        "lb",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Cluster"}}"#,
+    ]);
+    assert_eq!(check("lb"), "");
+    let (ok, out) = server.kubectl_stdin(&["create", "-f", "-"], &other("second", "Local"));
+    assert!(ok, "{out}");
+    assert_eq!(check("second"), port.to_string());
+    // Only where it means something.
+    let (ok, out) = server.kubectl_stdin(&["create", "-f", "-"], &other("third", "Cluster"));
+    assert!(
+        !ok && out.contains("spec.healthCheckNodePort") && out.contains("may only be set when"),
+        "{out}"
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -379,3 +379,76 @@ fn debug_world() {
     eprintln!("world ready");
     sleep(Duration::from_secs(100));
 }
+
+/// `curl http://ADDR/` from `world`'s outside client: (HTTP code, body); code 0 when nothing answers.
+fn http_from_ext(world: &LbWorld, url: &str) -> (u16, String) {
+    // curl fails (exit 7) when nothing listens: its output is what counts, not its status.
+    let out = world
+        .ext
+        .command(std::path::Path::new("curl"))
+        .args(["-s", "-m", "3", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn local_load_balancers_answer_health_checks_on_every_node() {
+    let mut world = LbWorld::build("hcnp", 1).expect("world");
+    world.start_agent(false, &[]).expect("agent");
+    let url = format!("http://{NODE_IP}:32100/healthz");
+    let local = "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  healthCheckNodePort: 32100\n";
+    apply_web(&mut world, &[0], local);
+    // The listener opens with the Service: kube-proxy's answer, 200 with this node's endpoint.
+    let mut got = (0, String::new());
+    for _ in 0..50 {
+        got = http_from_ext(&world, &url);
+        if got.0 != 0 {
+            break;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    assert_eq!(got.0, 200, "{got:?}");
+    assert_eq!(
+        got.1,
+        r#"{"localEndpoints":1,"service":{"name":"web","namespace":"default"},"serviceProxyHealthy":true}"#
+    );
+    // The endpoint moves to another node: this node answers 503, so the load balancer skips it.
+    let pod_ip = world.pods[0].ip.to_string();
+    let elsewhere = format!(
+        "{}---\n{}",
+        service_yaml(
+            "web",
+            SVC_IP,
+            local,
+            &[("http", 80, TCP_PORT, "TCP", 0), ("dns", 53, UDP_PORT, "UDP", 0)]
+        ),
+        slice_yaml(
+            "web-1",
+            "web",
+            &[Ep::ready(&pod_ip, "node2")],
+            &[("http", TCP_PORT, "TCP"), ("dns", UDP_PORT, "UDP")]
+        )
+    );
+    world.apply("web.yaml", &elsewhere, 2);
+    let got = http_from_ext(&world, &url);
+    assert_eq!(got.0, 503, "{got:?}");
+    assert!(got.1.contains(r#""localEndpoints":0"#), "{got:?}");
+    // Cluster traffic policy: no health check, the port closes.
+    apply_web(
+        &mut world,
+        &[0],
+        "  type: LoadBalancer\n  externalTrafficPolicy: Cluster\n",
+    );
+    let mut closed = false;
+    for _ in 0..30 {
+        if http_from_ext(&world, &url).0 == 0 {
+            closed = true;
+            break;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    assert!(closed, "the health-check port closes with the Service's policy");
+}

@@ -3,6 +3,7 @@
 //! ([`berth_datapath::service`]).
 
 pub mod desired;
+pub mod health_checks;
 pub mod incremental;
 
 pub use berth_datapath::service::{

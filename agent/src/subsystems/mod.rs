@@ -5,12 +5,14 @@
 //! tasks only yield between whole applies, so a shutdown never interrupts one halfway.
 //!
 //! - [`services`]: Service load balancing (`BERTH_SVC` and friends) and conntrack garbage collection.
+//! - [`health_checks`]: the health-check node ports of LoadBalancer Services with local traffic.
 //! - [`peers`]: overlay peers (`BERTH_OVERLAY`) from Node objects.
 //! - [`pod_network`]: this node's pod CIDR: `subnet.env`, the masquerade rule, the host's route.
 //! - [`endpoints`]: local pods for direct delivery (`BERTH_ENDPOINTS`).
 //! - [`interfaces`]: TC attachment to the uplink, the overlay device and pod interfaces.
 
 pub mod endpoints;
+pub mod health_checks;
 pub mod interfaces;
 pub mod peers;
 pub mod pod_network;

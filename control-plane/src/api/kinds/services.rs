@@ -46,6 +46,20 @@ impl Strategy for Services {
                 obj["spec"]["clusterIPs"] = ips.clone();
             }
         }
+        // kube-apiserver drops a health-check port the Service no longer needs (unless the client
+        // sets a new one, which validation refuses), and keeps the one a client left out.
+        let old_check = old.pointer("/spec/healthCheckNodePort").cloned();
+        let check = obj.pointer("/spec/healthCheckNodePort").cloned();
+        if !needs_health_check(obj) && check == old_check {
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("healthCheckNodePort");
+            }
+        } else if needs_health_check(obj)
+            && check.is_none()
+            && let Some(port) = old_check
+        {
+            obj["spec"]["healthCheckNodePort"] = port;
+        }
         let old_ip = old.pointer("/spec/clusterIP");
         if old_ip.is_some() && obj.pointer("/spec/clusterIP") != old_ip {
             return Err(immutable(w.kind, obj, "spec.clusterIPs[0]"));
@@ -54,7 +68,7 @@ impl Strategy for Services {
         allocate_service(w, obj, Some(old)).map_err(|e| e.about(w.kind, name_of(obj)))
     }
 
-    /// Its ClusterIP and NodePorts.
+    /// Its ClusterIP, NodePorts and health-check node port.
     fn held(&self, obj: &Value) -> Vec<(&'static Pool, u32)> {
         let mut out = Vec::new();
         if let Some(ip) = obj
@@ -68,6 +82,9 @@ impl Strategy for Services {
             if let Some(np) = port.get("nodePort").and_then(Value::as_u64) {
                 out.push((&allocator::NODE_PORTS, np as u32));
             }
+        }
+        if let Some(check) = obj.pointer("/spec/healthCheckNodePort").and_then(Value::as_u64) {
+            out.push((&allocator::NODE_PORTS, check as u32));
         }
         out
     }
@@ -168,6 +185,13 @@ fn default_service(obj: &mut Value) {
     }
 }
 
+/// Whether the Service has a health-check node port: a LoadBalancer whose external traffic goes only
+/// to local endpoints, which cloud load balancers ask every node about.
+fn needs_health_check(obj: &Value) -> bool {
+    obj.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer")
+        && obj.pointer("/spec/externalTrafficPolicy").and_then(Value::as_str) == Some("Local")
+}
+
 fn validate_service(obj: &Value) -> Problems {
     let mut p = Problems::default();
     let Some(spec) = obj.get("spec") else {
@@ -223,6 +247,14 @@ fn validate_service(obj: &Value) -> Problems {
             );
         }
     }
+    if let Some(check) = spec.get("healthCheckNodePort")
+        && !needs_health_check(obj)
+    {
+        p.add(
+            "spec.healthCheckNodePort",
+            format!("Invalid value: {check}: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"),
+        );
+    }
     p
 }
 
@@ -255,6 +287,16 @@ fn allocate_service(w: &Write<'_>, obj: &mut Value, old: Option<&Value>) -> Resu
             let ip = (allocator::CLUSTER_IPS.format)(value);
             obj["spec"]["clusterIP"] = json!(ip);
             obj["spec"]["clusterIPs"] = json!([ip]);
+        }
+    }
+    if needs_health_check(obj) {
+        let field = "spec.healthCheckNodePort";
+        match obj.pointer("/spec/healthCheckNodePort").and_then(Value::as_u64) {
+            Some(port) => allocator::reserve(store, &allocator::NODE_PORTS, port as u32, who, field)?,
+            None => {
+                let port = allocator::allocate(store, &allocator::NODE_PORTS, who, field)?;
+                obj["spec"]["healthCheckNodePort"] = json!(port);
+            }
         }
     }
     let wants_node_ports = ty == "NodePort" || ty == "LoadBalancer";
