@@ -190,7 +190,7 @@ fn agent_times(log: &str) -> HashMap<String, [Option<f64>; 3]> {
 }
 
 /// CPU seconds (user + system) the process has used.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or_default();
     let fields: Vec<&str> = after.split_whitespace().collect();

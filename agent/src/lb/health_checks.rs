@@ -42,14 +42,21 @@ impl HealthCheck {
     }
 }
 
+/// The Services that ask for a health check: (namespace, name) -> port.
+pub type Asking = HashMap<(String, String), u16>;
+
 /// The health-check node ports this node serves, by port.
 pub fn desired(
     services: &[Arc<Service>],
     slices: &[Arc<EndpointSlice>],
     node: &str,
 ) -> BTreeMap<u16, HealthCheck> {
-    // (namespace, name) -> port
-    let mut wanted: HashMap<(String, String), u16> = HashMap::new();
+    answers(&asking(services), slices, node)
+}
+
+/// The Services with a health-check node port: LoadBalancers with `externalTrafficPolicy: Local`.
+pub fn asking(services: &[Arc<Service>]) -> Asking {
+    let mut wanted = Asking::new();
     for svc in services {
         let Some(spec) = &svc.spec else { continue };
         let proxied_elsewhere = svc
@@ -74,6 +81,14 @@ pub fn desired(
         let name = svc.metadata.name.clone().unwrap_or_default();
         wanted.insert((namespace, name), port);
     }
+    wanted
+}
+
+/// What each port of `wanted` answers: the ready endpoints of its Service on `node`.
+pub fn answers(wanted: &Asking, slices: &[Arc<EndpointSlice>], node: &str) -> BTreeMap<u16, HealthCheck> {
+    if wanted.is_empty() {
+        return BTreeMap::new();
+    }
     let mut local: HashMap<(String, String), BTreeSet<Ipv4Addr>> = HashMap::new();
     for slice in slices {
         let Some(service) = slice.service_name() else {
@@ -96,16 +111,14 @@ pub fn desired(
         }
     }
     wanted
-        .into_iter()
-        .map(|((namespace, name), port)| {
-            let local_endpoints = local
-                .get(&(namespace.clone(), name.clone()))
-                .map_or(0, BTreeSet::len);
+        .iter()
+        .map(|(key, port)| {
+            let local_endpoints = local.get(key).map_or(0, BTreeSet::len);
             (
-                port,
+                *port,
                 HealthCheck {
-                    namespace,
-                    name,
+                    namespace: key.0.clone(),
+                    name: key.1.clone(),
                     local_endpoints,
                 },
             )

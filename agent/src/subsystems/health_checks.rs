@@ -54,6 +54,9 @@ pub struct HealthChecks {
     listeners: BTreeMap<u16, Listener>,
     /// Ports that could not be opened, warned about once.
     refused: BTreeSet<u16>,
+    /// The Services asking for a health check, recomputed when Services change: while none asks,
+    /// EndpointSlice changes cost nothing here.
+    asking: health_checks::Asking,
 }
 
 impl HealthChecks {
@@ -63,16 +66,19 @@ impl HealthChecks {
             bind,
             listeners: BTreeMap::new(),
             refused: BTreeSet::new(),
+            asking: health_checks::Asking::new(),
         }
     }
 
     /// Runs forever.
     pub async fn run(mut self, mut inputs: Inputs) {
+        let mut services_changed = true;
         loop {
-            let complete = self.sync(&mut inputs);
+            let complete = self.sync(&mut inputs, services_changed);
+            services_changed = false;
             let retry = tokio::time::sleep(RETRY_INTERVAL * 10);
             tokio::select! {
-                _ = inputs.services.changed() => {}
+                _ = inputs.services.changed() => services_changed = true,
                 _ = inputs.endpoint_slices.changed() => {}
                 _ = retry, if !complete => {}
             }
@@ -80,12 +86,20 @@ impl HealthChecks {
     }
 
     /// Opens, updates and closes listeners; `false` when a port could not be opened (retried).
-    fn sync(&mut self, inputs: &mut Inputs) -> bool {
-        let (Some(services), Some(slices)) = (inputs.services.snapshot(), inputs.endpoint_slices.snapshot())
-        else {
+    fn sync(&mut self, inputs: &mut Inputs, services_changed: bool) -> bool {
+        if services_changed {
+            let Some(services) = inputs.services.snapshot() else {
+                return true;
+            };
+            self.asking = health_checks::asking(&services);
+        }
+        if self.asking.is_empty() && self.listeners.is_empty() {
+            return true;
+        }
+        let Some(slices) = inputs.endpoint_slices.snapshot() else {
             return true;
         };
-        let wanted = health_checks::desired(&services, &slices, &self.node_name);
+        let wanted = health_checks::answers(&self.asking, &slices, &self.node_name);
         self.listeners.retain(|port, _| wanted.contains_key(port));
         self.refused.retain(|port| wanted.contains_key(port));
         let mut complete = true;

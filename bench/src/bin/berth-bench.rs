@@ -156,6 +156,7 @@ fn main() -> Result<()> {
                 endpoints: 10,
                 changes: 200,
                 writers: 4,
+                idle: std::time::Duration::from_secs(3),
             }
         } else {
             agent_sync::AgentSyncConfig {
@@ -163,6 +164,7 @@ fn main() -> Result<()> {
                 endpoints: 10,
                 changes: 200,
                 writers: 8,
+                idle: std::time::Duration::from_secs(30),
             }
         };
         let tables = agent_sync::run(&cfg)?;
