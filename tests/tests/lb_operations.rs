@@ -317,11 +317,12 @@ fn restart_with_a_broken_manifest_keeps_its_services() {
         Some(&5),
         "Service still served: {got:?}"
     );
-    assert!(
-        world.agent().log().contains("Services wait for the initial list"),
-        "{}",
-        world.agent().log()
-    );
+    // The Service task says so once it has run (on a loaded machine, after the source's warning).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !world.agent().log().contains("Services wait for the initial list") {
+        assert!(Instant::now() < deadline, "{}", world.agent().log());
+        sleep(Duration::from_millis(50));
+    }
     // Once the file is fixed, removals work again.
     let yaml = web_yaml(&world, &[0], "");
     world.apply(
