@@ -1126,7 +1126,6 @@ impl Api {
         }
     }
 
-    /// PUT or PATCH of an object or of its status.
     /// NodeRestriction on what a node's write would make of its Node ([`auth::admit_node_write`]).
     fn admit_node_write(
         &self,
@@ -1162,6 +1161,7 @@ impl Api {
         }
     }
 
+    /// PUT or PATCH of an object or of one of its parts (status, approval, finalize).
     fn write(
         &self,
         req: &ApiRequest<'_>,
