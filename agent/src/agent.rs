@@ -105,7 +105,7 @@ pub struct AgentConfig {
     pub vxlan_port: u16,
     /// Map sizes.
     pub capacities: loader::Capacities,
-    /// Testing aid: pause after each backend-slot write (see `ServiceProgrammer::set_slot_write_delay`).
+    /// Testing aid: pause after each backend and outer-slot write (see `ServiceProgrammer::set_slot_write_delay`).
     pub slot_write_delay: Duration,
     /// Written (atomically) after every Service sync: `generation frontends`.
     pub status_file: Option<PathBuf>,

@@ -163,13 +163,18 @@ struct RunArgs {
     /// MAC of the VXLAN device (its VTEP MAC); kernel-chosen when absent.
     #[arg(long, value_parser = parse_mac_arg)]
     vtep_mac: Option<[u8; 6]>,
-    /// Capacity of the Service map in slots (frontends x (1 + backends)).
-    #[arg(long, default_value_t = berth_common::capacity::SERVICES)]
+    /// Capacity of the frontend map (a Service port's ClusterIP, external IPs, NodePort on each node
+    /// address...); each frontend holds its first 16 backends.
+    #[arg(long, default_value_t = berth_common::capacity::FRONTENDS)]
+    max_frontends: u32,
+    /// Capacity of the map of backend slots beyond each frontend's first 16 (Services with more
+    /// endpoints).
+    #[arg(long, default_value_t = berth_common::capacity::SLOTS)]
     max_service_slots: u32,
     /// Capacity of the conntrack map (two entries per translated flow).
     #[arg(long, default_value_t = berth_common::capacity::CONNTRACK)]
     max_conntrack: u32,
-    /// Testing aid: pause this many microseconds after each backend-slot write.
+    /// Testing aid: pause this many microseconds after each backend and outer backend-slot write.
     #[arg(long, default_value_t = 0, hide = true)]
     slot_write_delay_us: u64,
     /// File written after every sync ("generation frontends").
@@ -368,6 +373,7 @@ fn real_main() -> anyhow::Result<()> {
                         ..defaults
                     },
                     capacities: loader::Capacities {
+                        frontends: a.max_frontends,
                         service_slots: a.max_service_slots,
                         conntrack: a.max_conntrack,
                         ..Default::default()

@@ -5,7 +5,7 @@
 //! - initial sync: from starting the agent to every frontend programmed (its status file), and the
 //!   apply alone (the agent's own `took_ms`);
 //! - change latency: from sending an EndpointSlice update (an endpoint added, then removed again) to
-//!   the Service's header in the pinned `BERTH_SVC` map carrying the new count, polled every 50 µs;
+//!   the Service's header in the pinned `BERTH_FRONTENDS` map carrying the new count, polled every 50 µs;
 //! - the agent's resident memory once it follows everything.
 //!
 //! The writes are made from a thread inside the control plane's namespace (its address is reachable
@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow, bail};
-use berth_common::{ServiceKey, ipv4_to_be, port_to_be};
+use berth_common::{FrontendKey, ipv4_to_be, port_to_be};
 use berth_datapath::{PinDir, maps::ServiceMaps, netns};
 use berth_tests::{agent::AgentProc, clusterworld::ClusterWorld};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
@@ -197,7 +197,7 @@ pub fn run(cfg: &AgentSyncConfig) -> Result<Vec<Table>> {
         "< 1 %".into(),
     ]);
     table.notes.push(format!(
-        "The control plane, the agent and the writer share a 2-CPU VM. Latency is from sending the PATCH (over HTTPS, from the control plane's namespace) until the pinned BERTH_SVC header shows the new count: API write, watch delivery, the recomputation of the changed Service, the programmer's comparison of all {} frontends, the map writes. Populating took {populate_s:.1} s with {} writers.",
+        "The control plane, the agent and the writer share a 2-CPU VM. Latency is from sending the PATCH (over HTTPS, from the control plane's namespace) until the pinned BERTH_FRONTENDS header shows the new count: API write, watch delivery, the recomputation of the changed Service, the programmer's comparison of all {} frontends, the map writes. Populating took {populate_s:.1} s with {} writers.",
         total, cfg.writers
     ));
     table.notes.push(
@@ -261,14 +261,13 @@ fn populate(kubeconfig: &Path, cfg: &AgentSyncConfig) -> Result<()> {
 
 /// Reads the count of ready backends in the header of Service `k`'s frontend.
 fn header_count(maps: &ServiceMaps, k: usize) -> Option<u16> {
-    let key = ServiceKey {
+    let key = FrontendKey {
         addr: ipv4_to_be(cluster_ip(k).octets()),
         port: port_to_be(80),
         proto: berth_common::PROTO_TCP,
         pad: 0,
-        slot: 0,
     };
-    maps.services.get(&key, 0).ok().map(|v| v.count)
+    maps.frontends.get(&key, 0).ok().map(|v| v.header.count)
 }
 
 /// For `cfg.changes` Services (spread over all): one endpoint added, then removed; the time until the

@@ -193,8 +193,8 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
         let mut runs = [Run::default(); 4];
 
         // berth
-        let slots = (n * (k + 1) + 4096).to_string();
-        world.start_agent(true, &["--max-service-slots", &slots])?;
+        let frontends = (n + 4096).to_string();
+        world.start_agent(true, &["--max-frontends", &frontends])?;
         world.agent().wait_frontends(0, 0, Duration::from_secs(30));
         let yaml = manifests(n, k, &world);
         let started = Instant::now();

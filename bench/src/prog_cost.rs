@@ -115,7 +115,8 @@ fn measure(sizes: &[usize], k: usize, samples: usize, bed: &TestBed) -> Result<V
     for &n in sizes {
         let pins = PinDir::new(&bed.bpffs_root(), &format!("prog{n}"));
         let caps = Capacities {
-            service_slots: ((n * (k + 1)) as u32).max(1024) + 1024,
+            frontends: (n as u32).max(1024) + 1024,
+            service_slots: 1024,
             backends: 65_536,
             conntrack: berth_common::capacity::CONNTRACK,
         };

@@ -343,7 +343,8 @@ fn restart_with_a_broken_manifest_keeps_its_services() {
 fn maps_pinned_with_an_older_layout_are_replaced_when_they_hold_no_state() {
     let mut world = LbWorld::build("upgrade", 2).expect("world");
     // What an older berth left: the node configuration with a 20-byte value (before the cluster network
-    // fields) and five counters.
+    // fields), five counters, and the Service map of before BERTH_FRONTENDS (a header or a slot per
+    // entry), which nothing reads any more.
     let pins = world.bed.bpffs_root().join(berth_tests::lbworld::NODE_NAME);
     // bpffs as the agent would mount it, if nothing is mounted yet (never a second layer).
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
@@ -351,9 +352,10 @@ fn maps_pinned_with_an_older_layout_are_replaced_when_they_hold_no_state() {
         berth_tests::testbed::run("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"]).expect("bpffs");
     }
     std::fs::create_dir_all(&pins).expect("pin dir");
-    for (name, kind, value, entries) in [
-        ("BERTH_CONFIG", "array", "20", "1"),
-        ("BERTH_COUNTERS", "percpu_array", "8", "5"),
+    for (name, kind, key, value, entries) in [
+        ("BERTH_CONFIG", "array", "4", "20", "1"),
+        ("BERTH_COUNTERS", "percpu_array", "4", "8", "5"),
+        ("BERTH_SVC", "hash", "12", "28", "1024"),
     ] {
         let path = pins.join(name);
         berth_tests::testbed::run(
@@ -365,7 +367,7 @@ fn maps_pinned_with_an_older_layout_are_replaced_when_they_hold_no_state() {
                 "type",
                 kind,
                 "key",
-                "4",
+                key,
                 "value",
                 value,
                 "entries",
@@ -386,4 +388,6 @@ fn maps_pinned_with_an_older_layout_are_replaced_when_they_hold_no_state() {
         "{}",
         world.lb("ct")
     );
+    assert!(!pins.join("BERTH_SVC").exists(), "the obsolete map is unpinned");
+    assert!(pins.join("BERTH_FRONTENDS").exists());
 }

@@ -78,6 +78,44 @@ fn clusterip_tcp_spreads_over_backends_on_tc_and_socket_paths() {
     );
 }
 
+/// A frontend's value holds its first 16 backend slots; the rest live in `BERTH_SLOTS`. A Service with
+/// 20 endpoints reaches every one of them, inline and outer, on both paths, and keeps doing so as it
+/// shrinks below the boundary and grows past it again.
+#[test]
+fn a_service_with_more_endpoints_than_a_frontend_holds_reaches_all_of_them() {
+    let mut world = LbWorld::build("many", 21).expect("world");
+    world.start_agent(true, &[]).expect("agent");
+    let target = addr(&format!("{SVC_IP}:80"));
+    let reached = |world: &LbWorld, backends: &[usize]| {
+        let ids: Vec<String> = backends.iter().map(|i| world.pods[*i].id.clone()).collect();
+        for socket_lb in [false, true] {
+            // 20 backends, 400 connections: a backend missed by chance has probability ~1e-9.
+            let got = counts(&world.tcp_from_pod(20, target, 400, socket_lb));
+            assert!(!got.contains_key("<failed>"), "socket LB {socket_lb}: {got:?}");
+            for id in &ids {
+                assert!(
+                    got.contains_key(id),
+                    "socket LB {socket_lb}: {id} never reached: {got:?}"
+                );
+            }
+            assert_eq!(got.len(), ids.len(), "only the Service's backends: {got:?}");
+        }
+    };
+    let all: Vec<usize> = (0..20).collect();
+    apply_web(&mut world, &all, "");
+    let list = world.lb("list");
+    assert_eq!(
+        list.matches("(active").count(),
+        40,
+        "20 backends of 2 ports listed:\n{list}"
+    );
+    reached(&world, &all);
+    apply_web(&mut world, &all[3..8], "");
+    reached(&world, &all[3..8]);
+    apply_web(&mut world, &all[1..19], "");
+    reached(&world, &all[1..19]);
+}
+
 #[test]
 fn udp_request_response_sees_service_address() {
     let mut world = LbWorld::build("udp", 3).expect("world");

@@ -4,9 +4,9 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
 use berth_common::{
-    BACKEND_F_LOCAL, CT_F_CLOSING, CT_F_NH_PEER, CT_F_NODEPORT, CT_F_REPLY, CT_F_SNAT, SVC_F_AFFINITY,
-    SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceValue, be_to_ipv4, be_to_port,
-    counter,
+    BACKEND_F_LOCAL, CT_F_CLOSING, CT_F_NH_PEER, CT_F_NODEPORT, CT_F_REPLY, CT_F_SNAT, FrontendHeader,
+    INLINE_SLOTS, SVC_F_AFFINITY, SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, be_to_ipv4,
+    be_to_port, counter,
 };
 
 use crate::{
@@ -23,7 +23,7 @@ fn proto(p: u8) -> String {
     Protocol::from_number(p).map_or_else(|| p.to_string(), |p| p.to_string())
 }
 
-fn service_flags(v: &ServiceValue) -> String {
+fn service_flags(v: &FrontendHeader) -> String {
     let mut f = vec![
         if v.flags & SVC_F_NODEPORT != 0 {
             "NodePort"
@@ -51,13 +51,21 @@ fn service_flags(v: &ServiceValue) -> String {
 pub fn services(maps: &LbMaps) -> Result<String, MapsError> {
     let mut headers = BTreeMap::new();
     let mut slots: BTreeMap<(u32, u16, u8), BTreeMap<u32, u32>> = BTreeMap::new();
-    for item in maps.lb.services.iter() {
-        let (k, v) = item.map_err(crate::maps::op_err("iterate", berth_common::names::SERVICES))?;
-        if k.slot == 0 {
-            headers.insert((k.addr, k.port, k.proto), v);
-        } else {
+    for item in maps.lb.frontends.iter() {
+        let (k, v) = item.map_err(crate::maps::op_err("iterate", berth_common::names::FRONTENDS))?;
+        let inline = v.slots.iter().enumerate().filter(|(_, s)| s.backend_id != 0);
+        slots
+            .entry((k.addr, k.port, k.proto))
+            .or_default()
+            .extend(inline.map(|(i, s)| (i as u32 + 1, s.backend_id)));
+        headers.insert((k.addr, k.port, k.proto), v.header);
+    }
+    for item in maps.lb.slots.iter() {
+        let (k, v) = item.map_err(crate::maps::op_err("iterate", berth_common::names::SLOTS))?;
+        if k.slot as usize > INLINE_SLOTS {
+            let f = k.frontend;
             slots
-                .entry((k.addr, k.port, k.proto))
+                .entry((f.addr, f.port, f.proto))
                 .or_default()
                 .insert(k.slot, v.backend_id);
         }

@@ -61,7 +61,9 @@ pub mod programs {
 /// pinned needs `berth-agent cleanup` first (a pinned map keeps its size).
 #[derive(Clone, Copy, Debug)]
 pub struct Capacities {
-    /// Service slots: frontends x (1 + backends).
+    /// Frontends (each holds its first `INLINE_SLOTS` backend slots).
+    pub frontends: u32,
+    /// Backend slots beyond each frontend's inline ones.
     pub service_slots: u32,
     /// Distinct backends.
     pub backends: u32,
@@ -72,7 +74,8 @@ pub struct Capacities {
 impl Default for Capacities {
     fn default() -> Self {
         Capacities {
-            service_slots: capacity::SERVICES,
+            frontends: capacity::FRONTENDS,
+            service_slots: capacity::SLOTS,
             backends: capacity::BACKENDS,
             conntrack: capacity::CONNTRACK,
         }
@@ -107,6 +110,13 @@ pub fn load(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
             load_object(pins, sizes).map_err(|_| first)?
         }
     };
+    for name in OBSOLETE_MAPS {
+        // Nothing reads them any more; their state was rewritten into the current maps by the
+        // programmer (it restores from those only, and writes what is missing).
+        if std::fs::remove_file(pins.map(name)).is_ok() {
+            info!(map = name, "removed the pin of a map an older berth used");
+        }
+    }
     info!(pins = %pins.path().display(), "eBPF data plane loaded");
     Ok(ebpf)
 }
@@ -115,7 +125,8 @@ pub fn load(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
 fn load_object(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.path())
-        .map_max_entries(names::SERVICES, sizes.service_slots)
+        .map_max_entries(names::FRONTENDS, sizes.frontends)
+        .map_max_entries(names::SLOTS, sizes.service_slots)
         .map_max_entries(names::BACKENDS, sizes.backends)
         .map_max_entries(names::CONNTRACK, sizes.conntrack)
         .load(EBPF_OBJECT)?;
@@ -139,6 +150,10 @@ fn load_object(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
 /// Maps the agent may drop and recreate when an older version pinned them with another layout: the node
 /// configuration (rewritten at every start), the counters, the local endpoints and the overlay peers
 /// (both rebuilt from the allocation records and Node objects on the first sync).
+/// Maps of older berth versions, unpinned at load. `BERTH_SVC` held a header per frontend and a slot
+/// per backend, before the header and first backends moved into one value (`BERTH_FRONTENDS`).
+const OBSOLETE_MAPS: [&str; 1] = ["BERTH_SVC"];
+
 const REPLACEABLE_MAPS: [&str; 4] = [names::CONFIG, names::COUNTERS, names::ENDPOINTS, names::OVERLAY];
 
 /// `BPF_FS_MAGIC` from linux/magic.h.

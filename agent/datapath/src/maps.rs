@@ -8,8 +8,8 @@
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
 use berth_common::{
-    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, LocalEndpoint, MaglevTable, NodeConfig, OverlayPeer,
-    RevNat, ServiceKey, ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, names,
+    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, FrontendKey, FrontendValue, LocalEndpoint,
+    MaglevTable, NodeConfig, OverlayPeer, RevNat, Slot, SlotKey, SockFwdKey, SockFwdValue, SockRevKey, names,
 };
 use thiserror::Error;
 
@@ -60,7 +60,8 @@ macro_rules! typed {
 
 /// The maps of the Service load balancer, owned by [`crate::programmer::ServiceProgrammer`].
 pub struct ServiceMaps {
-    pub services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub frontends: HashMap<MapData, FrontendKey, FrontendValue>,
+    pub slots: HashMap<MapData, SlotKey, Slot>,
     pub backends: HashMap<MapData, u32, Backend>,
     pub rev_nat: HashMap<MapData, u32, RevNat>,
     pub conntrack: HashMap<MapData, CtKey, CtEntry>,
@@ -74,7 +75,8 @@ impl ServiceMaps {
     /// Opens the Service load balancer's maps pinned under `pins`.
     pub fn open(pins: &PinDir) -> Result<Self, MapsError> {
         Ok(ServiceMaps {
-            services: typed!(pins, names::SERVICES),
+            frontends: typed!(pins, names::FRONTENDS),
+            slots: typed!(pins, names::SLOTS),
             backends: typed!(pins, names::BACKENDS),
             rev_nat: typed!(pins, names::REV_NAT),
             conntrack: typed!(pins, names::CONNTRACK),
@@ -136,13 +138,18 @@ pub fn op_err(op: &'static str, name: &'static str) -> impl FnOnce(MapError) -> 
 /// production, an in-memory recording in tests, where the update-ordering invariant (ARCHITECTURE.md)
 /// is checked after every single write without root.
 pub trait ServiceMapOps {
-    /// Every entry of `BERTH_SVC`.
-    fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError>;
+    /// Every entry of `BERTH_FRONTENDS`.
+    fn frontends(&self) -> Result<Vec<(FrontendKey, FrontendValue)>, MapsError>;
+    /// Every entry of `BERTH_SLOTS`.
+    fn slots(&self) -> Result<Vec<(SlotKey, Slot)>, MapsError>;
     /// Every entry of `BERTH_BACKENDS`.
     fn backends(&self) -> Result<Vec<(u32, Backend)>, MapsError>;
-    fn put_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), MapsError>;
-    /// Deletes a `BERTH_SVC` entry (absent is fine).
-    fn del_service(&mut self, key: &ServiceKey);
+    fn put_frontend(&mut self, key: FrontendKey, value: &FrontendValue) -> Result<(), MapsError>;
+    /// Deletes a `BERTH_FRONTENDS` entry (absent is fine).
+    fn del_frontend(&mut self, key: &FrontendKey);
+    fn put_slot(&mut self, key: SlotKey, value: Slot) -> Result<(), MapsError>;
+    /// Deletes a `BERTH_SLOTS` entry (absent is fine).
+    fn del_slot(&mut self, key: &SlotKey);
     fn put_backend(&mut self, id: u32, value: Backend) -> Result<(), MapsError>;
     fn del_backend(&mut self, id: u32);
     fn put_rev_nat(&mut self, id: u32, value: RevNat) -> Result<(), MapsError>;
@@ -172,10 +179,17 @@ fn delete_where<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>, stal
 }
 
 impl ServiceMapOps for ServiceMaps {
-    fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError> {
-        self.services
+    fn frontends(&self) -> Result<Vec<(FrontendKey, FrontendValue)>, MapsError> {
+        self.frontends
             .iter()
-            .map(|r| r.map_err(op_err("iterate", names::SERVICES)))
+            .map(|r| r.map_err(op_err("iterate", names::FRONTENDS)))
+            .collect()
+    }
+
+    fn slots(&self) -> Result<Vec<(SlotKey, Slot)>, MapsError> {
+        self.slots
+            .iter()
+            .map(|r| r.map_err(op_err("iterate", names::SLOTS)))
             .collect()
     }
 
@@ -186,14 +200,24 @@ impl ServiceMapOps for ServiceMaps {
             .collect()
     }
 
-    fn put_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), MapsError> {
-        self.services
+    fn put_frontend(&mut self, key: FrontendKey, value: &FrontendValue) -> Result<(), MapsError> {
+        self.frontends
             .insert(key, value, 0)
-            .map_err(op_err("update", names::SERVICES))
+            .map_err(op_err("update", names::FRONTENDS))
     }
 
-    fn del_service(&mut self, key: &ServiceKey) {
-        let _ = self.services.remove(key);
+    fn del_frontend(&mut self, key: &FrontendKey) {
+        let _ = self.frontends.remove(key);
+    }
+
+    fn put_slot(&mut self, key: SlotKey, value: Slot) -> Result<(), MapsError> {
+        self.slots
+            .insert(key, value, 0)
+            .map_err(op_err("update", names::SLOTS))
+    }
+
+    fn del_slot(&mut self, key: &SlotKey) {
+        let _ = self.slots.remove(key);
     }
 
     fn put_backend(&mut self, id: u32, value: Backend) -> Result<(), MapsError> {

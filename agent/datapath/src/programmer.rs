@@ -2,9 +2,10 @@
 //!
 //! Order of writes (the invariant of ARCHITECTURE.md, "Update ordering"):
 //! 1. new backends into `BERTH_BACKENDS`;
-//! 2. per changed frontend: backend slots `1..=n`, its reverse-NAT entry and Maglev table, then the
-//!    header (slot 0, carrying the new count) last, then the slots beyond the new count are deleted;
-//! 3. removed frontends: header first (no new flows), then slots, reverse NAT and Maglev table;
+//! 2. per changed frontend: its outer backend slots (beyond the [`INLINE_SLOTS`] its value holds), its
+//!    reverse-NAT entry and Maglev table, then its value (header with the new count, and the inline
+//!    slots) in one write, then the outer slots beyond the new count are deleted;
+//! 3. removed frontends: the value first (no new flows), then outer slots, reverse NAT and Maglev table;
 //! 4. backends no longer referenced, and the affinity and UDP conntrack entries that point at them.
 //!
 //! On start the programmer reads back what the pinned maps hold ([`ServiceProgrammer::restore`]) and
@@ -17,9 +18,9 @@ use std::{
 };
 
 use berth_common::{
-    BACKEND_F_LOCAL, Backend, MAGLEV_TABLE_SIZE, MaglevTable, PROTO_UDP, RevNat, SVC_F_AFFINITY,
-    SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey, ServiceValue, be_to_ipv4,
-    be_to_port, ipv4_to_be, port_to_be,
+    BACKEND_F_LOCAL, Backend, FrontendHeader, FrontendKey, FrontendValue, INLINE_SLOTS, MAGLEV_TABLE_SIZE,
+    MaglevTable, PROTO_UDP, RevNat, SVC_F_AFFINITY, SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT,
+    SVC_F_SNAT, Slot, SlotKey, be_to_ipv4, be_to_port, ipv4_to_be, port_to_be,
 };
 use tracing::{debug, info, warn};
 
@@ -38,7 +39,7 @@ type BackendIdentity = (Ipv4Addr, u16, Protocol);
 struct Applied {
     rev_nat_id: u32,
     spec: FrontendSpec,
-    /// Number of backend slots written (ready + terminating).
+    /// Number of backend slots written (ready + terminating), inline and outer.
     slots: u32,
 }
 
@@ -67,7 +68,7 @@ pub struct ServiceProgrammer<M: ServiceMapOps = ServiceMaps> {
     next_backend_id: u32,
     free_rev_nat_ids: Vec<u32>,
     next_rev_nat_id: u32,
-    /// Pause after each backend-slot write (zero in production): widens the window in which a wrong
+    /// Pause after each backend and outer-slot write (zero in production): widens the window in which a wrong
     /// write order would be visible, so the update-ordering test can fail if the order breaks.
     slot_write_delay: std::time::Duration,
 }
@@ -83,17 +84,29 @@ fn same_programming(a: &FrontendSpec, b: &FrontendSpec) -> bool {
         && (a.algorithm == b.algorithm || a.ready.is_empty())
 }
 
-fn service_key(fe: &Frontend, slot: u32) -> ServiceKey {
-    ServiceKey {
+fn frontend_key(fe: &Frontend) -> FrontendKey {
+    FrontendKey {
         addr: ipv4_to_be(fe.addr.octets()),
         port: port_to_be(fe.port),
         proto: fe.proto.number(),
         pad: 0,
+    }
+}
+
+/// The `BERTH_SLOTS` key of outer slot `slot` (> [`INLINE_SLOTS`]) of `fe`.
+fn slot_key(fe: &Frontend, slot: u32) -> SlotKey {
+    SlotKey {
+        frontend: frontend_key(fe),
         slot,
     }
 }
 
-fn header(spec: &FrontendSpec, rev_nat_id: u32) -> ServiceValue {
+/// Slot numbers (1-based) held outside the frontend's value when it has `slots` slots.
+fn outer_slots(slots: u32) -> std::ops::RangeInclusive<u32> {
+    INLINE_SLOTS as u32 + 1..=slots
+}
+
+fn header(spec: &FrontendSpec, rev_nat_id: u32) -> FrontendHeader {
     let mut flags = 0;
     if spec.kind == FrontendKind::NodePort {
         flags |= SVC_F_NODEPORT;
@@ -110,9 +123,7 @@ fn header(spec: &FrontendSpec, rev_nat_id: u32) -> ServiceValue {
     if spec.algorithm == LbAlgorithm::Maglev && !spec.ready.is_empty() {
         flags |= SVC_F_MAGLEV;
     }
-    ServiceValue {
-        backend_id: 0,
-        backend: Backend::default(),
+    FrontendHeader {
         rev_nat_id,
         affinity_timeout: spec.affinity_timeout.unwrap_or(0),
         count: u16::try_from(spec.ready.len()).unwrap_or(u16::MAX),
@@ -141,17 +152,10 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
     /// the differences.
     pub fn restore(maps: M) -> Result<Self, MapsError> {
         let backends: HashMap<u32, Backend> = maps.backends()?.into_iter().collect();
-        let mut headers = Vec::new();
-        let mut slots: HashMap<(u32, u16, u8), BTreeMap<u32, u32>> = HashMap::new();
-        for (k, v) in maps.services()? {
-            if k.slot == 0 {
-                headers.push((k, v));
-            } else {
-                slots
-                    .entry((k.addr, k.port, k.proto))
-                    .or_default()
-                    .insert(k.slot, v.backend_id);
-            }
+        let headers = maps.frontends()?;
+        let mut outer: HashMap<FrontendKey, BTreeMap<u32, u32>> = HashMap::new();
+        for (k, v) in maps.slots()? {
+            outer.entry(k.frontend).or_default().insert(k.slot, v.backend_id);
         }
         let mut me = ServiceProgrammer {
             maps,
@@ -165,7 +169,7 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
             slot_write_delay: std::time::Duration::ZERO,
             next_rev_nat_id: headers
                 .iter()
-                .map(|(_, v)| v.rev_nat_id)
+                .map(|(_, v)| v.header.rev_nat_id)
                 .max()
                 .map_or(1, |m| m + 1),
         };
@@ -184,7 +188,7 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
                     .insert(identity(&addr), (*id, b.flags & BACKEND_F_LOCAL != 0));
             }
         }
-        for (k, v) in headers {
+        for (k, value) in headers {
             let Some(proto) = Protocol::from_number(k.proto) else {
                 continue;
             };
@@ -193,10 +197,21 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
                 port: be_to_port(k.port),
                 proto,
             };
-            let written = slots.remove(&(k.addr, k.port, k.proto)).unwrap_or_default();
-            let ids: Vec<u32> = written.values().copied().collect();
+            let v_outer = outer.remove(&k).unwrap_or_default();
+            let v = value.header;
+            let total = v.count as usize + v.terminating as usize;
+            // Slot s is inline up to INLINE_SLOTS, then in BERTH_SLOTS; a missing one ends the list.
+            let ids: Vec<u32> = (1..=total as u32)
+                .map_while(|slot| match (slot as usize).checked_sub(1) {
+                    Some(i) if i < INLINE_SLOTS => {
+                        let id = value.slots[i].backend_id;
+                        (id != 0).then_some(id)
+                    }
+                    _ => v_outer.get(&slot).copied(),
+                })
+                .collect();
             let count = v.count as usize;
-            let total = (v.count as usize + v.terminating as usize).min(ids.len());
+            let total = total.min(ids.len());
             let ready: Vec<BackendAddr> = ids[..count.min(total)].iter().filter_map(to_addr).collect();
             let terminating: Vec<BackendAddr> =
                 ids[count.min(total)..total].iter().filter_map(to_addr).collect();
@@ -218,7 +233,8 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
                     LbAlgorithm::Random
                 },
             };
-            let slot_count = written.keys().max().copied().unwrap_or(0);
+            // Outer slots past the count (a crash between writes) are counted, so they are deleted.
+            let slot_count = (total.min(INLINE_SLOTS) as u32).max(v_outer.keys().max().copied().unwrap_or(0));
             me.reference(&spec, true);
             me.frontends.insert(
                 fe,
@@ -231,17 +247,13 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
         }
         // A backend no restored frontend uses (a crash between writes) goes at the next apply.
         me.maybe_unused = me.backend_ids.keys().copied().collect();
-        // Slots without a header (a crash between writes): delete them on the next apply.
-        for ((addr, port, proto), orphan) in slots {
+        // Outer slots without a frontend (a crash between writes): deleted now.
+        for (frontend, orphan) in outer {
             for slot in orphan.keys() {
-                let key = ServiceKey {
-                    addr,
-                    port,
-                    proto,
-                    pad: 0,
+                me.maps.del_slot(&SlotKey {
+                    frontend,
                     slot: *slot,
-                };
-                me.maps.del_service(&key);
+                });
             }
         }
         let used: HashSet<u32> = me.frontends.values().map(|a| a.rev_nat_id).collect();
@@ -259,7 +271,7 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
         Ok(me)
     }
 
-    /// Sets a pause after every backend-slot write (testing aid, see the field's doc).
+    /// Sets a pause after every backend and outer-slot write (testing aid, see the field's doc).
     pub fn set_slot_write_delay(&mut self, delay: std::time::Duration) {
         self.slot_write_delay = delay;
     }
@@ -317,7 +329,16 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
 
     fn write_backend(&mut self, id: u32, b: &BackendAddr) -> Result<(), MapsError> {
         let value = backend_value(b);
-        self.maps.put_backend(id, value)
+        self.maps.put_backend(id, value)?;
+        self.pause_after_write();
+        Ok(())
+    }
+
+    /// The testing pause after a write that must precede a frontend's value (see the field).
+    fn pause_after_write(&self) {
+        if !self.slot_write_delay.is_zero() {
+            std::thread::sleep(self.slot_write_delay);
+        }
     }
 
     fn write_frontend(
@@ -341,18 +362,24 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
         for b in spec.ready.iter().chain(&spec.terminating) {
             ids.push(self.backend_id(b, &mut stats.backends_added)?);
         }
-        // 1. backend slots
+        let hdr = header(spec, rev_nat_id);
+        let mut value = FrontendValue {
+            header: hdr,
+            ..Default::default()
+        };
+        // 1. backend slots: the outer ones written now, the inline ones go with the header.
         let backends = spec.ready.iter().chain(&spec.terminating);
         for (i, (id, b)) in ids.iter().zip(backends).enumerate() {
-            let value = ServiceValue {
+            let slot = Slot {
                 backend_id: *id,
                 backend: backend_value(b),
-                rev_nat_id,
-                ..Default::default()
             };
-            self.maps.put_service(service_key(fe, i as u32 + 1), value)?;
-            if !self.slot_write_delay.is_zero() {
-                std::thread::sleep(self.slot_write_delay);
+            match value.slots.get_mut(i) {
+                Some(inline) => *inline = slot,
+                None => {
+                    self.maps.put_slot(slot_key(fe, i as u32 + 1), slot)?;
+                    self.pause_after_write();
+                }
             }
         }
         // 2. reverse NAT and Maglev table
@@ -362,7 +389,6 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
             pad: 0,
         };
         self.maps.put_rev_nat(rev_nat_id, rev)?;
-        let hdr = header(spec, rev_nat_id);
         if hdr.flags & SVC_F_MAGLEV != 0 {
             let names_: Vec<String> = spec
                 .ready
@@ -377,13 +403,15 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
                 self.maps.put_maglev(rev_nat_id, &table)?;
             }
         }
-        // 3. header last: from here on packets see the new count.
-        self.maps.put_service(service_key(fe, 0), hdr)?;
-        // 4. stale slots after.
+        // 3. the value (header and inline slots) last: from here on packets see the new count.
+        self.maps.put_frontend(frontend_key(fe), &value)?;
+        // 4. stale outer slots after.
         let new_slots = ids.len() as u32;
         if let Some(p) = &previous {
-            for slot in new_slots + 1..=p.slots {
-                self.maps.del_service(&service_key(fe, slot));
+            for slot in outer_slots(p.slots) {
+                if slot > new_slots {
+                    self.maps.del_slot(&slot_key(fe, slot));
+                }
             }
             if hdr.flags & SVC_F_MAGLEV == 0 && p.spec.algorithm == LbAlgorithm::Maglev {
                 self.maps.del_maglev(rev_nat_id);
@@ -404,14 +432,14 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
         Ok(())
     }
 
-    /// Deletes a frontend from the maps, header first. Its rev-NAT id is returned, not freed: it is
+    /// Deletes a frontend from the maps, its value (header) first. Its rev-NAT id is returned, not freed: it is
     /// reused only after the affinity entries keyed by it are gone.
     fn remove_frontend(&mut self, fe: &Frontend) -> Option<u32> {
         let applied = self.frontends.remove(fe)?;
         self.reference(&applied.spec, false);
-        self.maps.del_service(&service_key(fe, 0));
-        for slot in 1..=applied.slots {
-            self.maps.del_service(&service_key(fe, slot));
+        self.maps.del_frontend(&frontend_key(fe));
+        for slot in outer_slots(applied.slots) {
+            self.maps.del_slot(&slot_key(fe, slot));
         }
         self.maps.del_rev_nat(applied.rev_nat_id);
         self.maps.del_maglev(applied.rev_nat_id);
@@ -539,16 +567,11 @@ mod tests {
 
     use super::*;
 
-    type Key = (u32, u16, u8, u32);
-
-    fn key(k: &ServiceKey) -> Key {
-        (k.addr, k.port, k.proto, k.slot)
-    }
-
     /// The maps in memory, every operation logged, the invariant checked after each.
     #[derive(Default)]
     struct Recording {
-        services: BTreeMap<Key, ServiceValue>,
+        frontends: BTreeMap<FrontendKey, FrontendValue>,
+        slots: BTreeMap<(FrontendKey, u32), Slot>,
         backends: BTreeMap<u32, Backend>,
         rev_nat: BTreeMap<u32, RevNat>,
         maglev: BTreeSet<u32>,
@@ -559,12 +582,17 @@ mod tests {
     impl Recording {
         fn record(&mut self, op: String) {
             self.ops.push(op);
-            // What a packet could see now: a header's count and terminating slots all written, each
+            // What a packet could see now: every slot a header counts written (inline or outer), each
             // pointing at a written backend, its reverse NAT and (with Maglev) its table present.
-            for (k, v) in self.services.iter().filter(|(k, _)| k.3 == 0) {
-                let n = u32::from(v.count) + u32::from(v.terminating);
+            for (k, v) in &self.frontends {
+                let hdr = v.header;
+                let n = u32::from(hdr.count) + u32::from(hdr.terminating);
                 for slot in 1..=n {
-                    match self.services.get(&(k.0, k.1, k.2, slot)) {
+                    let s = match v.slots.get(slot as usize - 1) {
+                        Some(s) => Some(*s).filter(|s| s.backend_id != 0),
+                        None => self.slots.get(&(*k, slot)).copied(),
+                    };
+                    match s {
                         None => self.violations.push(format!(
                             "after {:?}: slot {slot} of {k:?} missing",
                             self.ops.last()
@@ -579,11 +607,11 @@ mod tests {
                         Some(_) => {}
                     }
                 }
-                if n > 0 && !self.rev_nat.contains_key(&v.rev_nat_id) {
+                if n > 0 && !self.rev_nat.contains_key(&hdr.rev_nat_id) {
                     self.violations
                         .push(format!("after {:?}: no reverse NAT for {k:?}", self.ops.last()));
                 }
-                if v.flags & SVC_F_MAGLEV != 0 && !self.maglev.contains(&v.rev_nat_id) {
+                if hdr.flags & SVC_F_MAGLEV != 0 && !self.maglev.contains(&hdr.rev_nat_id) {
                     self.violations
                         .push(format!("after {:?}: no Maglev table for {k:?}", self.ops.last()));
                 }
@@ -592,35 +620,44 @@ mod tests {
     }
 
     impl ServiceMapOps for Recording {
-        fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError> {
+        fn frontends(&self) -> Result<Vec<(FrontendKey, FrontendValue)>, MapsError> {
+            Ok(self.frontends.iter().map(|(k, v)| (*k, *v)).collect())
+        }
+        fn slots(&self) -> Result<Vec<(SlotKey, Slot)>, MapsError> {
             Ok(self
-                .services
+                .slots
                 .iter()
-                .map(|(k, v)| {
+                .map(|((frontend, slot), v)| {
                     (
-                        ServiceKey {
-                            addr: k.0,
-                            port: k.1,
-                            proto: k.2,
-                            pad: 0,
-                            slot: k.3,
+                        SlotKey {
+                            frontend: *frontend,
+                            slot: *slot,
                         },
                         *v,
                     )
                 })
                 .collect())
         }
-        fn backends(&self) -> Result<Vec<(u32, Backend)>, MapsError> {
-            Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
-        }
-        fn put_service(&mut self, k: ServiceKey, v: ServiceValue) -> Result<(), MapsError> {
-            self.services.insert(key(&k), v);
-            self.record(format!("put svc {}", k.slot));
+        fn put_frontend(&mut self, k: FrontendKey, v: &FrontendValue) -> Result<(), MapsError> {
+            self.frontends.insert(k, *v);
+            self.record("put frontend".into());
             Ok(())
         }
-        fn del_service(&mut self, k: &ServiceKey) {
-            self.services.remove(&key(k));
-            self.record(format!("del svc {}", k.slot));
+        fn del_frontend(&mut self, k: &FrontendKey) {
+            self.frontends.remove(k);
+            self.record("del frontend".into());
+        }
+        fn put_slot(&mut self, k: SlotKey, v: Slot) -> Result<(), MapsError> {
+            self.slots.insert((k.frontend, k.slot), v);
+            self.record(format!("put slot {}", k.slot));
+            Ok(())
+        }
+        fn del_slot(&mut self, k: &SlotKey) {
+            self.slots.remove(&(k.frontend, k.slot));
+            self.record(format!("del slot {}", k.slot));
+        }
+        fn backends(&self) -> Result<Vec<(u32, Backend)>, MapsError> {
+            Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
         }
         fn put_backend(&mut self, id: u32, v: Backend) -> Result<(), MapsError> {
             self.backends.insert(id, v);
@@ -690,10 +727,28 @@ mod tests {
     #[test]
     fn no_write_ever_exposes_a_half_updated_frontend() {
         let mut p = ServiceProgrammer::restore(Recording::default()).expect("restore");
+        // Frontend 3 crosses the inline/outer boundary (INLINE_SLOTS = 16) both ways.
+        let many = |from: u8, n: u8| (from..from + n).collect::<Vec<u8>>();
         let steps = [
             state(&[
                 (1, spec(&[1, 2, 3], &[], LbAlgorithm::Random)),
                 (2, spec(&[4, 5], &[], LbAlgorithm::Maglev)),
+                (3, spec(&many(100, 20), &[], LbAlgorithm::Random)),
+            ]),
+            state(&[
+                (1, spec(&[1, 2, 3], &[], LbAlgorithm::Random)),
+                (2, spec(&[4, 5], &[], LbAlgorithm::Maglev)),
+                (3, spec(&many(100, 10), &many(110, 8), LbAlgorithm::Maglev)),
+            ]),
+            state(&[
+                (1, spec(&[1, 2, 3], &[], LbAlgorithm::Random)),
+                (2, spec(&[4, 5], &[], LbAlgorithm::Maglev)),
+                (3, spec(&many(120, 5), &[], LbAlgorithm::Random)),
+            ]),
+            state(&[
+                (1, spec(&[1, 2, 3], &[], LbAlgorithm::Random)),
+                (2, spec(&[4, 5], &[], LbAlgorithm::Maglev)),
+                (3, spec(&many(130, 30), &[], LbAlgorithm::Random)),
             ]),
             // Shrink, grow, replace every backend, add terminating ones.
             state(&[
@@ -719,7 +774,8 @@ mod tests {
             rec.ops
         );
         assert!(
-            rec.services.is_empty()
+            rec.frontends.is_empty()
+                && rec.slots.is_empty()
                 && rec.backends.is_empty()
                 && rec.rev_nat.is_empty()
                 && rec.maglev.is_empty()
@@ -729,23 +785,36 @@ mod tests {
     #[test]
     fn the_header_is_written_last_and_removed_first() {
         let mut p = ServiceProgrammer::restore(Recording::default()).expect("restore");
-        p.apply(&state(&[(1, spec(&[1, 2], &[], LbAlgorithm::Random))]), true)
+        let backends: Vec<u8> = (1..=18).collect();
+        p.apply(&state(&[(1, spec(&backends, &[], LbAlgorithm::Random))]), true)
             .expect("apply");
         let ops = std::mem::take(&mut p.maps().ops);
-        let header = ops.iter().position(|o| o == "put svc 0").expect("header written");
+        let header = ops
+            .iter()
+            .position(|o| o == "put frontend")
+            .expect("header written");
         assert_eq!(header, ops.len() - 1, "header last: {ops:?}");
         assert!(
-            ops[..2].iter().all(|o| o.starts_with("put backend")),
+            ops[..18].iter().all(|o| o.starts_with("put backend")),
             "backends first: {ops:?}"
+        );
+        let outer: Vec<&String> = ops.iter().filter(|o| o.starts_with("put slot")).collect();
+        assert_eq!(
+            outer,
+            ["put slot 17", "put slot 18"],
+            "only slots past the inline ones: {ops:?}"
         );
         p.apply(&state(&[]), true).expect("apply");
         let ops = std::mem::take(&mut p.maps().ops);
         assert_eq!(
             ops.first().map(String::as_str),
-            Some("del svc 0"),
+            Some("del frontend"),
             "header first: {ops:?}"
         );
-        let last_slot = ops.iter().rposition(|o| o.starts_with("del svc")).expect("slots");
+        let last_slot = ops
+            .iter()
+            .rposition(|o| o.starts_with("del slot"))
+            .expect("slots");
         let first_backend = ops
             .iter()
             .position(|o| o.starts_with("del backend"))
@@ -758,9 +827,11 @@ mod tests {
 
     #[test]
     fn a_restart_rewrites_nothing_that_is_already_right() {
+        let many: Vec<u8> = (10..40).collect();
         let desired = state(&[
             (1, spec(&[1, 2], &[3], LbAlgorithm::Maglev)),
             (2, spec(&[4], &[], LbAlgorithm::Random)),
+            (3, spec(&many[..20], &many[20..], LbAlgorithm::Random)),
         ]);
         let mut p = ServiceProgrammer::restore(Recording::default()).expect("restore");
         p.apply(&desired, true).expect("apply");

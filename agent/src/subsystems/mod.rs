@@ -4,7 +4,7 @@
 //! opens. Map writes inside a task are synchronous and ordered (ARCHITECTURE.md, "Update ordering");
 //! tasks only yield between whole applies, so a shutdown never interrupts one halfway.
 //!
-//! - [`services`]: Service load balancing (`BERTH_SVC` and friends) and conntrack garbage collection.
+//! - [`services`]: Service load balancing (`BERTH_FRONTENDS` and friends) and conntrack garbage collection.
 //! - [`health_checks`]: the health-check node ports of LoadBalancer Services with local traffic.
 //! - [`peers`]: overlay peers (`BERTH_OVERLAY`) from Node objects.
 //! - [`pod_network`]: this node's pod CIDR: `subnet.env`, the masquerade rule, the host's route.

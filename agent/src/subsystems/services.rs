@@ -1,5 +1,5 @@
-//! The Service load balancer's task: Services and EndpointSlices in, `BERTH_SVC`, `BERTH_BACKENDS`,
-//! reverse NAT, Maglev and affinity maps out (through [`ServiceProgrammer`], which owns them), conntrack
+//! The Service load balancer's task: Services and EndpointSlices in, `BERTH_FRONTENDS`, `BERTH_SLOTS`,
+//! `BERTH_BACKENDS`, reverse NAT, Maglev and affinity maps out (through [`ServiceProgrammer`], which owns them), conntrack
 //! garbage collection on a timer.
 //!
 //! Nothing is applied before both kinds are listed: the maps restored from the pins keep serving until

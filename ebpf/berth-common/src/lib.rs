@@ -6,12 +6,14 @@
 //! so the data path never swaps bytes; the agent converts with [`ipv4_to_be`] / [`port_to_be`].
 //!
 //! Layout invariants (see ARCHITECTURE.md, "Service maps"):
-//! - `SERVICES[frontend, slot 0]` holds the frontend's header: number of active backends (`count`),
-//!   number of terminating backends kept after them (`terminating`), flags and reverse-NAT id.
-//! - `SERVICES[frontend, slot 1..=count]` hold backend ids of ready backends; slots
-//!   `count+1..=count+terminating` hold terminating backends, used for new flows only when `count == 0`.
-//! - Writers write backend slots first, slot 0 last, and delete stale slots after: a packet never sees a
-//!   count that points at slots not yet written.
+//! - `FRONTENDS[frontend]` holds the frontend's header (number of ready backends `count`, number of
+//!   terminating backends kept after them `terminating`, flags, reverse-NAT id) and its first
+//!   [`INLINE_SLOTS`] backend slots; `SLOTS[frontend, slot]` the slots beyond.
+//! - Slots `1..=count` hold ready backends; slots `count+1..=count+terminating` terminating ones, used
+//!   for new flows only when `count == 0`.
+//! - Writers write the outer slots first, the frontend's value (header and inline slots, one write)
+//!   last, and delete stale outer slots after: a packet never sees a count that points at slots not yet
+//!   written.
 #![no_std]
 
 pub mod maps;

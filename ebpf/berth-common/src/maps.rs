@@ -2,8 +2,13 @@
 
 /// Names of the maps as they appear in the object file and under the pin directory.
 pub mod names {
-    /// Service frontends and their backend slots: [`super::ServiceKey`] -> [`super::ServiceValue`].
-    pub const SERVICES: &str = "BERTH_SVC";
+    /// Service frontends, each with its header and first backend slots: [`super::FrontendKey`] ->
+    /// [`super::FrontendValue`]. A new flow of a Service with up to [`super::INLINE_SLOTS`] backends
+    /// needs this one lookup.
+    pub const FRONTENDS: &str = "BERTH_FRONTENDS";
+    /// Backend slots beyond a frontend's first [`super::INLINE_SLOTS`]: [`super::SlotKey`] ->
+    /// [`super::Slot`].
+    pub const SLOTS: &str = "BERTH_SLOTS";
     /// Backends by id: `u32` -> [`super::Backend`].
     pub const BACKENDS: &str = "BERTH_BACKENDS";
     /// Reverse NAT: `u32` rev-NAT id -> [`super::RevNat`] (the frontend a reply must come from).
@@ -33,8 +38,11 @@ pub mod names {
 
 /// Default capacities. The agent may override them at load time (`EbpfLoader::map_max_entries`).
 pub mod capacity {
-    /// Service slots (frontends x (1 + backends)): 10,000 Services x 10 endpoints with room to spare.
-    pub const SERVICES: u32 = 1 << 19;
+    /// Frontends (a Service port's ClusterIP, each of its NodePort addresses...): 10,000 Services with
+    /// several frontends each. Allocated as written (`BPF_F_NO_PREALLOC`), 232 bytes each.
+    pub const FRONTENDS: u32 = 1 << 16;
+    /// Backend slots beyond the first [`super::INLINE_SLOTS`] of each frontend (large Services only).
+    pub const SLOTS: u32 = 1 << 17;
     /// Distinct backends.
     pub const BACKENDS: u32 = 1 << 18;
     /// Frontends (rev-NAT ids).
@@ -58,10 +66,14 @@ pub mod capacity {
 /// Size of a Maglev lookup table: a prime well above 100x the backends of a typical Service.
 pub const MAGLEV_TABLE_SIZE: usize = 1021;
 
-/// Key of [`names::SERVICES`]: one frontend (address, port, protocol) and a slot.
+/// Backend slots held in a frontend's own value: a new flow to a Service with at most this many backends
+/// (ready + terminating) costs one lookup. Slots beyond are in [`names::SLOTS`].
+pub const INLINE_SLOTS: usize = 16;
+
+/// Key of [`names::FRONTENDS`]: one frontend (address, port, protocol).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ServiceKey {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrontendKey {
     /// Frontend address, network order (ClusterIP, or a node address for NodePort).
     pub addr: u32,
     /// Frontend port, network order.
@@ -70,8 +82,6 @@ pub struct ServiceKey {
     pub proto: u8,
     /// Always zero; keeps the key free of uninitialised bytes.
     pub pad: u8,
-    /// 0 for the header, 1.. for backend slots.
-    pub slot: u32,
 }
 
 /// Service header flag: the frontend is a NodePort (reached from outside the node).
@@ -85,29 +95,56 @@ pub const SVC_F_AFFINITY: u16 = 1 << 3;
 /// Service header flag: externalTrafficPolicy Local with no local backend: drop, as kube-proxy does.
 pub const SVC_F_LOCAL_DROP: u16 = 1 << 4;
 
-/// Value of [`names::SERVICES`]. In slot 0 (the header) every field but `backend_id` and `backend`
-/// counts; in backend slots only those two do.
+/// What a frontend is: how many backends, how to pick one, how to translate.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ServiceValue {
-    /// Backend id (backend slots only).
-    pub backend_id: u32,
-    /// The backend itself (backend slots only), a copy of `BERTH_BACKENDS[backend_id]` so that a new
-    /// flow needs no second lookup. An id's address never changes; its flags change only together with
-    /// a rewrite of every frontend using it.
-    pub backend: Backend,
+pub struct FrontendHeader {
     /// Reverse-NAT id of the frontend: key of [`names::REV_NAT`], affinity and Maglev.
     pub rev_nat_id: u32,
-    /// sessionAffinity ClientIP timeout in seconds (header only).
+    /// sessionAffinity ClientIP timeout in seconds.
     pub affinity_timeout: u32,
-    /// Ready backends, in slots `1..=count` (header only).
+    /// Ready backends, in slots `1..=count`.
     pub count: u16,
-    /// Terminating backends, in slots `count+1..=count+terminating` (header only).
+    /// Terminating backends, in slots `count+1..=count+terminating`.
     pub terminating: u16,
-    /// `SVC_F_*` flags (header only).
+    /// `SVC_F_*` flags.
     pub flags: u16,
     /// Always zero.
     pub pad: u16,
+}
+
+/// One backend slot: the backend's id and a copy of the backend itself (`BERTH_BACKENDS[backend_id]`),
+/// so that a new flow needs no second lookup. An id's address never changes; its flags change only
+/// together with a rewrite of every frontend using it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Slot {
+    /// Backend id.
+    pub backend_id: u32,
+    /// The backend.
+    pub backend: Backend,
+}
+
+/// Value of [`names::FRONTENDS`]: the header and slots `1..=INLINE_SLOTS` (slot `s` at `slots[s - 1]`;
+/// entries past `count + terminating` are zero). The value is replaced whole, so a packet sees the count
+/// and the slots it covers from one write.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrontendValue {
+    /// The header.
+    pub header: FrontendHeader,
+    /// The first backend slots.
+    pub slots: [Slot; INLINE_SLOTS],
+}
+
+/// Key of [`names::SLOTS`]: a frontend's backend slot beyond [`INLINE_SLOTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SlotKey {
+    /// The frontend.
+    pub frontend: FrontendKey,
+    /// Slot number, `INLINE_SLOTS + 1..=count + terminating`.
+    pub slot: u32,
 }
 
 /// Backend flag: the backend runs on this node.
@@ -388,8 +425,10 @@ pub mod counter {
 mod pod_impls {
     use super::*;
     // SAFETY: all types are #[repr(C)], Copy, and consist of plain integers with explicit padding.
-    unsafe impl aya::Pod for ServiceKey {}
-    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for FrontendKey {}
+    unsafe impl aya::Pod for FrontendValue {}
+    unsafe impl aya::Pod for SlotKey {}
+    unsafe impl aya::Pod for Slot {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for RevNat {}
     unsafe impl aya::Pod for CtKey {}
@@ -406,8 +445,10 @@ mod pod_impls {
 }
 
 // Layout checks: a change here is a change of the pinned-map ABI and needs a migration.
-const _: () = assert!(core::mem::size_of::<ServiceKey>() == 12);
-const _: () = assert!(core::mem::size_of::<ServiceValue>() == 28);
+const _: () = assert!(core::mem::size_of::<FrontendKey>() == 8);
+const _: () = assert!(core::mem::size_of::<FrontendValue>() == 16 + 12 * INLINE_SLOTS);
+const _: () = assert!(core::mem::size_of::<SlotKey>() == 12);
+const _: () = assert!(core::mem::size_of::<Slot>() == 12);
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 const _: () = assert!(core::mem::size_of::<RevNat>() == 8);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);

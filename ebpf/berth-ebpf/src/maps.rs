@@ -7,11 +7,22 @@ use aya_ebpf::{
 };
 use berth_common::{
     AffinityKey, AffinityValue, Backend, CtEntry, CtKey, LocalEndpoint, MaglevTable, NodeConfig, OverlayPeer,
-    RevNat, ServiceKey, ServiceValue, SockFwdKey, SockFwdValue, SockRevKey, capacity, counter,
+    FrontendKey, FrontendValue, RevNat, Slot, SlotKey, SockFwdKey, SockFwdValue, SockRevKey, capacity, counter,
 };
 
-#[map(name = "BERTH_SVC")]
-pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(capacity::SERVICES, 0);
+/// `BPF_F_NO_PREALLOC`: an element replaced by the agent is freed only after an RCU grace period, so a
+/// program reading a frontend's header and then one of its slots through the lookup's pointer sees one
+/// value, never a recycled element (preallocated elements are reused at once). Also allocates only
+/// what is written: most of the capacity is headroom.
+#[map(name = "BERTH_FRONTENDS")]
+pub static FRONTENDS: HashMap<FrontendKey, FrontendValue> = HashMap::pinned(capacity::FRONTENDS, NO_PREALLOC);
+
+/// Slots beyond each frontend's inline ones; `BPF_F_NO_PREALLOC` as for [`FRONTENDS`].
+#[map(name = "BERTH_SLOTS")]
+pub static SLOTS: HashMap<SlotKey, Slot> = HashMap::pinned(capacity::SLOTS, NO_PREALLOC);
+
+/// `BPF_F_NO_PREALLOC` (linux/bpf.h): elements are allocated on update and freed after RCU.
+const NO_PREALLOC: u32 = 1;
 
 #[map(name = "BERTH_BACKENDS")]
 pub static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(capacity::BACKENDS, 0);
@@ -27,7 +38,7 @@ pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned
 
 /// `BPF_F_NO_PREALLOC`: Maglev tables are 4 KiB each and most Services do not use one.
 #[map(name = "BERTH_MAGLEV")]
-pub static MAGLEV: HashMap<u32, MaglevTable> = HashMap::pinned(capacity::MAGLEV, 1);
+pub static MAGLEV: HashMap<u32, MaglevTable> = HashMap::pinned(capacity::MAGLEV, NO_PREALLOC);
 
 #[map(name = "BERTH_SOCK_REV")]
 pub static SOCK_REV: LruHashMap<SockRevKey, RevNat> = LruHashMap::pinned(capacity::SOCK_REV, 0);

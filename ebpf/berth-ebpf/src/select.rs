@@ -3,11 +3,11 @@
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
 use berth_common::{
-    AffinityKey, AffinityValue, Backend, MAGLEV_TABLE_SIZE, SVC_F_AFFINITY, SVC_F_MAGLEV, ServiceKey,
-    ServiceValue,
+    AffinityKey, AffinityValue, Backend, FrontendHeader, FrontendKey, FrontendValue, INLINE_SLOTS,
+    MAGLEV_TABLE_SIZE, SVC_F_AFFINITY, SVC_F_MAGLEV, SlotKey,
 };
 
-use crate::maps::{AFFINITY, BACKENDS, MAGLEV, SERVICES};
+use crate::maps::{AFFINITY, BACKENDS, MAGLEV, SLOTS};
 
 /// The backend picked for a flow.
 #[derive(Clone, Copy)]
@@ -40,7 +40,7 @@ fn backend(id: u32) -> Option<Choice> {
 }
 
 #[inline(always)]
-fn affinity_hit(key: &AffinityKey, hdr: &ServiceValue, now: u64) -> Option<Choice> {
+fn affinity_hit(key: &AffinityKey, hdr: &FrontendHeader, now: u64) -> Option<Choice> {
     let entry = AFFINITY.get_ptr_mut(key)?;
     // SAFETY: pointer from a successful lookup; fields are plain integers.
     let entry = unsafe { &mut *entry };
@@ -52,10 +52,38 @@ fn affinity_hit(key: &AffinityKey, hdr: &ServiceValue, now: u64) -> Option<Choic
     Some(choice)
 }
 
-/// Chooses a backend for a new flow of the frontend `svc` (slot 0 key) with header `hdr`. `client`
-/// identifies the client for affinity; `hash` is the flow hash for Maglev. `None`: no backend at all.
+/// Backend slot `slot` (1-based) of frontend `key` with value `value`: inline, or in `BERTH_SLOTS`.
+/// `None` when it is not there (the agent shrank the frontend between our reads).
 #[inline(always)]
-pub fn pick(svc: &ServiceKey, hdr: &ServiceValue, client: u64, hash: u32) -> Option<Choice> {
+fn slot(key: &FrontendKey, value: &FrontendValue, slot: u32) -> Option<Choice> {
+    let s = if slot as usize <= INLINE_SLOTS {
+        // black_box keeps the bounds check the verifier needs (LLVM could fold it with the one above).
+        let i = core::hint::black_box((slot as usize).wrapping_sub(1));
+        *value.slots.get(i)?
+    } else {
+        // SAFETY: copied out at once.
+        unsafe {
+            *SLOTS.get(&SlotKey {
+                frontend: *key,
+                slot,
+            })?
+        }
+    };
+    if s.backend_id == 0 {
+        return None;
+    }
+    Some(Choice {
+        backend_id: s.backend_id,
+        backend: s.backend,
+    })
+}
+
+/// Chooses a backend for a new flow of the frontend `key` with value `value` (read in place: the map
+/// frees a replaced value only after the program ends). `client` identifies the client for affinity;
+/// `hash` is the flow hash for Maglev. `None`: no backend at all.
+#[inline(always)]
+pub fn pick(key: &FrontendKey, value: &FrontendValue, client: u64, hash: u32) -> Option<Choice> {
+    let hdr = &value.header;
     let affinity = hdr.flags & SVC_F_AFFINITY != 0;
     let now = if affinity {
         unsafe { bpf_ktime_get_coarse_ns() }
@@ -88,14 +116,7 @@ pub fn pick(svc: &ServiceKey, hdr: &ServiceValue, client: u64, hash: u32) -> Opt
         } else {
             return None;
         };
-        let slot = first + unsafe { bpf_get_prandom_u32() } % n;
-        let slot_key = ServiceKey { slot, ..*svc };
-        // SAFETY: copied out at once.
-        let value = unsafe { SERVICES.get(&slot_key)? };
-        Choice {
-            backend_id: value.backend_id,
-            backend: value.backend,
-        }
+        slot(key, value, first + unsafe { bpf_get_prandom_u32() } % n)?
     };
 
     if affinity {

@@ -12,10 +12,10 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use berth_common::{AFFINITY_NETNS_BIT, RevNat, ServiceKey, SockFwdKey, SockFwdValue, SockRevKey, counter};
+use berth_common::{AFFINITY_NETNS_BIT, FrontendKey, RevNat, SockFwdKey, SockFwdValue, SockRevKey, counter};
 
 use crate::{
-    maps::{SERVICES, SOCK_FWD, SOCK_REV, count},
+    maps::{FRONTENDS, SOCK_FWD, SOCK_REV, count},
     select,
 };
 
@@ -50,17 +50,17 @@ pub fn berth_getpeername4(ctx: SockAddrContext) -> i32 {
 fn translate(ctx: &SockAddrContext, sticky: bool) -> i32 {
     // SAFETY: the context pointer is valid for the program's run; the kernel allows these accesses.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let svc = ServiceKey {
+    let svc = FrontendKey {
         addr: sa.user_ip4,
         port: sa.user_port as u16,
         proto: sa.protocol as u8,
         pad: 0,
-        slot: 0,
     };
-    // SAFETY: copied out at once.
-    let Some(hdr) = (unsafe { SERVICES.get(&svc) }).copied() else {
+    // SAFETY: read in place; the map frees a replaced value only after an RCU grace period.
+    let Some(frontend) = (unsafe { FRONTENDS.get(&svc) }) else {
         return ALLOW;
     };
+    let hdr = frontend.header;
     let (cookie, netns) = unsafe {
         (
             bpf_get_socket_cookie(ctx.as_ptr()),
@@ -93,7 +93,7 @@ fn translate(ctx: &SockAddrContext, sticky: bool) -> i32 {
                 svc.port,
                 svc.proto,
             );
-            let Some(choice) = select::pick(&svc, &hdr, AFFINITY_NETNS_BIT | netns, hash) else {
+            let Some(choice) = select::pick(&svc, frontend, AFFINITY_NETNS_BIT | netns, hash) else {
                 if hdr.count == 0 && hdr.terminating == 0 {
                     count(counter::REJECTED);
                     return DENY;

@@ -7,7 +7,7 @@
 //! externalTrafficPolicy Cluster.
 //!
 //! Fast path: one conntrack lookup keyed by the packet's exact tuple, one rewrite, a redirect to the
-//! cached next hop. New flows: one Service header lookup, the backend choice, two conntrack inserts
+//! cached next hop. New flows: one frontend lookup (header and first backends in one value), the backend choice, two conntrack inserts
 //! (reply direction first, so a reply can never arrive before its entry), one rewrite, a FIB lookup.
 
 use aya_ebpf::{
@@ -18,12 +18,12 @@ use aya_ebpf::{
 };
 use berth_common::{
     CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CtEntry, CtKey, PROTO_TCP,
-    SVC_F_LOCAL_DROP, SVC_F_NODEPORT, SVC_F_SNAT, ServiceKey, counter,
+    FrontendKey, SVC_F_LOCAL_DROP, SVC_F_NODEPORT, SVC_F_SNAT, counter,
 };
 
 use crate::{
     decap, forward, local,
-    maps::{CONFIG, CONNTRACK, SERVICES, count},
+    maps::{CONFIG, CONNTRACK, FRONTENDS, count},
     nat::{self, Rewrite},
     overlay,
     packet::{self, Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
@@ -107,24 +107,24 @@ fn balance(ctx: &TcContext) -> i32 {
         }
     }
 
-    let svc = ServiceKey {
+    let svc = FrontendKey {
         addr: flow.daddr,
         port: flow.dport,
         proto: flow.proto,
         pad: 0,
-        slot: 0,
     };
-    // SAFETY: copied out at once.
-    let Some(hdr) = (unsafe { SERVICES.get(&svc) }).copied() else {
+    // SAFETY: read in place; the map frees a replaced value only after an RCU grace period.
+    let Some(frontend) = (unsafe { FRONTENDS.get(&svc) }) else {
         forget_stale_reply(&flow);
         return pod_to_pod(ctx, flow.saddr, flow.daddr);
     };
+    let hdr = frontend.header;
     if hdr.flags & SVC_F_LOCAL_DROP != 0 {
         count(counter::REJECTED);
         return TC_ACT_SHOT as i32;
     }
     let hash = select::flow_hash(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
-    let Some(mut choice) = select::pick(&svc, &hdr, flow.saddr as u64, hash) else {
+    let Some(mut choice) = select::pick(&svc, frontend, flow.saddr as u64, hash) else {
         if hdr.count == 0 && hdr.terminating == 0 {
             count(counter::REJECTED);
             return reject::refuse(ctx, &flow);
@@ -219,7 +219,7 @@ fn balance(ctx: &TcContext) -> i32 {
             let other = if ours_or_stale || attempt >= REPICK_ATTEMPTS {
                 None
             } else {
-                select::pick(&svc, &hdr, flow.saddr as u64, hash.rotate_left(7 + attempt))
+                select::pick(&svc, frontend, flow.saddr as u64, hash.rotate_left(7 + attempt))
                     .filter(|c| c.backend.addr != flow.saddr)
             };
             match other {
