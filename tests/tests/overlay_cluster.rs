@@ -219,6 +219,19 @@ fn nodes_join_leave_and_move_without_restarts() {
     wait_reachable(&p1.ns, &p2, Duration::from_secs(10)).expect("node1 -> node2 after the move");
     check_pair(&w, &p1, &p2);
     check_pair(&w, &p2, &p1);
+
+    // node2's underlay interface gets a new MAC (same address): node1's cached next hop towards it
+    // expires (NEXTHOP_TTL_NS) and the FIB's new answer carries the traffic.
+    w.node(2)
+        .ns
+        .ip(&["link", "set", "eth0", "address", "02:00:00:00:60:12"])
+        .expect("new MAC");
+    w.node(1)
+        .ns
+        .ip(&["neigh", "flush", "192.168.60.12"])
+        .expect("flush");
+    wait_reachable(&p1.ns, &p2, Duration::from_secs(10)).expect("node1 -> node2 after the new MAC");
+    check_pair(&w, &p1, &p2);
 }
 
 #[test]

@@ -154,7 +154,13 @@ fn load_object(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
 /// per backend, before the header and first backends moved into one value (`BERTH_FRONTENDS`).
 const OBSOLETE_MAPS: [&str; 1] = ["BERTH_SVC"];
 
-const REPLACEABLE_MAPS: [&str; 4] = [names::CONFIG, names::COUNTERS, names::ENDPOINTS, names::OVERLAY];
+const REPLACEABLE_MAPS: [&str; 5] = [
+    names::CONFIG,
+    names::COUNTERS,
+    names::ENDPOINTS,
+    names::OVERLAY,
+    names::NEXTHOP,
+];
 
 /// `BPF_FS_MAGIC` from linux/magic.h.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;

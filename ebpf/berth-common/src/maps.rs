@@ -34,6 +34,12 @@ pub mod names {
     pub const CONFIG: &str = "BERTH_CONFIG";
     /// Per-CPU counters for inspection: `u32` counter index -> `u64`.
     pub const COUNTERS: &str = "BERTH_COUNTERS";
+    /// Next hops by destination, a per-CPU direct-mapped cache: slot [`super::nexthop_slot`] of an
+    /// address -> [`super::NextHop`]. What a FIB lookup answered for a translated packet's destination
+    /// or an overlay peer's underlay address, trusted for [`super::NEXTHOP_TTL_NS`]. Per CPU and
+    /// direct-mapped: a lookup is an inlined array access, a miss costs an overwrite (never an
+    /// allocation or eviction), so destinations that do not repeat make it no slower than no cache.
+    pub const NEXTHOP: &str = "BERTH_NEXTHOP";
 }
 
 /// Default capacities. The agent may override them at load time (`EbpfLoader::map_max_entries`).
@@ -61,6 +67,8 @@ pub mod capacity {
     pub const OVERLAY: u32 = 1 << 12;
     /// Pods on this node (a /24 holds 253; room for larger pod CIDRs).
     pub const ENDPOINTS: u32 = 1 << 12;
+    /// Slots of the per-CPU next-hop cache (overlay peers and routed destinations), a power of two.
+    pub const NEXTHOP: u32 = 1 << 11;
 }
 
 /// Size of a Maglev lookup table: a prime well above 100x the backends of a typical Service.
@@ -263,8 +271,37 @@ pub struct CtEntry {
     pub nh_checked_ns: u64,
 }
 
-/// How long a conntrack entry's cached next hop is trusted before a new FIB lookup.
+/// How long a cached next hop (in a conntrack entry or [`names::NEXTHOP`]) is trusted before a new FIB
+/// lookup: route and neighbour changes take effect within this time.
 pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
+
+/// Value of [`names::NEXTHOP`]: where packets for `addr` leave this node.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// The destination this slot holds, network order (0: empty).
+    pub addr: u32,
+    /// Egress interface.
+    pub ifindex: u32,
+    /// Source MAC to write.
+    pub smac: [u8; 6],
+    /// Destination MAC to write.
+    pub dmac: [u8; 6],
+    /// MTU of the route (the FIB's answer): larger packets are left to the stack, which fragments or
+    /// answers "fragmentation needed".
+    pub mtu: u16,
+    /// Always zero.
+    pub pad: u16,
+    /// When the FIB answered, `bpf_ktime_get_coarse_ns()`.
+    pub checked_ns: u64,
+}
+
+/// The slot of [`names::NEXTHOP`] that caches `addr` (network order): a multiplicative hash, so
+/// addresses of one subnet spread over the slots.
+#[inline(always)]
+pub const fn nexthop_slot(addr: u32) -> u32 {
+    addr.wrapping_mul(0x9e37_79b1) >> (32 - capacity::NEXTHOP.trailing_zeros())
+}
 
 /// Key of [`names::AFFINITY`].
 #[repr(C)]
@@ -442,6 +479,7 @@ mod pod_impls {
     unsafe impl aya::Pod for NodeConfig {}
     unsafe impl aya::Pod for OverlayPeer {}
     unsafe impl aya::Pod for LocalEndpoint {}
+    unsafe impl aya::Pod for NextHop {}
 }
 
 // Layout checks: a change here is a change of the pinned-map ABI and needs a migration.
@@ -461,6 +499,7 @@ const _: () = assert!(core::mem::size_of::<LocalEndpoint>() == 16);
 const _: () = assert!(core::mem::size_of::<OverlayPeer>() == 12);
 const _: () = assert!(core::mem::size_of::<SockFwdKey>() == 16);
 const _: () = assert!(core::mem::size_of::<SockFwdValue>() == 16);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
 
 /// The VXLAN port a [`NodeConfig`] names, network order (`vxlan_port`, or 8472 when unset).
 #[inline(always)]

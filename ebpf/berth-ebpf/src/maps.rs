@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use berth_common::{
     AffinityKey, AffinityValue, Backend, CtEntry, CtKey, LocalEndpoint, MaglevTable, NodeConfig, OverlayPeer,
-    FrontendKey, FrontendValue, RevNat, Slot, SlotKey, SockFwdKey, SockFwdValue, SockRevKey, capacity, counter,
+    FrontendKey, FrontendValue, NextHop, RevNat, Slot, SlotKey, SockFwdKey, SockFwdValue, SockRevKey, capacity, counter,
 };
 
 /// `BPF_F_NO_PREALLOC`: an element replaced by the agent is freed only after an RCU grace period, so a
@@ -51,6 +51,9 @@ pub static OVERLAY: LpmTrie<u32, OverlayPeer> = LpmTrie::pinned(capacity::OVERLA
 
 #[map(name = "BERTH_ENDPOINTS")]
 pub static ENDPOINTS: HashMap<u32, LocalEndpoint> = HashMap::pinned(capacity::ENDPOINTS, 0);
+
+#[map(name = "BERTH_NEXTHOP")]
+pub static NEXTHOP: PerCpuArray<NextHop> = PerCpuArray::pinned(capacity::NEXTHOP, 0);
 
 #[map(name = "BERTH_CONFIG")]
 pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);

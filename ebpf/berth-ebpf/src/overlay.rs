@@ -14,21 +14,22 @@
 //! stay aggregated until a device segments them, as the kernel's own VXLAN driver does.
 
 use aya_ebpf::{
-    EbpfContext,
     bindings::{
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
-        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT,
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup as FibParams,
+        BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
-    helpers::{bpf_fib_lookup, bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_redirect, bpf_redirect_neigh},
+    helpers::{
+        bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_redirect_neigh,
+    },
     maps::lpm_trie::Key,
     programs::TcContext,
 };
-use berth_common::{NodeConfig, OVERLAY_VNI, counter, vxlan_port_be};
+use berth_common::{NodeConfig, OVERLAY_VNI, OverlayPeer, counter, vxlan_port_be};
 
 use crate::{
     forward::rewrite_l2,
     maps::{OVERLAY, count},
+    nexthop::{self, Lookup},
     packet::ETH_HLEN,
 };
 
@@ -40,7 +41,6 @@ const TUNNEL_TTL: u8 = 64;
 /// default range), so the underlay can spread flows.
 const SPORT_MIN: u32 = 32768;
 const SPORT_RANGE: u32 = 61000 - 32768;
-const AF_INET: u8 = 2;
 /// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: the inner MAC header's length.
 const ENCAP_L2_ETH_LEN: u64 = (ETH_HLEN as u64) << 56;
 
@@ -63,36 +63,43 @@ fn ipv4_csum(h: &[u8; 20]) -> u16 {
 /// packet cannot be grown), and the stack takes the packet (its MACs and TTL may have been rewritten).
 #[inline(always)]
 pub fn to_remote_pod(ctx: &TcContext, cfg: &NodeConfig, daddr: u32) -> Option<i32> {
+    encapsulate(ctx, cfg, &peer(cfg, daddr)?)
+}
+
+/// The remote node whose pod CIDR holds `daddr`, when this node runs the overlay.
+#[inline(always)]
+pub fn peer(cfg: &NodeConfig, daddr: u32) -> Option<OverlayPeer> {
     if cfg.vtep_ifindex == 0 || cfg.snat_addr == 0 {
         return None;
     }
-    let peer = *OVERLAY.get(Key::new(32, daddr))?;
-    // The underlay's next hop towards the peer, as if this node forwarded a packet to it. The MTU check
-    // is made with the packet's size once encapsulated: a packet too large for the underlay is left to
-    // the stack, which routes it to the VXLAN device (MTU underlay - 50) and so answers "fragmentation
-    // needed" with the right MTU (path MTU discovery). A GSO aggregate is checked by the kernel as
-    // segments (`tot_len` 0: the skb itself against the device).
-    // SAFETY: zeroed plain-data struct; helper on the program's own skb.
-    let (rc, fib) = unsafe {
-        let mut p: FibParams = core::mem::zeroed();
-        p.family = AF_INET;
-        p.l4_protocol = 17;
-        p.ifindex = (*ctx.skb.skb).ifindex;
-        p.__bindgen_anon_1.tot_len = if (*ctx.skb.skb).gso_size != 0 {
-            0
-        } else {
-            ((ctx.len() as usize).saturating_sub(ETH_HLEN) + ENCAP_LEN).min(0xffff) as u16
-        };
-        p.__bindgen_anon_3.ipv4_src = cfg.snat_addr;
-        p.__bindgen_anon_4.ipv4_dst = peer.underlay;
-        let rc = bpf_fib_lookup(ctx.as_ptr(), &mut p, core::mem::size_of::<FibParams>() as i32, 0);
-        (rc, p)
+    OVERLAY.get(Key::new(32, daddr)).copied()
+}
+
+/// Encapsulates the packet towards `peer` and returns the verdict; `None` when the stack must take it
+/// (no route to the peer, too large for the underlay, not growable).
+#[inline(always)]
+pub fn encapsulate(ctx: &TcContext, cfg: &NodeConfig, peer: &OverlayPeer) -> Option<i32> {
+    // The underlay's next hop towards the peer, as if this node forwarded a packet to it (cached per
+    // peer). The MTU check is made with the packet's size once encapsulated: a packet too large for
+    // the underlay is left to the stack, which routes it to the VXLAN device (MTU underlay - 50) and
+    // so answers "fragmentation needed" with the right MTU (path MTU discovery). A GSO aggregate is
+    // checked by the kernel as segments (length 0: not checked here).
+    // SAFETY: reads of the skb's GSO size.
+    let len = if unsafe { (*ctx.skb.skb).gso_size } != 0 {
+        0
+    } else {
+        ((ctx.len() as usize).saturating_sub(ETH_HLEN) + ENCAP_LEN).min(0xffff) as u16
     };
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 && rc != BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
-        return None;
-    }
+    // SAFETY: coarse clock helper, no arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let (ifindex, smac, dmac, resolved) = match nexthop::lookup(ctx, cfg.snat_addr, peer.underlay, 17, len, now) {
+        Lookup::Hop(h) => (h.ifindex, h.smac, h.dmac, true),
+        // The underlay neighbour is not resolved yet: the kernel resolves it (outer MACs too).
+        Lookup::Unresolved(ifindex) => (ifindex, [0; 6], [0; 6], false),
+        Lookup::Stack => return None,
+    };
     // Inner packet: one routing hop (TTL), inner frame MACs are written below; the outer MACs now.
-    if !rewrite_l2(ctx, &fib.smac, &fib.dmac) {
+    if !rewrite_l2(ctx, &smac, &dmac) {
         return None;
     }
     let start = ctx.data();
@@ -147,11 +154,10 @@ pub fn to_remote_pod(ctx: &TcContext, cfg: &NodeConfig, daddr: u32) -> Option<i3
     count(counter::OVERLAY_ENCAP);
     // SAFETY: plain helper calls.
     Some(unsafe {
-        if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-            bpf_redirect(fib.ifindex, 0)
+        if resolved {
+            bpf_redirect(ifindex, 0)
         } else {
-            // The underlay neighbour is not resolved yet: the kernel resolves it (outer MACs too).
-            bpf_redirect_neigh(fib.ifindex, core::ptr::null_mut(), 0, 0)
+            bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0)
         }
     } as i32)
 }

@@ -8,7 +8,8 @@
 //!
 //! Fast path: one conntrack lookup keyed by the packet's exact tuple, one rewrite, a redirect to the
 //! cached next hop. New flows: one frontend lookup (header and first backends in one value), the backend choice, two conntrack inserts
-//! (reply direction first, so a reply can never arrive before its entry), one rewrite, a FIB lookup.
+//! (reply direction first, so a reply can never arrive before its entry) carrying the next hop (from the
+//! per-destination cache, or a FIB lookup), one rewrite.
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
@@ -103,7 +104,7 @@ fn balance(ctx: &TcContext) -> i32 {
                 entry.flags |= CT_F_CLOSING | CT_F_RST;
             }
             let to = Rewrite::of(entry);
-            return finish(ctx, &flow, &to, Some(entry), now, counter::CT_HIT);
+            return finish(ctx, &flow, &to, entry, now);
         }
     }
 
@@ -242,7 +243,7 @@ fn balance(ctx: &TcContext) -> i32 {
         }
     }
 
-    let forward = CtEntry {
+    let mut forward = CtEntry {
         nat_saddr: reply_key.daddr,
         nat_daddr: backend.addr,
         nat_sport: reply_key.dport,
@@ -253,14 +254,24 @@ fn balance(ctx: &TcContext) -> i32 {
         last_seen_ns: now,
         ..CtEntry::default()
     };
+    // The next hop is resolved before the entry goes in, so the flow's later packets find it cached.
+    let route = forward::route(ctx, forward.nat_saddr, forward.nat_daddr, flow.proto, now);
+    route.remember(&mut forward, now);
     if CONNTRACK.insert(&key, &forward, 0).is_err() {
         let _ = CONNTRACK.remove(&reply_key);
         count(counter::ERRORS);
         return TC_ACT_SHOT as i32;
     }
-    let to = Rewrite::of(&forward);
-    // The next hop is cached on the flow's second packet (the entry just inserted is a copy).
-    finish(ctx, &flow, &to, None, now, counter::NEW_FLOW)
+    match nat::apply(ctx, &flow, &Rewrite::of(&forward)) {
+        Ok(()) => {
+            count(counter::NEW_FLOW);
+            forward::send(ctx, &route)
+        }
+        Err(_) => {
+            count(counter::ERRORS);
+            TC_ACT_SHOT as i32
+        }
+    }
 }
 
 /// Whether a flow from `flow`'s source to `backend` goes from the cluster's pod network out of it.
@@ -336,19 +347,13 @@ fn forget_stale_reply(flow: &Flow) {
     }
 }
 
+/// Rewrites a packet of an existing flow and sends it on by the entry's cached next hop.
 #[inline(always)]
-fn finish(
-    ctx: &TcContext,
-    flow: &Flow,
-    to: &Rewrite,
-    entry: Option<&mut CtEntry>,
-    now: u64,
-    counter_index: u32,
-) -> i32 {
+fn finish(ctx: &TcContext, flow: &Flow, to: &Rewrite, entry: &mut CtEntry, now: u64) -> i32 {
     match nat::apply(ctx, flow, to) {
         Ok(()) => {
-            count(counter_index);
-            forward::redirect(ctx, to.saddr, to.daddr, flow.proto, entry, now)
+            count(counter::CT_HIT);
+            forward::redirect(ctx, to.saddr, to.daddr, flow.proto, Some(entry), now)
         }
         Err(_) => {
             count(counter::ERRORS);
