@@ -5,7 +5,7 @@
 
 use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf, sync::Arc, time::Duration};
 
-use berth_common::{NodeConfig, ipv4_to_be};
+use berth_common::{CFG_F_MASQUERADE, NodeConfig, ipv4_to_be};
 use berth_datapath::{
     PinDir,
     attach::{self, AttachError},
@@ -13,6 +13,7 @@ use berth_datapath::{
     endpoints::EndpointProgrammer,
     loader::{self, LoadError},
     maps::{self, MapsError, ServiceMaps},
+    masquerade::MasqueradeMode,
     net::PodCidr,
     overlay::{self, OverlayProgrammer},
     programmer::ServiceProgrammer,
@@ -117,6 +118,8 @@ pub struct AgentConfig {
     pub cluster_cidr: PodCidr,
     /// Masquerade pod egress to outside the cluster's pod network.
     pub masquerade: bool,
+    /// Who masquerades: the eBPF programs or an nftables rule.
+    pub masquerade_mode: MasqueradeMode,
     /// The node's own certificate, kept renewed while running (joined by token).
     pub certificate: Option<Certificate>,
     /// The port kubelet's API is served on (advertised in the Node's daemonEndpoints).
@@ -261,6 +264,11 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             vxlan_port: cfg.vxlan_port.to_be(),
             cluster_net: ipv4_to_be(cfg.cluster_cidr.network.octets()),
             cluster_mask: ipv4_to_be(cfg.cluster_cidr.mask().octets()),
+            flags: if cfg.masquerade && cfg.masquerade_mode == MasqueradeMode::Ebpf {
+                CFG_F_MASQUERADE
+            } else {
+                0
+            },
         },
     )?;
     if let Some(v) = vtep {
@@ -423,6 +431,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             state_dir: cfg.state_dir.clone(),
             pod_mtu,
             masquerade: cfg.masquerade,
+            masquerade_mode: cfg.masquerade_mode,
             nft: Box::new(berth_datapath::masquerade::NftCommand),
             vxlan_port: cfg.vxlan_port,
             overlay_dev: vtep.and(cfg.overlay_dev.clone()),

@@ -140,7 +140,8 @@ struct RunArgs {
     /// Default backend selection for new flows.
     #[arg(long, value_enum, default_value_t = LbAlgorithm::Random)]
     lb_algorithm: LbAlgorithm,
-    /// SNAT source port range for NodePort with externalTrafficPolicy Cluster.
+    /// SNAT source port range: NodePort with externalTrafficPolicy Cluster, pod egress masquerade in
+    /// eBPF. Keep it clear of the node's own ephemeral ports (net.ipv4.ip_local_port_range).
     #[arg(long, default_value = "61000-65535", value_parser = parse_range)]
     snat_ports: (u16, u16),
     /// How often to check the manifests directory, interfaces and pod allocations, in milliseconds.
@@ -193,6 +194,10 @@ struct RunArgs {
     /// Masquerade pod egress to outside the cluster's pod network (as flannel's --ip-masq).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     masquerade: bool,
+    /// Who masquerades: berth's eBPF programs (no netfilter connection tracking on the node; ports
+    /// from --snat-ports) or, as a fallback, an nftables rule.
+    #[arg(long, value_enum, default_value_t = masquerade::MasqueradeMode::Ebpf)]
+    masquerade_mode: masquerade::MasqueradeMode,
     /// Register this node: with an API server, its Node (flannel annotations, addresses, capacity), its
     /// Lease and status; in standalone mode, its Node object written into the manifests directory.
     /// Implied when joining with --token. Without it, with --kubeconfig, the agent is a kube-proxy
@@ -388,6 +393,7 @@ fn real_main() -> anyhow::Result<()> {
                     pod_cidr: a.pod_cidr,
                     cluster_cidr: a.cluster_cidr,
                     masquerade: a.masquerade,
+                    masquerade_mode: a.masquerade_mode,
                     register_node,
                     certificate,
                     kubelet_port: a.kubelet_port,

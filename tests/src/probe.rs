@@ -314,6 +314,93 @@ fn connect_from(target: SocketAddr, port: u16, timeout: Duration) -> std::io::Re
     }
 }
 
+/// One ICMP echo to `target` (a raw socket: the test bed runs as root), identifier `id`: `ok icmp
+/// RESPONDER RESPONDER MICROS` when the matching echo reply arrives within `timeout`.
+pub fn ping_once(target: Ipv4Addr, id: u16, seq: u16, timeout: Duration) -> Attempt {
+    let start = Instant::now();
+    let micros = || start.elapsed().as_micros() as u64;
+    let fail = |kind: &str| Attempt::Err {
+        kind: kind.to_string(),
+        micros: micros(),
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns and closes.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+        if fd < 0 {
+            return fail("socket");
+        }
+        let close = |a: Attempt| {
+            libc::close(fd);
+            a
+        };
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        let mut packet = [0u8; 16];
+        packet[0] = 8; // echo request
+        packet[4..6].copy_from_slice(&id.to_be_bytes());
+        packet[6..8].copy_from_slice(&seq.to_be_bytes());
+        packet[8..16].copy_from_slice(b"berthpng");
+        let mut sum: u32 = packet
+            .chunks(2)
+            .map(|w| u16::from_be_bytes([w[0], w[1]]) as u32)
+            .sum();
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        packet[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(target.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let sent = libc::sendto(
+            fd,
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        if sent < 0 {
+            return close(fail("send"));
+        }
+        let mut buf = [0u8; 1500];
+        while start.elapsed() < timeout {
+            let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+            if n < 0 {
+                return close(fail("timeout"));
+            }
+            let n = n as usize;
+            let ihl = ((buf[0] & 0x0f) as usize) * 4;
+            if n < ihl + 8 {
+                continue;
+            }
+            let from = Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
+            let icmp = &buf[ihl..n];
+            if icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() && icmp[6..8] == seq.to_be_bytes() {
+                return close(Attempt::Ok {
+                    id: "icmp".into(),
+                    peer: from.to_string(),
+                    from: from.to_string(),
+                    micros: micros(),
+                });
+            }
+        }
+        close(fail("timeout"))
+    }
+}
+
 /// One TCP attempt, from local port `source_port` when given. A connection from a fixed port ends
 /// with a reset (SO_LINGER 0), so the same port can connect again at once: a client reusing a tuple.
 pub fn tcp_once_from(target: SocketAddr, timeout: Duration, source_port: Option<u16>) -> Attempt {

@@ -35,7 +35,7 @@ fn world(name: &str) -> World {
         .expect("outside address");
     // The outside has no route to pod addresses: only masqueraded traffic can get answers.
     let mut serve = outside.command(&workspace_bin("berth-probe"));
-    serve.args(["serve", "--id", "outside", "--tcp", "8080"]);
+    serve.args(["serve", "--id", "outside", "--tcp", "8080", "--udp", "5353"]);
     bed.spawn(serve, "outside server").expect("server");
     let state = bed.scratch().join("state");
     World { bed, node, state }
@@ -43,6 +43,10 @@ fn world(name: &str) -> World {
 
 impl World {
     fn start_agent(&self, masquerade: bool) -> AgentProc {
+        self.start_agent_with(masquerade, &[])
+    }
+
+    fn start_agent_with(&self, masquerade: bool, extra: &[&str]) -> AgentProc {
         let manifests = self.bed.scratch().join("manifests");
         std::fs::create_dir_all(&manifests).expect("manifests dir");
         let args: Vec<String> = [
@@ -66,6 +70,7 @@ impl World {
             "50",
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         let mut agent =
@@ -236,4 +241,61 @@ fn pods_get_addresses_that_survive_restarts_and_reach_each_other_directly() {
         unanswered(&a_ns, &format!("{OUTSIDE_IP}:8080")),
         "egress without masquerade was answered"
     );
+}
+
+/// Whether the node's namespace holds berth's nftables table (the fallback masquerade).
+fn has_nft_table(node: &Netns) -> bool {
+    let out = node
+        .command(std::path::Path::new("nft"))
+        .args(["list", "tables"])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&out.stdout).contains("berth")
+}
+
+#[test]
+fn pod_egress_is_masqueraded_in_ebpf_without_netfilter() {
+    let mut w = world("ebpfmasq");
+    let agent = w.start_agent(true);
+    let (a_ns, _) = w.add_pod("a");
+    w.wait_pods(1, &agent);
+    let before = w.counter("masqueraded");
+    // TCP, UDP (a new socket per datagram: five flows) and ICMP echo (one identifier: one flow) reach
+    // the outside from the node's address, and their answers find the pod.
+    let tcp = probe(&a_ns, &["tcp", &format!("{OUTSIDE_IP}:8080"), "--count", "5"]);
+    let udp = probe(&a_ns, &["udp", &format!("{OUTSIDE_IP}:5353"), "--count", "5"]);
+    for (what, got) in [("TCP", &tcp), ("UDP", &udp)] {
+        assert!(all_from(got, 5, "outside"), "{what}: {got:?}\n{}", agent.log());
+        for a in got {
+            if let Attempt::Ok { peer, .. } = a {
+                assert!(
+                    peer.starts_with(&format!("{NODE_IP}:")),
+                    "{what}: outside saw {peer}"
+                );
+            }
+        }
+    }
+    let ping = probe(&a_ns, &["ping", OUTSIDE_IP, "--count", "3"]);
+    assert!(
+        ping.len() == 3 && ping.iter().all(|a| a.id() == Some("icmp")),
+        "ICMP echo: {ping:?}"
+    );
+    assert_eq!(w.counter("masqueraded") - before, 11, "flows masqueraded in eBPF");
+    let ct = String::from_utf8_lossy(&w.agent_cmd(&["lb", "ct", "--node", NODE]).stdout).into_owned();
+    assert!(ct.contains("masquerade"), "{ct}");
+    // No netfilter table: nothing in the node's namespace asks for connection tracking.
+    assert!(!has_nft_table(&w.node), "eBPF mode installs no nftables table");
+
+    // The fallback: netfilter masquerades, with berth's table.
+    drop(agent);
+    let agent = w.start_agent_with(true, &["--masquerade-mode", "nftables"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !has_nft_table(&w.node) {
+        assert!(std::time::Instant::now() < deadline, "no table:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = w.counter("masqueraded");
+    let tcp = probe(&a_ns, &["tcp", &format!("{OUTSIDE_IP}:8080"), "--count", "5"]);
+    assert!(all_from(&tcp, 5, "outside"), "nftables mode: {tcp:?}");
+    assert_eq!(w.counter("masqueraded"), before, "eBPF stays out of it");
 }

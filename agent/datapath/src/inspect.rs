@@ -4,9 +4,9 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
 use berth_common::{
-    BACKEND_F_LOCAL, CT_F_CLOSING, CT_F_NH_PEER, CT_F_NODEPORT, CT_F_REPLY, CT_F_SNAT, FrontendHeader,
-    INLINE_SLOTS, SVC_F_AFFINITY, SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT, be_to_ipv4,
-    be_to_port, counter,
+    BACKEND_F_LOCAL, CT_F_CLOSING, CT_F_MASQ, CT_F_NH_PEER, CT_F_NODEPORT, CT_F_REPLY, CT_F_SNAT,
+    FrontendHeader, INLINE_SLOTS, SVC_F_AFFINITY, SVC_F_LOCAL_DROP, SVC_F_MAGLEV, SVC_F_NODEPORT, SVC_F_SNAT,
+    be_to_ipv4, be_to_port, counter,
 };
 
 use crate::{
@@ -123,6 +123,7 @@ pub fn conntrack(maps: &LbMaps) -> String {
             (CT_F_NODEPORT, "nodeport"),
             (CT_F_SNAT, "snat"),
             (CT_F_NH_PEER, "to-pod"),
+            (CT_F_MASQ, "masquerade"),
         ] {
             if v.flags & bit != 0 {
                 flags.push(name);
@@ -160,6 +161,7 @@ pub fn conntrack(maps: &LbMaps) -> String {
         (counter::LOCAL_DELIVERED, "local_delivered"),
         (counter::OVERLAY_ENCAP, "overlay_encap"),
         (counter::OVERLAY_DECAP, "overlay_decap"),
+        (counter::MASQUERADED, "masqueraded"),
     ] {
         let _ = writeln!(out, "counter {name} = {}", maps.counter(index));
     }

@@ -1,11 +1,13 @@
 //! Pod egress to addresses outside the cluster leaves with the node's address (masquerade), as
 //! flannel's `--ip-masq` does: pod addresses are not routable outside the cluster.
 //!
-//! Done with one nftables table in the node's namespace, `ip berth`, replaced atomically whenever the
-//! pod CIDR changes. Netfilter is the right tool here: such traffic leaves the eBPF programs untouched
-//! (it is for no Service, no pod) and walks the stack anyway; its conntrack does the port allocation
-//! and the reverse translation. The eBPF path delivers straight to pods only traffic from inside the
-//! cluster's pod network, so netfilter always sees both directions of the flows it translates.
+//! By default the eBPF programs do it (`ebpf/berth-ebpf/src/masq.rs`, turned on by a flag of the node
+//! configuration): no netfilter connection tracking on the node, whose per-packet cost every flow of
+//! the node would pay. The fallback (`--masquerade-mode nftables`) is one nftables table in the node's
+//! namespace, `ip berth`, replaced atomically whenever the pod CIDR changes: netfilter's conntrack
+//! does the port allocation and the reverse translation. The eBPF path delivers straight to pods only
+//! traffic from inside the cluster's pod network, so netfilter always sees both directions of the
+//! flows it translates. In eBPF mode the table is removed.
 
 use thiserror::Error;
 
@@ -13,6 +15,16 @@ use crate::{
     cmd::{CmdError, run_with_input},
     net::PodCidr,
 };
+
+/// Who translates pod egress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MasqueradeMode {
+    /// berth's eBPF programs (ports from `--snat-ports`, entries in berth's conntrack map).
+    #[default]
+    Ebpf,
+    /// An nftables `masquerade` rule: netfilter's connection tracking on the node.
+    Nftables,
+}
 
 /// Name of berth's nftables table (family `ip`).
 pub const TABLE: &str = "berth";

@@ -4,7 +4,7 @@
 //! `--pod-cidr` (standalone mode). It is published to the other subsystems through a `watch` channel.
 
 use berth_datapath::{
-    masquerade::{self, Nft},
+    masquerade::{self, MasqueradeMode, Nft},
     net::PodCidr,
     overlay,
     podnet::Subnet,
@@ -26,6 +26,9 @@ pub struct PodNetwork {
     /// MTU of pod interfaces (the overlay device's, else the uplink's).
     pub pod_mtu: u32,
     pub masquerade: bool,
+    /// Who masquerades: in eBPF mode the programs do (the agent sets their flag) and the nftables
+    /// table is removed.
+    pub masquerade_mode: MasqueradeMode,
     /// Applies the masquerade ruleset (`nft`; a recording in tests).
     pub nft: Box<dyn Nft>,
     /// The overlay's UDP port (exempt from connection tracking).
@@ -83,7 +86,7 @@ impl PodNetwork {
             error!(error = %e, "cannot write subnet.env; pods cannot be wired");
             return false;
         }
-        let rule = if self.masquerade {
+        let rule = if self.masquerade && self.masquerade_mode == MasqueradeMode::Nftables {
             masquerade::install(self.nft.as_ref(), cidr, self.cluster_cidr, self.vxlan_port)
         } else {
             masquerade::remove(self.nft.as_ref())
@@ -98,7 +101,7 @@ impl PodNetwork {
             error!(error = %e, "the host cannot reach other nodes' pods");
             return false;
         }
-        info!(pod_cidr = %cidr, masquerade = self.masquerade, "pod network configured");
+        info!(pod_cidr = %cidr, masquerade = self.masquerade, mode = ?self.masquerade_mode, "pod network configured");
         self.applied.send_replace(Some(cidr));
         true
     }
@@ -140,6 +143,7 @@ mod tests {
             state_dir: dir.to_path_buf(),
             pod_mtu: 1450,
             masquerade,
+            masquerade_mode: MasqueradeMode::Nftables,
             nft: Box::new(nft.clone()),
             vxlan_port: 4789,
             overlay_dev: None,
@@ -191,6 +195,25 @@ mod tests {
             applied,
             vec!["table ip berth {}\ndelete table ip berth\n".to_string()]
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn with_ebpf_masquerade_the_table_is_removed() {
+        let dir = scratch("ebpfmasq");
+        let nft = RecordingNft::default();
+        let net = PodNetwork {
+            masquerade_mode: MasqueradeMode::Ebpf,
+            ..pod_network(&nft, true, &dir)
+        };
+        assert!(net.apply("10.244.3.0/24".parse().expect("cidr")));
+        let applied = nft.applied.lock().expect("lock").clone();
+        assert_eq!(
+            applied,
+            vec!["table ip berth {}\ndelete table ip berth\n".to_string()]
+        );
+        let env = std::fs::read_to_string(dir.join("subnet.env")).expect("subnet.env");
+        assert!(env.contains("FLANNEL_IPMASQ=true"), "{env}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

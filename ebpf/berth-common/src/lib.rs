@@ -20,6 +20,8 @@ pub mod maps;
 
 pub use maps::*;
 
+/// IP protocol number of ICMP.
+pub const PROTO_ICMP: u8 = 1;
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.

@@ -220,6 +220,9 @@ pub const CT_F_RST: u16 = 1 << 4;
 /// Conntrack flag: the cached next hop is a local pod, reached with `bpf_redirect_peer` (straight into
 /// the pod's namespace) rather than `bpf_redirect` to the interface.
 pub const CT_F_NH_PEER: u16 = 1 << 5;
+/// Conntrack flag: a masqueraded flow of a pod to outside the cluster (no Service: no backend, no
+/// reverse-NAT id).
+pub const CT_F_MASQ: u16 = 1 << 6;
 
 impl CtKey {
     /// The key of the other entry of the same flow: every entry's rewrite, reversed, is its partner's
@@ -269,6 +272,32 @@ pub struct CtEntry {
     /// When the next hop was last resolved by a FIB lookup; it is re-resolved after
     /// [`NEXTHOP_TTL_NS`], so route and neighbour changes take effect within that time.
     pub nh_checked_ns: u64,
+}
+
+impl CtEntry {
+    /// Makes this the entry of a new flow, field by field (the programs build entries in place, in a
+    /// per-CPU scratch map, to spare their stack): its rewrite (source, destination, source port,
+    /// destination port), backend, frontend, flags and time; no next hop cached yet.
+    #[inline(always)]
+    pub fn set(
+        &mut self,
+        rewrite: (u32, u32, u16, u16),
+        backend_id: u32,
+        rev_nat_id: u32,
+        flags: u16,
+        now: u64,
+    ) {
+        (self.nat_saddr, self.nat_daddr, self.nat_sport, self.nat_dport) = rewrite;
+        self.backend_id = backend_id;
+        self.rev_nat_id = rev_nat_id;
+        self.flags = flags;
+        self.pad = 0;
+        self.last_seen_ns = now;
+        self.nh_ifindex = 0;
+        self.nh_smac = [0; 6];
+        self.nh_dmac = [0; 6];
+        self.nh_checked_ns = 0;
+    }
 }
 
 /// How long a cached next hop (in a conntrack entry or [`names::NEXTHOP`]) is trusted before a new FIB
@@ -407,7 +436,13 @@ pub struct NodeConfig {
     /// Netmask of `cluster_net`, network order (0: no cluster network known, no direct delivery of
     /// untranslated traffic).
     pub cluster_mask: u32,
+    /// `CFG_F_*` flags.
+    pub flags: u32,
 }
+
+/// Node flag: masquerade pod egress to outside the cluster's pod network in eBPF (to `snat_addr`,
+/// ports from the SNAT range), as flannel's `--ip-masq` does with netfilter.
+pub const CFG_F_MASQUERADE: u32 = 1 << 0;
 
 /// Value of [`names::OVERLAY`]: how to reach one remote node's pods.
 #[repr(C)]
@@ -454,8 +489,10 @@ pub mod counter {
     pub const OVERLAY_ENCAP: u32 = 6;
     /// VXLAN packets for local pods decapsulated in eBPF at the uplink.
     pub const OVERLAY_DECAP: u32 = 7;
+    /// Flows of pods to outside the cluster masqueraded in eBPF.
+    pub const MASQUERADED: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 #[cfg(feature = "user")]
@@ -494,7 +531,7 @@ const _: () = assert!(core::mem::size_of::<CtEntry>() == 56);
 const _: () = assert!(core::mem::size_of::<AffinityKey>() == 16);
 const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
 const _: () = assert!(core::mem::size_of::<SockRevKey>() == 16);
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 28);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 32);
 const _: () = assert!(core::mem::size_of::<LocalEndpoint>() == 16);
 const _: () = assert!(core::mem::size_of::<OverlayPeer>() == 12);
 const _: () = assert!(core::mem::size_of::<SockFwdKey>() == 16);

@@ -16,55 +16,120 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use berth_common::{CT_F_NH_PEER, CtEntry, NEXTHOP_TTL_NS, OverlayPeer};
+use berth_common::{CT_F_NH_PEER, CtEntry, NEXTHOP_TTL_NS, NextHop, OverlayPeer};
 
 use crate::{
     local,
     maps::CONFIG,
-    nat::csum_apply,
+    nat::{Rewrite, csum_apply},
     nexthop::{self, Lookup},
     overlay,
     packet::ETH_HLEN,
 };
 
-/// Where a translated packet goes next.
-pub enum Route {
-    /// Straight out of an interface with these MACs: into a local pod's namespace (`peer`, with
-    /// `bpf_redirect_peer`) or out of a routed interface.
-    Hop {
-        ifindex: u32,
-        smac: [u8; 6],
-        dmac: [u8; 6],
-        peer: bool,
-    },
-    /// A remote node's pod: encapsulated towards that node.
-    Overlay(OverlayPeer),
-    /// A route whose neighbour is not resolved yet: the kernel resolves it.
-    Unresolved(u32),
+/// How a translated packet goes on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Straight out of `ifindex` with the route's MACs: into a local pod's namespace
+    /// (`bpf_redirect_peer`) when `peer`, else out of a routed interface.
+    Hop,
+    /// A remote node's pod: encapsulated towards `overlay`.
+    Overlay,
+    /// A route to `ifindex` whose neighbour is not resolved yet: the kernel resolves it.
+    Unresolved,
     /// The stack decides (no route, a local address, too large for the route).
     Stack,
 }
 
+/// Where a translated packet goes next. A plain struct, every field always written: an enum with
+/// payloads would leave undefined bytes that the verifier refuses to see stored.
+#[derive(Clone, Copy)]
+pub struct Route {
+    pub via: Via,
+    pub peer: bool,
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub overlay: OverlayPeer,
+}
+
 impl Route {
+    /// The stack decides.
+    #[inline(always)]
+    pub fn stack() -> Self {
+        Route {
+            via: Via::Stack,
+            peer: false,
+            ifindex: 0,
+            smac: [0; 6],
+            dmac: [0; 6],
+            overlay: OverlayPeer::default(),
+        }
+    }
+
     /// Caches a direct hop in a conntrack entry (overlay and unresolved routes are not cached).
     #[inline(always)]
     pub fn remember(&self, e: &mut CtEntry, now: u64) {
-        if let Route::Hop {
-            ifindex,
-            smac,
-            dmac,
-            peer,
-        } = self
-        {
-            e.nh_ifindex = *ifindex;
-            e.nh_smac = *smac;
-            e.nh_dmac = *dmac;
+        if self.via == Via::Hop {
+            e.nh_ifindex = self.ifindex;
+            e.nh_smac = self.smac;
+            e.nh_dmac = self.dmac;
             e.nh_checked_ns = now;
-            if *peer {
+            if self.peer {
                 e.flags |= CT_F_NH_PEER;
             } else {
                 e.flags &= !CT_F_NH_PEER;
             }
+        }
+    }
+
+    /// The route of a next-hop lookup's answer.
+    #[inline(always)]
+    pub fn of(lookup: Lookup, hop: &NextHop) -> Self {
+        Route {
+            via: match lookup {
+                Lookup::Hop => Via::Hop,
+                Lookup::Unresolved => Via::Unresolved,
+                Lookup::Stack => Via::Stack,
+            },
+            peer: false,
+            ifindex: hop.ifindex,
+            smac: hop.smac,
+            dmac: hop.dmac,
+            overlay: OverlayPeer::default(),
+        }
+    }
+}
+
+/// What the first packet of a flow without a conntrack entry gets.
+pub enum Decision {
+    /// Not a flow for this translation: the caller goes on.
+    Pass,
+    /// Translated: the flow's entries are in; the caller rewrites the packet as [`Translation::to`]
+    /// says and sends it along [`Translation::route`].
+    Translate,
+    /// A Service without any backend: refused (TCP reset, ICMP unreachable), as kube-proxy does.
+    Refuse,
+    /// Dropped (counted): no free port, a map full, a Service dropping traffic by policy.
+    Drop,
+}
+
+/// The rewrite and next hop of a translated flow's first packet.
+pub struct Translation {
+    pub to: Rewrite,
+    pub route: Route,
+}
+
+impl Default for Translation {
+    fn default() -> Self {
+        Translation {
+            to: Rewrite {
+                saddr: 0,
+                daddr: 0,
+                sport: 0,
+                dport: 0,
+            },
+            route: Route::stack(),
         }
     }
 }
@@ -74,44 +139,38 @@ impl Route {
 #[inline(always)]
 pub fn route(ctx: &TcContext, saddr: u32, daddr: u32, proto: u8, now: u64) -> Route {
     if let Some(ep) = local::endpoint(daddr) {
-        return Route::Hop {
+        return Route {
+            via: Via::Hop,
+            peer: true,
             ifindex: ep.ifindex,
             smac: ep.host_mac,
             dmac: ep.pod_mac,
-            peer: true,
+            overlay: OverlayPeer::default(),
         };
     }
     if let Some(peer) = CONFIG.get(0).and_then(|cfg| overlay::peer(cfg, daddr)) {
-        return Route::Overlay(peer);
+        return Route {
+            via: Via::Overlay,
+            overlay: peer,
+            ..Route::stack()
+        };
     }
     let len = (ctx.len() as usize).saturating_sub(ETH_HLEN).min(0xffff) as u16;
-    match nexthop::lookup(ctx, saddr, daddr, proto, len, now) {
-        Lookup::Hop(h) => Route::Hop {
-            ifindex: h.ifindex,
-            smac: h.smac,
-            dmac: h.dmac,
-            peer: false,
-        },
-        Lookup::Unresolved(ifindex) => Route::Unresolved(ifindex),
-        Lookup::Stack => Route::Stack,
-    }
+    let mut hop = NextHop::default();
+    let lookup = nexthop::lookup(ctx, saddr, daddr, proto, len, now, &mut hop);
+    Route::of(lookup, &hop)
 }
 
 /// Sends the packet along `route`; returns the TC verdict.
 #[inline(always)]
 pub fn send(ctx: &TcContext, route: &Route) -> i32 {
-    match route {
-        Route::Hop {
-            ifindex,
-            smac,
-            dmac,
-            peer,
-        } => go(ctx, *ifindex, smac, dmac, *peer),
-        Route::Overlay(peer) => CONFIG
+    match route.via {
+        Via::Hop => go(ctx, route.ifindex, &route.smac, &route.dmac, route.peer),
+        Via::Overlay => CONFIG
             .get(0)
-            .and_then(|cfg| overlay::encapsulate(ctx, cfg, peer))
+            .and_then(|cfg| overlay::encapsulate(ctx, cfg, &route.overlay))
             .unwrap_or(TC_ACT_OK as i32),
-        Route::Unresolved(ifindex) => {
+        Via::Unresolved => {
             let eth = ctx.data();
             if eth + ETH_HLEN + 20 > ctx.data_end() {
                 return TC_ACT_OK as i32;
@@ -122,9 +181,9 @@ pub fn send(ctx: &TcContext, route: &Route) -> i32 {
                 return TC_ACT_OK as i32;
             }
             // SAFETY: plain helper call.
-            unsafe { bpf_redirect_neigh(*ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+            unsafe { bpf_redirect_neigh(route.ifindex, core::ptr::null_mut(), 0, 0) as i32 }
         }
-        Route::Stack => TC_ACT_OK as i32,
+        Via::Stack => TC_ACT_OK as i32,
     }
 }
 

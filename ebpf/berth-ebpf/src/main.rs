@@ -9,7 +9,7 @@
 //! The shared pieces: [`maps`] (every map, by the names in `berth_common::names`), [`packet`] (bounds-
 //! checked parsing with direct packet access), [`select`] (backend choice: affinity, Maglev, random),
 //! [`nat`] (checksum-correct header rewrites), [`reject`] (TCP reset / ICMP unreachable replies),
-//! [`decap`] (VXLAN decapsulation for local pods), [`forward`] (next hop after translation), [`nexthop`] (the FIB's answers cached per destination), [`local`] (delivery into this node's pods), [`overlay`]
+//! [`decap`] (VXLAN decapsulation for local pods), [`forward`] (next hop after translation), [`nexthop`] (the FIB's answers cached per destination), [`local`] (delivery into this node's pods), [`masq`] (pod egress masquerade), [`snat`] (source ports of the node's address), [`overlay`]
 //! (VXLAN encapsulation towards other nodes' pods).
 #![no_std]
 #![no_main]
@@ -17,6 +17,7 @@
 mod decap;
 mod forward;
 mod local;
+mod masq;
 mod maps;
 mod nat;
 mod nexthop;
@@ -24,6 +25,7 @@ mod overlay;
 mod packet;
 mod reject;
 mod select;
+mod snat;
 mod sock;
 mod tc;
 

@@ -61,6 +61,16 @@ pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
 #[map(name = "BERTH_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
 
+/// The two conntrack entries of a new flow, built here rather than on the stack: the programs share
+/// 512 bytes of stack across their subprograms, and two entries take 112 of them. Per CPU, not pinned.
+pub struct NewFlowEntries {
+    pub reply: CtEntry,
+    pub forward: CtEntry,
+}
+
+#[map(name = "BERTH_SCRATCH")]
+pub static SCRATCH: PerCpuArray<NewFlowEntries> = PerCpuArray::with_max_entries(1, 0);
+
 /// Adds one to a counter of `berth_common::counter`.
 #[inline(always)]
 pub fn count(index: u32) {

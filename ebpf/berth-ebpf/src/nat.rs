@@ -8,7 +8,7 @@
 //! helper calls: one for the pseudo-header (addresses), one for the ports.
 
 use aya_ebpf::{bindings::BPF_F_PSEUDO_HDR, programs::TcContext};
-use berth_common::PROTO_UDP;
+use berth_common::{PROTO_ICMP, PROTO_UDP};
 
 use crate::packet::{ETH_HLEN, Flow};
 
@@ -70,12 +70,14 @@ pub fn apply(ctx: &TcContext, flow: &Flow, to: &Rewrite) -> Result<(), i64> {
     let start = ctx.data();
     let end = ctx.data_end();
     let l4 = flow.l4_off as usize;
-    if start + ETH_HLEN + 20 > end || start + l4 + 4 > end {
+    // 8 bytes: a UDP or ICMP header, the start of a TCP header.
+    if start + ETH_HLEN + 20 > end || start + l4 + 8 > end {
         return Err(-1);
     }
+    let icmp = flow.proto == PROTO_ICMP;
     let mut addr_diff = 0u32;
     let mut port_diff = 0u32;
-    // SAFETY: bounds checked above: IPv4 header (20 bytes) and the L4 ports (4 bytes).
+    // SAFETY: bounds checked above: IPv4 header (20 bytes) and 8 bytes of the L4 header.
     unsafe {
         let ip = (start + ETH_HLEN) as *mut u8;
         let ports = (start + l4) as *mut u16;
@@ -91,13 +93,26 @@ pub fn apply(ctx: &TcContext, flow: &Flow, to: &Rewrite) -> Result<(), i64> {
             let csum = (ip.add(10) as *mut u16).read_unaligned();
             (ip.add(10) as *mut u16).write_unaligned(csum_apply(csum, addr_diff));
         }
-        if to.sport != flow.sport {
-            port_diff = diff(port_diff, flow.sport as u32, to.sport as u32);
-            ports.write_unaligned(to.sport);
-        }
-        if to.dport != flow.dport {
-            port_diff = diff(port_diff, flow.dport as u32, to.dport as u32);
-            ports.add(1).write_unaligned(to.dport);
+        if icmp {
+            // The echo identifier (bytes 4-5) is the one "port" that is set (see `Flow`).
+            let (old, new) = if flow.sport != 0 {
+                (flow.sport, to.sport)
+            } else {
+                (flow.dport, to.dport)
+            };
+            if old != new {
+                port_diff = diff(port_diff, old as u32, new as u32);
+                ports.add(2).write_unaligned(new);
+            }
+        } else {
+            if to.sport != flow.sport {
+                port_diff = diff(port_diff, flow.sport as u32, to.sport as u32);
+                ports.write_unaligned(to.sport);
+            }
+            if to.dport != flow.dport {
+                port_diff = diff(port_diff, flow.dport as u32, to.dport as u32);
+                ports.add(1).write_unaligned(to.dport);
+            }
         }
     }
     let mangled = if flow.proto == PROTO_UDP {
@@ -106,8 +121,9 @@ pub fn apply(ctx: &TcContext, flow: &Flow, to: &Rewrite) -> Result<(), i64> {
         0
     };
     let off = flow.l4_csum_off() as usize;
-    // Size 0: `to` is a precomputed difference (kernel `inet_proto_csum_replace_by_diff`).
-    if addr_diff != 0 {
+    // Size 0: `to` is a precomputed difference (kernel `inet_proto_csum_replace_by_diff`). ICMP's
+    // checksum covers no pseudo-header: addresses leave it unchanged.
+    if addr_diff != 0 && !icmp {
         ctx.l4_csum_replace(off, 0, addr_diff as u64, mangled | BPF_F_PSEUDO_HDR as u64)?;
     }
     if port_diff != 0 {

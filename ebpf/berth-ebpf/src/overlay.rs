@@ -24,7 +24,7 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::TcContext,
 };
-use berth_common::{NodeConfig, OVERLAY_VNI, OverlayPeer, counter, vxlan_port_be};
+use berth_common::{NextHop, NodeConfig, OVERLAY_VNI, OverlayPeer, counter, vxlan_port_be};
 
 use crate::{
     forward::rewrite_l2,
@@ -44,14 +44,15 @@ const SPORT_RANGE: u32 = 61000 - 32768;
 /// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: the inner MAC header's length.
 const ENCAP_L2_ETH_LEN: u64 = (ETH_HLEN as u64) << 56;
 
-/// The one's-complement checksum of an IPv4 header.
+/// The one's-complement checksum of an IPv4 header given as its 16-bit words (host order), the
+/// checksum word left out.
 #[inline(always)]
-fn ipv4_csum(h: &[u8; 20]) -> u16 {
+fn ipv4_csum(words: &[u16; 9]) -> u16 {
     let mut sum: u32 = 0;
     let mut i = 0;
-    while i < 20 {
-        sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
-        i += 2;
+    while i < words.len() {
+        sum += words[i] as u32;
+        i += 1;
     }
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
@@ -76,8 +77,9 @@ pub fn peer(cfg: &NodeConfig, daddr: u32) -> Option<OverlayPeer> {
 }
 
 /// Encapsulates the packet towards `peer` and returns the verdict; `None` when the stack must take it
-/// (no route to the peer, too large for the underlay, not growable).
-#[inline(always)]
+/// (no route to the peer, too large for the underlay, not growable). Not inlined: a BPF subprogram,
+/// so its header buffer is not part of the callers' stack frames (they share 512 bytes).
+#[inline(never)]
 pub fn encapsulate(ctx: &TcContext, cfg: &NodeConfig, peer: &OverlayPeer) -> Option<i32> {
     // The underlay's next hop towards the peer, as if this node forwarded a packet to it (cached per
     // peer). The MTU check is made with the packet's size once encapsulated: a packet too large for
@@ -92,12 +94,14 @@ pub fn encapsulate(ctx: &TcContext, cfg: &NodeConfig, peer: &OverlayPeer) -> Opt
     };
     // SAFETY: coarse clock helper, no arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let (ifindex, smac, dmac, resolved) = match nexthop::lookup(ctx, cfg.snat_addr, peer.underlay, 17, len, now) {
-        Lookup::Hop(h) => (h.ifindex, h.smac, h.dmac, true),
-        // The underlay neighbour is not resolved yet: the kernel resolves it (outer MACs too).
-        Lookup::Unresolved(ifindex) => (ifindex, [0; 6], [0; 6], false),
+    let mut hop = NextHop::default();
+    // Unresolved: the underlay neighbour is not known yet; the kernel resolves it (outer MACs too).
+    let resolved = match nexthop::lookup(ctx, cfg.snat_addr, peer.underlay, 17, len, now, &mut hop) {
+        Lookup::Hop => true,
+        Lookup::Unresolved => false,
         Lookup::Stack => return None,
     };
+    let (ifindex, smac, dmac) = (hop.ifindex, hop.smac, hop.dmac);
     // Inner packet: one routing hop (TTL), inner frame MACs are written below; the outer MACs now.
     if !rewrite_l2(ctx, &smac, &dmac) {
         return None;
@@ -123,33 +127,53 @@ pub fn encapsulate(ctx: &TcContext, cfg: &NodeConfig, peer: &OverlayPeer) -> Opt
         return None;
     }
     let outer_len = (ctx.len() as usize).saturating_sub(ETH_HLEN).min(0xffff) as u16;
-    let mut hdr = [0u8; ENCAP_LEN];
-    // Outer IPv4: no options, no DF (as the kernel VXLAN driver sends by default), random id.
-    hdr[0] = 0x45;
-    hdr[1] = tos;
-    hdr[2..4].copy_from_slice(&outer_len.to_be_bytes());
-    hdr[4..6].copy_from_slice(&id.to_be_bytes());
-    hdr[8] = TUNNEL_TTL;
-    hdr[9] = 17;
-    hdr[12..16].copy_from_slice(&cfg.snat_addr.to_ne_bytes());
-    hdr[16..20].copy_from_slice(&peer.underlay.to_ne_bytes());
-    let mut ip = [0u8; 20];
-    ip.copy_from_slice(&hdr[..20]);
-    hdr[10..12].copy_from_slice(&ipv4_csum(&ip).to_be_bytes());
-    // UDP: zero checksum (allowed over IPv4; flannel's devices and Cilium send none).
     let sport = (SPORT_MIN + hash % SPORT_RANGE) as u16;
-    hdr[20..22].copy_from_slice(&sport.to_be_bytes());
-    hdr[22..24].copy_from_slice(&vxlan_port_be(cfg).to_ne_bytes());
-    hdr[24..26].copy_from_slice(&outer_len.saturating_sub(20).to_be_bytes());
-    // VXLAN: flags (valid VNI), VNI.
-    hdr[28] = 0x08;
-    hdr[32..36].copy_from_slice(&(OVERLAY_VNI << 8).to_be_bytes());
-    // Inner Ethernet: from this node's VTEP to the remote VTEP, as flannel addresses it.
-    hdr[36..42].copy_from_slice(&peer.vtep_mac);
-    hdr[42..48].copy_from_slice(&cfg.vtep_mac);
-    hdr[48..50].copy_from_slice(&0x0800u16.to_be_bytes());
-    if ctx.store(ETH_HLEN, &hdr, 0).is_err() {
+    // The new headers are written in place (the room just made is in the linear head), without a
+    // buffer on the stack and a `bpf_skb_store_bytes` copy.
+    let start = ctx.data();
+    if start + ETH_HLEN + ENCAP_LEN > ctx.data_end() {
         return Some(TC_ACT_SHOT as i32);
+    }
+    let (saddr, daddr) = (cfg.snat_addr.to_ne_bytes(), peer.underlay.to_ne_bytes());
+    // Outer IPv4: no options, no DF (as the kernel VXLAN driver sends by default), random id, its
+    // checksum computed from the same fields.
+    let csum = ipv4_csum(&[
+        0x4500 | tos as u16,
+        outer_len,
+        id,
+        0,
+        (TUNNEL_TTL as u16) << 8 | 17,
+        u16::from_be_bytes([saddr[0], saddr[1]]),
+        u16::from_be_bytes([saddr[2], saddr[3]]),
+        u16::from_be_bytes([daddr[0], daddr[1]]),
+        u16::from_be_bytes([daddr[2], daddr[3]]),
+    ]);
+    // SAFETY: bounds checked above: ENCAP_LEN bytes after the outer Ethernet header.
+    unsafe {
+        let h = (start + ETH_HLEN) as *mut u8;
+        let put16 = |off: usize, v: u16| (h.add(off) as *mut u16).write_unaligned(v.to_be());
+        h.write(0x45);
+        h.add(1).write(tos);
+        put16(2, outer_len);
+        put16(4, id);
+        put16(6, 0);
+        h.add(8).write(TUNNEL_TTL);
+        h.add(9).write(17);
+        put16(10, csum);
+        (h.add(12) as *mut [u8; 4]).write_unaligned(saddr);
+        (h.add(16) as *mut [u8; 4]).write_unaligned(daddr);
+        // UDP: zero checksum (allowed over IPv4; flannel's devices and Cilium send none).
+        put16(20, sport);
+        (h.add(22) as *mut u16).write_unaligned(vxlan_port_be(cfg));
+        put16(24, outer_len.saturating_sub(20));
+        put16(26, 0);
+        // VXLAN: flags (valid VNI), reserved, VNI.
+        (h.add(28) as *mut u32).write_unaligned(0x0800_0000u32.to_be());
+        (h.add(32) as *mut u32).write_unaligned((OVERLAY_VNI << 8).to_be());
+        // Inner Ethernet: from this node's VTEP to the remote VTEP, as flannel addresses it.
+        (h.add(36) as *mut [u8; 6]).write_unaligned(peer.vtep_mac);
+        (h.add(42) as *mut [u8; 6]).write_unaligned(cfg.vtep_mac);
+        put16(48, 0x0800);
     }
     count(counter::OVERLAY_ENCAP);
     // SAFETY: plain helper calls.

@@ -1,13 +1,17 @@
-//! Bounds-checked parsing of Ethernet / IPv4 / TCP / UDP with direct packet access.
+//! Bounds-checked parsing of Ethernet / IPv4 / TCP / UDP / ICMP echo with direct packet access.
 //!
 //! Direct access (pointer + comparison against `data_end`) costs a fraction of `bpf_skb_load_bytes`
 //! per field; everything the load balancer needs is read once here into a [`Flow`].
 
 use aya_ebpf::programs::TcContext;
-use berth_common::{CtKey, PROTO_TCP, PROTO_UDP};
+use berth_common::{CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+
+/// ICMP echo request and reply types.
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_ECHO_REPLY: u8 = 0;
 
 /// TCP flag bits as they sit in byte 13 of the TCP header.
 pub const TCP_FIN: u8 = 0x01;
@@ -15,7 +19,10 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// What the load balancer reads from one packet. Addresses and ports in network order.
+/// What the load balancer reads from one packet. Addresses and ports in network order. An ICMP echo's
+/// identifier stands in for ports the way conntrack treats it: an echo request carries it as its
+/// source port (destination port 0), an echo reply as its destination port, so a request's reversed
+/// tuple is its reply's.
 #[derive(Clone, Copy)]
 pub struct Flow {
     pub saddr: u32,
@@ -63,6 +70,8 @@ impl Flow {
     pub fn l4_csum_off(&self) -> u32 {
         if self.proto == PROTO_TCP {
             self.l4_off + 16
+        } else if self.proto == PROTO_ICMP {
+            self.l4_off + 2
         } else {
             self.l4_off + 6
         }
@@ -79,8 +88,8 @@ fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
     Some((start + off) as *const T)
 }
 
-/// Parses an IPv4 TCP or UDP packet; `None` for anything else (ARP, IPv6, ICMP, later fragments),
-/// which the programs pass on untouched.
+/// Parses an IPv4 TCP, UDP or ICMP echo packet; `None` for anything else (ARP, IPv6, other ICMP, later
+/// fragments), which the programs pass on untouched.
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Option<Flow> {
     // SAFETY: every read is preceded by a bounds check against data_end in `ptr_at`.
@@ -104,7 +113,7 @@ pub fn parse(ctx: &TcContext) -> Option<Flow> {
             return None;
         }
         let proto = (*ip)[9];
-        if proto != PROTO_TCP && proto != PROTO_UDP {
+        if proto != PROTO_TCP && proto != PROTO_UDP && proto != PROTO_ICMP {
             return None;
         }
         let saddr = *(ip as *const u8).add(12).cast::<u32>();
@@ -114,6 +123,14 @@ pub fn parse(ctx: &TcContext) -> Option<Flow> {
             let tcp = ptr_at::<[u8; 20]>(ctx, l4_off as usize)?;
             let ports = tcp as *const u16;
             (*ports, *ports.add(1), (*tcp)[13])
+        } else if proto == PROTO_ICMP {
+            let icmp = ptr_at::<[u16; 4]>(ctx, l4_off as usize)?;
+            let id = (*icmp)[2];
+            match (*(icmp as *const u8), *(icmp as *const u8).add(1)) {
+                (ICMP_ECHO_REQUEST, 0) => (id, 0, 0),
+                (ICMP_ECHO_REPLY, 0) => (0, id, 0),
+                _ => return None,
+            }
         } else {
             let udp = ptr_at::<[u16; 4]>(ctx, l4_off as usize)?;
             ((*udp)[0], (*udp)[1], 0)

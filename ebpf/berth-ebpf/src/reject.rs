@@ -137,7 +137,7 @@ fn write_and_redirect<const N: usize>(ctx: &TcContext, frame: &[u8; N]) -> i32 {
 }
 
 /// Answers a packet for a frontend without backends; drops what cannot be answered.
-#[inline(always)]
+#[inline(never)]
 pub fn refuse(ctx: &TcContext, flow: &Flow) -> i32 {
     let answered = match flow.proto {
         PROTO_TCP => tcp_reset(ctx, flow),

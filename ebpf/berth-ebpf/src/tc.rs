@@ -13,7 +13,7 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    helpers::bpf_ktime_get_coarse_ns,
     macros::classifier,
     programs::TcContext,
 };
@@ -23,26 +23,26 @@ use berth_common::{
 };
 
 use crate::{
-    decap, forward, local,
-    maps::{CONFIG, CONNTRACK, FRONTENDS, count},
+    decap,
+    forward::{self, Decision, Translation},
+    local, masq,
+    maps::{CONFIG, CONNTRACK, FRONTENDS, SCRATCH, count},
     nat::{self, Rewrite},
     overlay,
     packet::{self, Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    reject, select,
+    reject, select, snat,
 };
 
 /// Hand the packet to the next program / the stack unchanged (`TCX_NEXT`).
 const TC_ACT_UNSPEC: i32 = -1;
 /// `BPF_NOEXIST`: insert only if the key is absent.
 const BPF_NOEXIST: u64 = 1;
-/// Attempts at finding a free SNAT source port before giving up on a flow.
-const SNAT_ATTEMPTS: u32 = 8;
 /// Attempts at picking a backend whose reply tuple is free before taking it over anyway.
 const REPICK_ATTEMPTS: u32 = 2;
 
 #[classifier]
 pub fn berth_from_pod(ctx: TcContext) -> i32 {
-    balance(&ctx)
+    balance(&ctx, Side::Pod)
 }
 
 #[classifier]
@@ -51,7 +51,7 @@ pub fn berth_from_uplink(ctx: TcContext) -> i32 {
     // rest of the overlay's traffic goes straight to the node's VXLAN device.
     match decap::vxlan_to_local_pod(&ctx) {
         decap::Arrival::Overlay => TC_ACT_UNSPEC,
-        decap::Arrival::Decapsulated | decap::Arrival::Other => balance(&ctx),
+        decap::Arrival::Decapsulated | decap::Arrival::Other => balance(&ctx, Side::Uplink),
     }
 }
 
@@ -69,8 +69,17 @@ pub fn berth_to_overlay(ctx: TcContext) -> i32 {
     }
 }
 
+/// Which side of the node a packet arrived from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// A pod's interface: its new flows to outside the cluster are masqueraded.
+    Pod,
+    /// The uplink (other nodes, outside; decapsulated overlay traffic).
+    Uplink,
+}
+
 #[inline(always)]
-fn balance(ctx: &TcContext) -> i32 {
+fn balance(ctx: &TcContext, side: Side) -> i32 {
     let Some(flow) = packet::parse(ctx) else {
         // Not TCP/UDP (ICMP, later fragments...): no Service, but it may be pod-to-pod traffic.
         return match packet::ipv4_addrs(ctx) {
@@ -108,6 +117,50 @@ fn balance(ctx: &TcContext) -> i32 {
         }
     }
 
+    let mut out = Translation::default();
+    let counter_index = match new_service_flow(&flow, &key, now, &mut out) {
+        Decision::Translate => {
+            // Resolved here, not in the subprogram (its stack is spent); the flow's entry caches the
+            // next hop on its second packet, from the per-destination cache.
+            out.route = forward::route(ctx, out.to.saddr, out.to.daddr, flow.proto, now);
+            counter::NEW_FLOW
+        }
+        Decision::Refuse => {
+            count(counter::REJECTED);
+            return reject::refuse(ctx, &flow);
+        }
+        Decision::Drop => return TC_ACT_SHOT as i32,
+        Decision::Pass => {
+            forget_stale_reply(&flow);
+            if side == Side::Uplink {
+                return pod_to_pod(ctx, flow.saddr, flow.daddr);
+            }
+            match masq::egress(ctx, &flow, &key, now, &mut out) {
+                Decision::Translate => counter::MASQUERADED,
+                Decision::Drop | Decision::Refuse => return TC_ACT_SHOT as i32,
+                Decision::Pass => return pod_to_pod(ctx, flow.saddr, flow.daddr),
+            }
+        }
+    };
+    match nat::apply(ctx, &flow, &out.to) {
+        Ok(()) => {
+            count(counter_index);
+            forward::send(ctx, &out.route)
+        }
+        Err(_) => {
+            count(counter::ERRORS);
+            TC_ACT_SHOT as i32
+        }
+    }
+}
+
+/// The first packet of a flow without a conntrack entry: if it is for a Service frontend, picks the
+/// backend, writes the flow's two entries and fills `out.to` (the packet is routed, rewritten and sent
+/// by the caller); [`Decision::Pass`] when it is for no frontend. Not inlined: a BPF subprogram, so the
+/// entries and keys it builds have their own stack frame instead of sharing the 512 bytes of the
+/// program's with everything else.
+#[inline(never)]
+fn new_service_flow(flow: &Flow, key: &CtKey, now: u64, out: &mut Translation) -> Decision {
     let svc = FrontendKey {
         addr: flow.daddr,
         port: flow.dport,
@@ -116,25 +169,23 @@ fn balance(ctx: &TcContext) -> i32 {
     };
     // SAFETY: read in place; the map frees a replaced value only after an RCU grace period.
     let Some(frontend) = (unsafe { FRONTENDS.get(&svc) }) else {
-        forget_stale_reply(&flow);
-        return pod_to_pod(ctx, flow.saddr, flow.daddr);
+        return Decision::Pass;
     };
     let hdr = frontend.header;
     if hdr.flags & SVC_F_LOCAL_DROP != 0 {
         count(counter::REJECTED);
-        return TC_ACT_SHOT as i32;
+        return Decision::Drop;
     }
     let hash = select::flow_hash(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto);
     let Some(mut choice) = select::pick(&svc, frontend, flow.saddr as u64, hash) else {
         if hdr.count == 0 && hdr.terminating == 0 {
-            count(counter::REJECTED);
-            return reject::refuse(ctx, &flow);
+            return Decision::Refuse;
         }
         // Backends exist but a slot or table vanished between our reads (the agent shrank the
         // frontend meanwhile): drop, the client's retransmission will find the new state. Never
         // refuse a Service that has backends.
         count(counter::ERRORS);
-        return TC_ACT_SHOT as i32;
+        return Decision::Drop;
     };
     let mut backend = choice.backend;
 
@@ -143,17 +194,19 @@ fn balance(ctx: &TcContext) -> i32 {
     } else {
         0
     };
-    let mut reply = CtEntry {
-        nat_saddr: flow.daddr,
-        nat_daddr: flow.saddr,
-        nat_sport: flow.dport,
-        nat_dport: flow.sport,
-        backend_id: choice.backend_id,
-        rev_nat_id: hdr.rev_nat_id,
-        flags: flags | CT_F_REPLY,
-        last_seen_ns: now,
-        ..CtEntry::default()
+    let Some(entries) = SCRATCH.get_ptr_mut(0) else {
+        return Decision::Drop;
     };
+    // SAFETY: this CPU's scratch slot, used by nothing else while the program runs.
+    let entries = unsafe { &mut *entries };
+    let reply = &mut entries.reply;
+    reply.set(
+        (flow.daddr, flow.saddr, flow.dport, flow.sport),
+        choice.backend_id,
+        hdr.rev_nat_id,
+        flags | CT_F_REPLY,
+        now,
+    );
     let mut reply_key = CtKey {
         saddr: backend.addr,
         daddr: flow.saddr,
@@ -169,47 +222,36 @@ fn balance(ctx: &TcContext) -> i32 {
         flags |= CT_F_SNAT;
         reply.flags |= CT_F_SNAT;
         reply_key.daddr = flow.daddr;
-        if CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST).is_err() {
+        if CONNTRACK.insert(&reply_key, &*reply, BPF_NOEXIST).is_err() {
             count(counter::ERRORS);
-            return TC_ACT_SHOT as i32;
+            return Decision::Drop;
         }
-    } else if hdr.flags & SVC_F_SNAT != 0 || leaves_pod_network(&flow, backend.addr) {
+    } else if hdr.flags & SVC_F_SNAT != 0 || leaves_pod_network(flow, backend.addr) {
         // externalTrafficPolicy Cluster: replies must come back through this node. Likewise a pod's
         // flow to a backend outside the pod network (the API server behind `kubernetes`, a
         // host-network endpoint): redirected straight to the uplink it would skip the stack's
         // masquerade, and that backend has no route back to pod addresses.
         let Some(cfg) = CONFIG.get(0) else {
-            return TC_ACT_UNSPEC;
+            return Decision::Pass;
         };
         if cfg.snat_addr == 0 {
             // No node address configured: SNAT is impossible; the agent warns about it.
             count(counter::ERRORS);
-            return TC_ACT_SHOT as i32;
+            return Decision::Drop;
         }
         flags |= CT_F_SNAT;
         reply.flags |= CT_F_SNAT;
         reply_key.daddr = cfg.snat_addr;
-        let span = (cfg.snat_port_max.saturating_sub(cfg.snat_port_min) as u32) + 1;
-        let mut found = false;
-        for _ in 0..SNAT_ATTEMPTS {
-            // SAFETY: helper without arguments.
-            let port = cfg.snat_port_min as u32 + unsafe { bpf_get_prandom_u32() } % span;
-            reply_key.dport = (port as u16).to_be();
-            if CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST).is_ok() {
-                found = true;
-                break;
-            }
-        }
-        if !found {
+        if !snat::claim_port(cfg, &mut reply_key, &*reply) {
             count(counter::ERRORS);
-            return TC_ACT_SHOT as i32;
+            return Decision::Drop;
         }
     } else {
         // Plain DNAT. The reply tuple (backend -> client port) may belong to a live flow of the same
         // client port to another Service on the same backend: pick again rather than steal it. The
         // check costs nothing in the common case: it only runs when the exclusive insert fails.
         let mut attempt = 0;
-        while CONNTRACK.insert(&reply_key, &reply, BPF_NOEXIST).is_err() {
+        while CONNTRACK.insert(&reply_key, &*reply, BPF_NOEXIST).is_err() {
             // SAFETY: copied out at once.
             let ours_or_stale = match unsafe { CONNTRACK.get(&reply_key) } {
                 Some(r) => {
@@ -233,9 +275,9 @@ fn balance(ctx: &TcContext) -> i32 {
                     attempt += 1;
                 }
                 None => {
-                    if CONNTRACK.insert(&reply_key, &reply, 0).is_err() {
+                    if CONNTRACK.insert(&reply_key, &*reply, 0).is_err() {
                         count(counter::ERRORS);
-                        return TC_ACT_SHOT as i32;
+                        return Decision::Drop;
                     }
                     break;
                 }
@@ -243,35 +285,21 @@ fn balance(ctx: &TcContext) -> i32 {
         }
     }
 
-    let mut forward = CtEntry {
-        nat_saddr: reply_key.daddr,
-        nat_daddr: backend.addr,
-        nat_sport: reply_key.dport,
-        nat_dport: backend.port,
-        backend_id: choice.backend_id,
-        rev_nat_id: hdr.rev_nat_id,
+    let forward = &mut entries.forward;
+    forward.set(
+        (reply_key.daddr, backend.addr, reply_key.dport, backend.port),
+        choice.backend_id,
+        hdr.rev_nat_id,
         flags,
-        last_seen_ns: now,
-        ..CtEntry::default()
-    };
-    // The next hop is resolved before the entry goes in, so the flow's later packets find it cached.
-    let route = forward::route(ctx, forward.nat_saddr, forward.nat_daddr, flow.proto, now);
-    route.remember(&mut forward, now);
-    if CONNTRACK.insert(&key, &forward, 0).is_err() {
+        now,
+    );
+    if CONNTRACK.insert(key, &*forward, 0).is_err() {
         let _ = CONNTRACK.remove(&reply_key);
         count(counter::ERRORS);
-        return TC_ACT_SHOT as i32;
+        return Decision::Drop;
     }
-    match nat::apply(ctx, &flow, &Rewrite::of(&forward)) {
-        Ok(()) => {
-            count(counter::NEW_FLOW);
-            forward::send(ctx, &route)
-        }
-        Err(_) => {
-            count(counter::ERRORS);
-            TC_ACT_SHOT as i32
-        }
-    }
+    out.to = Rewrite::of(forward);
+    Decision::Translate
 }
 
 /// Whether a flow from `flow`'s source to `backend` goes from the cluster's pod network out of it.

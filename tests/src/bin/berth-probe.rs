@@ -81,6 +81,14 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         max: u64,
     },
+    /// COUNT ICMP echo requests (one identifier, rising sequence numbers), one line each.
+    Ping {
+        target: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 1)]
+        count: u16,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Request/response round trips on one established connection.
     Rtt {
         target: SocketAddr,
@@ -134,6 +142,21 @@ fn main() -> Result<()> {
             for _ in 0..count {
                 let timeout = Duration::from_millis(timeout_ms);
                 probe::print(&probe::tcp_once_from(target, timeout, source_port));
+            }
+        }
+        Cmd::Ping {
+            target,
+            count,
+            timeout_ms,
+        } => {
+            let id = std::process::id() as u16;
+            for seq in 0..count {
+                probe::print(&probe::ping_once(
+                    target,
+                    id,
+                    seq,
+                    Duration::from_millis(timeout_ms),
+                ));
             }
         }
         Cmd::Udp {
