@@ -69,7 +69,14 @@ pub struct NewFlowEntries {
 }
 
 #[map(name = "BERTH_SCRATCH")]
-pub static SCRATCH: PerCpuArray<NewFlowEntries> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<NewFlowEntries> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's [`NewFlowEntries`], for the new-flow path of the program running now.
+#[inline(always)]
+pub fn new_flow_entries() -> Option<&'static mut NewFlowEntries> {
+    // SAFETY: this CPU's slot; one program runs at a time on a CPU and takes it for its new flow only.
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
 
 /// Adds one to a counter of `berth_common::counter`.
 #[inline(always)]

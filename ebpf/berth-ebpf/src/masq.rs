@@ -15,7 +15,7 @@ use berth_common::{CFG_F_MASQUERADE, CT_F_MASQ, CT_F_REPLY, CT_F_SNAT, CtKey, Ne
 use crate::{
     forward::{Decision, Route, Translation},
     local,
-    maps::{CONFIG, CONNTRACK, SCRATCH, count},
+    maps::{CONFIG, CONNTRACK, count, new_flow_entries},
     nat::Rewrite,
     nexthop::{self, Lookup},
     packet::{ETH_HLEN, Flow, TCP_ACK, TCP_SYN},
@@ -52,11 +52,9 @@ pub fn egress(ctx: &TcContext, flow: &Flow, key: &CtKey, now: u64, out: &mut Tra
         return Decision::Pass;
     }
     let route = Route::of(lookup, &hop);
-    let Some(entries) = SCRATCH.get_ptr_mut(0) else {
+    let Some(entries) = new_flow_entries() else {
         return Decision::Drop;
     };
-    // SAFETY: this CPU's scratch slot, used by nothing else while the program runs.
-    let entries = unsafe { &mut *entries };
     let reply = &mut entries.reply;
     reply.set(
         (flow.daddr, flow.saddr, flow.dport, flow.sport),

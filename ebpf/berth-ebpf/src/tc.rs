@@ -26,7 +26,7 @@ use crate::{
     decap,
     forward::{self, Decision, Translation},
     local, masq,
-    maps::{CONFIG, CONNTRACK, FRONTENDS, SCRATCH, count},
+    maps::{CONFIG, CONNTRACK, FRONTENDS, count, new_flow_entries},
     nat::{self, Rewrite},
     overlay,
     packet::{self, Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
@@ -194,11 +194,9 @@ fn new_service_flow(flow: &Flow, key: &CtKey, now: u64, out: &mut Translation) -
     } else {
         0
     };
-    let Some(entries) = SCRATCH.get_ptr_mut(0) else {
+    let Some(entries) = new_flow_entries() else {
         return Decision::Drop;
     };
-    // SAFETY: this CPU's scratch slot, used by nothing else while the program runs.
-    let entries = unsafe { &mut *entries };
     let reply = &mut entries.reply;
     reply.set(
         (flow.daddr, flow.saddr, flow.dport, flow.sport),
