@@ -5,6 +5,7 @@
 //!
 //! 1. berth nodes: `berth-agent` with the eBPF VXLAN overlay on both, default settings;
 //! 2. flannel nodes: kernel VXLAN `flannel.1` with a route, neighbour and FDB entry per peer, no agent;
+//!    once without masquerade, once with flannel's `--ip-masq` rules (netfilter NAT, so conntrack);
 //! 3. plainly routed nodes: each pod CIDR via its node's underlay address, no encapsulation (the
 //!    ceiling on this underlay).
 //!
@@ -62,15 +63,53 @@ struct Sample {
 enum Plane {
     Berth,
     Flannel,
+    FlannelMasq,
     Plain,
 }
 
-/// The measured paths, in table order.
-const CROSS: [&str; 3] = [
+/// The measured paths, in table order (the order of [`Plane`]).
+const CROSS: [&str; 4] = [
     "berth eBPF overlay",
-    "flannel-style kernel VXLAN",
+    "flannel-style kernel VXLAN, no --ip-masq",
+    "flannel-style kernel VXLAN with --ip-masq",
     "plain routing (no encapsulation)",
 ];
+
+/// flannel's `--ip-masq` rules (its `MasqRules`: pod traffic within the cluster network is left alone,
+/// pod traffic leaving it is masqueraded, outside traffic into another node's pods too), as one
+/// nftables table. Any NAT rule makes netfilter track every flow of the node, the VXLAN packets too.
+fn flannel_masq_rules(i: u8) -> String {
+    format!(
+        "table ip flannel-masq {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 return
+    ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random
+    ip saddr != 10.244.0.0/16 ip daddr 10.244.{i}.0/24 return
+    ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random
+  }}
+}}
+"
+    )
+}
+
+/// Applies an nftables ruleset in `ns`.
+fn nft(ns: &Netns, ruleset: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = ns
+        .command(Path::new("nft"))
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("nft")?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(ruleset.as_bytes())?;
+    ensure!(child.wait()?.success(), "nft -f failed");
+    Ok(())
+}
 const SAME: [&str; 2] = ["berth agent running", "veth + host routing (no agent)"];
 
 impl Plane {
@@ -79,12 +118,15 @@ impl Plane {
             match self {
                 Plane::Berth => {
                     world.write_node_manifests(i)?;
-                    // berth as it runs by default: pod egress masquerade on (its nftables table loads
-                    // netfilter's conntrack, which the baselines do not carry; the VXLAN packets
-                    // themselves are exempt), manifests polled every 200 ms.
+                    // berth as it runs by default: pod egress masquerade on (in eBPF: no netfilter
+                    // conntrack on the node), manifests polled every 200 ms.
                     world.start_berth_with(i, &["--poll-ms", "200"])?;
                 }
                 Plane::Flannel => world.configure_as_flannel(i)?,
+                Plane::FlannelMasq => {
+                    world.configure_as_flannel(i)?;
+                    nft(&world.node(i).ns, &flannel_masq_rules(i))?;
+                }
                 Plane::Plain => world.configure_plain_routing(i)?,
             }
         }
@@ -110,7 +152,7 @@ impl Plane {
                     .context("no overlay_encap counter")?;
                 Ok(Some(n))
             }
-            Plane::Flannel => Ok(Some(tx_packets(&world.node(1).ns, FLANNEL_DEV)?)),
+            Plane::Flannel | Plane::FlannelMasq => Ok(Some(tx_packets(&world.node(1).ns, FLANNEL_DEV)?)),
             Plane::Plain => Ok(None),
         }
     }
@@ -324,9 +366,9 @@ pub fn run(cfg: &OverlayConfig) -> Result<Vec<Table>> {
     std::fs::write(&targets_cross, cross.tcp().to_string())?;
     std::fs::write(&targets_same, same.tcp().to_string())?;
 
-    let mut cross_samples: [Vec<Sample>; 3] = Default::default();
+    let mut cross_samples: [Vec<Sample>; 4] = Default::default();
     let mut same_samples: [Vec<Sample>; 2] = Default::default();
-    let planes = [Plane::Berth, Plane::Flannel, Plane::Plain];
+    let planes = [Plane::Berth, Plane::Flannel, Plane::FlannelMasq, Plane::Plain];
     for round in 0..cfg.rounds.max(1) {
         for k in 0..planes.len() {
             let slot = (round + k) % planes.len();
@@ -348,7 +390,7 @@ pub fn run(cfg: &OverlayConfig) -> Result<Vec<Table>> {
             let same_slot = match plane {
                 Plane::Berth => Some(0),
                 Plane::Plain => Some(1),
-                Plane::Flannel => None,
+                Plane::Flannel | Plane::FlannelMasq => None,
             };
             if let Some(j) = same_slot {
                 let s = measure(&world, &same, &targets_same, cfg)
@@ -358,6 +400,9 @@ pub fn run(cfg: &OverlayConfig) -> Result<Vec<Table>> {
             }
             for i in [1, 2] {
                 world.reset_node(i)?;
+                if plane == Plane::FlannelMasq {
+                    nft(&world.node(i).ns, "delete table ip flannel-masq\n")?;
+                }
             }
         }
     }
@@ -443,15 +488,16 @@ fn ratio_row(name: &str, a: &Agg, b: &Agg) -> Vec<String> {
     ]
 }
 
-fn tables(cross: &[Vec<Sample>; 3], same: &[Vec<Sample>; 2], cfg: &OverlayConfig) -> Vec<Table> {
+fn tables(cross: &[Vec<Sample>; 4], same: &[Vec<Sample>; 2], cfg: &OverlayConfig) -> Vec<Table> {
     let c: Vec<Agg> = cross.iter().map(|s| aggregate(s)).collect();
     let s: Vec<Agg> = same.iter().map(|s| aggregate(s)).collect();
     let mut across = Table::new("Pod to pod across two nodes", &HEADER);
     for (name, a) in CROSS.iter().zip(&c) {
         across.rows.push(row(name, a));
     }
-    across.rows.push(ratio_row("berth / flannel-style", &c[0], &c[1]));
-    across.rows.push(ratio_row("berth / plain routing", &c[0], &c[2]));
+    across.rows.push(ratio_row("berth / flannel-style, no --ip-masq", &c[0], &c[1]));
+    across.rows.push(ratio_row("berth / flannel-style with --ip-masq", &c[0], &c[2]));
+    across.rows.push(ratio_row("berth / plain routing", &c[0], &c[3]));
     across.notes.extend(provenance());
     let mut local = Table::new("Pod to pod on one node", &HEADER);
     for (name, a) in SAME.iter().zip(&s) {
@@ -475,11 +521,13 @@ fn tables(cross: &[Vec<Sample>; 3], same: &[Vec<Sample>; 2], cfg: &OverlayConfig
     ));
     across.notes.push(
         "Pods have MTU 1450 in every data plane (flannel's: the underlay's 1500 less VXLAN's 50), so all \
-         three carry the same segment sizes. berth runs with its defaults, pod egress masquerade included \
-         (an nftables table: netfilter's conntrack is loaded on berth nodes, VXLAN packets exempt) and \
+         carry the same segment sizes. berth runs with its defaults, pod egress masquerade included \
+         (in eBPF: no netfilter table, so no conntrack on berth nodes) and \
          the manifests directory polled every 200 ms (at 50 ms, as the tests poll, the agent's wakeups \
-         alone cost about 8 % of same-node throughput on this 2-CPU VM, for 0.5 % CPU); \
-         flannel's `--ip-masq` rules are not installed, so the flannel-style nodes carry no conntrack. \
+         alone cost about 8 % of same-node throughput on this 2-CPU VM, for 0.5 % CPU). \
+         flannel-style nodes run once without masquerade (no conntrack: the cheapest flannel) and once \
+         with flannel's `--ip-masq` rules as nftables NAT rules (conntrack on every flow, VXLAN included: \
+         flannel as deployed by default). \
          Pods are wired by `berth-agent pod-net add` in every data plane (routed /32 veth pairs); on berth \
          nodes packets for them are delivered into their namespace from eBPF (`bpf_redirect_peer`), and \
          VXLAN packets for them that are not GSO aggregates are decapsulated in eBPF at the uplink. Client, server, both nodes' data planes and the underlay \
