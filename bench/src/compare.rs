@@ -43,6 +43,9 @@ pub struct CompareConfig {
     pub rounds: usize,
 }
 
+/// Data planes measured per size: berth TC, berth socket LB, iptables, nftables, no LB.
+const PLANES: usize = 5;
+
 /// Results of one data plane at one size.
 #[derive(Clone, Copy, Default)]
 struct Run {
@@ -57,6 +60,7 @@ fn client_load(
     client: &Netns,
     cgroup: bool,
     targets: &Path,
+    rtt_target: &str,
     cfg: &CompareConfig,
 ) -> Result<(LoadSummary, LoadSummary)> {
     // Each load runs `cfg.rounds` times as separate processes (the scheduler places client and
@@ -99,9 +103,8 @@ fn client_load(
         if cgroup {
             cmd.arg("--cgroup").arg(world.node_cgroup());
         }
-        let target = format!("{}:{SERVICE_PORT}", cluster_ip(0));
         let out = cmd
-            .args(["rtt", &target, "--count", &cfg.rtt_count.to_string()])
+            .args(["rtt", rtt_target, "--count", &cfg.rtt_count.to_string()])
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let rtt = text.lines().find_map(LoadSummary::parse).with_context(|| {
@@ -165,15 +168,23 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
     // One identical, fresh client pod per data plane and size: TIME_WAIT sockets left by one run's
     // tens of thousands of connections must not meet the next run's NAT state (a reused port towards
     // the same Service address collides with conntrack entries of another translation).
-    let mut world = LbWorld::build("bcmp", k + 4 * cfg.sizes.len())?;
+    let mut world = LbWorld::build("bcmp", k + PLANES * cfg.sizes.len())?;
     for p in &world.pods[k..] {
         p.ns.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
         p.ns.sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
     }
     let bpffs = world.bed.bpffs_root();
-    let mut rows: Vec<(usize, [Run; 4])> = Vec::new();
+    let mut rows: Vec<(usize, [Run; PLANES])> = Vec::new();
+    // The ceiling: the same load straight to the backends (uniformly random), no load balancer at all.
+    let direct = world.bed.scratch().join("targets-direct");
+    let backends: Vec<String> = world.pods[..k]
+        .iter()
+        .map(|p| SocketAddr::from((p.ip, TCP_PORT)).to_string())
+        .collect();
+    std::fs::write(&direct, backends.join("\n"))?;
+    let service_rtt = format!("{}:{SERVICE_PORT}", cluster_ip(0));
     for (round, &n) in cfg.sizes.iter().enumerate() {
-        let clients: Vec<Netns> = world.pods[k + 4 * round..k + 4 * round + 4]
+        let clients: Vec<Netns> = world.pods[k + PLANES * round..k + PLANES * round + PLANES]
             .iter()
             .map(|p| p.ns.clone())
             .collect();
@@ -190,7 +201,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
                 endpoints: world.pods[..k].iter().map(|p| (p.ip, TCP_PORT)).collect(),
             })
             .collect();
-        let mut runs = [Run::default(); 4];
+        let mut runs = [Run::default(); PLANES];
 
         // berth
         let frontends = (n + 4096).to_string();
@@ -202,7 +213,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
         let program_ms = started.elapsed().as_secs_f64() * 1e3;
         let maps_ms = took_ms(&world.agent().log());
         for (slot, cgroup) in [(0, false), (1, true)] {
-            let (conns, rtt) = client_load(&world, &clients[slot], cgroup, &targets, cfg)?;
+            let (conns, rtt) = client_load(&world, &clients[slot], cgroup, &targets, &service_rtt, cfg)?;
             runs[slot] = Run {
                 conns,
                 rtt,
@@ -225,7 +236,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
             "iptables-legacy-restore",
             &[&rules.display().to_string()],
         )?;
-        let (conns, rtt) = client_load(&world, &clients[2], false, &targets, cfg)?;
+        let (conns, rtt) = client_load(&world, &clients[2], false, &targets, &service_rtt, cfg)?;
         runs[2] = Run {
             conns,
             rtt,
@@ -247,7 +258,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
         let nft = world.bed.scratch().join("kube-proxy.nft");
         std::fs::write(&nft, kube_proxy::nft_ruleset(&svcs, "10.244.0.0/16"))?;
         let ms = timed(&world.node, "nft", &["-f", &nft.display().to_string()])?;
-        let (conns, rtt) = client_load(&world, &clients[3], false, &targets, cfg)?;
+        let (conns, rtt) = client_load(&world, &clients[3], false, &targets, &service_rtt, cfg)?;
         runs[3] = Run {
             conns,
             rtt,
@@ -256,7 +267,16 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
         };
         timed(&world.node, "nft", &["delete", "table", "ip", "kube-proxy"])?;
         timed(&world.node, "conntrack", &["-F"])?;
-        for (name, r) in ["berth TC", "berth socket LB", "iptables", "nftables"]
+
+        // No load balancer: the ceiling.
+        let (conns, rtt) = client_load(&world, &clients[4], false, &direct, &backends[0], cfg)?;
+        runs[4] = Run {
+            conns,
+            rtt,
+            program_ms: f64::NAN,
+            maps_ms: f64::NAN,
+        };
+        for (name, r) in ["berth TC", "berth socket LB", "iptables", "nftables", "no LB"]
             .iter()
             .zip(&runs)
         {
@@ -275,7 +295,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
     Ok(tables(&rows, cfg))
 }
 
-fn tables(rows: &[(usize, [Run; 4])], cfg: &CompareConfig) -> Vec<Table> {
+fn tables(rows: &[(usize, [Run; PLANES])], cfg: &CompareConfig) -> Vec<Table> {
     let mut rate = Table::new(
         "New connections per second (connect + first response, uniformly random Service)",
         &[
@@ -284,6 +304,9 @@ fn tables(rows: &[(usize, [Run; 4])], cfg: &CompareConfig) -> Vec<Table> {
             "berth socket LB",
             "iptables",
             "nftables",
+            "no LB (ceiling)",
+            "berth TC / ceiling",
+            "socket LB / ceiling",
             "berth TC / iptables",
             "berth TC / nftables",
             "socket LB / iptables",
@@ -291,11 +314,11 @@ fn tables(rows: &[(usize, [Run; 4])], cfg: &CompareConfig) -> Vec<Table> {
     );
     let mut lat = Table::new(
         "Latency of a new connection, p50 / p99 (us)",
-        &["Services", "berth TC", "berth socket LB", "iptables", "nftables"],
+        &["Services", "berth TC", "berth socket LB", "iptables", "nftables", "no LB"],
     );
     let mut rtt = Table::new(
         "Request/response on an established connection, p50 / p99 (us, best of 3 runs by p50)",
-        &["Services", "berth TC", "berth socket LB", "iptables", "nftables"],
+        &["Services", "berth TC", "berth socket LB", "iptables", "nftables", "no LB"],
     );
     let mut prog = Table::new(
         "Time to program all Services (ms)",
@@ -316,6 +339,9 @@ fn tables(rows: &[(usize, [Run; 4])], cfg: &CompareConfig) -> Vec<Table> {
             format!("{:.0}", r[1].conns.rate()),
             format!("{:.0}", r[2].conns.rate()),
             format!("{:.0}", r[3].conns.rate()),
+            format!("{:.0}", r[4].conns.rate()),
+            ratio(&r[0], &r[4]),
+            ratio(&r[1], &r[4]),
             ratio(&r[0], &r[2]),
             ratio(&r[0], &r[3]),
             ratio(&r[1], &r[2]),
@@ -327,6 +353,7 @@ fn tables(rows: &[(usize, [Run; 4])], cfg: &CompareConfig) -> Vec<Table> {
             pair(&r[1].conns),
             pair(&r[2].conns),
             pair(&r[3].conns),
+            pair(&r[4].conns),
         ]);
         let pair1 = |s: &LoadSummary| format!("{:.1} / {:.1}", s.p50_us, s.p99_us);
         rtt.rows.push(vec![
@@ -335,6 +362,7 @@ fn tables(rows: &[(usize, [Run; 4])], cfg: &CompareConfig) -> Vec<Table> {
             pair1(&r[1].rtt),
             pair1(&r[2].rtt),
             pair1(&r[3].rtt),
+            pair1(&r[4].rtt),
         ]);
         prog.rows.push(vec![
             n.to_string(),
@@ -350,6 +378,12 @@ fn tables(rows: &[(usize, [Run; 4])], cfg: &CompareConfig) -> Vec<Table> {
                 .push(format!("{n} Services: {errors} failed connections in total."));
         }
     }
+    rate.notes.push(
+        "No LB (ceiling): the same client load straight to the backends' addresses (uniformly random), \
+         no agent and no rules: what a load balancer costs is the distance to it. Goal: berth (TC and \
+         socket LB) at least 0.95x of it."
+            .into(),
+    );
     rate.notes.push(format!(
         "Median of {} runs of {} s per data plane and size (errors summed over all runs), {} client threads in a fresh client pod per data plane and size, {} backend pods, all on a 2-CPU VM that also runs the servers.",
         cfg.rounds,

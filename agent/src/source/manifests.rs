@@ -319,11 +319,22 @@ impl<K: Object + PartialEq> Emitted<K> {
 
     /// `Apply` for new and changed objects, `Delete` for those gone.
     pub(super) fn update(&mut self, objects: BTreeMap<Key, K>) {
-        for (k, o) in &objects {
+        self.apply_changed(&objects);
+        self.delete_gone(objects);
+    }
+
+    /// `Apply` for new and changed objects of `objects` (the directory's new content).
+    pub(super) fn apply_changed(&mut self, objects: &BTreeMap<Key, K>) {
+        for (k, o) in objects {
             if self.objects.get(k) != Some(o) {
                 self.writer.apply(&Event::Apply(o.clone()));
+                self.objects.insert(k.clone(), o.clone());
             }
         }
+    }
+
+    /// `Delete` for objects no longer in `objects`; `objects` becomes what the store was told.
+    pub(super) fn delete_gone(&mut self, objects: BTreeMap<Key, K>) {
         for (k, o) in &self.objects {
             if !objects.contains_key(k) {
                 self.writer.apply(&Event::Delete(o.clone()));
@@ -405,8 +416,12 @@ impl Stores {
             by_key(all.nodes),
         );
         if self.listed {
+            // EndpointSlices arrive before their Services and leave after them: a Service written
+            // with its slices in one file is never programmed without its endpoints for a moment
+            // (refusing connections), the way one sync of both would program it.
+            self.slices.apply_changed(&slices);
             self.services.update(services);
-            self.slices.update(slices);
+            self.slices.delete_gone(slices);
             self.nodes.update(nodes);
             return;
         }
