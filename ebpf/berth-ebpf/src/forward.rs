@@ -5,10 +5,10 @@
 //! possible at all: a packet arriving with the node's own address as source (a SNATed request, or a
 //! reply rewritten to come from `node-ip:nodePort`) would be dropped by the stack as a martian.
 //!
-//! The next hop (egress interface and MACs) is resolved when a flow is created and cached in its
-//! conntrack entries, re-resolved once per `NEXTHOP_TTL_NS`, so established packets pay no lookup; the
-//! FIB's answers are also cached per destination (`nexthop`), so a new flow to a known backend pays a
-//! hash lookup. When the FIB has no answer (no route, destination local, fragmentation needed) the
+//! The next hop (egress interface and MACs) is cached in a flow's conntrack entry from its second
+//! packet on (the masquerade's forward entry from its first), re-resolved once per `NEXTHOP_TTL_NS`, so
+//! established packets pay no lookup; the FIB's answers are also cached per destination (`nexthop`),
+//! so a new flow to a known backend pays an array lookup. When the FIB has no answer (no route, destination local, fragmentation needed) the
 //! packet goes to the stack.
 
 use aya_ebpf::{

@@ -1,7 +1,7 @@
 //! Next hops by destination address: the FIB's answer (egress interface, MACs, route MTU) cached in
-//! `BERTH_NEXTHOP` (per CPU, direct-mapped) for `NEXTHOP_TTL_NS`. A new flow to a routed backend and every packet into the
-//! overlay (whose outer destination is a peer's underlay address) then cost one hash lookup instead of
-//! a route and neighbour lookup; route and neighbour changes take effect within the TTL, as with the
+//! `BERTH_NEXTHOP` (per CPU, direct-mapped) for `NEXTHOP_TTL_NS`. A new flow to a routed backend and
+//! every packet into the overlay (whose outer destination is a peer's underlay address) then cost an
+//! array lookup instead of a route and neighbour lookup; route and neighbour changes take effect within the TTL, as with the
 //! next hop each conntrack entry caches.
 //!
 //! The cache is keyed by destination only: the FIB is asked with the packet's source and ingress

@@ -7,9 +7,11 @@
 //! externalTrafficPolicy Cluster.
 //!
 //! Fast path: one conntrack lookup keyed by the packet's exact tuple, one rewrite, a redirect to the
-//! cached next hop. New flows: one frontend lookup (header and first backends in one value), the backend choice, two conntrack inserts
-//! (reply direction first, so a reply can never arrive before its entry) carrying the next hop (from the
-//! per-destination cache, or a FIB lookup), one rewrite.
+//! cached next hop. New flows (a BPF subprogram, `new_service_flow`): one frontend lookup (header and
+//! first 16 backends in one value), the backend choice, two conntrack inserts (reply direction first,
+//! so a reply can never arrive before its entry); then one rewrite and the next hop (per-destination
+//! cache or a FIB lookup), which the flow's entry caches on its second packet. Pods' new flows to
+//! outside the cluster that are for no Service are masqueraded (`masq`).
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
@@ -81,7 +83,8 @@ enum Side {
 #[inline(always)]
 fn balance(ctx: &TcContext, side: Side) -> i32 {
     let Some(flow) = packet::parse(ctx) else {
-        // Not TCP/UDP (ICMP, later fragments...): no Service, but it may be pod-to-pod traffic.
+        // Not TCP, UDP or ICMP echo (other ICMP, later fragments...): no Service, but it may be
+        // pod-to-pod traffic.
         return match packet::ipv4_addrs(ctx) {
             Some((saddr, daddr)) => pod_to_pod(ctx, saddr, daddr),
             None => TC_ACT_UNSPEC,
