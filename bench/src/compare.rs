@@ -314,11 +314,25 @@ fn tables(rows: &[(usize, [Run; PLANES])], cfg: &CompareConfig) -> Vec<Table> {
     );
     let mut lat = Table::new(
         "Latency of a new connection, p50 / p99 (us)",
-        &["Services", "berth TC", "berth socket LB", "iptables", "nftables", "no LB"],
+        &[
+            "Services",
+            "berth TC",
+            "berth socket LB",
+            "iptables",
+            "nftables",
+            "no LB",
+        ],
     );
     let mut rtt = Table::new(
         "Request/response on an established connection, p50 / p99 (us, best of 3 runs by p50)",
-        &["Services", "berth TC", "berth socket LB", "iptables", "nftables", "no LB"],
+        &[
+            "Services",
+            "berth TC",
+            "berth socket LB",
+            "iptables",
+            "nftables",
+            "no LB",
+        ],
     );
     let mut prog = Table::new(
         "Time to program all Services (ms)",

@@ -495,8 +495,12 @@ fn tables(cross: &[Vec<Sample>; 4], same: &[Vec<Sample>; 2], cfg: &OverlayConfig
     for (name, a) in CROSS.iter().zip(&c) {
         across.rows.push(row(name, a));
     }
-    across.rows.push(ratio_row("berth / flannel-style, no --ip-masq", &c[0], &c[1]));
-    across.rows.push(ratio_row("berth / flannel-style with --ip-masq", &c[0], &c[2]));
+    across
+        .rows
+        .push(ratio_row("berth / flannel-style, no --ip-masq", &c[0], &c[1]));
+    across
+        .rows
+        .push(ratio_row("berth / flannel-style with --ip-masq", &c[0], &c[2]));
     across.rows.push(ratio_row("berth / plain routing", &c[0], &c[3]));
     across.notes.extend(provenance());
     let mut local = Table::new("Pod to pod on one node", &HEADER);
