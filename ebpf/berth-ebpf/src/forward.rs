@@ -247,7 +247,13 @@ pub fn redirect(
         && e.nh_ifindex != 0
         && now.wrapping_sub(e.nh_checked_ns) < NEXTHOP_TTL_NS
     {
-        return go(ctx, e.nh_ifindex, &e.nh_smac, &e.nh_dmac, e.flags & CT_F_NH_PEER != 0);
+        return go(
+            ctx,
+            e.nh_ifindex,
+            &e.nh_smac,
+            &e.nh_dmac,
+            e.flags & CT_F_NH_PEER != 0,
+        );
     }
     let route = route(ctx, saddr, daddr, proto, now);
     if let Some(e) = entry {

@@ -17,8 +17,8 @@
 mod decap;
 mod forward;
 mod local;
-mod masq;
 mod maps;
+mod masq;
 mod nat;
 mod nexthop;
 mod overlay;

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use berth_common::{
-    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, LocalEndpoint, MaglevTable, NodeConfig, OverlayPeer,
-    FrontendKey, FrontendValue, NextHop, RevNat, Slot, SlotKey, SockFwdKey, SockFwdValue, SockRevKey, capacity, counter,
+    AffinityKey, AffinityValue, Backend, CtEntry, CtKey, FrontendKey, FrontendValue, LocalEndpoint,
+    MaglevTable, NextHop, NodeConfig, OverlayPeer, RevNat, Slot, SlotKey, SockFwdKey, SockFwdValue,
+    SockRevKey, capacity, counter,
 };
 
 /// `BPF_F_NO_PREALLOC`: an element replaced by the agent is freed only after an RCU grace period, so a

@@ -10,9 +10,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
-    },
+    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams},
     helpers::bpf_fib_lookup,
     programs::TcContext,
 };
@@ -55,7 +53,11 @@ pub fn lookup(
         && now.wrapping_sub(cached.checked_ns) < NEXTHOP_TTL_NS
     {
         *hop = cached;
-        return if len > cached.mtu { Lookup::Stack } else { Lookup::Hop };
+        return if len > cached.mtu {
+            Lookup::Stack
+        } else {
+            Lookup::Hop
+        };
     }
     hop.addr = daddr;
     let rc = fib(ctx, saddr, l4_proto, len, hop);

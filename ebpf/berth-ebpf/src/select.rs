@@ -62,12 +62,7 @@ fn slot(key: &FrontendKey, value: &FrontendValue, slot: u32) -> Option<Choice> {
         *value.slots.get(i)?
     } else {
         // SAFETY: copied out at once.
-        unsafe {
-            *SLOTS.get(&SlotKey {
-                frontend: *key,
-                slot,
-            })?
-        }
+        unsafe { *SLOTS.get(&SlotKey { frontend: *key, slot })? }
     };
     if s.backend_id == 0 {
         return None;

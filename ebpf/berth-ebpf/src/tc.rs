@@ -14,21 +14,19 @@
 //! outside the cluster that are for no Service are masqueraded (`masq`).
 
 use aya_ebpf::{
-    bindings::TC_ACT_SHOT,
-    helpers::bpf_ktime_get_coarse_ns,
-    macros::classifier,
-    programs::TcContext,
+    bindings::TC_ACT_SHOT, helpers::bpf_ktime_get_coarse_ns, macros::classifier, programs::TcContext,
 };
 use berth_common::{
-    CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CtEntry, CtKey, PROTO_TCP,
-    FrontendKey, SVC_F_LOCAL_DROP, SVC_F_NODEPORT, SVC_F_SNAT, counter,
+    CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CtEntry, CtKey, FrontendKey, PROTO_TCP,
+    SVC_F_LOCAL_DROP, SVC_F_NODEPORT, SVC_F_SNAT, counter,
 };
 
 use crate::{
     decap,
     forward::{self, Decision, Translation},
-    local, masq,
+    local,
     maps::{CONFIG, CONNTRACK, FRONTENDS, count, new_flow_entries},
+    masq,
     nat::{self, Rewrite},
     overlay,
     packet::{self, Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
