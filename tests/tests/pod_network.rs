@@ -19,6 +19,7 @@ const OUTSIDE_IP: &str = "192.168.70.2";
 struct World {
     bed: TestBed,
     node: Netns,
+    outside: Netns,
     state: std::path::PathBuf,
 }
 
@@ -38,7 +39,12 @@ fn world(name: &str) -> World {
     serve.args(["serve", "--id", "outside", "--tcp", "8080", "--udp", "5353"]);
     bed.spawn(serve, "outside server").expect("server");
     let state = bed.scratch().join("state");
-    World { bed, node, state }
+    World {
+        bed,
+        node,
+        outside,
+        state,
+    }
 }
 
 impl World {
@@ -257,7 +263,7 @@ fn has_nft_table(node: &Netns) -> bool {
 fn pod_egress_is_masqueraded_in_ebpf_without_netfilter() {
     let mut w = world("ebpfmasq");
     let agent = w.start_agent(true);
-    let (a_ns, _) = w.add_pod("a");
+    let (a_ns, a_ip) = w.add_pod("a");
     w.wait_pods(1, &agent);
     let before = w.counter("masqueraded");
     // TCP, UDP (a new socket per datagram: five flows) and ICMP echo (one identifier: one flow) reach
@@ -281,6 +287,20 @@ fn pod_egress_is_masqueraded_in_ebpf_without_netfilter() {
         "ICMP echo: {ping:?}"
     );
     assert_eq!(w.counter("masqueraded") - before, 11, "flows masqueraded in eBPF");
+    // The outside pinging the pod (given a route): the pod's echo replies answer, they start no flow of
+    // their own, so they leave with the pod's address.
+    w.outside
+        .ip(&["route", "add", "10.244.1.0/24", "via", NODE_IP])
+        .expect("route to pods");
+    let answers = probe(&w.outside, &["ping", &a_ip.to_string(), "--count", "2"]);
+    assert!(
+        answers.len() == 2
+            && answers
+                .iter()
+                .all(|a| matches!(a, Attempt::Ok { peer, .. } if *peer == a_ip.to_string())),
+        "echo replies from the pod: {answers:?}"
+    );
+    assert_eq!(w.counter("masqueraded") - before, 11, "no echo reply masqueraded");
     let ct = String::from_utf8_lossy(&w.agent_cmd(&["lb", "ct", "--node", NODE]).stdout).into_owned();
     assert!(ct.contains("masquerade"), "{ct}");
     // No netfilter table: nothing in the node's namespace asks for connection tracking.

@@ -10,7 +10,9 @@
 //! Destinations the FIB does not forward to (the node's own addresses) are left to the stack untouched.
 
 use aya_ebpf::programs::TcContext;
-use berth_common::{CFG_F_MASQUERADE, CT_F_MASQ, CT_F_REPLY, CT_F_SNAT, CtKey, NextHop, PROTO_TCP, counter};
+use berth_common::{
+    CFG_F_MASQUERADE, CT_F_MASQ, CT_F_REPLY, CT_F_SNAT, CtKey, NextHop, PROTO_ICMP, PROTO_TCP, counter,
+};
 
 use crate::{
     forward::{Decision, Route, Translation},
@@ -38,11 +40,12 @@ pub fn egress(ctx: &TcContext, flow: &Flow, key: &CtKey, now: u64, out: &mut Tra
         || local::from_cluster(cfg, flow.daddr)
         || is_multicast(flow.daddr)
         || (flow.proto == PROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN)
+        || (flow.proto == PROTO_ICMP && flow.sport == 0)
     {
-        // A TCP packet other than a connection's first is no flow this pod starts: a pod's answer to
-        // a connection another node SNATed to its own address (a NodePort crossing the overlay, which
-        // eBPF delivered past netfilter) must leave as it is, as netfilter leaves such a packet
-        // (invalid for conntrack, never NATed).
+        // A TCP packet other than a connection's first, or an ICMP echo reply, is no flow this pod
+        // starts: a pod's answer to a connection another node SNATed to its own address (a NodePort
+        // crossing the overlay, which eBPF delivered past netfilter) or to a node's ping must leave
+        // as it is, as netfilter leaves such a packet (invalid for conntrack, never NATed).
         return Decision::Pass;
     }
     let len = (ctx.len() as usize).saturating_sub(ETH_HLEN).min(0xffff) as u16;
