@@ -46,6 +46,16 @@ pub struct CompareConfig {
 /// Data planes measured per size: berth TC, berth socket LB, iptables, nftables, no LB.
 const PLANES: usize = 5;
 
+/// Columns of the tables with one value per data plane.
+const PLANE_COLUMNS: [&str; 1 + PLANES] = [
+    "Services",
+    "berth TC",
+    "berth socket LB",
+    "iptables",
+    "nftables",
+    "no LB",
+];
+
 /// Results of one data plane at one size.
 #[derive(Clone, Copy, Default)]
 struct Run {
@@ -312,27 +322,10 @@ fn tables(rows: &[(usize, [Run; PLANES])], cfg: &CompareConfig) -> Vec<Table> {
             "socket LB / iptables",
         ],
     );
-    let mut lat = Table::new(
-        "Latency of a new connection, p50 / p99 (us)",
-        &[
-            "Services",
-            "berth TC",
-            "berth socket LB",
-            "iptables",
-            "nftables",
-            "no LB",
-        ],
-    );
+    let mut lat = Table::new("Latency of a new connection, p50 / p99 (us)", &PLANE_COLUMNS);
     let mut rtt = Table::new(
         "Request/response on an established connection, p50 / p99 (us, best of 3 runs by p50)",
-        &[
-            "Services",
-            "berth TC",
-            "berth socket LB",
-            "iptables",
-            "nftables",
-            "no LB",
-        ],
+        &PLANE_COLUMNS,
     );
     let mut prog = Table::new(
         "Time to program all Services (ms)",

@@ -111,8 +111,9 @@ pub fn load(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
         }
     };
     for name in OBSOLETE_MAPS {
-        // Nothing reads them any more; their state was rewritten into the current maps by the
-        // programmer (it restores from those only, and writes what is missing).
+        // Nothing reads them any more. The programmer restores from the current maps only, so it
+        // writes their state anew at its first apply; until then no new Service flow is balanced
+        // (established flows keep their conntrack entries).
         if std::fs::remove_file(pins.map(name)).is_ok() {
             info!(map = name, "removed the pin of a map an older berth used");
         }
