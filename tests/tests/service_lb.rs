@@ -490,3 +490,107 @@ fn local_load_balancers_answer_health_checks_on_every_node() {
     }
     assert!(closed, "the health-check port closes with the Service's policy");
 }
+
+/// The counter `name` from `berth-agent lb ct`.
+fn counter(world: &LbWorld, name: &str) -> u64 {
+    world
+        .lb("ct")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("counter {name} = ")).map(str::to_owned))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn host_network_backend_on_the_node_answers_through_the_service() {
+    let mut world = LbWorld::build("hostbe", 1).expect("world");
+    // A host-network backend: a server in the node's own namespace, listed by the node's address.
+    let node = world.node.clone();
+    world.bed.serve(&node, "host", 9090, 5454).expect("host server");
+    // A UDP server bound to the wildcard answers from the source address of its route to the client,
+    // which must be the address the request went to (as under kube-proxy: conntrack matches replies
+    // by exact tuple too); the world's pod routes prefer the gateway address.
+    let pod = world.pods[0].clone();
+    node.ip(&[
+        "route",
+        "replace",
+        &format!("{}/32", pod.ip),
+        "dev",
+        &pod.host_if,
+        "src",
+        &NODE_IP.to_string(),
+    ])
+    .expect("pod route");
+    world.start_agent(true, &[]).expect("agent");
+    let svc = service_yaml(
+        "hostsvc",
+        SVC_IP,
+        "  type: NodePort\n  externalTrafficPolicy: Cluster\n",
+        &[("http", 80, 9090, "TCP", 30090), ("dns", 53, 5454, "UDP", 30054)],
+    );
+    let node_ip = NODE_IP.to_string();
+    let slice = slice_yaml(
+        "hostsvc-1",
+        "hostsvc",
+        &[Ep::ready(&node_ip, NODE_NAME)],
+        &[("http", 9090, "TCP"), ("dns", 5454, "UDP")],
+    );
+    world.apply("hostsvc.yaml", &format!("{svc}---\n{slice}"), 4);
+
+    // TC path (the client is outside the node's cgroup) and socket LB: the request is only DNATed (with
+    // the node's address as source the stack would drop it) and the locally generated replies get the
+    // Service's address back at the pod interface's egress.
+    let tcp = format!("{SVC_IP}:80");
+    let udp = format!("{SVC_IP}:53");
+    for socket_lb in [false, true] {
+        let cg = socket_lb.then(|| world.node_cgroup());
+        let got = world.probe(&world.pods[0].ns, cg.as_ref(), &["tcp", &tcp, "--count", "10"]);
+        let c = counts(&got);
+        assert_eq!(c.get("host"), Some(&10), "TCP (socket LB {socket_lb}): {got:?}");
+        for a in &got {
+            let Attempt::Ok { peer, .. } = a else {
+                unreachable!()
+            };
+            assert!(
+                peer.starts_with(&format!("{}:", world.pods[0].ip)),
+                "the backend sees the pod: {peer}"
+            );
+        }
+        let got = world.probe(&world.pods[0].ns, cg.as_ref(), &["udp", &udp, "--count", "10"]);
+        assert_eq!(got.len(), 10);
+        assert!(
+            got.iter()
+                .all(|a| matches!(a, Attempt::Ok { from, id, .. } if from == &udp && id == "host")),
+            "UDP replies come from the Service (socket LB {socket_lb}): {got:?}"
+        );
+    }
+    let after_pods = counter(&world, "host_reply");
+    assert!(
+        after_pods > 0,
+        "TC-path replies were reverse-translated at egress"
+    );
+
+    // NodePort from outside: the reply leaves through the uplink with the NodePort as its source.
+    let np_tcp = format!("{NODE_IP}:30090");
+    let np_udp = format!("{NODE_IP}:30054");
+    let got = world.probe(&world.ext, None, &["tcp", &np_tcp, "--count", "10"]);
+    assert_eq!(got.len(), 10);
+    for a in &got {
+        let Attempt::Ok { id, from, peer, .. } = a else {
+            panic!("NodePort to a host-network backend failed: {got:?}")
+        };
+        assert_eq!((id.as_str(), from.as_str()), ("host", np_tcp.as_str()));
+        assert!(
+            peer.starts_with(&format!("{EXT_IP}:")),
+            "a backend on the node itself sees the client: {peer}"
+        );
+    }
+    let got = world.probe(&world.ext, None, &["udp", &np_udp, "--count", "10"]);
+    assert_eq!(got.len(), 10);
+    assert!(
+        got.iter()
+            .all(|a| matches!(a, Attempt::Ok { from, id, .. } if from == &np_udp && id == "host")),
+        "UDP NodePort replies come from the NodePort: {got:?}"
+    );
+    assert!(counter(&world, "host_reply") > after_pods);
+}

@@ -60,14 +60,23 @@ pub enum TcRole {
     Pod,
     /// The node's uplink.
     Uplink,
+    /// The node's VXLAN device: other nodes' pods arrive there like local pods' traffic (their replies
+    /// need reverse NAT); its egress belongs to the overlay's own program.
+    Overlay,
 }
 
 impl TcRole {
     fn program(self) -> &'static str {
         match self {
-            TcRole::Pod => loader::programs::FROM_POD,
+            TcRole::Pod | TcRole::Overlay => loader::programs::FROM_POD,
             TcRole::Uplink => loader::programs::FROM_UPLINK,
         }
+    }
+
+    /// Whether the host stack's own packets leave through this interface towards a Service's clients
+    /// (pods, the outside), so replies of host-network backends are reverse-translated at its egress.
+    fn carries_host_replies(self) -> bool {
+        matches!(self, TcRole::Pod | TcRole::Uplink)
     }
 }
 
@@ -80,9 +89,21 @@ fn unescape_ifname(pin: &str) -> String {
     pin.replace("%2e", ".").replace("%25", "%")
 }
 
-/// Pin path of the TC link on an interface.
+/// Pin-name prefixes of the per-interface TC links: the ingress program, and `berth_host_reply` at
+/// egress.
+const TC_INGRESS_PIN: &str = "tc-ingress-";
+const TC_REPLY_PIN: &str = "tc-reply-";
+
+/// Pin path of the TC ingress link on an interface.
 pub fn tc_link_pin(pins: &PinDir, iface: &str) -> PathBuf {
-    pins.links().join(format!("tc-ingress-{}", escape_ifname(iface)))
+    pins.links()
+        .join(format!("{TC_INGRESS_PIN}{}", escape_ifname(iface)))
+}
+
+/// Pin path of the host-reply egress link on an interface.
+fn tc_reply_pin(pins: &PinDir, iface: &str) -> PathBuf {
+    pins.links()
+        .join(format!("{TC_REPLY_PIN}{}", escape_ifname(iface)))
 }
 
 /// Replaces the pinned link at `pin` by `new`: the new one is already attached, so no packet goes
@@ -122,7 +143,10 @@ pub fn remove_stale_tc_pins(pins: &PinDir, keep: &[&str]) {
             let _ = std::fs::remove_file(entry.path()); // left by an agent that died mid-replace
             continue;
         }
-        let Some(escaped) = name.strip_prefix("tc-ingress-") else {
+        let Some(escaped) = name
+            .strip_prefix(TC_INGRESS_PIN)
+            .or_else(|| name.strip_prefix(TC_REPLY_PIN))
+        else {
             continue;
         };
         let iface = unescape_ifname(escaped);
@@ -136,7 +160,8 @@ pub fn remove_stale_tc_pins(pins: &PinDir, keep: &[&str]) {
     }
 }
 
-/// Attaches the TC program for `role` at ingress of `iface` and pins the link.
+/// Attaches the TC program for `role` at ingress of `iface` (and `berth_host_reply` at its egress where
+/// the role carries host replies) and pins the links.
 pub fn attach_tc(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, role: TcRole) -> Result<(), AttachError> {
     attach_classifier(
         ebpf,
@@ -144,7 +169,20 @@ pub fn attach_tc(ebpf: &mut Ebpf, pins: &PinDir, iface: &str, role: TcRole) -> R
         iface,
         TcAttachType::Ingress,
         &tc_link_pin(pins, iface),
-    )
+    )?;
+    let reply_pin = tc_reply_pin(pins, iface);
+    if role.carries_host_replies() {
+        attach_classifier(
+            ebpf,
+            loader::programs::HOST_REPLY,
+            iface,
+            TcAttachType::Egress,
+            &reply_pin,
+        )
+    } else {
+        remove_pin(&reply_pin);
+        Ok(())
+    }
 }
 
 /// Attaches the overlay's egress program to the node's VXLAN device `iface` (pinned as
@@ -188,10 +226,14 @@ fn attach_classifier(
     Ok(())
 }
 
-/// Detaches the TC program from `iface` by removing its pin (the interface may be gone already).
+/// Detaches the TC programs from `iface` by removing their pins (the interface may be gone already).
 pub fn detach_tc(pins: &PinDir, iface: &str) {
-    let pin = tc_link_pin(pins, iface);
-    if let Err(e) = std::fs::remove_file(&pin)
+    remove_pin(&tc_link_pin(pins, iface));
+    remove_pin(&tc_reply_pin(pins, iface));
+}
+
+fn remove_pin(pin: &Path) {
+    if let Err(e) = std::fs::remove_file(pin)
         && e.kind() != std::io::ErrorKind::NotFound
     {
         warn!(pin = %pin.display(), error = %e, "cannot remove link pin");

@@ -162,6 +162,7 @@ pub fn conntrack(maps: &LbMaps) -> String {
         (counter::OVERLAY_ENCAP, "overlay_encap"),
         (counter::OVERLAY_DECAP, "overlay_decap"),
         (counter::MASQUERADED, "masqueraded"),
+        (counter::HOST_REPLY, "host_reply"),
     ] {
         let _ = writeln!(out, "counter {name} = {}", maps.counter(index));
     }

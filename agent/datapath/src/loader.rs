@@ -48,6 +48,8 @@ pub mod programs {
     pub const FROM_UPLINK: &str = "berth_from_uplink";
     /// TC egress of the node's VXLAN device (the host's own traffic to other nodes' pods).
     pub const TO_OVERLAY: &str = "berth_to_overlay";
+    /// TC egress of pod-facing interfaces and the uplink (replies of host-network backends).
+    pub const HOST_REPLY: &str = "berth_host_reply";
     /// Socket LB programs and their cgroup attach points.
     pub const SOCK: [&str; 4] = [
         "berth_connect4",
@@ -131,7 +133,12 @@ fn load_object(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
         .map_max_entries(names::BACKENDS, sizes.backends)
         .map_max_entries(names::CONNTRACK, sizes.conntrack)
         .load(EBPF_OBJECT)?;
-    for name in [programs::FROM_POD, programs::FROM_UPLINK, programs::TO_OVERLAY] {
+    for name in [
+        programs::FROM_POD,
+        programs::FROM_UPLINK,
+        programs::TO_OVERLAY,
+        programs::HOST_REPLY,
+    ] {
         let prog: &mut SchedClassifier = program(&mut ebpf, name)?
             .try_into()
             .map_err(|source| LoadError::Program { name, source })?;
@@ -148,13 +155,13 @@ fn load_object(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
     Ok(ebpf)
 }
 
-/// Maps the agent may drop and recreate when an older version pinned them with another layout: the node
-/// configuration (rewritten at every start), the counters, the local endpoints and the overlay peers
-/// (both rebuilt from the allocation records and Node objects on the first sync).
 /// Maps of older berth versions, unpinned at load. `BERTH_SVC` held a header per frontend and a slot
 /// per backend, before the header and first backends moved into one value (`BERTH_FRONTENDS`).
 const OBSOLETE_MAPS: [&str; 1] = ["BERTH_SVC"];
 
+/// Maps the agent may drop and recreate when an older version pinned them with another layout: the node
+/// configuration (rewritten at every start), the counters, the local endpoints and the overlay peers
+/// (both rebuilt from the allocation records and Node objects on the first sync), the next-hop cache.
 const REPLACEABLE_MAPS: [&str; 5] = [
     names::CONFIG,
     names::COUNTERS,

@@ -1,5 +1,6 @@
 //! TC attachment: the uplink gets `berth_from_uplink`, the VXLAN device and every pod-facing interface
-//! (names or `*` patterns from the configuration, never a guess) get `berth_from_pod`. Interfaces are
+//! (names or `*` patterns from the configuration, never a guess) get `berth_from_pod` at ingress; the
+//! uplink and pod interfaces also get `berth_host_reply` at egress. Interfaces are
 //! scanned when the kernel announces a link change (an `RTMGRP_LINK` netlink subscription), and every
 //! poll interval only when that subscription is unavailable, else every [`RESCAN`] as a safety net:
 //! a scan is a full link dump, which with a hundred pods' veths costs more CPU than an idle node
@@ -173,10 +174,10 @@ impl Interfaces {
         for name in &present {
             if self.uplink.as_deref() == Some(name.as_str()) {
                 wanted.push((name.clone(), TcRole::Uplink));
-            } else if self.overlay_dev.as_deref() == Some(name.as_str())
-                || self.pod_interfaces.iter().any(|p| netns::matches(p, name))
-            {
+            } else if self.overlay_dev.as_deref() == Some(name.as_str()) {
                 // Pods of other nodes arrive through the VXLAN device: their replies need reverse NAT.
+                wanted.push((name.clone(), TcRole::Overlay));
+            } else if self.pod_interfaces.iter().any(|p| netns::matches(p, name)) {
                 wanted.push((name.clone(), TcRole::Pod));
             }
         }

@@ -491,8 +491,10 @@ pub mod counter {
     pub const OVERLAY_DECAP: u32 = 7;
     /// Flows of pods to outside the cluster masqueraded in eBPF.
     pub const MASQUERADED: u32 = 8;
+    /// Replies of host-network backends reverse-translated at TC egress.
+    pub const HOST_REPLY: u32 = 9;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 #[cfg(feature = "user")]

@@ -4,7 +4,8 @@
 //! Service frontends that did not go through the socket LB (raw sockets, traffic from pods outside
 //! the node's cgroup) and reverse-translates every reply a backend sends. `berth_from_uplink` runs on
 //! the node's uplink: NodePort (and ClusterIP routed to the node) from outside, with SNAT for
-//! externalTrafficPolicy Cluster.
+//! externalTrafficPolicy Cluster. `berth_host_reply`, at TC egress of both, reverse-translates the
+//! replies of backends in the node's own network namespace (host-network pods).
 //!
 //! Fast path: one conntrack lookup keyed by the packet's exact tuple, one rewrite, a redirect to the
 //! cached next hop. New flows (a BPF subprogram, `new_service_flow`): one frontend lookup (header and
@@ -52,6 +53,43 @@ pub fn berth_from_uplink(ctx: TcContext) -> i32 {
     match decap::vxlan_to_local_pod(&ctx) {
         decap::Arrival::Overlay => TC_ACT_UNSPEC,
         decap::Arrival::Decapsulated | decap::Arrival::Other => balance(&ctx, Side::Uplink),
+    }
+}
+
+/// TC egress of pod-facing interfaces and of the uplink: reverse NAT for replies the host stack itself
+/// sends. A Service backend in the node's own network namespace (a host-network pod, a node address in
+/// an EndpointSlice) is reached by DNAT alone, and its replies are generated locally, so they pass no
+/// ingress hook of ours: here they get the Service's address back. Packets the node forwards were
+/// handled at their ingress (`ingress_ifindex` set) and pass with one load.
+#[classifier]
+pub fn berth_host_reply(ctx: TcContext) -> i32 {
+    // SAFETY: reading a plain field of the context.
+    if unsafe { (*ctx.skb.skb).ingress_ifindex } != 0 {
+        return TC_ACT_UNSPEC;
+    }
+    let Some(flow) = packet::parse(&ctx) else {
+        return TC_ACT_UNSPEC;
+    };
+    let Some(entry) = CONNTRACK.get_ptr_mut(&flow.key()) else {
+        return TC_ACT_UNSPEC;
+    };
+    // SAFETY: pointer from a successful lookup; plain integer fields.
+    let entry = unsafe { &mut *entry };
+    if entry.flags & CT_F_REPLY == 0 {
+        return TC_ACT_UNSPEC;
+    }
+    // SAFETY: coarse clock helper, no arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    note_packet(entry, &flow, now);
+    match nat::apply(&ctx, &flow, &Rewrite::of(entry)) {
+        Ok(()) => {
+            count(counter::HOST_REPLY);
+            TC_ACT_UNSPEC
+        }
+        Err(_) => {
+            count(counter::ERRORS);
+            TC_ACT_SHOT as i32
+        }
     }
 }
 
@@ -104,15 +142,7 @@ fn balance(ctx: &TcContext, side: Side) -> i32 {
             && entry.flags & CT_F_REPLY == 0
             && (entry.flags & CT_F_CLOSING != 0 || !reply_matches(&key, entry, &flow));
         if !reused {
-            if entry.last_seen_ns != now {
-                entry.last_seen_ns = now;
-            }
-            if flow.tcp_flags & TCP_FIN != 0 {
-                entry.flags |= CT_F_CLOSING;
-            }
-            if flow.tcp_flags & TCP_RST != 0 {
-                entry.flags |= CT_F_CLOSING | CT_F_RST;
-            }
+            note_packet(entry, &flow, now);
             let to = Rewrite::of(entry);
             return finish(ctx, &flow, &to, entry, now);
         }
@@ -225,10 +255,12 @@ fn new_service_flow(flow: &Flow, key: &CtKey, now: u64, out: &mut Translation) -
             count(counter::ERRORS);
             return Decision::Drop;
         }
-    } else if hdr.flags & SVC_F_SNAT != 0 || leaves_pod_network(flow, backend.addr) {
+    } else if (hdr.flags & SVC_F_SNAT != 0 || leaves_pod_network(flow, backend.addr))
+        && !is_this_node(backend.addr)
+    {
         // externalTrafficPolicy Cluster: replies must come back through this node. Likewise a pod's
-        // flow to a backend outside the pod network (the API server behind `kubernetes`, a
-        // host-network endpoint): redirected straight to the uplink it would skip the stack's
+        // flow to a backend outside the pod network (the API server behind `kubernetes`,
+        // another node's host-network endpoint): redirected straight to the uplink it would skip the stack's
         // masquerade, and that backend has no route back to pod addresses.
         let Some(cfg) = CONFIG.get(0) else {
             return Decision::Pass;
@@ -301,6 +333,14 @@ fn new_service_flow(flow: &Flow, key: &CtKey, now: u64, out: &mut Translation) -
     Decision::Translate
 }
 
+/// Whether `addr` is this node's address: a backend there (a host-network pod) is reached by DNAT
+/// alone. The stack delivers the request locally (with the node's address as its source it would drop
+/// it as a martian), and the replies it generates are reverse-translated by `berth_host_reply`.
+#[inline(always)]
+fn is_this_node(addr: u32) -> bool {
+    CONFIG.get(0).is_some_and(|cfg| cfg.snat_addr == addr)
+}
+
 /// Whether a flow from `flow`'s source to `backend` goes from the cluster's pod network out of it.
 #[inline(always)]
 fn leaves_pod_network(flow: &Flow, backend: u32) -> bool {
@@ -329,6 +369,21 @@ fn pod_to_pod(ctx: &TcContext, saddr: u32, daddr: u32) -> i32 {
         };
     }
     overlay::to_remote_pod(ctx, cfg, daddr).unwrap_or(TC_ACT_UNSPEC)
+}
+
+/// Records a packet of an existing flow in its entry: last seen, and closing on FIN or RST (the
+/// garbage collector's shorter timeout for closing flows).
+#[inline(always)]
+fn note_packet(entry: &mut CtEntry, flow: &Flow, now: u64) {
+    if entry.last_seen_ns != now {
+        entry.last_seen_ns = now;
+    }
+    if flow.tcp_flags & TCP_FIN != 0 {
+        entry.flags |= CT_F_CLOSING;
+    }
+    if flow.tcp_flags & TCP_RST != 0 {
+        entry.flags |= CT_F_CLOSING | CT_F_RST;
+    }
 }
 
 #[inline(always)]
