@@ -410,6 +410,7 @@ async fn run_async(cfg: AgentConfig, source: Source) -> Result<(), AgentError> {
             status_file: cfg.status_file.clone(),
             interfaces_scanned: scanned_rx,
             synced: synced_tx,
+            sock_lb_cgroup: cfg.cgroup.clone(),
         }
         .run(inputs.clone()),
     );

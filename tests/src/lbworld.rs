@@ -34,7 +34,8 @@ pub const UDP_PORT: u16 = 5353;
 /// Node name used in EndpointSlices for pods of this node.
 pub const NODE_NAME: &str = "node1";
 
-/// A TCP connection held open by a `berth-probe hold` process (killed on drop).
+/// A TCP connection or connected UDP socket held open by a `berth-probe hold` / `hold-udp` process
+/// (killed on drop).
 pub struct Held {
     child: std::process::Child,
     stdin: std::process::ChildStdin,
@@ -63,13 +64,23 @@ impl Drop for Held {
 /// Opens one TCP connection from namespace `ns` (in `cgroup`, for the socket LB) to `target` and keeps
 /// it (a `berth-probe hold`).
 pub fn hold_from(ns: &Netns, cgroup: Option<&std::path::Path>, target: &str) -> Held {
+    spawn_hold(ns, cgroup, "hold", target)
+}
+
+/// Opens one connected UDP socket from `ns` (in `cgroup`) to `target` and keeps it (`berth-probe
+/// hold-udp`): [`Held::echo`] sends a datagram and returns `echo SERVER-ID` or `err KIND 0`.
+pub fn hold_udp_from(ns: &Netns, cgroup: Option<&std::path::Path>, target: &str) -> Held {
+    spawn_hold(ns, cgroup, "hold-udp", target)
+}
+
+fn spawn_hold(ns: &Netns, cgroup: Option<&std::path::Path>, subcommand: &str, target: &str) -> Held {
     let mut cmd = Command::new(workspace_bin("berth-probe"));
     cmd.args(["--netns", &ns.name]);
     if let Some(cg) = cgroup {
         cmd.arg("--cgroup").arg(cg);
     }
     let mut child = cmd
-        .args(["hold", target])
+        .args([subcommand, target])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

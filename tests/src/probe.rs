@@ -549,6 +549,36 @@ pub fn hold(target: SocketAddr, timeout: Duration) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Holds one connected UDP socket to `target`: prints `ok connected TARGET 0`, then for each stdin
+/// line sends it and prints `echo ID` (the answering server) or `err KIND 0` (an ended socket reports
+/// `connectionaborted`).
+pub fn hold_udp(target: SocketAddr, timeout: Duration) -> std::io::Result<()> {
+    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    sock.connect(target)?;
+    sock.set_read_timeout(Some(timeout))?;
+    println!("ok connected {target} 0");
+    std::io::stdout().flush()?;
+    let mut buf = [0u8; 2048];
+    for line in std::io::stdin().lines() {
+        let line = line?;
+        let reply = sock.send(line.as_bytes()).and_then(|_| sock.recv(&mut buf));
+        match reply {
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                println!("echo {}", text.split_whitespace().next().unwrap_or("?"));
+            }
+            // A socket ended by SOCK_DESTROY fails a send for want of a peer; the reason is the
+            // socket's pending error.
+            Err(e) => {
+                let e = sock.take_error().ok().flatten().unwrap_or(e);
+                println!("err {} 0", error_kind(&e));
+            }
+        }
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}
+
 /// Summary of a load run or an RTT run (latencies in microseconds).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LoadSummary {

@@ -6,8 +6,8 @@ use std::{collections::HashMap, net::SocketAddr, thread::sleep, time::Duration};
 
 use berth_tests::{
     lbworld::{
-        EXT_IP, Ep, LbWorld, NODE_IP, NODE_NAME, TCP_PORT, UDP_PORT, WEB_IP, service_yaml, slice_yaml,
-        web_yaml,
+        EXT_IP, Ep, LbWorld, NODE_IP, NODE_NAME, TCP_PORT, UDP_PORT, WEB_IP, hold_udp_from, service_yaml,
+        slice_yaml, web_yaml,
     },
     probe::Attempt,
 };
@@ -593,4 +593,64 @@ fn host_network_backend_on_the_node_answers_through_the_service() {
         "UDP NodePort replies come from the NodePort: {got:?}"
     );
     assert!(counter(&world, "host_reply") > after_pods);
+}
+
+#[test]
+fn connected_udp_sockets_of_a_departed_backend_are_ended() {
+    let mut world = LbWorld::build("udpend", 3).expect("world");
+    world.start_agent(true, &[]).expect("agent");
+    apply_web(&mut world, &[0, 1], "");
+    let cg = world.node_cgroup();
+    let target = format!("{SVC_IP}:53");
+    // Connected through the socket LB until both backends are in use.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let mut h = hold_udp_from(&world.pods[2].ns, Some(&cg), &target);
+        let first = h.echo("hello");
+        held.push((first, h));
+        let used: std::collections::HashSet<&str> = held.iter().map(|(f, _)| f.as_str()).collect();
+        if used.contains("echo pod0") && used.contains("echo pod1") {
+            break;
+        }
+    }
+    // And one socket connected to pod0's address itself, not through the Service.
+    let direct_target = format!("{}:{UDP_PORT}", world.pods[0].ip);
+    let mut direct = hold_udp_from(&world.pods[2].ns, Some(&cg), &direct_target);
+    assert_eq!(direct.echo("hello"), "echo pod0");
+
+    // pod0 leaves the Service (it still runs: without the ending, its sockets would still be answered).
+    apply_web(&mut world, &[1], "");
+    let mut ended = 0;
+    for (first, h) in &mut held {
+        let now = h.echo("again");
+        if first == "echo pod0" {
+            assert_eq!(
+                now, "err connectionaborted 0",
+                "a socket to the departed backend ends"
+            );
+            ended += 1;
+        } else {
+            assert_eq!(now, "echo pod1", "a socket to a staying backend keeps working");
+        }
+    }
+    assert!(
+        ended > 0,
+        "no socket went to pod0: {:?}",
+        held.iter().map(|(f, _)| f).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        direct.echo("again"),
+        "echo pod0",
+        "a socket the LB did not connect is left alone"
+    );
+    assert!(
+        world.agent().log().contains(&format!(
+            "ended connected UDP sockets of departed backends ended={ended}"
+        )),
+        "{}",
+        world.agent().log()
+    );
+    // A new socket is balanced over what is left.
+    let mut fresh = hold_udp_from(&world.pods[2].ns, Some(&cg), &target);
+    assert_eq!(fresh.echo("hello"), "echo pod1");
 }

@@ -10,6 +10,7 @@
 //!   equal to a desired state (Services, overlay peers, local pods) and conntrack garbage collection.
 //! - [`podnet`], [`masquerade`], [`netns`], [`cmd`]: host networking: pod addressing and veth wiring,
 //!   pod egress masquerade, network namespaces, running `ip` and `nft`.
+//! - [`udp_sockets`]: ending connected UDP sockets whose socket-LB backend went away.
 //! - [`inspect`]: `berth-agent lb list` / `lb ct` / `lb pods` from the pins.
 
 pub mod attach;
@@ -28,6 +29,7 @@ pub mod overlay;
 pub mod podnet;
 pub mod programmer;
 pub mod service;
+pub mod udp_sockets;
 
 use std::path::{Path, PathBuf};
 

@@ -27,7 +27,9 @@ use tracing::{debug, info, warn};
 use super::maps::{MapsError, ServiceMapOps, ServiceMaps};
 use crate::{
     maglev,
-    service::{BackendAddr, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol},
+    service::{
+        BackendAddr, Departure, DesiredState, Frontend, FrontendKind, FrontendSpec, LbAlgorithm, Protocol,
+    },
 };
 
 /// Identity of a backend in `BERTH_BACKENDS`: one id per (address, port, protocol), shared by every
@@ -71,6 +73,8 @@ pub struct ServiceProgrammer<M: ServiceMapOps = ServiceMaps> {
     /// Pause after each backend and outer-slot write (zero in production): widens the window in which a wrong
     /// write order would be visible, so the update-ordering test can fail if the order breaks.
     slot_write_delay: std::time::Duration,
+    /// Backends that left UDP frontends since [`take_departures`](Self::take_departures) was last called.
+    departures: Vec<Departure>,
 }
 
 fn same_programming(a: &FrontendSpec, b: &FrontendSpec) -> bool {
@@ -167,6 +171,7 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
             next_backend_id: backends.keys().max().map_or(1, |m| m + 1),
             free_rev_nat_ids: Vec::new(),
             slot_write_delay: std::time::Duration::ZERO,
+            departures: Vec::new(),
             next_rev_nat_id: headers
                 .iter()
                 .map(|(_, v)| v.header.rev_nat_id)
@@ -463,6 +468,38 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
             .collect()
     }
 
+    /// Records the backends of UDP frontend `fe` that `spec` (`None`: the frontend goes) no longer lists
+    /// at all, ready or terminating: the socket LB's connected sockets to them must end.
+    fn note_departures(&mut self, fe: &Frontend, spec: Option<&FrontendSpec>) {
+        if fe.proto != Protocol::Udp {
+            return;
+        }
+        let Some(applied) = self.frontends.get(fe) else {
+            return;
+        };
+        let staying: HashSet<BackendIdentity> = spec
+            .map(|s| s.ready.iter().chain(&s.terminating).map(identity).collect())
+            .unwrap_or_default();
+        let frontend = std::net::SocketAddrV4::new(fe.addr, fe.port);
+        self.departures.extend(
+            applied
+                .spec
+                .ready
+                .iter()
+                .chain(&applied.spec.terminating)
+                .filter(|b| !staying.contains(&identity(b)))
+                .map(|b| Departure {
+                    frontend,
+                    backend: std::net::SocketAddrV4::new(b.addr, b.port),
+                }),
+        );
+    }
+
+    /// The backends that left UDP frontends since the last call (see [`Departure`]).
+    pub fn take_departures(&mut self) -> Vec<Departure> {
+        std::mem::take(&mut self.departures)
+    }
+
     /// Brings the maps to `desired`. Safe to call with the same state again (writes nothing).
     ///
     /// With `removals` false nothing is deleted (frontends or backends missing from `desired` stay):
@@ -482,6 +519,7 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
                 .copied()
                 .collect();
             for fe in &gone {
+                self.note_departures(fe, None);
                 removed_frontends.extend(self.remove_frontend(fe));
                 stats.frontends_removed += 1;
             }
@@ -500,6 +538,7 @@ impl<M: ServiceMapOps> ServiceProgrammer<M> {
                 continue;
             }
             left.extend(self.leaving(fe, spec));
+            self.note_departures(fe, Some(spec));
             if let Err(e) = self.write_frontend(fe, spec, &mut stats) {
                 warn!(frontend = ?fe, service = %spec.service, error = %e, "cannot program frontend");
                 first_error.get_or_insert(e);
@@ -780,6 +819,61 @@ mod tests {
                 && rec.rev_nat.is_empty()
                 && rec.maglev.is_empty()
         );
+    }
+
+    #[test]
+    fn udp_backends_that_leave_are_reported_once_tcp_ones_never() {
+        let udp = |spec: FrontendSpec| FrontendSpec {
+            ready: spec
+                .ready
+                .iter()
+                .map(|b| BackendAddr {
+                    proto: Protocol::Udp,
+                    ..*b
+                })
+                .collect(),
+            terminating: spec
+                .terminating
+                .iter()
+                .map(|b| BackendAddr {
+                    proto: Protocol::Udp,
+                    ..*b
+                })
+                .collect(),
+            ..spec
+        };
+        let dns = Frontend {
+            proto: Protocol::Udp,
+            ..frontend(10)
+        };
+        let with = |dns_spec: Option<FrontendSpec>, web: &[u8]| {
+            let mut d = state(&[(1, spec(web, &[], LbAlgorithm::Random))]);
+            if let Some(s) = dns_spec {
+                d.frontends.insert(dns, udp(s));
+            }
+            d
+        };
+        let departure = |last: u8| Departure {
+            frontend: std::net::SocketAddrV4::new(dns.addr, dns.port),
+            backend: std::net::SocketAddrV4::new(Ipv4Addr::new(10, 244, 0, last), 8080),
+        };
+        let mut p = ServiceProgrammer::restore(Recording::default()).expect("restore");
+        p.apply(
+            &with(Some(spec(&[1, 2, 3], &[], LbAlgorithm::Random)), &[1, 2]),
+            true,
+        )
+        .expect("apply");
+        assert!(p.take_departures().is_empty());
+        // 1 goes, 2 turns terminating (still serving: its sockets stay), TCP backend 2 goes.
+        p.apply(&with(Some(spec(&[3], &[2], LbAlgorithm::Random)), &[1]), true)
+            .expect("apply");
+        assert_eq!(p.take_departures(), vec![departure(1)]);
+        assert!(p.take_departures().is_empty());
+        // The frontend goes: every backend it had leaves it.
+        p.apply(&with(None, &[1]), true).expect("apply");
+        let mut gone = p.take_departures();
+        gone.sort_by_key(|d| d.backend);
+        assert_eq!(gone, vec![departure(2), departure(3)]);
     }
 
     #[test]

@@ -106,6 +106,14 @@ pub struct FrontendSpec {
     pub algorithm: LbAlgorithm,
 }
 
+/// A backend that left a UDP frontend (gone from its Service's endpoints, or the frontend removed):
+/// the connected sockets the socket LB translated through the pair must end (see `udp_sockets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Departure {
+    pub frontend: std::net::SocketAddrV4,
+    pub backend: std::net::SocketAddrV4,
+}
+
 /// Every frontend the maps must hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {

@@ -7,11 +7,13 @@
 //! it touched ([`IncrementalState`]) and the programmer writes only the difference; changes arriving
 //! while an apply runs are coalesced into the next one.
 
-use std::{path::PathBuf, time::Instant};
+use std::{net::SocketAddrV4, path::PathBuf, time::Instant};
 
+use berth_common::{SockRevKey, be_to_ipv4, be_to_port, ipv4_to_be, port_to_be};
 use berth_datapath::{
     conntrack::{self, CtTimeouts},
     programmer::ServiceProgrammer,
+    udp_sockets,
 };
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -50,6 +52,8 @@ pub struct ServiceLb {
     pub interfaces_scanned: watch::Receiver<bool>,
     /// Set once a complete list has been programmed (the node's Ready condition).
     pub synced: watch::Sender<bool>,
+    /// The socket LB's cgroup: connected UDP sockets of its processes whose backend left are ended.
+    pub sock_lb_cgroup: Option<PathBuf>,
 }
 
 impl ServiceLb {
@@ -130,12 +134,44 @@ impl ServiceLb {
                     // SAFETY: malloc_trim only releases free memory of the allocator.
                     unsafe { libc::malloc_trim(0) };
                 }
+                self.end_departed_udp_sockets();
                 Sync::Applied
             }
             Err(e) => {
                 error!(error = %e, "Service maps not fully written; retrying");
                 Sync::Failed
             }
+        }
+    }
+
+    /// Ends the socket LB's connected UDP sockets to backends that left their frontend (a DNS client
+    /// would otherwise keep asking a deleted pod). Runs after the maps no longer offer those backends,
+    /// so a client's new socket cannot pick one again.
+    fn end_departed_udp_sockets(&mut self) {
+        let departures = self.programmer.take_departures();
+        let Some(cgroup) = &self.sock_lb_cgroup else {
+            return;
+        };
+        if departures.is_empty() {
+            return;
+        }
+        let sock_rev = &self.programmer.maps().sock_rev;
+        let translated_from = |cookie: u64, backend: SocketAddrV4| {
+            let key = SockRevKey {
+                cookie,
+                addr: ipv4_to_be(backend.ip().octets()),
+                port: port_to_be(backend.port()),
+                pad: 0,
+            };
+            sock_rev
+                .get(&key, 0)
+                .ok()
+                .map(|r| SocketAddrV4::new(be_to_ipv4(r.addr).into(), be_to_port(r.port)))
+        };
+        match udp_sockets::end_departed(cgroup, &departures, &translated_from) {
+            Ok(0) => {}
+            Ok(ended) => info!(ended, "ended connected UDP sockets of departed backends"),
+            Err(e) => warn!(error = %e, "cannot end connected UDP sockets of departed backends"),
         }
     }
 

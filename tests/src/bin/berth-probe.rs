@@ -101,6 +101,12 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Hold one connected UDP socket: one datagram per stdin line, prints which server answered.
+    HoldUdp {
+        target: SocketAddr,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -209,6 +215,7 @@ fn main() -> Result<()> {
         }
         Cmd::Rtt { target, count } => println!("{}", probe::rtt(target, count)?.line()),
         Cmd::Hold { target, timeout_ms } => probe::hold(target, Duration::from_millis(timeout_ms))?,
+        Cmd::HoldUdp { target, timeout_ms } => probe::hold_udp(target, Duration::from_millis(timeout_ms))?,
     }
     Ok(())
 }
