@@ -256,6 +256,14 @@ impl LbWorld {
 
     /// Runs `berth-probe ARGS` in `ns` (inside `cgroup` if given) and parses its lines.
     pub fn probe(&self, ns: &Netns, cgroup: Option<&PathBuf>, args: &[&str]) -> Vec<Attempt> {
+        self.probe_output(ns, cgroup, args)
+            .lines()
+            .filter_map(probe::Attempt::parse)
+            .collect()
+    }
+
+    /// Runs `berth-probe ARGS` in `ns` (inside `cgroup` if given) and returns what it printed.
+    pub fn probe_output(&self, ns: &Netns, cgroup: Option<&PathBuf>, args: &[&str]) -> String {
         let mut cmd = Command::new(workspace_bin("berth-probe"));
         cmd.args(["--netns", &ns.name]);
         if let Some(cg) = cgroup {
@@ -267,10 +275,7 @@ impl LbWorld {
             "berth-probe {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(probe::Attempt::parse)
-            .collect()
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Opens one TCP connection from pod `from` to `target` and keeps it (a `berth-probe hold`).

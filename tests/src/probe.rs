@@ -549,6 +549,50 @@ pub fn hold(target: SocketAddr, timeout: Duration) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sends one `size`-byte datagram with DF set (`IP_PMTUDISC_DO`) on a socket connected to `target`,
+/// waits up to `timeout` for an answer or an error ("fragmentation needed" arrives as `EMSGSIZE`), and
+/// returns the path MTU the socket knows then (`IP_MTU`).
+pub fn path_mtu(target: SocketAddr, size: usize, timeout: Duration) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    let fd = sock.as_raw_fd();
+    let discover: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: setsockopt with a valid int option.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&discover as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    sock.connect(target)?;
+    sock.set_read_timeout(Some(timeout))?;
+    let payload: Vec<u8> = (0..size as u64).map(pattern_byte).collect();
+    let _ = sock.send(&payload);
+    let _ = sock.recv(&mut [0u8; 2048]);
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as u32;
+    // SAFETY: getsockopt into an int of the given length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(mtu as u32)
+}
+
 /// Holds one connected UDP socket to `target`: prints `ok connected TARGET 0`, then for each stdin
 /// line sends it and prints `echo ID` (the answering server) or `err KIND 0` (an ended socket reports
 /// `connectionaborted`).

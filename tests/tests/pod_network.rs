@@ -287,6 +287,27 @@ fn pod_egress_is_masqueraded_in_ebpf_without_netfilter() {
         "ICMP echo: {ping:?}"
     );
     assert_eq!(w.counter("masqueraded") - before, 11, "flows masqueraded in eBPF");
+    // An ICMP error about a masqueraded flow (the outside's "port unreachable" quotes the node's
+    // address and port) reaches the pod's socket, translated back: refused at once, not a timeout.
+    let closed = probe(
+        &a_ns,
+        &[
+            "udp",
+            &format!("{OUTSIDE_IP}:5999"),
+            "--connected",
+            "--count",
+            "2",
+        ],
+    );
+    assert!(
+        closed.len() == 2
+            && closed
+                .iter()
+                .all(|a| matches!(a, Attempt::Err { kind, .. } if kind == "refused")),
+        "port unreachable through the masquerade: {closed:?}"
+    );
+    assert!(w.counter("icmp_errors") >= 2);
+    let before = before + 2;
     // The outside pinging the pod (given a route): the pod's echo replies answer, they start no flow of
     // their own, so they leave with the pod's address.
     w.outside

@@ -654,3 +654,60 @@ fn connected_udp_sockets_of_a_departed_backend_are_ended() {
     let mut fresh = hold_udp_from(&world.pods[2].ns, Some(&cg), &target);
     assert_eq!(fresh.echo("hello"), "echo pod1");
 }
+
+#[test]
+fn icmp_errors_about_service_flows_reach_their_client() {
+    let mut world = LbWorld::build("icmperr", 3).expect("world");
+    // pod0's link is narrower than the others': the node answers a client's too-large datagram for
+    // pod0 with "fragmentation needed", which quotes the translated packet.
+    let pod0 = world.pods[0].clone();
+    world
+        .node
+        .ip(&["link", "set", "dev", &pod0.host_if, "mtu", "1200"])
+        .expect("mtu");
+    pod0.ns
+        .ip(&["link", "set", "dev", "eth0", "mtu", "1200"])
+        .expect("mtu");
+    world.start_agent(true, &[]).expect("agent");
+    // A second Service whose backend has nothing listening: pod1 answers "port unreachable".
+    let closed_ip = "10.96.0.60";
+    let pod1_ip = world.pods[1].ip.to_string();
+    let closed = format!(
+        "{}---\n{}",
+        service_yaml("closed", closed_ip, "", &[("dns", 54, 5999, "UDP", 0)]),
+        slice_yaml(
+            "closed-1",
+            "closed",
+            &[Ep::ready(&pod1_ip, NODE_NAME)],
+            &[("dns", 5999, "UDP")]
+        )
+    );
+    world.apply("closed.yaml", &closed, 1);
+    let web = web_yaml(&world, &[0], "");
+    world.apply("web.yaml", &web, 3);
+
+    // Path MTU discovery through the Service, on the TC path (the error is the node's own, translated
+    // at the pod interface's egress) and the socket LB (the socket is connected to pod0 itself).
+    let target = format!("{SVC_IP}:53");
+    for socket_lb in [false, true] {
+        let cg = socket_lb.then(|| world.node_cgroup());
+        let out = world.probe_output(
+            &world.pods[2].ns,
+            cg.as_ref(),
+            &["pmtu", &target, "--size", "1400", "--timeout-ms", "1000"],
+        );
+        assert_eq!(out.trim(), "mtu 1200", "socket LB {socket_lb}");
+    }
+    // Port unreachable from the backend, translated at ingress: the client hears "refused" at once.
+    let got = world.probe(
+        &world.pods[2].ns,
+        None,
+        &["udp", &format!("{closed_ip}:54"), "--connected", "--count", "3"],
+    );
+    assert!(
+        got.iter()
+            .all(|a| matches!(a, Attempt::Err { kind, .. } if kind == "refused")),
+        "{got:?}"
+    );
+    assert!(counter(&world, "icmp_errors") >= 4);
+}

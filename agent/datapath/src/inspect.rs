@@ -163,6 +163,7 @@ pub fn conntrack(maps: &LbMaps) -> String {
         (counter::OVERLAY_DECAP, "overlay_decap"),
         (counter::MASQUERADED, "masqueraded"),
         (counter::HOST_REPLY, "host_reply"),
+        (counter::ICMP_ERRORS, "icmp_errors"),
     ] {
         let _ = writeln!(out, "counter {name} = {}", maps.counter(index));
     }

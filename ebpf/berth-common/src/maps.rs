@@ -493,8 +493,10 @@ pub mod counter {
     pub const MASQUERADED: u32 = 8;
     /// Replies of host-network backends reverse-translated at TC egress.
     pub const HOST_REPLY: u32 = 9;
+    /// ICMP errors about translated flows translated back for their client.
+    pub const ICMP_ERRORS: u32 = 10;
     /// Number of counters.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 #[cfg(feature = "user")]

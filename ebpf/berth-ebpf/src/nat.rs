@@ -46,7 +46,7 @@ fn csum_add(a: u32, b: u32) -> u32 {
 
 /// The checksum difference of replacing `old` by `new` (a 32-bit word, or a zero-extended 16-bit one).
 #[inline(always)]
-fn diff(acc: u32, old: u32, new: u32) -> u32 {
+pub fn diff(acc: u32, old: u32, new: u32) -> u32 {
     csum_add(csum_add(acc, !old), new)
 }
 

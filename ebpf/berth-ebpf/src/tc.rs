@@ -18,14 +18,14 @@ use aya_ebpf::{
     bindings::TC_ACT_SHOT, helpers::bpf_ktime_get_coarse_ns, macros::classifier, programs::TcContext,
 };
 use berth_common::{
-    CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CtEntry, CtKey, FrontendKey, PROTO_TCP,
-    SVC_F_LOCAL_DROP, SVC_F_NODEPORT, SVC_F_SNAT, counter,
+    CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CtEntry, CtKey, FrontendKey, PROTO_ICMP,
+    PROTO_TCP, SVC_F_LOCAL_DROP, SVC_F_NODEPORT, SVC_F_SNAT, counter,
 };
 
 use crate::{
     decap,
     forward::{self, Decision, Translation},
-    local,
+    icmp_error, local,
     maps::{CONFIG, CONNTRACK, FRONTENDS, count, new_flow_entries},
     masq,
     nat::{self, Rewrite},
@@ -68,6 +68,11 @@ pub fn berth_host_reply(ctx: TcContext) -> i32 {
         return TC_ACT_UNSPEC;
     }
     let Some(flow) = packet::parse(&ctx) else {
+        // The node's own ICMP errors about translated flows ("fragmentation needed" when it forwards
+        // a translated packet too large for the backend's route: path MTU discovery).
+        if icmp_error::reverse(&ctx) != 0 {
+            count(counter::ICMP_ERRORS);
+        }
         return TC_ACT_UNSPEC;
     };
     let Some(entry) = CONNTRACK.get_ptr_mut(&flow.key()) else {
@@ -119,6 +124,15 @@ enum Side {
 #[inline(always)]
 fn balance(ctx: &TcContext, side: Side) -> i32 {
     let Some(flow) = packet::parse(ctx) else {
+        // An ICMP error about a translated flow goes to the flow's client, rewritten.
+        let client = icmp_error::reverse(ctx);
+        if client != 0 {
+            count(counter::ICMP_ERRORS);
+            let from = packet::ipv4_addrs(ctx).map_or(0, |(saddr, _)| saddr);
+            // SAFETY: coarse clock helper, no arguments.
+            let now = unsafe { bpf_ktime_get_coarse_ns() };
+            return forward::send(ctx, &forward::route(ctx, from, client, PROTO_ICMP, now));
+        }
         // Not TCP, UDP or ICMP echo (other ICMP, later fragments...): no Service, but it may be
         // pod-to-pod traffic.
         return match packet::ipv4_addrs(ctx) {

@@ -101,6 +101,15 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Path MTU discovery with a connected UDP socket: sends SIZE bytes with DF set and prints the path
+    /// MTU the socket learned (`mtu N`).
+    Pmtu {
+        target: SocketAddr,
+        #[arg(long)]
+        size: usize,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Hold one connected UDP socket: one datagram per stdin line, prints which server answered.
     HoldUdp {
         target: SocketAddr,
@@ -215,6 +224,14 @@ fn main() -> Result<()> {
         }
         Cmd::Rtt { target, count } => println!("{}", probe::rtt(target, count)?.line()),
         Cmd::Hold { target, timeout_ms } => probe::hold(target, Duration::from_millis(timeout_ms))?,
+        Cmd::Pmtu {
+            target,
+            size,
+            timeout_ms,
+        } => println!(
+            "mtu {}",
+            probe::path_mtu(target, size, Duration::from_millis(timeout_ms))?
+        ),
         Cmd::HoldUdp { target, timeout_ms } => probe::hold_udp(target, Duration::from_millis(timeout_ms))?,
     }
     Ok(())
