@@ -243,14 +243,21 @@ pub fn bulk(target: SocketAddr, bytes: u64, timeout: Duration) -> Attempt {
     }
 }
 
-/// Serves UDP on `port`: answers each datagram with `ID PEER`. Runs until killed.
+/// Serves UDP on `port`: answers each datagram with `ID PEER`, padded to the request's size when the
+/// request is larger (so a datagram above the MTU gets one back: fragments both ways). Runs until
+/// killed.
 pub fn serve_udp(id: String, port: u16) -> std::io::Result<()> {
     let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
     // Large enough for any datagram: large ones arrive as IP fragments, reassembled.
     let mut buf = vec![0u8; 65536];
     loop {
-        let (_, peer) = sock.recv_from(&mut buf)?;
-        let _ = sock.send_to(format!("{id} {peer}").as_bytes(), peer);
+        let (n, peer) = sock.recv_from(&mut buf)?;
+        let mut reply = format!("{id} {peer}").into_bytes();
+        if n > reply.len() + 1 {
+            reply.push(b' ');
+            reply.resize(n, b'.');
+        }
+        let _ = sock.send_to(&reply, peer);
     }
 }
 
@@ -496,7 +503,7 @@ pub fn udp_on(
             micros: micros(),
         };
     }
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65536];
     match sock.recv_from(&mut buf) {
         Ok((n, from)) => {
             let text = String::from_utf8_lossy(&buf[..n]).to_string();

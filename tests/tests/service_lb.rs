@@ -711,3 +711,51 @@ fn icmp_errors_about_service_flows_reach_their_client() {
     );
     assert!(counter(&world, "icmp_errors") >= 4);
 }
+
+#[test]
+fn udp_datagrams_above_the_mtu_cross_a_service_in_fragments() {
+    let mut world = LbWorld::build("frags", 3).expect("world");
+    world.start_agent(true, &[]).expect("agent");
+    let (p0, p1) = (world.pods[0].ip.to_string(), world.pods[1].ip.to_string());
+    let svc = service_yaml(
+        "web",
+        SVC_IP,
+        "  type: NodePort\n  externalTrafficPolicy: Cluster\n",
+        &[("dns", 53, UDP_PORT, "UDP", 30053)],
+    );
+    let slice = slice_yaml(
+        "web-1",
+        "web",
+        &[Ep::ready(&p0, NODE_NAME), Ep::ready(&p1, NODE_NAME)],
+        &[("dns", UDP_PORT, "UDP")],
+    );
+    world.apply("web.yaml", &format!("{svc}---\n{slice}"), 2);
+    // 4000-byte requests and answers: three fragments each way. Only the first carries ports; the
+    // others must follow it to the backend (TC path, NodePort with SNAT) and back to the client.
+    let cluster_ip = format!("{SVC_IP}:53");
+    let node_port = format!("{NODE_IP}:30053");
+    let cases = [
+        ("TC path", &world.pods[2].ns, None, &cluster_ip),
+        (
+            "socket LB",
+            &world.pods[2].ns,
+            Some(world.node_cgroup()),
+            &cluster_ip,
+        ),
+        ("NodePort", &world.ext, None, &node_port),
+    ];
+    for (what, ns, cg, target) in cases {
+        let got = world.probe(
+            ns,
+            cg.as_ref(),
+            &["udp", target, "--size", "4000", "--count", "10"],
+        );
+        assert_eq!(got.len(), 10, "{what}");
+        for a in &got {
+            assert!(
+                matches!(a, Attempt::Ok { from, .. } if from == target),
+                "{what}: {got:?}"
+            );
+        }
+    }
+}

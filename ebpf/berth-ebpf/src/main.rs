@@ -9,13 +9,14 @@
 //! The shared pieces: [`maps`] (every map, by the names in `berth_common::names`), [`packet`] (bounds-
 //! checked parsing with direct packet access), [`select`] (backend choice: affinity, Maglev, random),
 //! [`nat`] (checksum-correct header rewrites), [`reject`] (TCP reset / ICMP unreachable replies),
-//! [`decap`] (VXLAN decapsulation for local pods), [`forward`] (next hop after translation), [`icmp_error`] (ICMP errors about translated flows, translated back), [`nexthop`] (the FIB's answers cached per destination), [`local`] (delivery into this node's pods), [`masq`] (pod egress masquerade), [`snat`] (source ports of the node's address), [`overlay`]
+//! [`decap`] (VXLAN decapsulation for local pods), [`forward`] (next hop after translation), [`icmp_error`] (ICMP errors about translated flows, translated back), [`frag`] (later IP fragments follow their flow), [`nexthop`] (the FIB's answers cached per destination), [`local`] (delivery into this node's pods), [`masq`] (pod egress masquerade), [`snat`] (source ports of the node's address), [`overlay`]
 //! (VXLAN encapsulation towards other nodes' pods).
 #![no_std]
 #![no_main]
 
 mod decap;
 mod forward;
+mod frag;
 mod icmp_error;
 mod local;
 mod maps;

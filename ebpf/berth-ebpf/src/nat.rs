@@ -10,7 +10,7 @@
 use aya_ebpf::{bindings::BPF_F_PSEUDO_HDR, programs::TcContext};
 use berth_common::{PROTO_ICMP, PROTO_UDP};
 
-use crate::packet::{ETH_HLEN, Flow};
+use crate::packet::{ETH_HLEN, Flow, LATER_FRAGMENT};
 
 /// `BPF_F_MARK_MANGLED_0`: a UDP checksum of zero (none) stays zero.
 const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
@@ -75,6 +75,10 @@ pub fn apply(ctx: &TcContext, flow: &Flow, to: &Rewrite) -> Result<(), i64> {
         return Err(-1);
     }
     let icmp = flow.proto == PROTO_ICMP;
+    // A later fragment has no L4 header: only its addresses change (the first fragment's L4
+    // checksum, which covers the whole datagram, took the address change already). Its `l4_off`
+    // keeps the bounds check above within the IPv4 header (see `Flow::l4_off`).
+    let has_l4 = flow.fragment != LATER_FRAGMENT;
     let mut addr_diff = 0u32;
     let mut port_diff = 0u32;
     // SAFETY: bounds checked above: IPv4 header (20 bytes) and 8 bytes of the L4 header.
@@ -92,6 +96,9 @@ pub fn apply(ctx: &TcContext, flow: &Flow, to: &Rewrite) -> Result<(), i64> {
         if addr_diff != 0 {
             let csum = (ip.add(10) as *mut u16).read_unaligned();
             (ip.add(10) as *mut u16).write_unaligned(csum_apply(csum, addr_diff));
+        }
+        if !has_l4 {
+            return Ok(());
         }
         if icmp {
             // The echo identifier (bytes 4-5) is the one "port" that is set (see `Flow`).

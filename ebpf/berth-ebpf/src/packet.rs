@@ -13,6 +13,14 @@ const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMP_ECHO_REPLY: u8 = 0;
 
+/// Where a packet stands in IP fragmentation (see [`Flow::fragment`]).
+pub const NOT_FRAGMENT: u8 = 0;
+pub const FIRST_FRAGMENT: u8 = 1;
+pub const LATER_FRAGMENT: u8 = 2;
+/// Bits of the IPv4 flags/fragment-offset field: more fragments, and the offset.
+pub const IP_MF: u16 = 0x2000;
+pub const IP_OFFSET: u16 = 0x1fff;
+
 /// TCP flag bits as they sit in byte 13 of the TCP header.
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -23,7 +31,7 @@ pub const TCP_ACK: u8 = 0x10;
 /// identifier stands in for ports the way conntrack treats it: an echo request carries it as its
 /// source port (destination port 0), an echo reply as its destination port, so a request's reversed
 /// tuple is its reply's.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Flow {
     pub saddr: u32,
     pub daddr: u32,
@@ -32,9 +40,13 @@ pub struct Flow {
     pub proto: u8,
     /// TCP flags (0 for UDP).
     pub tcp_flags: u8,
+    /// [`NOT_FRAGMENT`], [`FIRST_FRAGMENT`] or [`LATER_FRAGMENT`] (no L4 header: ports from `frag`).
+    pub fragment: u8,
     /// IPv4 header length in bytes.
     pub ihl: u32,
-    /// Offset of the L4 header from the start of the frame.
+    /// Offset of the L4 header from the start of the frame. A later fragment has none: there it is
+    /// the offset of the IPv4 header's last 8 bytes, so bounds checks of "L4 header + 8" stay within
+    /// the packet and nothing past the IPv4 header is taken for ports.
     pub l4_off: u32,
 }
 
@@ -89,7 +101,7 @@ fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
 }
 
 /// Parses an IPv4 TCP, UDP or ICMP echo packet; `None` for anything else (ARP, IPv6, other ICMP, later
-/// fragments), which the programs pass on untouched.
+/// fragments: `frag` and `icmp_error` look at those).
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Option<Flow> {
     // SAFETY: every read is preceded by a bounds check against data_end in `ptr_at`.
@@ -107,9 +119,9 @@ pub fn parse(ctx: &TcContext) -> Option<Flow> {
         if ihl < 20 {
             return None;
         }
-        // Fragment offset non-zero: no L4 header in this packet.
+        // Fragment offset non-zero: no L4 header in this packet (see `frag`).
         let frag = u16::from_be_bytes([(*ip)[6], (*ip)[7]]);
-        if frag & 0x1fff != 0 {
+        if frag & IP_OFFSET != 0 {
             return None;
         }
         let proto = (*ip)[9];
@@ -142,6 +154,11 @@ pub fn parse(ctx: &TcContext) -> Option<Flow> {
             dport,
             proto,
             tcp_flags,
+            fragment: if frag & IP_MF != 0 {
+                FIRST_FRAGMENT
+            } else {
+                NOT_FRAGMENT
+            },
             ihl,
             l4_off,
         })

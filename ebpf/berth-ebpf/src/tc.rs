@@ -25,12 +25,12 @@ use berth_common::{
 use crate::{
     decap,
     forward::{self, Decision, Translation},
-    icmp_error, local,
+    frag, icmp_error, local,
     maps::{CONFIG, CONNTRACK, FRONTENDS, count, new_flow_entries},
     masq,
     nat::{self, Rewrite},
     overlay,
-    packet::{self, Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    packet::{self, FIRST_FRAGMENT, Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     reject, select, snat,
 };
 
@@ -72,9 +72,25 @@ pub fn berth_host_reply(ctx: TcContext) -> i32 {
         // a translated packet too large for the backend's route: path MTU discovery).
         if icmp_error::reverse(&ctx) != 0 {
             count(counter::ICMP_ERRORS);
+            return TC_ACT_UNSPEC;
         }
-        return TC_ACT_UNSPEC;
+        let mut later = Flow::default();
+        if !frag::later(&ctx, &mut later) {
+            return TC_ACT_UNSPEC;
+        }
+        // Bounded for the verifier, as in `follow_fragment`.
+        later.l4_off &= 0x7f;
+        return reverse_host_reply(&ctx, &later);
     };
+    if flow.fragment == FIRST_FRAGMENT {
+        frag::remember(&ctx, &flow);
+    }
+    reverse_host_reply(&ctx, &flow)
+}
+
+/// Reverse-translates a locally generated packet of `flow` if it is a reply of a translated flow.
+#[inline(always)]
+fn reverse_host_reply(ctx: &TcContext, flow: &Flow) -> i32 {
     let Some(entry) = CONNTRACK.get_ptr_mut(&flow.key()) else {
         return TC_ACT_UNSPEC;
     };
@@ -85,8 +101,8 @@ pub fn berth_host_reply(ctx: TcContext) -> i32 {
     }
     // SAFETY: coarse clock helper, no arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    note_packet(entry, &flow, now);
-    match nat::apply(&ctx, &flow, &Rewrite::of(entry)) {
+    note_packet(entry, flow, now);
+    match nat::apply(ctx, flow, &Rewrite::of(entry)) {
         Ok(()) => {
             count(counter::HOST_REPLY);
             TC_ACT_UNSPEC
@@ -133,6 +149,9 @@ fn balance(ctx: &TcContext, side: Side) -> i32 {
             let now = unsafe { bpf_ktime_get_coarse_ns() };
             return forward::send(ctx, &forward::route(ctx, from, client, PROTO_ICMP, now));
         }
+        if let Some(verdict) = follow_fragment(ctx) {
+            return verdict;
+        }
         // Not TCP, UDP or ICMP echo (other ICMP, later fragments...): no Service, but it may be
         // pod-to-pod traffic.
         return match packet::ipv4_addrs(ctx) {
@@ -140,6 +159,9 @@ fn balance(ctx: &TcContext, side: Side) -> i32 {
             None => TC_ACT_UNSPEC,
         };
     };
+    if flow.fragment == FIRST_FRAGMENT {
+        frag::remember(ctx, &flow);
+    }
     let key = flow.key();
     // SAFETY: coarse clock helper, no arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -197,6 +219,28 @@ fn balance(ctx: &TcContext, side: Side) -> i32 {
             TC_ACT_SHOT as i32
         }
     }
+}
+
+/// A later fragment of a datagram (see `frag`): translated like its flow's other packets when the flow
+/// has an entry, else passed on like any untranslated packet.
+#[inline(always)]
+fn follow_fragment(ctx: &TcContext) -> Option<i32> {
+    let mut flow = Flow::default();
+    if !frag::later(ctx, &mut flow) {
+        return None;
+    }
+    // What a subprogram wrote through a pointer comes back as an unknown scalar to the verifier:
+    // bound the offset (at most 14 + 60 - 8) so packet pointers built from it stay checkable.
+    flow.l4_off &= 0x7f;
+    let Some(entry) = CONNTRACK.get_ptr_mut(&flow.key()) else {
+        return Some(pod_to_pod(ctx, flow.saddr, flow.daddr));
+    };
+    // SAFETY: pointer from a successful lookup; plain integer fields.
+    let entry = unsafe { &mut *entry };
+    // SAFETY: coarse clock helper, no arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    note_packet(entry, &flow, now);
+    Some(finish(ctx, &flow, &Rewrite::of(entry), entry, now))
 }
 
 /// The first packet of a flow without a conntrack entry: if it is for a Service frontend, picks the
