@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Instant};
 
 use anyhow::{Context, Result};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use berth_common::{CtEntry, CtKey, PROTO_TCP, ipv4_to_be, port_to_be};
+use berth_common::{CFG_F_MASQUERADE, CtEntry, CtKey, NodeConfig, PROTO_TCP, ipv4_to_be, port_to_be};
 use berth_datapath::{
     PinDir,
     loader::{self, Capacities},
@@ -121,6 +121,20 @@ fn measure(sizes: &[usize], k: usize, samples: usize, bed: &TestBed) -> Result<V
             conntrack: berth_common::capacity::CONNTRACK,
         };
         let mut ebpf = loader::load(&pins, &caps)?;
+        // A node's settings as the agent writes them by default: the cluster's pod network known (so
+        // pod-to-pod traffic takes its real path) and the eBPF masquerade on.
+        berth_datapath::maps::write_node_config(
+            &pins,
+            NodeConfig {
+                snat_addr: ipv4_to_be([192, 168, 50, 1]),
+                snat_port_min: 61_000,
+                snat_port_max: 65_535,
+                cluster_net: ipv4_to_be([10, 244, 0, 0]),
+                cluster_mask: ipv4_to_be([255, 255, 0, 0]),
+                flags: CFG_F_MASQUERADE,
+                ..NodeConfig::default()
+            },
+        )?;
         let mut programmer = ServiceProgrammer::restore(ServiceMaps::open(&pins)?)?;
         let mut maps = ServiceMaps::open(&pins)?;
         let state = desired(n, k);

@@ -184,6 +184,15 @@ fn balance(ctx: &TcContext, side: Side) -> i32 {
         }
     }
 
+    if CONFIG
+        .get(0)
+        .is_some_and(|cfg| local::from_cluster(cfg, flow.daddr))
+    {
+        // A pod address is never a Service frontend, nor a destination to masquerade: pod-to-pod
+        // traffic (a socket-LB connection straight to its backend, most of all) skips both lookups.
+        forget_stale_reply(&flow);
+        return pod_to_pod(ctx, flow.saddr, flow.daddr);
+    }
     let mut out = Translation::default();
     let counter_index = match new_service_flow(&flow, &key, now, &mut out) {
         Decision::Translate => {
