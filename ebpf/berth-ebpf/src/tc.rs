@@ -18,8 +18,8 @@ use aya_ebpf::{
     bindings::TC_ACT_SHOT, helpers::bpf_ktime_get_coarse_ns, macros::classifier, programs::TcContext,
 };
 use berth_common::{
-    CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CtEntry, CtKey, FrontendKey, PROTO_ICMP,
-    PROTO_TCP, SVC_F_LOCAL_DROP, SVC_F_NODEPORT, SVC_F_SNAT, counter,
+    CT_F_CLOSING, CT_F_NODEPORT, CT_F_REPLY, CT_F_RST, CT_F_SNAT, CtEntry, CtKey, FrontendKey, NextHop,
+    PROTO_ICMP, PROTO_TCP, SVC_F_LOCAL_DROP, SVC_F_NODEPORT, SVC_F_SNAT, counter,
 };
 
 use crate::{
@@ -29,6 +29,7 @@ use crate::{
     maps::{CONFIG, CONNTRACK, FRONTENDS, count, new_flow_entries},
     masq,
     nat::{self, Rewrite},
+    nexthop::{self, Lookup},
     overlay,
     packet::{self, FIRST_FRAGMENT, Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     reject, select, snat,
@@ -191,7 +192,14 @@ fn balance(ctx: &TcContext, side: Side) -> i32 {
         // A pod address is never a Service frontend, nor a destination to masquerade: pod-to-pod
         // traffic (a socket-LB connection straight to its backend, most of all) skips both lookups.
         forget_stale_reply(&flow);
-        return pod_to_pod(ctx, flow.saddr, flow.daddr);
+        let verdict = pod_to_pod(ctx, flow.saddr, flow.daddr);
+        if verdict != TC_ACT_UNSPEC || side == Side::Uplink {
+            return verdict;
+        }
+        // A pod that is neither this node's (known to the data plane) nor behind the overlay: the
+        // FIB's next hop, as a translated packet gets, so untranslated pod traffic (the socket LB's)
+        // is forwarded as cheaply as the TC path's.
+        return forward_routed(ctx, &flow, now);
     }
     let mut out = Translation::default();
     let counter_index = match new_service_flow(&flow, &key, now, &mut out) {
@@ -451,6 +459,19 @@ fn note_packet(entry: &mut CtEntry, flow: &Flow, now: u64) {
     if flow.tcp_flags & TCP_RST != 0 {
         entry.flags |= CT_F_CLOSING | CT_F_RST;
     }
+}
+
+/// Sends a pod's untranslated packet straight to the FIB's next hop (cached per destination); the
+/// stack takes it when the FIB has no direct answer.
+#[inline(always)]
+fn forward_routed(ctx: &TcContext, flow: &Flow, now: u64) -> i32 {
+    let len = (ctx.len() as usize).saturating_sub(packet::ETH_HLEN).min(0xffff) as u16;
+    let mut hop = NextHop::default();
+    let lookup = nexthop::lookup(ctx, flow.saddr, flow.daddr, flow.proto, len, now, &mut hop);
+    if lookup != Lookup::Hop {
+        return TC_ACT_UNSPEC;
+    }
+    forward::send(ctx, &forward::Route::of(lookup, &hop))
 }
 
 #[inline(always)]
