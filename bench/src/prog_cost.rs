@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Instant};
 
 use anyhow::{Context, Result};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use berth_common::{CFG_F_MASQUERADE, CtEntry, CtKey, NodeConfig, PROTO_TCP, ipv4_to_be, port_to_be};
+use berth_common::{CFG_F_MASQUERADE, CtEntry, CtKey, NodeConfig, PROTO_TCP, ipv4_to_be, names, port_to_be};
 use berth_datapath::{
     PinDir,
     loader::{self, Capacities},
@@ -38,6 +38,9 @@ pub struct ProgRow {
     pub established: Stats,
     pub new_flow: Stats,
     pub miss: Stats,
+    /// Kernel memory (fdinfo `memlock`) of the maps that grow with Services (frontends, outer slots,
+    /// Maglev tables; allocated per element) with this many Services programmed.
+    pub service_map_bytes: u64,
     /// Timing overhead of a single (`repeat = 1`) run, included in `new_flow`.
     pub single_run_overhead: f64,
 }
@@ -82,6 +85,97 @@ pub fn desired(n: usize, k: usize) -> DesiredState {
         );
     }
     DesiredState { frontends }
+}
+
+/// Kernel memory of the map pinned as `name` (the `memlock` line of its fdinfo: the whole map for
+/// preallocated ones, the elements in use for `BPF_F_NO_PREALLOC` ones).
+fn memlock(pins: &PinDir, name: &str) -> Result<u64> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let map = aya::maps::MapData::from_pin(pins.map(name)).with_context(|| format!("open {name}"))?;
+    let fd = map.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no memlock for {name}"))
+}
+
+/// How the choice of backend holds when one of 10 backends leaves: the same flows balanced before and
+/// after, with conntrack flushed in between (as on a node that never saw them, or once their entries
+/// expired). Returns (algorithm, share of the remaining backends' flows that moved, share of all
+/// flows that moved).
+fn persistence(bed: &TestBed, flows: usize) -> Result<Vec<(&'static str, f64, f64)>> {
+    let mut out = Vec::new();
+    for (name, algorithm) in [("Maglev", LbAlgorithm::Maglev), ("random", LbAlgorithm::Random)] {
+        let pins = PinDir::new(&bed.bpffs_root(), &format!("persist-{name}"));
+        let mut ebpf = loader::load(&pins, &Capacities::default())?;
+        let mut programmer = ServiceProgrammer::restore(ServiceMaps::open(&pins)?)?;
+        let mut maps = ServiceMaps::open(&pins)?;
+        let mut state = desired(1, 10);
+        for spec in state.frontends.values_mut() {
+            spec.algorithm = algorithm;
+        }
+        programmer.apply(&state, true)?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(loader::programs::FROM_POD)
+            .context("program")?
+            .try_into()?;
+        let svc = cluster_ip(0);
+        let choose = |prog: &SchedClassifier| -> Result<Vec<[u8; 6]>> {
+            (0..flows)
+                .map(|f| {
+                    let src = Ipv4Addr::new(10, 245, (f / 250) as u8, (f % 250) as u8 + 1);
+                    let pkt = packets::tcp(src, svc, 1024 + (f % 60_000) as u16, SERVICE_PORT, SYN);
+                    let out = run_out(prog, &pkt)?;
+                    // Destination address and port as translated.
+                    let mut backend = [0u8; 6];
+                    backend[..4].copy_from_slice(&out[30..34]);
+                    backend[4..].copy_from_slice(&out[36..38]);
+                    Ok(backend)
+                })
+                .collect()
+        };
+        let before = choose(prog)?;
+        let removed = {
+            let spec = state.frontends.values_mut().next().context("frontend")?;
+            let gone = spec.ready.pop().context("backend")?;
+            let mut b = [0u8; 6];
+            b[..4].copy_from_slice(&gone.addr.octets());
+            b[4..].copy_from_slice(&gone.port.to_be_bytes());
+            b
+        };
+        programmer.apply(&state, true)?;
+        let keys: Vec<CtKey> = maps.conntrack.keys().filter_map(|k| k.ok()).collect();
+        for k in &keys {
+            let _ = maps.conntrack.remove(k);
+        }
+        let after = choose(prog)?;
+        let stayed: Vec<usize> = (0..flows).filter(|&i| before[i] != removed).collect();
+        let moved_remaining = stayed.iter().filter(|&&i| after[i] != before[i]).count();
+        let moved_all = (0..flows).filter(|&i| after[i] != before[i]).count();
+        out.push((
+            name,
+            moved_remaining as f64 / stayed.len().max(1) as f64,
+            moved_all as f64 / flows as f64,
+        ));
+        drop(programmer);
+        drop(ebpf);
+        let _ = std::fs::remove_dir_all(pins.path());
+    }
+    Ok(out)
+}
+
+/// Runs the program once on `packet` and returns the packet as it left.
+fn run_out(prog: &SchedClassifier, packet: &[u8]) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; packet.len() + 64];
+    let opts = TestRunOptions {
+        data_in: Some(packet),
+        data_out: Some(&mut out),
+        repeat: 1,
+        ..Default::default()
+    };
+    prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    Ok(out)
 }
 
 /// Runs the program on `packet` `repeat` times; the kernel reports the mean time per run.
@@ -141,6 +235,9 @@ fn measure(sizes: &[usize], k: usize, samples: usize, bed: &TestBed) -> Result<V
         let started = Instant::now();
         programmer.apply(&state, true)?;
         let program_ms = started.elapsed().as_secs_f64() * 1e3;
+        let service_map_bytes = memlock(&pins, names::FRONTENDS)?
+            + memlock(&pins, names::SLOTS)?
+            + memlock(&pins, names::MAGLEV)?;
         let prog: &mut SchedClassifier = ebpf
             .program_mut(loader::programs::FROM_POD)
             .context("program")?
@@ -221,6 +318,7 @@ fn measure(sizes: &[usize], k: usize, samples: usize, bed: &TestBed) -> Result<V
             established: Stats::of(&mut est),
             new_flow: Stats::of(&mut new),
             miss: miss_stats,
+            service_map_bytes,
             single_run_overhead: overhead,
         });
         drop(programmer);
@@ -230,8 +328,9 @@ fn measure(sizes: &[usize], k: usize, samples: usize, bed: &TestBed) -> Result<V
     Ok(rows)
 }
 
-/// Runs the benchmark at `sizes` Services with `k` endpoints each, `samples` packets per path.
-pub fn run(sizes: &[usize], k: usize, samples: usize) -> Result<Table> {
+/// Runs the benchmark at `sizes` Services with `k` endpoints each, `samples` packets per path: the
+/// cost table, then flow persistence when a backend leaves, then map memory.
+pub fn run(sizes: &[usize], k: usize, samples: usize) -> Result<Vec<Table>> {
     let mut bed = TestBed::new("bprog");
     let ns = bed.netns("node")?;
     let peer = bed.netns("peer")?;
@@ -251,11 +350,18 @@ pub fn run(sizes: &[usize], k: usize, samples: usize) -> Result<Table> {
     ns.ip(&["route", "add", "10.244.0.0/16", "via", "10.1.0.2", "dev", "pods"])?;
     ns.sysctl("net.ipv4.ip_forward", "1")?;
     let sizes = sizes.to_vec();
-    let rows = std::thread::scope(|s| {
-        s.spawn(|| -> Result<Vec<ProgRow>> {
+    let (rows, moves, ct_bytes) = std::thread::scope(|s| {
+        s.spawn(|| -> Result<_> {
             // The test run uses the calling thread's network namespace (its loopback device and FIB).
             berth_datapath::netns::enter(&ns.name)?;
-            measure(&sizes, k, samples, &bed)
+            let rows = measure(&sizes, k, samples, &bed)?;
+            let moves = persistence(&bed, (samples / 5).clamp(1000, 10_000))?;
+            let pins = PinDir::new(&bed.bpffs_root(), "memory");
+            let ebpf = loader::load(&pins, &Capacities::default())?;
+            let ct_bytes = memlock(&pins, names::CONNTRACK)?;
+            drop(ebpf);
+            let _ = std::fs::remove_dir_all(pins.path());
+            Ok((rows, moves, ct_bytes))
         })
         .join()
         .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
@@ -271,6 +377,7 @@ pub fn run(sizes: &[usize], k: usize, samples: usize) -> Result<Table> {
             "new flow p50 (raw)",
             "new flow p50 (net of timing)",
             "not a Service p50",
+            "Service maps (KiB)",
         ],
     );
     for r in &rows {
@@ -283,6 +390,7 @@ pub fn run(sizes: &[usize], k: usize, samples: usize) -> Result<Table> {
             format!("{:.0}", r.new_flow.p50),
             format!("{:.0}", r.new_flow.p50 - r.single_run_overhead),
             format!("{:.0}", r.miss.p50),
+            format!("{:.0}", r.service_map_bytes as f64 / 1024.0),
         ]);
     }
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
@@ -295,6 +403,44 @@ pub fn run(sizes: &[usize], k: usize, samples: usize) -> Result<Table> {
             flat(first.new_flow.p50, last.new_flow.p50)
         ));
     }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last())
+        && last.services > first.services
+    {
+        table.notes.push(format!(
+            "Service maps grow by {:.0} bytes per Service of {k} endpoints (frontend value with 16 inline backend slots, kernel element overhead included; preallocated maps not counted: see the memory table).",
+            (last.service_map_bytes - first.service_map_bytes) as f64
+                / (last.services - first.services) as f64
+        ));
+    }
+    let mut persist = Table::new(
+        "Flows that change backend when 1 of 10 backends leaves (same flows, conntrack flushed)",
+        &[
+            "algorithm",
+            "flows of the other 9 backends moved",
+            "all flows moved",
+        ],
+    );
+    for (name, remaining, all) in &moves {
+        persist.rows.push(vec![
+            name.to_string(),
+            format!("{:.1} %", remaining * 100.0),
+            format!("{:.1} %", all * 100.0),
+        ]);
+    }
+    persist.notes.push(
+        "Ideal: 0 % of the other backends' flows and 10 % of all (the leaving backend's own). Maglev is what every node computes alike, so a flow whose node changes (or whose entry expired) keeps its backend; established flows keep theirs either way (conntrack).".into(),
+    );
+    let capacity = berth_common::capacity::CONNTRACK as u64;
+    let mut memory = Table::new(
+        "Conntrack memory (preallocated LRU, default capacity)",
+        &["entries", "MiB", "bytes per entry", "bytes per flow (2 entries)"],
+    );
+    memory.rows.push(vec![
+        capacity.to_string(),
+        format!("{:.1}", ct_bytes as f64 / (1 << 20) as f64),
+        format!("{:.0}", ct_bytes as f64 / capacity as f64),
+        format!("{:.0}", 2.0 * ct_bytes as f64 / capacity as f64),
+    ]);
     drop(bed);
-    Ok(table)
+    Ok(vec![table, persist, memory])
 }

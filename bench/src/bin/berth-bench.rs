@@ -31,12 +31,12 @@ fn main() -> Result<()> {
         } else {
             (&[1, 1000, 10_000, 100_000], 50_000)
         };
-        let table = prog_cost::run(sizes, 10, samples)?;
+        let tables = prog_cost::run(sizes, 10, samples)?;
         report::write(
             cli.smoke,
             "service-lb-prog.md",
             "## berth Service LB: per-packet cost of the TC program\n\nCommand: `cargo xtask bench` (prog).",
-            &[table],
+            &tables,
         )?;
     }
     if want("compare") {
