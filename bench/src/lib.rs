@@ -10,12 +10,14 @@
 //!   from an EndpointSlice update to the map, resident memory.
 //! - [`control_plane`]: scheduling throughput with 100 and 1,000 hollow nodes, API latency (p50/p99)
 //!   and resident memory of the control plane holding 10,000 pods.
+//! - [`headline`]: the README's headline table, generated from the recorded results.
 //! - [`pods`]: the pod runtime on one node: startup latency of 100 pods (create to Running, broken
 //!   down), the agent's and the shims' memory with them running, the idle agent's CPU.
 
 pub mod agent_sync;
 pub mod compare;
 pub mod control_plane;
+pub mod headline;
 pub mod hostile;
 pub mod kube_proxy;
 pub mod overlay;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use std::time::Duration;
 
-use berth_bench::{agent_sync, compare, control_plane, hostile, overlay, pods, prog_cost, report};
+use berth_bench::{agent_sync, compare, control_plane, headline, hostile, overlay, pods, prog_cost, report};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -20,10 +20,18 @@ struct Cli {
     /// Override the seconds per data plane and size of the comparison.
     #[arg(long)]
     seconds: Option<f64>,
+    /// Only regenerate README.md's headline table from bench/results/ (full runs do it at their end).
+    #[arg(long)]
+    headline: bool,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let update_headline = || headline::update_readme(&root.join("../README.md"), &root.join("results"));
+    if cli.headline {
+        return update_headline();
+    }
     let want = |name: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == name);
     if want("prog") {
         let (sizes, samples): (&[usize], usize) = if cli.smoke {
@@ -196,6 +204,9 @@ fn main() -> Result<()> {
             "## berth pod runtime: startup latency, agent memory and idle CPU with 100 pods\n\nCommand: `cargo xtask bench` (pods).",
             &tables,
         )?;
+    }
+    if !cli.smoke {
+        update_headline()?;
     }
     Ok(())
 }
