@@ -251,13 +251,13 @@ fn node_port_on_a_node_without_local_backend_crosses_the_overlay() {
         "web",
         "10.96.0.30",
         "  type: NodePort\n",
-        &[("http", 80, 8080, "TCP", 30080)],
+        &[("http", 80, 8080, "TCP", 30080), ("dns", 53, 5353, "UDP", 30053)],
     );
     let slice = slice_yaml(
         "web-1",
         "web",
         &[Ep::ready(&backend.ip.to_string(), "node2")],
-        &[("http", 8080, "TCP")],
+        &[("http", 8080, "TCP"), ("dns", 5353, "UDP")],
     );
     for i in 1..=2 {
         w.write_manifest(i, "web.yaml", &format!("{svc}---\n{slice}"))
@@ -265,7 +265,7 @@ fn node_port_on_a_node_without_local_backend_crosses_the_overlay() {
     }
     for n in &mut w.nodes {
         if let Some(agent) = n.agent.as_mut() {
-            agent.wait_frontends(2, 0, Duration::from_secs(10));
+            agent.wait_frontends(4, 0, Duration::from_secs(10));
         }
     }
     for node_ip in ["192.168.60.1", "192.168.60.2"] {
@@ -285,6 +285,17 @@ fn node_port_on_a_node_without_local_backend_crosses_the_overlay() {
     }
     let got = probe(&ext, &["bulk", "192.168.60.1:30080", "--bytes", "4194304"]).expect("bulk");
     assert!(all_ok(&got, 1, &backend.id), "bulk through the NodePort: {got:?}");
+    // UDP through node1: the pod's answer goes to node1's address and must leave node2 as it is (a
+    // UDP answer has no flag telling it from a new flow, so node2 must not masquerade traffic to its
+    // peer nodes), or node1 cannot match it to the flow.
+    let got = probe(&ext, &["udp", "192.168.60.1:30053", "--count", "10"]).expect("udp");
+    assert!(
+        got.len() == 10
+            && got.iter().all(|a| matches!(a, Attempt::Ok { id, from, .. }
+                if *id == backend.id && from == "192.168.60.1:30053")),
+        "UDP NodePort across the overlay: {got:?}\n{}",
+        logs(&w)
+    );
 }
 
 #[test]

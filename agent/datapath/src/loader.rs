@@ -160,13 +160,15 @@ fn load_object(pins: &PinDir, sizes: &Capacities) -> Result<Ebpf, LoadError> {
 const OBSOLETE_MAPS: [&str; 1] = ["BERTH_SVC"];
 
 /// Maps the agent may drop and recreate when an older version pinned them with another layout: the node
-/// configuration (rewritten at every start), the counters, the local endpoints and the overlay peers
-/// (both rebuilt from the allocation records and Node objects on the first sync), the next-hop cache.
-const REPLACEABLE_MAPS: [&str; 5] = [
+/// configuration (rewritten at every start), the counters, the local endpoints and the overlay peers and
+/// their addresses (rebuilt from the allocation records and Node objects on the first sync), the
+/// next-hop cache.
+const REPLACEABLE_MAPS: [&str; 6] = [
     names::CONFIG,
     names::COUNTERS,
     names::ENDPOINTS,
     names::OVERLAY,
+    names::PEER_NODES,
     names::NEXTHOP,
 ];
 

@@ -1,14 +1,18 @@
-//! Keeps `BERTH_OVERLAY` (remote pod CIDR -> underlay address, VTEP MAC) equal to the overlay peers,
+//! Keeps `BERTH_OVERLAY` (remote pod CIDR -> underlay address, VTEP MAC) and `BERTH_PEER_NODES` equal
+//! to the overlay peers,
 //! and creates the node's VXLAN device (which only receives: the eBPF programs encapsulate).
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use aya::maps::lpm_trie::Key;
 use berth_common::{OVERLAY_VNI, OverlayPeer, ipv4_to_be, names};
 use thiserror::Error;
 use tracing::info;
 
-use aya::maps::{LpmTrie, MapData};
+use aya::maps::{HashMap, LpmTrie, MapData};
 
 use super::{
     PinDir,
@@ -83,10 +87,13 @@ fn key(c: &PodCidr) -> Key<u32> {
     Key::new(c.prefix_len as u32, ipv4_to_be(c.network.octets()))
 }
 
-/// Keeps the overlay map (which it alone opens) in step with the peers.
+/// Keeps the overlay maps (which it alone opens) in step with the peers: `BERTH_OVERLAY` (pod CIDR ->
+/// peer) and `BERTH_PEER_NODES` (the peers' underlay addresses, which the masquerade leaves alone).
 pub struct OverlayProgrammer {
     map: LpmTrie<MapData, u32, OverlayPeer>,
     applied: BTreeMap<PodCidr, OverlayPeer>,
+    nodes: HashMap<MapData, u32, u32>,
+    applied_nodes: BTreeSet<u32>,
 }
 
 impl OverlayProgrammer {
@@ -104,7 +111,14 @@ impl OverlayProgrammer {
                 v,
             );
         }
-        Ok(OverlayProgrammer { map, applied })
+        let nodes: HashMap<MapData, u32, u32> = open_typed(pins, names::PEER_NODES)?;
+        let applied_nodes = nodes.keys().flatten().collect();
+        Ok(OverlayProgrammer {
+            map,
+            applied,
+            nodes,
+            applied_nodes,
+        })
     }
 
     /// Writes new and changed peers, then removes those that left. Returns (written, removed).
@@ -137,6 +151,16 @@ impl OverlayProgrammer {
             let _ = self.map.remove(&key(cidr));
         }
         self.applied = desired;
+        let nodes: BTreeSet<u32> = peers.iter().map(|p| ipv4_to_be(p.underlay.octets())).collect();
+        for addr in nodes.difference(&self.applied_nodes) {
+            self.nodes
+                .insert(addr, 1, 0)
+                .map_err(op_err("update", names::PEER_NODES))?;
+        }
+        for addr in self.applied_nodes.difference(&nodes) {
+            let _ = self.nodes.remove(addr);
+        }
+        self.applied_nodes = nodes;
         Ok((written, gone.len()))
     }
 }

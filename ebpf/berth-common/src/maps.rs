@@ -27,6 +27,9 @@ pub mod names {
     /// Remote pod CIDRs, LPM trie: `u32` address (network order) with a prefix length ->
     /// [`super::OverlayPeer`] (where to send VXLAN for them).
     pub const OVERLAY: &str = "BERTH_OVERLAY";
+    /// The overlay peers' underlay addresses, hash: `u32` address (network order) -> `u32` (1). Pod
+    /// traffic to them is not masqueraded.
+    pub const PEER_NODES: &str = "BERTH_PEER_NODES";
     /// Pods of this node, hash: `u32` pod address (network order) -> [`super::LocalEndpoint`] (where to
     /// deliver packets for it without walking the host stack).
     pub const ENDPOINTS: &str = "BERTH_ENDPOINTS";
@@ -65,6 +68,8 @@ pub mod capacity {
     pub const SOCK_FWD: u32 = 1 << 16;
     /// Remote nodes' pod CIDRs.
     pub const OVERLAY: u32 = 1 << 12;
+    /// Other nodes' underlay addresses (one per overlay peer).
+    pub const PEER_NODES: u32 = 1 << 12;
     /// Pods on this node (a /24 holds 253; room for larger pod CIDRs).
     pub const ENDPOINTS: u32 = 1 << 12;
     /// Slots of the per-CPU next-hop cache (overlay peers and routed destinations), a power of two.

@@ -50,6 +50,9 @@ pub static SOCK_FWD: LruHashMap<SockFwdKey, SockFwdValue> = LruHashMap::pinned(c
 #[map(name = "BERTH_OVERLAY")]
 pub static OVERLAY: LpmTrie<u32, OverlayPeer> = LpmTrie::pinned(capacity::OVERLAY, 0);
 
+#[map(name = "BERTH_PEER_NODES")]
+pub static PEER_NODES: HashMap<u32, u32> = HashMap::pinned(capacity::PEER_NODES, 0);
+
 #[map(name = "BERTH_ENDPOINTS")]
 pub static ENDPOINTS: HashMap<u32, LocalEndpoint> = HashMap::pinned(capacity::ENDPOINTS, 0);
 

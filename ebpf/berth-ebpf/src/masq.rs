@@ -17,7 +17,7 @@ use berth_common::{
 use crate::{
     forward::{Decision, Route, Translation},
     local,
-    maps::{CONFIG, CONNTRACK, count, new_flow_entries},
+    maps::{CONFIG, CONNTRACK, PEER_NODES, count, new_flow_entries},
     nat::Rewrite,
     nexthop::{self, Lookup},
     packet::{ETH_HLEN, Flow, TCP_ACK, TCP_SYN},
@@ -39,6 +39,7 @@ pub fn egress(ctx: &TcContext, flow: &Flow, key: &CtKey, now: u64, out: &mut Tra
         || !local::from_cluster(cfg, flow.saddr)
         || local::from_cluster(cfg, flow.daddr)
         || is_multicast(flow.daddr)
+        || is_peer_node(flow.daddr)
         || (flow.proto == PROTO_TCP && flow.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN)
         || (flow.proto == PROTO_ICMP && flow.sport == 0)
     {
@@ -95,6 +96,17 @@ pub fn egress(ctx: &TcContext, flow: &Flow, key: &CtKey, now: u64, out: &mut Tra
     out.to = Rewrite::of(forward);
     out.route = route;
     Decision::Translate
+}
+
+/// Whether `addr` is another node of the overlay. Pod traffic to it keeps the pod's address: that
+/// node routes the pod network back through the overlay, and such a packet may be a reply, which must
+/// not be rewritten: a NodePort flow the other node SNATed to its own address and sent across the
+/// overlay to a pod here is answered to that address, and a UDP answer, unlike TCP's, has no flag that
+/// tells it from a new flow.
+#[inline(always)]
+fn is_peer_node(addr: u32) -> bool {
+    // SAFETY: presence check only.
+    unsafe { PEER_NODES.get(&addr) }.is_some()
 }
 
 /// 224.0.0.0/4 (network order in, first octet in the low byte on little-endian hosts).
