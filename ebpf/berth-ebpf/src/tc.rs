@@ -334,8 +334,8 @@ fn new_service_flow(flow: &Flow, key: &CtKey, now: u64, out: &mut Translation) -
         && !is_this_node(backend.addr)
     {
         // externalTrafficPolicy Cluster: replies must come back through this node. Likewise a pod's
-        // flow to a backend outside the pod network (the API server behind `kubernetes`,
-        // another node's host-network endpoint): redirected straight to the uplink it would skip the stack's
+        // flow to a backend outside the pod network (the API server behind `kubernetes`, another
+        // node's host-network endpoint): redirected straight to the uplink it would skip the stack's
         // masquerade, and that backend has no route back to pod addresses.
         let Some(cfg) = CONFIG.get(0) else {
             return Decision::Pass;
