@@ -113,6 +113,74 @@ impl LabelSelector {
     }
 }
 
+/// One `matchExpressions` entry of a `LabelSelector` or a `nodeSelectorTerm` (`key`, `operator`,
+/// `values`), as an object carries it.
+pub struct Expression<'a> {
+    pub key: &'a str,
+    pub operator: Option<&'a str>,
+    pub values: Vec<&'a str>,
+}
+
+impl<'a> Expression<'a> {
+    /// Reads an expression object; missing fields read as empty.
+    pub fn of(e: &'a Value) -> Self {
+        Expression {
+            key: e.get("key").and_then(Value::as_str).unwrap_or_default(),
+            operator: e.get("operator").and_then(Value::as_str),
+            values: e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The expressions of a selector's `field` (`matchExpressions`, `matchFields`); none when absent.
+    pub fn all_in(selector: &'a Value, field: &str) -> impl Iterator<Item = Expression<'a>> {
+        selector
+            .get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(Expression::of)
+    }
+
+    /// Whether `value` (the key's value, `None` when the key is absent) satisfies the expression.
+    /// `In`, `NotIn`, `Exists` and `DoesNotExist` are a label selector's operators; node selectors
+    /// add `Gt` and `Lt` (`numeric`), which compare integers. Any other operator matches nothing.
+    pub fn matches(&self, value: Option<&str>, numeric: bool) -> bool {
+        match self.operator {
+            Some("In") => value.is_some_and(|v| self.values.contains(&v)),
+            Some("NotIn") => value.is_none_or(|v| !self.values.contains(&v)),
+            Some("Exists") => value.is_some(),
+            Some("DoesNotExist") => value.is_none(),
+            Some(op @ ("Gt" | "Lt")) if numeric => {
+                let (Some(v), Some(bound)) = (
+                    value.and_then(|v| v.parse::<i64>().ok()),
+                    self.values.first().and_then(|b| b.parse::<i64>().ok()),
+                ) else {
+                    return false;
+                };
+                if op == "Gt" { v > bound } else { v < bound }
+            }
+            _ => false,
+        }
+    }
+
+    /// The expression in a selector string (`env in (a,b)`, `env`, `!env`); `None` for an
+    /// operator that string form cannot say.
+    fn to_selector_string(&self) -> Option<String> {
+        let key = self.key;
+        match self.operator {
+            Some("In") => Some(format!("{key} in ({})", self.values.join(","))),
+            Some("NotIn") => Some(format!("{key} notin ({})", self.values.join(","))),
+            Some("Exists") => Some(key.to_string()),
+            Some("DoesNotExist") => Some(format!("!{key}")),
+            _ => None,
+        }
+    }
+}
+
 /// Whether `labels` match a `LabelSelector` object (`matchLabels` and `matchExpressions`, as
 /// workloads and Services select pods). An empty selector matches everything; a malformed expression
 /// matches nothing.
@@ -122,27 +190,7 @@ pub fn matches_label_selector(selector: &Value, labels: &Value) -> bool {
         .get("matchLabels")
         .and_then(Value::as_object)
         .is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
-    let by_expressions = selector
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .is_none_or(|exprs| {
-            exprs.iter().all(|e| {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-                let values: Vec<&str> = e
-                    .get("values")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                match e.get("operator").and_then(Value::as_str) {
-                    Some("In") => get(key).is_some_and(|v| values.contains(&v)),
-                    Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
-                    Some("Exists") => get(key).is_some(),
-                    Some("DoesNotExist") => get(key).is_none(),
-                    _ => false,
-                }
-            })
-        });
-    by_labels && by_expressions
+    by_labels && Expression::all_in(selector, "matchExpressions").all(|e| e.matches(get(e.key), false))
 }
 
 /// A request's label and field selectors together.
@@ -208,26 +256,7 @@ pub fn selector_string(selector: Option<&Value>) -> String {
         .flatten()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
         .collect();
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-        let values: Vec<&str> = e
-            .get("values")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        match e.get("operator").and_then(Value::as_str) {
-            Some("In") => parts.push(format!("{key} in ({})", values.join(","))),
-            Some("NotIn") => parts.push(format!("{key} notin ({})", values.join(","))),
-            Some("Exists") => parts.push(key.to_string()),
-            Some("DoesNotExist") => parts.push(format!("!{key}")),
-            _ => {}
-        }
-    }
+    parts.extend(Expression::all_in(sel, "matchExpressions").filter_map(|e| e.to_selector_string()));
     parts.join(",")
 }
 
@@ -247,6 +276,48 @@ mod tests {
         // Not JSON as expected: left to the full decode.
         assert!(s.may_match_stored(b"[1]"));
         assert!(Selectors::default().may_match_stored(b"anything"));
+    }
+
+    #[test]
+    fn selector_objects_match_by_expression_and_print_as_strings() {
+        let sel = json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [
+                {"key": "env", "operator": "In", "values": ["prod", "stage"]},
+                {"key": "tier", "operator": "NotIn", "values": ["db"]},
+                {"key": "team", "operator": "Exists"},
+                {"key": "canary", "operator": "DoesNotExist"},
+            ]
+        });
+        let labels = json!({"app": "web", "env": "prod", "team": "a"});
+        assert!(matches_label_selector(&sel, &labels));
+        assert!(!matches_label_selector(
+            &sel,
+            &json!({"app": "web", "env": "dev", "team": "a"})
+        ));
+        assert!(!matches_label_selector(
+            &sel,
+            &json!({"app": "web", "env": "prod", "team": "a", "canary": "1"})
+        ));
+        assert!(!matches_label_selector(
+            &sel,
+            &json!({"app": "web", "env": "prod", "team": "a", "tier": "db"})
+        ));
+        assert_eq!(
+            selector_string(Some(&sel)),
+            "app=web,env in (prod,stage),tier notin (db),team,!canary"
+        );
+        // Gt and Lt are node-selector operators: a label selector using one matches nothing.
+        let gt = json!({"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}]});
+        assert!(!matches_label_selector(&gt, &json!({"cores": "8"})));
+        let e = Expression::of(&gt["matchExpressions"][0]);
+        assert!(e.matches(Some("8"), true));
+        assert!(!e.matches(Some("4"), true));
+        assert!(!e.matches(Some("many"), true));
+        assert!(!e.matches(None, true));
+        let lt = json!({"key": "cores", "operator": "Lt", "values": ["4"]});
+        assert!(Expression::of(&lt).matches(Some("2"), true));
+        assert!(!Expression::of(&json!({"key": "x", "operator": "Near"})).matches(Some("y"), true));
     }
 
     #[test]

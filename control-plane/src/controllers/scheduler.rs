@@ -15,6 +15,7 @@ use super::{
 };
 use crate::api::{
     objects::{self, Part},
+    selector::Expression,
     subresources,
 };
 
@@ -57,41 +58,10 @@ pub fn tolerates(tolerations: &[Value], taint: &Taint) -> bool {
 /// Whether a node matches a `nodeSelectorTerm` (`matchExpressions` on labels, `matchFields` on
 /// `metadata.name`).
 fn term_matches(term: &Value, node: &NodeInfo) -> bool {
-    let check = |exprs: Option<&Value>, get: &dyn Fn(&str) -> Option<String>| {
-        exprs.and_then(Value::as_array).into_iter().flatten().all(|e| {
-            let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-            let values: Vec<&str> = e
-                .get("values")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let v = get(key);
-            match e.get("operator").and_then(Value::as_str) {
-                Some("In") => v.is_some_and(|v| values.contains(&v.as_str())),
-                Some("NotIn") => v.is_none_or(|v| !values.contains(&v.as_str())),
-                Some("Exists") => v.is_some(),
-                Some("DoesNotExist") => v.is_none(),
-                Some("Gt") | Some("Lt") => {
-                    let (Some(v), Some(bound)) = (
-                        v.and_then(|v| v.parse::<i64>().ok()),
-                        values.first().and_then(|b| b.parse::<i64>().ok()),
-                    ) else {
-                        return false;
-                    };
-                    if e.get("operator").and_then(Value::as_str) == Some("Gt") {
-                        v > bound
-                    } else {
-                        v < bound
-                    }
-                }
-                _ => false,
-            }
-        })
-    };
-    check(term.get("matchExpressions"), &|k| node.labels.get(k).cloned())
-        && check(term.get("matchFields"), &|k| {
-            (k == "metadata.name").then(|| node.name.clone())
-        })
+    Expression::all_in(term, "matchExpressions")
+        .all(|e| e.matches(node.labels.get(e.key).map(String::as_str), true))
+        && Expression::all_in(term, "matchFields")
+            .all(|e| e.matches((e.key == "metadata.name").then_some(node.name.as_str()), true))
 }
 
 /// What a pod asks of its node, looked up once per pod rather than once per node considered.
@@ -347,6 +317,45 @@ impl Controller for Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_selector_terms_match_labels_numerically_and_the_name_by_field() {
+        let node = NodeInfo {
+            name: "n1".into(),
+            uid: String::new(),
+            labels: [
+                ("zone".to_string(), "a".to_string()),
+                ("cores".to_string(), "8".to_string()),
+            ]
+            .into(),
+            taints: Vec::new(),
+            ready: true,
+            unschedulable: false,
+            cpu_milli: 0,
+            memory_milli: 0,
+            pods: 0,
+        };
+        let term = |t: Value| term_matches(&t, &node);
+        assert!(term(
+            json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]})
+        ));
+        assert!(term(
+            json!({"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}]})
+        ));
+        assert!(!term(
+            json!({"matchExpressions": [{"key": "cores", "operator": "Lt", "values": ["4"]}]})
+        ));
+        assert!(term(
+            json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]})
+        ));
+        assert!(!term(
+            json!({"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]})
+        ));
+        assert!(!term(json!({
+            "matchExpressions": [{"key": "zone", "operator": "Exists"}],
+            "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n2"]}]
+        })));
+    }
 
     #[test]
     fn tolerations_match_taints() {
