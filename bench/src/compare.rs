@@ -1,11 +1,13 @@
 //! berth's data plane side by side with kube-proxy's iptables and nftables modes, in one run, on the
 //! same namespaces, servers and client: the standard single-node world of the tests with ten backend
-//! pods and one client pod. For each Service count:
+//! pods and one client pod per data plane. For each Service count:
 //!
-//! 1. berth: `berth-agent` programs the Services from a manifest (time to live measured); the client
-//!    runs once outside the node's cgroup (per-packet TC path) and once inside it (socket LB);
-//! 2. the agent is stopped and its pins removed (programs detached), then the same Services are loaded
-//!    as kube-proxy's iptables mode (`iptables-legacy-restore`), measured, flushed;
+//! 1. rounds of berth and the ceiling, back to back: `berth-agent` programs the Services from a
+//!    manifest (time to live measured in the first round); the client runs once outside the node's
+//!    cgroup (per-packet TC path) and once inside it (socket LB); the agent is stopped and its pins
+//!    removed (programs detached); the ceiling client loads the backends directly, with no load
+//!    balancer at all (before berth in odd rounds, after it in even ones);
+//! 2. the same Services as kube-proxy's iptables mode (`iptables-legacy-restore`), measured, flushed;
 //! 3. the same as kube-proxy's nftables mode (`nft -f`), measured, deleted.
 //!
 //! Load: new TCP connections (connect + first response) to uniformly random Services, bounded in time
@@ -39,7 +41,7 @@ pub struct CompareConfig {
     pub duration: Duration,
     pub threads: usize,
     pub rtt_count: u32,
-    /// Load runs per data plane and size; the median is reported.
+    /// Load runs per data plane and size (rounds of berth and the ceiling); medians are reported.
     pub rounds: usize,
 }
 
@@ -56,6 +58,14 @@ const PLANE_COLUMNS: [&str; 1 + PLANES] = [
     "no LB",
 ];
 
+/// Ratios of rates measured back to back in each round (see `run`), the median over the rounds.
+#[derive(Clone, Copy)]
+struct Paired {
+    tc_ceiling: f64,
+    sock_ceiling: f64,
+    sock_tc: f64,
+}
+
 /// Results of one data plane at one size.
 #[derive(Clone, Copy, Default)]
 struct Run {
@@ -65,47 +75,48 @@ struct Run {
     maps_ms: f64,
 }
 
-fn client_load(
+/// One bounded load of new connections from `client` (inside the node's cgroup when `cgroup`, so the
+/// socket LB translates its connects) to the addresses in `targets`.
+fn load_once(
     world: &LbWorld,
     client: &Netns,
     cgroup: bool,
     targets: &Path,
-    rtt_target: &str,
     cfg: &CompareConfig,
-) -> Result<(LoadSummary, LoadSummary)> {
-    // Each load runs `cfg.rounds` times as separate processes (the scheduler places client and
-    // server threads anew each time); the run with the median rate is reported.
-    let mut runs = Vec::new();
-    for _ in 0..cfg.rounds.max(1) {
-        let mut cmd = Command::new(workspace_bin("berth-probe"));
-        cmd.args(["--netns", &client.name]);
-        if cgroup {
-            cmd.arg("--cgroup").arg(world.node_cgroup());
-        }
-        let out = cmd
-            .arg("load")
-            .arg("--targets-file")
-            .arg(targets)
-            .args([
-                "--duration-ms",
-                &cfg.duration.as_millis().to_string(),
-                "--threads",
-                &cfg.threads.to_string(),
-            ])
-            .args(["--max", "500000"])
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        runs.push(
-            text.lines()
-                .find_map(LoadSummary::parse)
-                .with_context(|| format!("load output: {text} {}", String::from_utf8_lossy(&out.stderr)))?,
-        );
+) -> Result<LoadSummary> {
+    let mut cmd = Command::new(workspace_bin("berth-probe"));
+    cmd.args(["--netns", &client.name]);
+    if cgroup {
+        cmd.arg("--cgroup").arg(world.node_cgroup());
     }
-    runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-    let mut conns = runs[runs.len() / 2];
-    conns.errors = runs.iter().map(|r| r.errors).sum();
-    // Round trips on 2 vCPUs are dominated by where the scheduler puts client and server (same CPU:
-    // a few us; different CPUs: an idle wake-up, tens of us). Best of three p50s compares like with like.
+    let out = cmd
+        .arg("load")
+        .arg("--targets-file")
+        .arg(targets)
+        .args([
+            "--duration-ms",
+            &cfg.duration.as_millis().to_string(),
+            "--threads",
+            &cfg.threads.to_string(),
+        ])
+        .args(["--max", "500000"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(LoadSummary::parse)
+        .with_context(|| format!("load output: {text} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Request/response round trips on one connection, best of three runs by p50: on 2 vCPUs they are
+/// dominated by where the scheduler puts client and server (same CPU: a few us; different CPUs: an
+/// idle wake-up, tens of us), so the best p50 compares like with like.
+fn best_rtt(
+    world: &LbWorld,
+    client: &Netns,
+    cgroup: bool,
+    target: &str,
+    cfg: &CompareConfig,
+) -> Result<LoadSummary> {
     let mut best: Option<LoadSummary> = None;
     for _ in 0..3 {
         let mut cmd = Command::new(workspace_bin("berth-probe"));
@@ -114,7 +125,7 @@ fn client_load(
             cmd.arg("--cgroup").arg(world.node_cgroup());
         }
         let out = cmd
-            .args(["rtt", rtt_target, "--count", &cfg.rtt_count.to_string()])
+            .args(["rtt", target, "--count", &cfg.rtt_count.to_string()])
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let rtt = text.lines().find_map(LoadSummary::parse).with_context(|| {
@@ -128,8 +139,27 @@ fn client_load(
             best = Some(rtt);
         }
     }
-    let rtt = best.unwrap_or_default();
-    Ok((conns, rtt))
+    Ok(best.unwrap_or_default())
+}
+
+/// The load run with the median rate, with the errors of all runs summed.
+fn median_run(mut runs: Vec<LoadSummary>) -> LoadSummary {
+    let errors = runs.iter().map(|r| r.errors).sum();
+    runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let mut median = runs.get(runs.len() / 2).copied().unwrap_or_default();
+    median.errors = errors;
+    median
+}
+
+/// The median of per-round ratios `a[i] / b[i]` (runs of the same round measured back to back).
+fn paired_ratio(a: &[LoadSummary], b: &[LoadSummary]) -> f64 {
+    let mut ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x.rate() / y.rate().max(1e-9))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn manifests(n: usize, k: usize, world: &LbWorld) -> String {
@@ -184,7 +214,7 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
         p.ns.sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
     }
     let bpffs = world.bed.bpffs_root();
-    let mut rows: Vec<(usize, [Run; PLANES])> = Vec::new();
+    let mut rows: Vec<(usize, [Run; PLANES], Paired)> = Vec::new();
     // The ceiling: the same load straight to the backends (uniformly random), no load balancer at all.
     let direct = world.bed.scratch().join("targets-direct");
     let backends: Vec<String> = world.pods[..k]
@@ -211,48 +241,62 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
                 endpoints: world.pods[..k].iter().map(|p| (p.ip, TCP_PORT)).collect(),
             })
             .collect();
-        let mut runs = [Run::default(); PLANES];
-
-        // berth
-        let frontends = (n + 4096).to_string();
-        world.start_agent(true, &["--max-frontends", &frontends])?;
-        world.agent().wait_frontends(0, 0, Duration::from_secs(30));
         let yaml = manifests(n, k, &world);
-        let started = Instant::now();
-        world.apply("bench.yaml", &yaml, n);
-        let program_ms = started.elapsed().as_secs_f64() * 1e3;
-        let maps_ms = took_ms(&world.agent().log());
-        for (slot, cgroup) in [(0, false), (1, true)] {
-            let (conns, rtt) = client_load(&world, &clients[slot], cgroup, &targets, &service_rtt, cfg)?;
-            runs[slot] = Run {
-                conns,
-                rtt,
-                program_ms,
-                maps_ms,
+        let mut loads: [Vec<LoadSummary>; PLANES] = Default::default();
+        let mut rtts = [LoadSummary::default(); PLANES];
+        let (mut program_ms, mut maps_ms) = (f64::NAN, f64::NAN);
+
+        // berth and the ceiling in alternating rounds (berth's two paths in alternating order), so
+        // each round's ratios compare runs made back to back: the VM's drift over minutes (the
+        // ceiling alone moved 10 % between runs) cancels out of the paired ratios.
+        for round in 0..cfg.rounds.max(1) {
+            let ceiling_first = round % 2 == 1;
+            if ceiling_first {
+                loads[4].push(load_once(&world, &clients[4], false, &direct, cfg)?);
+            }
+            world.start_agent(true, &["--max-frontends", &(n + 4096).to_string()])?;
+            world.agent().wait_frontends(0, 0, Duration::from_secs(30));
+            let started = Instant::now();
+            world.apply("bench.yaml", &yaml, n);
+            if round == 0 {
+                program_ms = started.elapsed().as_secs_f64() * 1e3;
+                maps_ms = took_ms(&world.agent().log());
+            }
+            let order = if round % 2 == 0 {
+                [(0, false), (1, true)]
+            } else {
+                [(1, true), (0, false)]
             };
+            for (slot, cgroup) in order {
+                loads[slot].push(load_once(&world, &clients[slot], cgroup, &targets, cfg)?);
+                if round == 0 {
+                    rtts[slot] = best_rtt(&world, &clients[slot], cgroup, &service_rtt, cfg)?;
+                }
+            }
+            if let Some(mut agent) = world.agent.take() {
+                agent.kill();
+            }
+            let _ = std::fs::remove_file(world.manifests.join("bench.yaml"));
+            std::fs::remove_dir_all(bpffs.join(NODE_NAME))
+                .context("removing berth's pins (detaches its programs)")?;
+            if !ceiling_first {
+                loads[4].push(load_once(&world, &clients[4], false, &direct, cfg)?);
+            }
         }
-        if let Some(mut agent) = world.agent.take() {
-            agent.kill();
-        }
-        let _ = std::fs::remove_file(world.manifests.join("bench.yaml"));
-        std::fs::remove_dir_all(bpffs.join(NODE_NAME))
-            .context("removing berth's pins (detaches its programs)")?;
+        rtts[4] = best_rtt(&world, &clients[4], false, &backends[0], cfg)?;
 
         // kube-proxy, iptables mode
         let rules = world.bed.scratch().join("iptables.rules");
         std::fs::write(&rules, kube_proxy::iptables_restore(&svcs, "10.244.0.0/16"))?;
-        let ms = timed(
+        let iptables_ms = timed(
             &world.node,
             "iptables-legacy-restore",
             &[&rules.display().to_string()],
         )?;
-        let (conns, rtt) = client_load(&world, &clients[2], false, &targets, &service_rtt, cfg)?;
-        runs[2] = Run {
-            conns,
-            rtt,
-            program_ms: ms,
-            maps_ms: f64::NAN,
-        };
+        for _ in 0..cfg.rounds.max(1) {
+            loads[2].push(load_once(&world, &clients[2], false, &targets, cfg)?);
+        }
+        rtts[2] = best_rtt(&world, &clients[2], false, &service_rtt, cfg)?;
         let empty = world.bed.scratch().join("iptables.empty");
         std::fs::write(&empty, "*nat\nCOMMIT\n")?;
         timed(
@@ -267,25 +311,26 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
         // kube-proxy, nftables mode
         let nft = world.bed.scratch().join("kube-proxy.nft");
         std::fs::write(&nft, kube_proxy::nft_ruleset(&svcs, "10.244.0.0/16"))?;
-        let ms = timed(&world.node, "nft", &["-f", &nft.display().to_string()])?;
-        let (conns, rtt) = client_load(&world, &clients[3], false, &targets, &service_rtt, cfg)?;
-        runs[3] = Run {
-            conns,
-            rtt,
-            program_ms: ms,
-            maps_ms: f64::NAN,
-        };
+        let nft_ms = timed(&world.node, "nft", &["-f", &nft.display().to_string()])?;
+        for _ in 0..cfg.rounds.max(1) {
+            loads[3].push(load_once(&world, &clients[3], false, &targets, cfg)?);
+        }
+        rtts[3] = best_rtt(&world, &clients[3], false, &service_rtt, cfg)?;
         timed(&world.node, "nft", &["delete", "table", "ip", "kube-proxy"])?;
         timed(&world.node, "conntrack", &["-F"])?;
 
-        // No load balancer: the ceiling.
-        let (conns, rtt) = client_load(&world, &clients[4], false, &direct, &backends[0], cfg)?;
-        runs[4] = Run {
-            conns,
-            rtt,
-            program_ms: f64::NAN,
-            maps_ms: f64::NAN,
+        let paired = Paired {
+            tc_ceiling: paired_ratio(&loads[0], &loads[4]),
+            sock_ceiling: paired_ratio(&loads[1], &loads[4]),
+            sock_tc: paired_ratio(&loads[1], &loads[0]),
         };
+        let programmed = [program_ms, program_ms, iptables_ms, nft_ms, f64::NAN];
+        let runs: [Run; PLANES] = std::array::from_fn(|i| Run {
+            conns: median_run(std::mem::take(&mut loads[i])),
+            rtt: rtts[i],
+            program_ms: programmed[i],
+            maps_ms: if i < 2 { maps_ms } else { f64::NAN },
+        });
         for (name, r) in ["berth TC", "berth socket LB", "iptables", "nftables", "no LB"]
             .iter()
             .zip(&runs)
@@ -300,12 +345,12 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
                 r.program_ms
             );
         }
-        rows.push((n, runs));
+        rows.push((n, runs, paired));
     }
     Ok(tables(&rows, cfg))
 }
 
-fn tables(rows: &[(usize, [Run; PLANES])], cfg: &CompareConfig) -> Vec<Table> {
+fn tables(rows: &[(usize, [Run; PLANES], Paired)], cfg: &CompareConfig) -> Vec<Table> {
     let mut rate = Table::new(
         "New connections per second (connect + first response, uniformly random Service)",
         &[
@@ -317,6 +362,7 @@ fn tables(rows: &[(usize, [Run; PLANES])], cfg: &CompareConfig) -> Vec<Table> {
             "no LB (ceiling)",
             "berth TC / ceiling",
             "socket LB / ceiling",
+            "socket LB / berth TC",
             "berth TC / iptables",
             "berth TC / nftables",
             "socket LB / iptables",
@@ -338,7 +384,7 @@ fn tables(rows: &[(usize, [Run; PLANES])], cfg: &CompareConfig) -> Vec<Table> {
             "nft -f",
         ],
     );
-    for (n, r) in rows {
+    for (n, r, paired) in rows {
         let ratio = |a: &Run, b: &Run| format!("{:.2}x", a.conns.rate() / b.conns.rate().max(1e-9));
         rate.rows.push(vec![
             n.to_string(),
@@ -347,8 +393,9 @@ fn tables(rows: &[(usize, [Run; PLANES])], cfg: &CompareConfig) -> Vec<Table> {
             format!("{:.0}", r[2].conns.rate()),
             format!("{:.0}", r[3].conns.rate()),
             format!("{:.0}", r[4].conns.rate()),
-            ratio(&r[0], &r[4]),
-            ratio(&r[1], &r[4]),
+            format!("{:.2}x", paired.tc_ceiling),
+            format!("{:.2}x", paired.sock_ceiling),
+            format!("{:.2}x", paired.sock_tc),
             ratio(&r[0], &r[2]),
             ratio(&r[0], &r[3]),
             ratio(&r[1], &r[2]),
@@ -388,11 +435,14 @@ fn tables(rows: &[(usize, [Run; PLANES])], cfg: &CompareConfig) -> Vec<Table> {
     rate.notes.push(
         "No LB (ceiling): the same client load straight to the backends' addresses (uniformly random), \
          no agent and no rules: what a load balancer costs is the distance to it. Goal: berth (TC and \
-         socket LB) at least 0.95x of it."
+         socket LB) at least 0.95x of it, and the socket LB never below TC. Ratios to the ceiling and \
+         socket LB / TC are paired: the median over the rounds of each round's ratio, berth and the \
+         ceiling measured back to back in every round (alternating which goes first); the ratios to \
+         iptables and nftables divide the medians."
             .into(),
     );
     rate.notes.push(format!(
-        "Median of {} runs of {} s per data plane and size (errors summed over all runs), {} client threads in a fresh client pod per data plane and size, {} backend pods, all on a 2-CPU VM that also runs the servers.",
+        "Rates: the median of {} runs of {} s per data plane and size (errors summed over all runs), {} client threads in a fresh client pod per data plane and size, {} backend pods, all on a 2-CPU VM that also runs the servers.",
         cfg.rounds,
         cfg.duration.as_secs_f64(),
         cfg.threads,

@@ -68,8 +68,9 @@ pub fn table(dir: &Path) -> String {
         rows.push([
             "The same, socket LB".into(),
             format!(
-                "{} of the ceiling; {} iptables",
+                "{} of the ceiling, {} of TC; {} iptables",
                 get(&compare, CONNS, services, "socket LB / ceiling"),
+                get(&compare, CONNS, services, "socket LB / berth TC"),
                 get(&compare, CONNS, services, "socket LB / iptables"),
             ),
             ">= 0.95x ceiling, never below TC".into(),

@@ -64,7 +64,7 @@ fn main() -> Result<()> {
                 duration: Duration::from_secs(3),
                 threads: 2,
                 rtt_count: 5000,
-                rounds: 3,
+                rounds: 5,
             }
         };
         let mut cfg = cfg;
