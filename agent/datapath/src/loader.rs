@@ -217,3 +217,45 @@ fn is_bpffs(path: &std::path::Path) -> bool {
 pub fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Program, LoadError> {
     ebpf.program_mut(name).ok_or(LoadError::MissingProgram(name))
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
+
+    /// The programs call no out-of-line memory function: bpf-linker exports byte-at-a-time loops under
+    /// these names, and a zeroed struct that becomes a call to one costs hundreds of instructions per
+    /// packet (see ARCHITECTURE.md, "Memory intrinsics"; `ebpf/berth-ebpf/.cargo/config.toml` keeps
+    /// LLVM expanding them inline).
+    #[test]
+    fn the_programs_call_no_out_of_line_memset_or_memcpy() {
+        let file = object::File::parse(super::EBPF_OBJECT).expect("the embedded eBPF object is ELF");
+        let mut calls = Vec::new();
+        let mut relocations = 0;
+        for section in file.sections() {
+            for (offset, reloc) in section.relocations() {
+                relocations += 1;
+                let RelocationTarget::Symbol(index) = reloc.target() else {
+                    continue;
+                };
+                let Ok(symbol) = file.symbol_by_index(index) else {
+                    continue;
+                };
+                let name = symbol.name().unwrap_or_default();
+                if ["memset", "memcpy", "memmove", "memcmp", "bcmp"].contains(&name) {
+                    calls.push(format!(
+                        "{} +{offset:#x} -> {name}",
+                        section.name().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+        assert!(
+            relocations > 0,
+            "the object has relocations (map references): the check reads them"
+        );
+        assert!(
+            calls.is_empty(),
+            "calls to out-of-line memory functions: {calls:#?}"
+        );
+    }
+}
