@@ -169,6 +169,21 @@ impl OverlayWorld {
     }
 
     /// Node `i` (1-based).
+    /// A data-plane counter of node `i` (`berth-agent lb ct`'s `counter NAME = N` lines); 0 when absent.
+    pub fn counter(&self, i: u8, name: &str) -> u64 {
+        let out = Command::new(workspace_bin("berth-agent"))
+            .arg("--bpffs-root")
+            .arg(self.bed.bpffs_root())
+            .args(["lb", "ct", "--node", &self.node(i).name])
+            .output();
+        let Ok(out) = out else { return 0 };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("counter {name} = ")).map(str::to_owned))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn node(&self, i: u8) -> &OverlayNode {
         &self.nodes[usize::from(i) - 1]
     }

@@ -13,20 +13,6 @@ use berth_tests::{
     workspace_bin,
 };
 
-fn counter(w: &OverlayWorld, node: u8, name: &str) -> u64 {
-    let out = Command::new(workspace_bin("berth-agent"))
-        .arg("--bpffs-root")
-        .arg(w.bed.bpffs_root())
-        .args(["lb", "ct", "--node", &w.node(node).name])
-        .output()
-        .expect("berth-agent lb ct");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("counter {name} = ")).map(str::to_owned))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn all_ok(got: &[Attempt], n: usize, id: &str) -> bool {
     got.len() == n && got.iter().all(|a| a.id() == Some(id))
 }
@@ -74,12 +60,12 @@ fn three_nodes_every_pod_reaches_every_pod_with_large_transfers() {
     }
     for i in 1..=3 {
         assert!(
-            counter(&w, i, "overlay_encap") > 0,
+            w.counter(i, "overlay_encap") > 0,
             "node{i} sent nothing through the eBPF overlay"
         );
         // Small packets (handshakes, ACKs, datagrams) for local pods are decapsulated in eBPF.
         assert!(
-            counter(&w, i, "overlay_decap") > 0,
+            w.counter(i, "overlay_decap") > 0,
             "node{i} decapsulated nothing in eBPF"
         );
     }

@@ -164,6 +164,7 @@ pub fn conntrack(maps: &LbMaps) -> String {
         (counter::MASQUERADED, "masqueraded"),
         (counter::HOST_REPLY, "host_reply"),
         (counter::ICMP_ERRORS, "icmp_errors"),
+        (counter::OVERLAY_DECAP_GSO, "overlay_decap_gso"),
     ] {
         let _ = writeln!(out, "counter {name} = {}", maps.counter(index));
     }

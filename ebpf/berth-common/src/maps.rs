@@ -500,8 +500,10 @@ pub mod counter {
     pub const HOST_REPLY: u32 = 9;
     /// ICMP errors about translated flows translated back for their client.
     pub const ICMP_ERRORS: u32 = 10;
+    /// Of [`OVERLAY_DECAP`], GSO aggregates (several segments decapsulated at once).
+    pub const OVERLAY_DECAP_GSO: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 #[cfg(feature = "user")]

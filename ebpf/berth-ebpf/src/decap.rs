@@ -6,13 +6,21 @@
 //! Why: it skips the UDP socket, the VXLAN driver, its GRO cell and the host's routing for the packet,
 //! which shortens the round trip of small packets (handshakes, ACKs, requests and responses).
 //!
-//! GSO packets (aggregates of several segments) are left to the node's VXLAN device: without
-//! `BPF_F_ADJ_ROOM_DECAP_L4_UDP` (newer kernels than 6.18) their tunnel GSO state would stay set on the
-//! inner packet and break it if it were ever segmented again. The outer UDP checksum is not verified
-//! (VXLAN over IPv4 senders, flannel's included, commonly send none); adjusting the room resets the
-//! skb's checksum state, so the inner packet's own checksums are verified by the pod's stack.
+//! TCP GSO aggregates (several segments in one skb: a sender's unsegmented burst, or what GRO merged
+//! on arrival) are decapsulated too, whole: bulk transfers then skip the VXLAN device as well (single
+//! stream 14.7 -> 16.1 Gbit/s in the overlay bench, 1.09x flannel-style kernel VXLAN). The aggregate
+//! keeps its segment size and checksum state (see below), and also its tunnel GSO type, which only
+//! `BPF_F_ADJ_ROOM_DECAP_L4_UDP` (newer kernels than 6.18) would clear: harmless for the pod's own
+//! sockets, which take the aggregate whole; a pod that routes such a packet on (a router or VPN pod)
+//! would have it segmented as a tunnel packet, which it no longer is. Calico's eBPF data plane
+//! decapsulates aggregates the same way. The outer UDP checksum is not verified (VXLAN over IPv4
+//! senders, flannel's included, commonly send none); for single packets adjusting the room resets
+//! the skb's checksum state, so their own checksums are verified by the pod's stack.
 
-use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContext};
+use aya_ebpf::{
+    bindings::{BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_ADJ_ROOM_NO_CSUM_RESET, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC},
+    programs::TcContext,
+};
 use berth_common::{OVERLAY_VNI, counter, vxlan_port_be};
 
 use crate::{
@@ -30,8 +38,8 @@ const VXLAN_F_VNI: u8 = 0x08;
 pub enum Arrival {
     /// VXLAN for a local pod, decapsulated: the context holds the inner packet behind an Ethernet header.
     Decapsulated,
-    /// The overlay's own traffic left to the node's VXLAN device (GSO aggregates, inner destinations
-    /// that are not local pods): nothing for the load balancer to look at.
+    /// The overlay's own traffic left to the node's VXLAN device (inner destinations that are not
+    /// local pods, aggregates the kernel will not shrink): nothing for the load balancer to look at.
     Overlay,
     /// Anything else.
     Other,
@@ -77,13 +85,31 @@ pub fn vxlan_to_local_pod(ctx: &TcContext) -> Arrival {
         }
         let inner_ip = inner_eth + ETH_HLEN;
         let daddr = ((inner_ip + 16) as *const u32).read_unaligned();
-        if local::endpoint(daddr).is_none() || (*ctx.skb.skb).gso_size != 0 {
+        if local::endpoint(daddr).is_none() {
             return Arrival::Overlay;
         }
     }
-    if ctx.adjust_room(-(ENCAP_LEN as i32), BPF_ADJ_ROOM_MAC, 0).is_err() {
+    // A GSO aggregate keeps its segment size (the inner TCP's MSS, not 50 bytes more) and its
+    // checksum state: its inner checksums were validated when it was aggregated (GRO) or are still
+    // to be filled in (a local sender's CHECKSUM_PARTIAL), and a reset would make the pod's stack
+    // check one checksum over the whole aggregate and drop it. The kernel refuses aggregates that are
+    // not TCP (they stay with the VXLAN device).
+    // SAFETY: reading a plain field of the context.
+    let aggregate = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    let flags = if aggregate {
+        (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET) as u64
+    } else {
+        0
+    };
+    if ctx
+        .adjust_room(-(ENCAP_LEN as i32), BPF_ADJ_ROOM_MAC, flags)
+        .is_err()
+    {
         return Arrival::Overlay;
     }
     count(counter::OVERLAY_DECAP);
+    if aggregate {
+        count(counter::OVERLAY_DECAP_GSO);
+    }
     Arrival::Decapsulated
 }
