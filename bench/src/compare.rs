@@ -223,8 +223,9 @@ pub fn run(cfg: &CompareConfig) -> Result<Vec<Table>> {
         .collect();
     std::fs::write(&direct, backends.join("\n"))?;
     let service_rtt = format!("{}:{SERVICE_PORT}", cluster_ip(0));
-    for (round, &n) in cfg.sizes.iter().enumerate() {
-        let clients: Vec<Netns> = world.pods[k + PLANES * round..k + PLANES * round + PLANES]
+    for (size_index, &n) in cfg.sizes.iter().enumerate() {
+        let first_client = k + PLANES * size_index;
+        let clients: Vec<Netns> = world.pods[first_client..first_client + PLANES]
             .iter()
             .map(|p| p.ns.clone())
             .collect();

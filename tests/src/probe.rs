@@ -505,22 +505,23 @@ pub fn udp_on(
     }
     let mut buf = vec![0u8; 65536];
     match sock.recv_from(&mut buf) {
-        Ok((n, from)) => {
-            let text = String::from_utf8_lossy(&buf[..n]).to_string();
-            let mut it = text.split_whitespace();
-            let id = it.next().unwrap_or("?").to_string();
-            let peer = it.next().unwrap_or("?").to_string();
-            Attempt::Ok {
-                id,
-                peer,
-                from: from.to_string(),
-                micros: micros(),
-            }
-        }
+        Ok((n, from)) => udp_answer(&buf[..n], from, micros()),
         Err(e) => Attempt::Err {
             kind: error_kind(&e),
             micros: micros(),
         },
+    }
+}
+
+/// A test server's UDP answer (`ID PEER ...`) from `from`.
+fn udp_answer(answer: &[u8], from: SocketAddr, micros: u64) -> Attempt {
+    let text = String::from_utf8_lossy(answer);
+    let mut it = text.split_whitespace();
+    Attempt::Ok {
+        id: it.next().unwrap_or("?").to_string(),
+        peer: it.next().unwrap_or("?").to_string(),
+        from: from.to_string(),
+        micros,
     }
 }
 
@@ -598,6 +599,50 @@ pub fn path_mtu(target: SocketAddr, size: usize, timeout: Duration) -> std::io::
         return Err(std::io::Error::last_os_error());
     }
     Ok(mtu as u32)
+}
+
+/// `segments` datagrams of `segment` bytes sent by one `send_to` with UDP GSO (`UDP_SEGMENT`): the
+/// sender's kernel keeps them one aggregate as far as it can (through veths, and through berth's
+/// encapsulation). One attempt per answer the server sends (one per datagram), errors for the missing.
+pub fn udp_gso(target: SocketAddr, segment: u16, segments: u16, timeout: Duration) -> Vec<Attempt> {
+    use std::os::fd::AsRawFd;
+    let start = Instant::now();
+    let fail = |e: &std::io::Error| Attempt::Err {
+        kind: error_kind(e),
+        micros: start.elapsed().as_micros() as u64,
+    };
+    let sock = match UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)) {
+        Ok(s) => s,
+        Err(e) => return vec![fail(&e)],
+    };
+    let size = libc::c_int::from(segment);
+    // SAFETY: setsockopt on a descriptor we own, with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return vec![fail(&std::io::Error::last_os_error())];
+    }
+    let payload: Vec<u8> = (0..u64::from(segment) * u64::from(segments))
+        .map(pattern_byte)
+        .collect();
+    if let Err(e) = sock.send_to(&payload, target) {
+        return vec![fail(&e)];
+    }
+    let _ = sock.set_read_timeout(Some(timeout));
+    let mut buf = vec![0u8; 65536];
+    (0..segments)
+        .map(|_| match sock.recv_from(&mut buf) {
+            Ok((n, from)) => udp_answer(&buf[..n], from, start.elapsed().as_micros() as u64),
+            Err(e) => fail(&e),
+        })
+        .collect()
 }
 
 /// Holds one connected UDP socket to `target`: prints `ok connected TARGET 0`, then for each stdin

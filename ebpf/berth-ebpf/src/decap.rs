@@ -21,7 +21,7 @@ use aya_ebpf::{
     bindings::{BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_ADJ_ROOM_NO_CSUM_RESET, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC},
     programs::TcContext,
 };
-use berth_common::{OVERLAY_VNI, counter, vxlan_port_be};
+use berth_common::{OVERLAY_VNI, PROTO_TCP, counter, vxlan_port_be};
 
 use crate::{
     local,
@@ -39,7 +39,7 @@ pub enum Arrival {
     /// VXLAN for a local pod, decapsulated: the context holds the inner packet behind an Ethernet header.
     Decapsulated,
     /// The overlay's own traffic left to the node's VXLAN device (inner destinations that are not
-    /// local pods, aggregates the kernel will not shrink): nothing for the load balancer to look at.
+    /// local pods, aggregates that are not TCP): nothing for the load balancer to look at.
     Overlay,
     /// Anything else.
     Other,
@@ -88,12 +88,17 @@ pub fn vxlan_to_local_pod(ctx: &TcContext) -> Arrival {
         if local::endpoint(daddr).is_none() {
             return Arrival::Overlay;
         }
+        // Only TCP aggregates: the pod's TCP takes one whole, while its UDP splits a UDP GSO
+        // aggregate (`udp_rcv_segment`), and with the tunnel GSO type still set (see above) it
+        // would split it as a tunnel packet. Those stay with the VXLAN device.
+        if (*ctx.skb.skb).gso_size != 0 && *((inner_ip + 9) as *const u8) != PROTO_TCP {
+            return Arrival::Overlay;
+        }
     }
     // A GSO aggregate keeps its segment size (the inner TCP's MSS, not 50 bytes more) and its
     // checksum state: its inner checksums were validated when it was aggregated (GRO) or are still
     // to be filled in (a local sender's CHECKSUM_PARTIAL), and a reset would make the pod's stack
-    // check one checksum over the whole aggregate and drop it. The kernel refuses aggregates that are
-    // not TCP (they stay with the VXLAN device).
+    // check one checksum over the whole aggregate and drop it.
     // SAFETY: reading a plain field of the context.
     let aggregate = unsafe { (*ctx.skb.skb).gso_size } != 0;
     let flags = if aggregate {

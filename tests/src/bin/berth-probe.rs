@@ -116,6 +116,17 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// SEGMENTS datagrams of SEGMENT bytes sent in one send with UDP GSO (`UDP_SEGMENT`), one line per
+    /// expected answer.
+    UdpGso {
+        target: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        segment: u16,
+        #[arg(long, default_value_t = 8)]
+        segments: u16,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -233,6 +244,16 @@ fn main() -> Result<()> {
             probe::path_mtu(target, size, Duration::from_millis(timeout_ms))?
         ),
         Cmd::HoldUdp { target, timeout_ms } => probe::hold_udp(target, Duration::from_millis(timeout_ms))?,
+        Cmd::UdpGso {
+            target,
+            segment,
+            segments,
+            timeout_ms,
+        } => {
+            for attempt in probe::udp_gso(target, segment, segments, Duration::from_millis(timeout_ms)) {
+                probe::print(&attempt);
+            }
+        }
     }
     Ok(())
 }
