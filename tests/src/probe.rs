@@ -266,6 +266,30 @@ pub fn tcp_once(target: SocketAddr, timeout: Duration) -> Attempt {
     tcp_once_from(target, timeout, None)
 }
 
+/// `setsockopt(fd, level, name, value)`: an option whose value is a plain C struct or integer.
+fn set_option<T>(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    // SAFETY: a pointer to a live `T` and its size; the kernel reads at most that many bytes.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A TCP stream to `target` from local port `port` (SO_REUSEADDR), connect bounded by `timeout`.
 fn connect_from(target: SocketAddr, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
     use std::os::fd::FromRawFd;
@@ -295,23 +319,11 @@ fn connect_from(target: SocketAddr, port: u16, timeout: Duration) -> std::io::Re
     let local = sockaddr(Ipv4Addr::UNSPECIFIED, port);
     let remote = sockaddr(*v4.ip(), v4.port());
     let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: valid option pointers and lengths; sockaddr_in pointers with their size.
+    set_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one)?;
+    set_option(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv)?;
+    // SAFETY: sockaddr_in pointers with their size.
     let ok = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            4,
-        ) == 0
-            && libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            ) == 0
-            && libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) == 0
+        libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) == 0
             && libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) == 0
     };
     if ok {
@@ -436,16 +448,7 @@ pub fn tcp_once_from(target: SocketAddr, timeout: Duration, source_port: Option<
             l_onoff: 1,
             l_linger: 0,
         };
-        // SAFETY: a valid option pointer and its size, on the stream's own descriptor.
-        unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        let _ = set_option(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger);
     }
     match read {
         Ok(n) if n > 0 => {
@@ -564,20 +567,7 @@ pub fn path_mtu(target: SocketAddr, size: usize, timeout: Duration) -> std::io::
     use std::os::fd::AsRawFd;
     let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
     let fd = sock.as_raw_fd();
-    let discover: libc::c_int = libc::IP_PMTUDISC_DO;
-    // SAFETY: setsockopt with a valid int option.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            (&discover as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    set_option(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, &libc::IP_PMTUDISC_DO)?;
     sock.connect(target)?;
     sock.set_read_timeout(Some(timeout))?;
     let payload: Vec<u8> = (0..size as u64).map(pattern_byte).collect();
@@ -616,18 +606,8 @@ pub fn udp_gso(target: SocketAddr, segment: u16, segments: u16, timeout: Duratio
         Err(e) => return vec![fail(&e)],
     };
     let size = libc::c_int::from(segment);
-    // SAFETY: setsockopt on a descriptor we own, with a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_SEGMENT,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return vec![fail(&std::io::Error::last_os_error())];
+    if let Err(e) = set_option(sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, &size) {
+        return vec![fail(&e)];
     }
     let payload: Vec<u8> = (0..u64::from(segment) * u64::from(segments))
         .map(pattern_byte)

@@ -88,19 +88,20 @@ pub fn vxlan_to_local_pod(ctx: &TcContext) -> Arrival {
         if local::endpoint(daddr).is_none() {
             return Arrival::Overlay;
         }
-        // Only TCP aggregates: the pod's TCP takes one whole, while its UDP splits a UDP GSO
-        // aggregate (`udp_rcv_segment`), and with the tunnel GSO type still set (see above) it
-        // would split it as a tunnel packet. Those stay with the VXLAN device.
-        if (*ctx.skb.skb).gso_size != 0 && *((inner_ip + 9) as *const u8) != PROTO_TCP {
-            return Arrival::Overlay;
-        }
+    }
+    // SAFETY: reading a plain field of the context.
+    let aggregate = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    // Only TCP aggregates: the pod's TCP takes one whole, while its UDP splits a UDP GSO aggregate
+    // (`udp_rcv_segment`), and with the tunnel GSO type still set (see above) it would split it as a
+    // tunnel packet. Those stay with the VXLAN device.
+    // SAFETY: inside the bounds checked above (inner IPv4 header).
+    if aggregate && unsafe { *((start + ETH_HLEN + ENCAP_LEN + 9) as *const u8) } != PROTO_TCP {
+        return Arrival::Overlay;
     }
     // A GSO aggregate keeps its segment size (the inner TCP's MSS, not 50 bytes more) and its
     // checksum state: its inner checksums were validated when it was aggregated (GRO) or are still
     // to be filled in (a local sender's CHECKSUM_PARTIAL), and a reset would make the pod's stack
     // check one checksum over the whole aggregate and drop it.
-    // SAFETY: reading a plain field of the context.
-    let aggregate = unsafe { (*ctx.skb.skb).gso_size } != 0;
     let flags = if aggregate {
         (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET) as u64
     } else {
