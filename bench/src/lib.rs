@@ -2,6 +2,8 @@
 //!
 //! - [`prog_cost`]: per-packet cost of the TC program under `BPF_PROG_TEST_RUN` at 1 to 100,000
 //!   Services, for established flows, new flows and packets that are not for a Service.
+//! - [`floor`]: the machine's own floors the per-packet costs are read against (the test-run harness
+//!   around an empty program, the latency of a load that misses every cache).
 //! - [`compare`]: berth against kube-proxy's iptables and nftables modes on the same namespaces and
 //!   servers: new-connection rate, request latency, time to program all Services.
 //! - [`overlay`]: berth's eBPF overlay against flannel-style kernel VXLAN and plain routing between two
@@ -17,6 +19,7 @@
 pub mod agent_sync;
 pub mod compare;
 pub mod control_plane;
+pub mod floor;
 pub mod headline;
 pub mod hostile;
 pub mod kube_proxy;
