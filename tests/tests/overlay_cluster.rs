@@ -222,7 +222,25 @@ fn nodes_join_leave_and_move_without_restarts() {
 
 #[test]
 fn node_port_on_a_node_without_local_backend_crosses_the_overlay() {
-    let mut w = start_cluster("ovlnp", 2, 1);
+    node_port_across_the_overlay("ovlnp", &[]);
+}
+
+/// The same with the nftables masquerade fallback: node1's SNATed request walks node2's stack after
+/// decapsulation (its source is no pod), so netfilter's conntrack sees it and the pod's UDP answer is a
+/// reply, not a new flow to masquerade.
+#[test]
+fn node_port_across_the_overlay_with_the_nftables_masquerade() {
+    node_port_across_the_overlay("ovlnpnft", &["--masquerade-mode", "nftables"]);
+}
+
+/// NodePort (TCP, bulk, UDP) through node1, whose only backend is node2's pod; `extra` goes to both
+/// agents.
+fn node_port_across_the_overlay(name: &str, extra: &[&str]) {
+    let mut w = OverlayWorld::with_pods(name, 2, 1).expect("world");
+    for i in 1..=2 {
+        w.write_node_manifests(i).expect("node manifests");
+        w.start_berth_with(i, extra).expect("berth");
+    }
     // A client outside the cluster, on the underlay.
     let ext = w.bed.netns("ext").expect("ext ns");
     w.bed.veth(&ext, "eth0", &w.underlay, "pext").expect("veth");
