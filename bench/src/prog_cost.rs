@@ -51,6 +51,13 @@ pub struct ProgRow {
     pub single_run_overhead: f64,
 }
 
+/// Title of the floors table, and the first cells of its rows (the headline reads them).
+pub const FLOORS: &str = "What this machine costs before the program does anything";
+pub const FLOOR_EMPTY_REPEATED: &str = "empty TC program";
+pub const FLOOR_EMPTY_SINGLE: &str = "empty TC program, single run";
+pub const FLOOR_CACHED_LOAD: &str = "load that hits a cache";
+pub const FLOOR_COLD_LOAD: &str = "load that misses every cache";
+
 /// Runs per `BPF_PROG_TEST_RUN` call on repeatable paths.
 const REPEAT: u32 = 1000;
 
@@ -461,28 +468,29 @@ pub fn run(sizes: &[usize], k: usize, samples: usize) -> Result<Vec<Table>> {
     let chase = (samples * 40).clamp(200_000, 4_000_000);
     let cached = floor::dependent_load_ns(256 << 10, chase)?;
     let cold = floor::dependent_load_ns(ct_bytes as usize, chase)?;
-    let mut floors = Table::new(
-        "What this machine costs before the program does anything (ns)",
-        &["what", "ns"],
-    );
+    let mut floors = Table::new(FLOORS, &["what", "ns", "how"]);
     floors.rows.push(vec![
-        format!("empty TC program, BPF_PROG_TEST_RUN repeat {REPEAT}, per run"),
+        FLOOR_EMPTY_REPEATED.into(),
         format!("{:.0}", harness.repeated),
+        format!("BPF_PROG_TEST_RUN repeat {REPEAT}, per run (as the established and not-a-Service paths)"),
     ]);
     floors.rows.push(vec![
-        "empty TC program, one run per call (timing included)".into(),
+        FLOOR_EMPTY_SINGLE.into(),
         format!("{:.0}", harness.single),
+        "one run per call, the kernel's clock reads included (as the new-flow path)".into(),
     ]);
     floors.rows.push(vec![
-        "dependent load, random line of 256 KiB (cached)".into(),
+        FLOOR_CACHED_LOAD.into(),
         format!("{cached:.1}"),
+        "dependent loads of random lines of a 256 KiB buffer".into(),
     ]);
     floors.rows.push(vec![
+        FLOOR_COLD_LOAD.into(),
+        format!("{cold:.1}"),
         format!(
-            "dependent load, random line of {:.0} MiB (the conntrack map's size: misses every cache)",
+            "dependent loads of random lines of a {:.0} MiB buffer, the conntrack map's size",
             ct_bytes as f64 / (1 << 20) as f64
         ),
-        format!("{cold:.1}"),
     ]);
     if let Some(first) = rows.first() {
         let net = first.new_flow.p50 - first.single_run_overhead;
