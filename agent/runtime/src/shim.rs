@@ -19,6 +19,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use jiff::{Timestamp, fmt::temporal::DateTimePrinter};
 use serde::{Deserialize, Serialize};
 
 /// What the shim is told.
@@ -472,28 +473,11 @@ impl CriLog {
     }
 }
 
-/// `2026-12-06T02:24:11.123456789Z`.
+/// `2026-12-06T02:24:11.123456789Z`: CRI log lines and exit records carry nanoseconds.
 pub fn rfc3339_nanos(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
+    const NANOS: DateTimePrinter = DateTimePrinter::new().precision(Some(9));
+    let at = Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH);
+    NANOS.timestamp_to_string(&at)
 }
 
 /// Starts the shim for `args` as `shim_exe container-shim ...` (the agent's own binary), detached from

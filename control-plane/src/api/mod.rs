@@ -1126,7 +1126,8 @@ impl Api {
         }
     }
 
-    /// NodeRestriction on what a node's write would make of its Node ([`auth::admit_node_write`]).
+    /// NodeRestriction on what a node's write would make of its Node ([`auth::admit_node_write`]): the
+    /// Node as it is (none for a create) against what the write proposes.
     fn admit_node_write(
         &self,
         req: &ApiRequest<'_>,
@@ -1134,31 +1135,14 @@ impl Api {
         r: &'static objects::Resource,
         name: Option<&str>,
     ) -> Result<(), ApiError> {
-        let json = |body: &[u8]| {
-            serde_json::from_slice::<Value>(body)
-                .map_err(|e| ApiError::bad_request(format!("a node's write must be JSON: {e}")))
+        let Some(proposed) = self.proposed_object(req, r, None, name)? else {
+            return Ok(()); // nothing to judge: the write itself answers
         };
-        match (req.method, name) {
-            ("POST", None) => auth::admit_node_write(user, None, &json(req.body)?),
-            ("PUT", Some(name)) => {
-                let current = objects::get(&self.store, r, None, name).ok();
-                auth::admit_node_write(user, current.as_ref(), &json(req.body)?)
-            }
-            ("PATCH", Some(name)) => {
-                let Ok(current) = objects::get(&self.store, r, None, name) else {
-                    return Ok(()); // the write itself answers NotFound
-                };
-                let mut proposed = current.clone();
-                patch::apply(
-                    req.patch_kind()?,
-                    r.strategy.merge_keys(),
-                    &mut proposed,
-                    &json(req.body)?,
-                )?;
-                auth::admit_node_write(user, Some(&current), &proposed)
-            }
-            _ => Ok(()),
-        }
+        let current = match (req.method, name) {
+            ("PUT" | "PATCH", Some(name)) => objects::get(&self.store, r, None, name).ok(),
+            _ => None,
+        };
+        auth::admit_node_write(user, current.as_ref(), &proposed)
     }
 
     /// PUT or PATCH of an object or of one of its parts (status, approval, finalize).

@@ -1,8 +1,10 @@
 //! Time as Kubernetes writes it: RFC 3339 UTC seconds (`2006-01-02T15:04:05Z`) for `Time`, with
-//! microseconds for `MicroTime`, and back to seconds since the Unix epoch. Leaf helpers with no
-//! dependency, used by the API, the controllers and the protobuf codec alike.
+//! microseconds for `MicroTime`, and back to seconds since the Unix epoch (jiff does the calendar).
+//! Leaf helpers used by the API, the controllers and the protobuf codec alike.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use jiff::{Timestamp, fmt::temporal::DateTimePrinter};
 
 /// Seconds since the Unix epoch, now.
 pub fn now_epoch() -> i64 {
@@ -28,53 +30,25 @@ pub fn rfc3339_at(secs: u64) -> String {
 }
 
 /// `seconds` since the Unix epoch as `2006-01-02T15:04:05Z`, with `.000000` microseconds for a
-/// `MicroTime`.
+/// `MicroTime`. Beyond the years -9999..=9999 (a protobuf body may say anything) the nearest time that
+/// can be written.
 pub fn rfc3339(seconds: i64, micros: Option<i32>) -> String {
-    let days = seconds.div_euclid(86_400);
-    let secs = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let mut out = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
-    if let Some(micros) = micros {
-        out.push_str(&format!(".{micros:06}"));
-    }
-    out.push('Z');
-    out
+    const SECONDS: DateTimePrinter = DateTimePrinter::new().precision(Some(0));
+    const MICROS: DateTimePrinter = DateTimePrinter::new().precision(Some(6));
+    let nanos = micros.map_or(0, |us| us.clamp(0, 999_999) * 1000);
+    let at = Timestamp::new(seconds, nanos).unwrap_or(if seconds < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    });
+    let printer = if micros.is_some() { MICROS } else { SECONDS };
+    printer.timestamp_to_string(&at)
 }
 
-/// Seconds since the Unix epoch of an RFC 3339 UTC timestamp (`2026-11-22T04:40:07Z`; fractions
-/// ignored).
+/// Seconds since the Unix epoch of an RFC 3339 timestamp (`2026-11-22T04:40:07Z`, or with an offset;
+/// fractions dropped).
 pub fn epoch_seconds(ts: &str) -> Option<i64> {
-    let num = |r: std::ops::Range<usize>| ts.get(r).and_then(|s| s.parse::<i64>().ok());
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days from civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    ts.parse::<Timestamp>().ok().map(|t| t.as_second())
 }
 
 #[cfg(test)]
@@ -94,5 +68,12 @@ mod tests {
             assert_eq!(epoch_seconds(&rfc3339_at(secs)), Some(secs as i64));
         }
         assert_eq!(now_micro_rfc3339().len(), 27);
+        // Offsets count (2024-03-01T00:00:00Z written in UTC+2).
+        assert_eq!(epoch_seconds("2024-03-01T02:00:00+02:00"), Some(1_709_251_200));
+        assert_eq!(epoch_seconds("2024-03-01T00:00:00.999999Z"), Some(1_709_251_200));
+        assert_eq!(epoch_seconds("yesterday"), None);
+        // A client's protobuf Time far outside what anyone means still writes a timestamp.
+        assert_eq!(rfc3339(i64::MAX, None), rfc3339(i64::MAX - 1, None));
+        assert!(rfc3339(i64::MIN, Some(7)).ends_with('Z'));
     }
 }
