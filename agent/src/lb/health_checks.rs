@@ -42,8 +42,9 @@ impl HealthCheck {
     }
 }
 
-/// The Services that ask for a health check: (namespace, name) -> port.
-pub type Asking = HashMap<(String, String), u16>;
+/// The Services that ask for a health check: namespace -> name -> port (nested, so that a slice's
+/// Service is looked up by its borrowed names, with no key built per slice).
+pub type Asking = HashMap<String, HashMap<String, u16>>;
 
 /// The health-check node ports this node serves, by port.
 pub fn desired(
@@ -79,7 +80,7 @@ pub fn asking(services: &[Arc<Service>]) -> Asking {
         };
         let namespace = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let name = svc.metadata.name.clone().unwrap_or_default();
-        wanted.insert((namespace, name), port);
+        wanted.entry(namespace).or_default().insert(name, port);
     }
     wanted
 }
@@ -89,16 +90,19 @@ pub fn answers(wanted: &Asking, slices: &[Arc<EndpointSlice>], node: &str) -> BT
     if wanted.is_empty() {
         return BTreeMap::new();
     }
-    let mut local: HashMap<(String, String), BTreeSet<Ipv4Addr>> = HashMap::new();
+    // Local ready addresses per Service, keyed by the names `wanted` holds.
+    let mut local: HashMap<(&str, &str), BTreeSet<Ipv4Addr>> = HashMap::new();
     for slice in slices {
         let Some(service) = slice.service_name() else {
             continue;
         };
         let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
-        let key = (namespace.to_string(), service.to_string());
-        if !wanted.contains_key(&key) {
+        let Some((namespace, service)) = wanted
+            .get_key_value(namespace)
+            .and_then(|(ns, names)| names.get_key_value(service).map(|(name, _)| (ns, name)))
+        else {
             continue;
-        }
+        };
         for ep in &slice.endpoints {
             // As kube-proxy counts: ready (nil means ready) and on this node.
             let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
@@ -106,19 +110,25 @@ pub fn answers(wanted: &Asking, slices: &[Arc<EndpointSlice>], node: &str) -> BT
                 continue;
             }
             if let Some(EndpointAddress::V4(addr)) = ep.address {
-                local.entry(key.clone()).or_default().insert(addr);
+                local
+                    .entry((namespace.as_str(), service.as_str()))
+                    .or_default()
+                    .insert(addr);
             }
         }
     }
     wanted
         .iter()
-        .map(|(key, port)| {
-            let local_endpoints = local.get(key).map_or(0, BTreeSet::len);
+        .flat_map(|(namespace, names)| names.iter().map(move |(name, port)| (namespace, name, *port)))
+        .map(|(namespace, name, port)| {
+            let local_endpoints = local
+                .get(&(namespace.as_str(), name.as_str()))
+                .map_or(0, BTreeSet::len);
             (
-                *port,
+                port,
                 HealthCheck {
-                    namespace: key.0.clone(),
-                    name: key.1.clone(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
                     local_endpoints,
                 },
             )
