@@ -63,6 +63,8 @@ struct TestRunAttr {
     duration: u32,
 }
 
+/// `bpf(cmd, attr)`, for one of the attribute prefixes above (aya loads ELF objects; these calibration
+/// programs are a handful of instructions built here).
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, initialised prefix of `union bpf_attr` of the size passed.
     let rc = unsafe {
