@@ -12,6 +12,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use crate::report::Stats;
+
 /// `BPF_MAP_CREATE`, `BPF_PROG_LOAD` and `BPF_PROG_TEST_RUN` (uapi `enum bpf_cmd`).
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -269,14 +271,9 @@ fn runs(prog: &OwnedFd, packet: &[u8], repeat: u32, repeated: usize, single: usi
         s.push(test_run(prog, packet, 1)?);
     }
     Ok(Runs {
-        repeated: median(&mut r),
-        single: median(&mut s),
+        repeated: Stats::of(&mut r).p50,
+        single: Stats::of(&mut s).p50,
     })
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Cache line size assumed for the chase (x86-64 and arm64 servers).

@@ -1018,7 +1018,9 @@ impl Api {
         target: &Target<'_>,
     ) -> Result<(), ApiError> {
         let r = target.resource;
-        let Some(proposed) = self.proposed_object(req, r, target.namespace, target.name)? else {
+        let Some(ProposedWrite { proposed, .. }) =
+            self.proposed_write(req, r, target.namespace, target.name)?
+        else {
             return Ok(());
         };
         let namespace = if r.namespaced {
@@ -1094,34 +1096,41 @@ impl Api {
         }
     }
 
-    /// What a POST, PUT or PATCH would write (the body, or the stored object with the patch
-    /// applied); `None` when there is nothing to judge yet (the object to patch does not exist: the
-    /// write itself answers NotFound).
-    fn proposed_object(
+    /// What a POST, PUT or PATCH would write (the body, or the stored object with the patch applied,
+    /// kept beside it); `None` when there is nothing to judge yet (the object to patch does not
+    /// exist: the write itself answers NotFound).
+    fn proposed_write(
         &self,
         req: &ApiRequest<'_>,
         r: &'static objects::Resource,
         namespace: Option<&str>,
         name: Option<&str>,
-    ) -> Result<Option<Value>, ApiError> {
+    ) -> Result<Option<ProposedWrite>, ApiError> {
         let json = |body: &[u8]| {
             serde_json::from_slice::<Value>(body)
                 .map_err(|e| ApiError::bad_request(format!("the request body is not JSON: {e}")))
         };
         match (req.method, name) {
             ("PATCH", Some(name)) => {
-                let Ok(mut proposed) = objects::get(&self.store, r, namespace, name) else {
+                let Ok(current) = objects::get(&self.store, r, namespace, name) else {
                     return Ok(None);
                 };
+                let mut proposed = current.clone();
                 patch::apply(
                     req.patch_kind()?,
                     r.strategy.merge_keys(),
                     &mut proposed,
                     &json(req.body)?,
                 )?;
-                Ok(Some(proposed))
+                Ok(Some(ProposedWrite {
+                    patched: Some(current),
+                    proposed,
+                }))
             }
-            ("POST" | "PUT", _) => Ok(Some(json(req.body)?)),
+            ("POST" | "PUT", _) => Ok(Some(ProposedWrite {
+                patched: None,
+                proposed: json(req.body)?,
+            })),
             _ => Ok(None),
         }
     }
@@ -1135,14 +1144,15 @@ impl Api {
         r: &'static objects::Resource,
         name: Option<&str>,
     ) -> Result<(), ApiError> {
-        let Some(proposed) = self.proposed_object(req, r, None, name)? else {
+        let Some(write) = self.proposed_write(req, r, None, name)? else {
             return Ok(()); // nothing to judge: the write itself answers
         };
-        let current = match (req.method, name) {
-            ("PUT" | "PATCH", Some(name)) => objects::get(&self.store, r, None, name).ok(),
+        let current = match (write.patched, req.method, name) {
+            (Some(patched), _, _) => Some(patched),
+            (None, "PUT", Some(name)) => objects::get(&self.store, r, None, name).ok(),
             _ => None,
         };
-        auth::admit_node_write(user, current.as_ref(), &proposed)
+        auth::admit_node_write(user, current.as_ref(), &write.proposed)
     }
 
     /// PUT or PATCH of an object or of one of its parts (status, approval, finalize).
@@ -1256,6 +1266,12 @@ fn review_body(req: &ApiRequest<'_>) -> Result<Value, ApiError> {
         return Err(ApiError::bad_request("the request body is not a JSON object"));
     }
     Ok(review)
+}
+
+/// What a write would store, and the stored object it was computed from (a PATCH's).
+struct ProposedWrite {
+    patched: Option<Value>,
+    proposed: Value,
 }
 
 /// What a resource path names: a collection, an object, or an object's subresource.
